@@ -1,0 +1,54 @@
+# radmesh — every target is listed by `make help` from its ## comment.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install infra-up infra-down down demo test test-unit test-integration lint typecheck bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv with radmesh and its dev tools (only when pyproject.toml changed)
+
+infra-up: ## start RabbitMQ, Orthanc, the FHIR server and the model server (idempotent)
+	@bash deploy/infra-up.sh
+
+infra-down: ## stop what infra-up started (by PID)
+	@bash deploy/infra-down.sh
+
+down: infra-down ## stop everything radmesh started
+
+demo: install infra-up ## bring the infrastructure up and load the sample studies
+	$(BIN)/python -m samples demo
+
+lint: install ## ruff over the code
+	$(BIN)/ruff check shared services samples tests deploy
+
+typecheck: install ## mypy --strict over the code
+	$(BIN)/mypy shared services samples tests
+
+test-unit: install ## unit tests only (no network)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install infra-up ## integration tests against the running infrastructure
+	$(BIN)/pytest -q -m integration tests
+
+test: install lint typecheck infra-up ## lint, typecheck, bring the infrastructure up, run every test
+	$(BIN)/pytest -q tests
+
+bench: install infra-up ## benchmarks that print figures (FHIR server, model server transport)
+	$(BIN)/python deploy/fhir-server/bench.py
+	$(BIN)/python deploy/model-server/bench.py
+
+clean: ## remove the venv and caches (not the run directory)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

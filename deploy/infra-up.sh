@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Starts the local infrastructure radmesh talks to, each component once (a second run is a
+# no-op): RabbitMQ, Orthanc + DICOMweb, the development FHIR server, the Triton model server.
+# Usage: deploy/infra-up.sh [component ...]   (default: all four)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+components=("$@")
+(( ${#components[@]} )) || components=(rabbitmq orthanc fhir-server model-server)
+mkdir -p "$RADMESH_RUN_DIR"
+started="$(now_ms)"
+for component in "${components[@]}"; do
+  if ! bash "$RADMESH_ROOT/deploy/$component/up.sh"; then
+    fail "infra-up stopped at $component (see above)"
+    exit 1
+  fi
+done
+log "all up in $(awk "BEGIN{print ($(now_ms)-$started)/1000}") s; runtime files in $RADMESH_RUN_DIR"
