@@ -6,6 +6,10 @@ import os
 from dataclasses import dataclass
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from shared.settings import TelemetrySettings
+from shared.telemetry import configure_tracing
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,11 @@ def infra() -> Infrastructure:
         triton_http_url=f"http://127.0.0.1:{_env('RADMESH_TRITON_HTTP_PORT', '8000')}",
         triton_grpc_address=f"127.0.0.1:{_env('RADMESH_TRITON_GRPC_PORT', '8001')}",
     )
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    """This process's tracer provider, exporting to memory (OpenTelemetry allows one per process)."""
+    exporter = InMemorySpanExporter()
+    configure_tracing("tests", TelemetrySettings(), exporter=exporter)
+    return exporter

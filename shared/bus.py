@@ -1,0 +1,305 @@
+"""RabbitMQ topology, publishing and consuming with radmesh's retry and dead-letter policy.
+
+Topology (declared by every service for its own queue, idempotently):
+
+    exchange  radmesh                 topic, durable: routing key = event type (`study.detected`, …)
+    queue     radmesh.<service>       quorum, bound to the event types the service consumes;
+                                      x-delivery-limit → the broker dead-letters a message that
+                                      keeps crashing its consumers
+    exchange  radmesh.dead-letter     direct, durable
+    queue     radmesh.<service>.dead-letter     what the service gave up on, with the reason
+    queues    radmesh.<service>.retry.<ms>ms    one delay queue per backoff step: TTL, then the
+                                      default exchange routes the message back to radmesh.<service>
+
+A handler takes the validated event and returns the events it causes; they are published (with
+publisher confirms) before the incoming message is acknowledged, so at-least-once holds end to
+end. What a handler raises decides the message's fate (see `shared.errors`): a transient error
+goes to the next delay queue until the delays run out, then to the dead-letter queue; a permanent
+error or a bug goes to the dead-letter queue at once. Dead letters carry these headers:
+`x-radmesh-dead-letter-reason`, `x-radmesh-error-type`, `x-radmesh-attempts`,
+`x-radmesh-routing-key`, `x-radmesh-service`, `x-radmesh-dead-lettered-at`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiohttp
+import structlog
+from faststream import AckPolicy
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.schemas import Channel, QueueType
+from opentelemetry import trace
+
+from shared.errors import PermanentError, TransientError
+from shared.messages import Event, EventT, parse_event
+from shared.settings import BrokerSettings
+from shared.telemetry import bind_message_context, extract_trace_context, inject_trace_context
+
+__all__ = ["ATTEMPT_HEADER", "REASON_HEADER", "Bus", "Handler", "ServiceQueues", "classify_error"]
+
+ATTEMPT_HEADER = "x-radmesh-attempt"
+REASON_HEADER = "x-radmesh-dead-letter-reason"
+_TRANSIENT_LIBRARY_ERRORS = (
+    TimeoutError,
+    ConnectionError,
+    aiohttp.ClientConnectionError,
+    aiohttp.ServerTimeoutError,
+)
+
+Handler = Callable[[EventT], Awaitable[Sequence[Event]]]
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceQueues:
+    """The names of one service's queues."""
+
+    service: str
+
+    @property
+    def queue(self) -> str:
+        return f"radmesh.{self.service}"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"radmesh.{self.service}.dead-letter"
+
+    def retry_queue(self, delay_seconds: float) -> str:
+        return f"radmesh.{self.service}.retry.{round(delay_seconds * 1000)}ms"
+
+
+def classify_error(error: BaseException) -> str:
+    """`transient` (retry with backoff), `permanent` (dead letter now) or `bug` (dead letter now)."""
+    if isinstance(error, (TransientError, *_TRANSIENT_LIBRARY_ERRORS)):
+        return "transient"
+    if isinstance(error, PermanentError):
+        return "permanent"
+    return "bug"
+
+
+class Bus:
+    """One service's connection to the radmesh exchange: declare, publish, consume."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        service: str,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.queues = ServiceQueues(service)
+        self.broker = RabbitBroker(
+            settings.url,
+            default_channel=Channel(prefetch_count=settings.prefetch_count),
+            logger=None,
+        )
+        self._tracer = trace.get_tracer("radmesh.bus", tracer_provider=tracer_provider)
+        self._exchange = RabbitExchange(settings.exchange, type=ExchangeType.TOPIC, durable=True)
+        self._dead_letter_exchange = RabbitExchange(
+            settings.dead_letter_exchange, type=ExchangeType.DIRECT, durable=True
+        )
+
+    # -- topology ---------------------------------------------------------------------------
+
+    def _service_queue(self, routing_key: str = "") -> RabbitQueue:
+        return RabbitQueue(
+            self.queues.queue,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=routing_key,
+            arguments={
+                "x-delivery-limit": self.settings.delivery_limit,
+                "x-dead-letter-exchange": self.settings.dead_letter_exchange,
+                "x-dead-letter-routing-key": self.queues.dead_letter_queue,
+            },
+        )
+
+    async def declare(self, routing_keys: Sequence[str]) -> None:
+        """Declare the exchanges, this service's queue bound to `routing_keys`, its DLQ and delays."""
+        exchange = await self.broker.declare_exchange(self._exchange)
+        dead_letter_exchange = await self.broker.declare_exchange(self._dead_letter_exchange)
+        queue = await self.broker.declare_queue(self._service_queue())
+        for routing_key in routing_keys:
+            await queue.bind(exchange, routing_key=routing_key)
+        dead_letter_queue = await self.broker.declare_queue(
+            RabbitQueue(self.queues.dead_letter_queue, queue_type=QueueType.QUORUM, durable=True)
+        )
+        await dead_letter_queue.bind(
+            dead_letter_exchange, routing_key=self.queues.dead_letter_queue
+        )
+        for delay in self.settings.retry_delays_seconds:
+            await self.broker.declare_queue(
+                RabbitQueue(
+                    self.queues.retry_queue(delay),
+                    durable=True,
+                    arguments={
+                        "x-message-ttl": round(delay * 1000),
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self.queues.queue,
+                    },
+                )
+            )
+
+    # -- publishing -------------------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        """Publish an event (persistent, confirmed) with the current trace context in its headers."""
+        headers = inject_trace_context({"x-radmesh-schema-version": event.schema_version})
+        await self.broker.publish(
+            event.to_json(),
+            exchange=self._exchange,
+            routing_key=event.event_type,
+            persist=True,
+            headers=headers,
+            content_type="application/json",
+            message_id=str(event.message_id),
+            correlation_id=str(event.correlation_id),
+            message_type=event.event_type,
+            timestamp=event.created_at,
+        )
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def consume(self, event_class: type[EventT], handler: Handler[EventT]) -> None:
+        """Register `handler` for `event_class` on this service's queue (before `start`)."""
+
+        async def on_message(message: RabbitMessage) -> None:
+            try:
+                await self._handle(event_class, handler, message.raw_message)
+            except Exception:
+                # Retry/dead-letter publishing itself failed (broker trouble): give the message back
+                # to the queue; the quorum queue's delivery limit stops an endless loop.
+                log.exception("message_requeued", reason="could not publish its outcome")
+                await message.nack(requeue=True)
+            else:
+                await message.ack()
+
+        self.broker.subscriber(
+            self._service_queue(event_class.event_type),
+            self._exchange,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_raw_body,
+            no_reply=True,
+        )(on_message)
+
+    async def _handle(
+        self,
+        event_class: type[EventT],
+        handler: Handler[EventT],
+        raw: aio_pika.abc.AbstractIncomingMessage,
+    ) -> None:
+        headers = dict(raw.headers or {})
+        attempt = int(str(headers.get(ATTEMPT_HEADER, 0)))
+        bind_message_context(service=self.service, correlation_id=raw.correlation_id)
+        with self._tracer.start_as_current_span(
+            f"{self.service} consume {raw.routing_key}",
+            context=extract_trace_context(headers),
+            kind=trace.SpanKind.CONSUMER,
+        ) as span:
+            started = asyncio.get_running_loop().time()
+            try:
+                event = parse_event(event_class, raw.body)
+                study = getattr(event, "study", None)
+                if study is not None:
+                    structlog.contextvars.bind_contextvars(
+                        study_instance_uid=study.study_instance_uid
+                    )
+                caused = await handler(event)
+                for next_event in caused:
+                    await self.publish(next_event)
+            except Exception as error:  # every outcome is routed below; nothing is dropped
+                span.record_exception(error)
+                await self._route_failure(raw, headers, attempt, error)
+                return
+            log.info(
+                "message_handled",
+                event_type=event_class.event_type,
+                published=[next_event.event_type for next_event in caused],
+                duration_ms=round((asyncio.get_running_loop().time() - started) * 1000, 1),
+            )
+
+    async def _route_failure(
+        self,
+        raw: aio_pika.abc.AbstractIncomingMessage,
+        headers: dict[str, Any],
+        attempt: int,
+        error: Exception,
+    ) -> None:
+        kind = classify_error(error)
+        delays = self.settings.retry_delays_seconds
+        if kind == "transient" and attempt < len(delays):
+            delay = delays[attempt]
+            log.warning(
+                "message_retry_scheduled",
+                error=str(error),
+                attempt=attempt + 1,
+                delay_seconds=delay,
+            )
+            await self.broker.publish(
+                raw.body,
+                routing_key=self.queues.retry_queue(delay),
+                persist=True,
+                headers={
+                    **headers,
+                    ATTEMPT_HEADER: attempt + 1,
+                    "x-radmesh-last-error": str(error)[:1000],
+                },
+                content_type=raw.content_type,
+                message_id=raw.message_id,
+                correlation_id=raw.correlation_id,
+                message_type=raw.type,
+            )
+            return
+        reason = (
+            str(error) if kind != "transient" else f"gave up after {attempt + 1} attempts: {error}"
+        )
+        if kind == "bug":
+            log.error(
+                "message_dead_lettered",
+                reason=reason,
+                error_type=type(error).__name__,
+                exc_info=error,
+            )
+        else:
+            log.warning("message_dead_lettered", reason=reason, error_type=type(error).__name__)
+        await self.broker.publish(
+            raw.body,
+            exchange=self._dead_letter_exchange,
+            routing_key=self.queues.dead_letter_queue,
+            persist=True,
+            headers={
+                **headers,
+                REASON_HEADER: reason[:4000],
+                "x-radmesh-error-type": f"{kind}:{type(error).__name__}",
+                "x-radmesh-attempts": attempt + 1,
+                "x-radmesh-routing-key": raw.routing_key or "",
+                "x-radmesh-service": self.service,
+                "x-radmesh-dead-lettered-at": datetime.now(UTC).isoformat(),
+            },
+            content_type=raw.content_type,
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            message_type=raw.type,
+        )
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+
+async def _raw_body(message: Any) -> bytes:
+    """FastStream decoder: hand the body over undecoded; `parse_event` validates it."""
+    body: bytes = message.body
+    return body

@@ -1,0 +1,75 @@
+"""The radmesh exception tree: what a consumer does with the message that raised it.
+
+    RadmeshError
+    ├── TransientError            retry with exponential backoff through the delay queues;
+    │   │                         after the last retry the message is dead-lettered
+    │   └── RemoteUnavailable     a server answered 5xx/429, timed out or refused the connection
+    └── PermanentError            dead-letter at once with the reason: retrying cannot fix it
+        ├── InvalidMessage        the body is not JSON or does not validate against its event model
+        ├── RemoteRejected        a server answered a 4xx that retrying cannot fix (keeps its payload,
+        │                         e.g. the FHIR OperationOutcome)
+        └── ConfigurationError    settings or the model registry are invalid (the service refuses to start)
+
+Anything else a handler raises is a bug: the message is dead-lettered with the exception's text,
+so it is never lost and can be replayed (`radmesh dlq replay`) once the bug is fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigurationError",
+    "InvalidMessage",
+    "PermanentError",
+    "RadmeshError",
+    "RemoteRejected",
+    "RemoteUnavailable",
+    "TransientError",
+    "remote_error_for",
+]
+
+
+class RadmeshError(Exception):
+    """Root of every error radmesh raises on purpose."""
+
+
+class TransientError(RadmeshError):
+    """Retrying later may succeed: the message goes to a delay queue, then back to its queue."""
+
+
+class PermanentError(RadmeshError):
+    """Retrying cannot succeed: the message goes to its queue's dead-letter queue with the reason."""
+
+
+class InvalidMessage(PermanentError):
+    """A message body that is not valid JSON for its event model."""
+
+
+class ConfigurationError(PermanentError):
+    """Invalid settings or model registry; raised at start-up."""
+
+
+class _RemoteError(RadmeshError):
+    """Keeps what a remote server said: its URL, status and payload."""
+
+    def __init__(self, message: str, *, url: str, status: int | None, payload: Any = None) -> None:
+        super().__init__(f"{message} ({status if status is not None else 'no answer'} from {url})")
+        self.url = url
+        self.status = status
+        self.payload = payload
+
+
+class RemoteUnavailable(_RemoteError, TransientError):
+    """The remote server is down, overloaded (5xx, 429) or too slow: retry later."""
+
+
+class RemoteRejected(_RemoteError, PermanentError):
+    """The remote server refused the request (4xx): the payload says why (e.g. OperationOutcome)."""
+
+
+def remote_error_for(status: int, message: str, *, url: str, payload: Any = None) -> RadmeshError:
+    """The error a remote HTTP answer maps to: 5xx, 408 and 429 are transient, other 4xx permanent."""
+    if status >= 500 or status in (408, 425, 429):
+        return RemoteUnavailable(message, url=url, status=status, payload=payload)
+    return RemoteRejected(message, url=url, status=status, payload=payload)

@@ -1,0 +1,236 @@
+"""The events radmesh services exchange over RabbitMQ, each a versioned pydantic model.
+
+Every event carries the envelope fields (`message_id`, `correlation_id` — one per study run —,
+`causation_id`, `schema_version`, `created_at`) next to its own payload, in one flat JSON body.
+The routing key of an event is its `event_type` (`study.detected`, …). A service derives the
+events it publishes from the one it consumes with `Event.follow`, which keeps the correlation
+id and records the cause.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import InvalidMessage
+
+__all__ = [
+    "EVENT_TYPES",
+    "AlertRaised",
+    "BlobInstance",
+    "Event",
+    "Finding",
+    "FindingRejected",
+    "FindingVerified",
+    "InferenceCompleted",
+    "ModelRef",
+    "PostedFinding",
+    "ResultsPosted",
+    "SeriesManifest",
+    "StudyDetected",
+    "StudyFetched",
+    "StudyRef",
+    "parse_event",
+]
+
+
+EventT = TypeVar("EventT", bound="Event")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(_Model):
+    """Base of every event: the envelope. Subclasses set `event_type` and `schema_version`."""
+
+    event_type: ClassVar[str]
+    schema_version: int
+    message_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    correlation_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    causation_id: uuid.UUID | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def follow(self, event_class: type[EventT], **payload: Any) -> EventT:
+        """A new event caused by this one, in the same study run (same correlation id)."""
+        return event_class(
+            correlation_id=self.correlation_id, causation_id=self.message_id, **payload
+        )
+
+    def to_json(self) -> bytes:
+        """The message body as published."""
+        return self.model_dump_json().encode()
+
+
+class ModelRef(_Model):
+    """One AI model of the registry, at one version."""
+
+    id: str
+    version: str
+
+
+class StudyRef(_Model):
+    """The study a run is about: its DICOM identity and its FHIR records (references, not copies)."""
+
+    study_instance_uid: str
+    imaging_study: str | None = None  # "ImagingStudy/<id>" on the FHIR server
+    patient: str | None = None  # "Patient/<id>"
+    service_request: str | None = None  # "ServiceRequest/<id>" the study is basedOn
+    encounter: str | None = None
+    dicomweb_base_url: str | None = None  # from the ImagingStudy's dicom-wado-rs Endpoint
+
+
+class StudyDetected(Event):
+    """subscriber → fetcher: a study is ready and these models apply to it."""
+
+    event_type: ClassVar[str] = "study.detected"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    models: tuple[ModelRef, ...]
+    source: Literal["fhir-rest-hook", "pacs-stable-study", "reconcile", "manual"]
+
+
+class BlobInstance(_Model):
+    """One stored DICOM instance in the blob store (claim check: pixels never ride the broker)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None = None
+    blob_key: str
+    size_bytes: int
+
+
+class SeriesManifest(_Model):
+    """One fetched series and where its instances are in the blob store."""
+
+    series_instance_uid: str
+    modality: str
+    body_part_examined: str | None = None
+    series_description: str | None = None
+    instances: tuple[BlobInstance, ...]
+
+
+class StudyFetched(Event):
+    """fetcher → inference: the series one model needs are in the blob store (one event per model)."""
+
+    event_type: ClassVar[str] = "study.fetched"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    model: ModelRef
+    series: tuple[SeriesManifest, ...]
+    fetch_duration_ms: float
+
+
+class Finding(_Model):
+    """One output of a model, decoded: the registry says how it becomes FHIR."""
+
+    finding_key: str  # the registry's name for the output, e.g. "intracranial-hemorrhage"
+    index: int = 0  # position among findings with the same key (deterministic identifiers)
+    present: bool
+    probability: float | None = None
+    value: float | None = None
+    unit: str | None = None
+    center_voxel: tuple[float, float, float] | None = None
+    series_instance_uid: str | None = None
+    sop_instance_uids: tuple[str, ...] = ()
+
+
+class InferenceCompleted(Event):
+    """inference → mapper: what one model found in one study."""
+
+    event_type: ClassVar[str] = "inference.completed"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    model: ModelRef
+    findings: tuple[Finding, ...]
+    inference_duration_ms: float
+
+
+class PostedFinding(_Model):
+    """A finding as written to the FHIR server."""
+
+    finding_key: str
+    index: int
+    observation: str  # "Observation/<id>"
+    present: bool
+    probability: float | None = None
+    critical: bool = False
+
+
+class ResultsPosted(Event):
+    """mapper → notifier, verification: the preliminary results are on the FHIR server."""
+
+    event_type: ClassVar[str] = "results.posted"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    model: ModelRef
+    diagnostic_report: str
+    device: str
+    provenance: str
+    findings: tuple[PostedFinding, ...]
+    rollout_mode: Literal["shadow", "preliminary", "active"]
+
+
+class AlertRaised(Event):
+    """notifier: a critical finding was sent to the ordering provider."""
+
+    event_type: ClassVar[str] = "alert.raised"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    diagnostic_report: str
+    communication: str
+    communication_request: str
+    consult_service_request: str | None = None
+
+
+class FindingVerified(Event):
+    """verification: a radiologist accepted a report; its results are final."""
+
+    event_type: ClassVar[str] = "finding.verified"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    task: str
+    diagnostic_report: str
+    verifier: str
+    provenance: str
+
+
+class FindingRejected(Event):
+    """verification: a radiologist rejected a report; its results are cancelled."""
+
+    event_type: ClassVar[str] = "finding.rejected"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    task: str
+    diagnostic_report: str
+    verifier: str
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    event_class.event_type: event_class
+    for event_class in (
+        StudyDetected,
+        StudyFetched,
+        InferenceCompleted,
+        ResultsPosted,
+        AlertRaised,
+        FindingVerified,
+        FindingRejected,
+    )
+}
+
+
+def parse_event(event_class: type[EventT], body: bytes) -> EventT:
+    """Validate a message body against its event model; raise InvalidMessage saying what is wrong."""
+    try:
+        return event_class.model_validate_json(body)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in detail['loc']) or '<body>'}: {detail['msg']}"
+            for detail in error.errors()[:5]
+        )
+        raise InvalidMessage(f"{event_class.event_type} message is invalid: {problems}") from error

@@ -1,0 +1,85 @@
+"""Typed settings shared by every service, read once at start-up from the environment.
+
+Variables use the prefix `RADMESH_` and `__` between nesting levels, e.g.
+`RADMESH_BROKER__URL`, `RADMESH_FHIR__BEARER_TOKEN`, `RADMESH_DICOMWEB__PASSWORD`.
+The defaults point at the local infrastructure that `make infra-up` starts.
+A service's own settings live in `services/<service>/settings.py` (prefix `RADMESH_<SERVICE>_`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "BrokerSettings",
+    "DicomWebSettings",
+    "FhirSettings",
+    "RadmeshSettings",
+    "StorageSettings",
+    "TelemetrySettings",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BrokerSettings(_Section):
+    """RabbitMQ: where it is, and the retry/dead-letter policy of every service queue."""
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    exchange: str = "radmesh"
+    dead_letter_exchange: str = "radmesh.dead-letter"
+    retry_delays_seconds: tuple[float, ...] = Field(default=(1.0, 5.0, 25.0, 120.0))
+    delivery_limit: int = Field(default=10, ge=1)
+    prefetch_count: int = Field(default=4, ge=1)
+
+
+class FhirSettings(_Section):
+    """The FHIR R4 server radmesh reads studies from and writes results to."""
+
+    base_url: str = "http://127.0.0.1:8080/fhir"
+    bearer_token: SecretStr | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class DicomWebSettings(_Section):
+    """The PACS's DICOMweb root (QIDO-RS, WADO-RS, STOW-RS)."""
+
+    base_url: str = "http://127.0.0.1:8042/dicom-web"
+    username: str | None = "radmesh"
+    password: SecretStr | None = SecretStr("radmesh-dev")
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class StorageSettings(_Section):
+    """The blob store for pixel data (claim check): a directory, a shared volume in Kubernetes."""
+
+    blob_dir: Path = Path(".run/blobs")
+
+
+class TelemetrySettings(_Section):
+    """Logs and traces."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces; None: no export
+
+
+class RadmeshSettings(BaseSettings):
+    """Everything a service needs from its environment, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RADMESH_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    broker: BrokerSettings = BrokerSettings()
+    fhir: FhirSettings = FhirSettings()
+    dicomweb: DicomWebSettings = DicomWebSettings()
+    storage: StorageSettings = StorageSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    registry_path: Path = Path("registry/models.yaml")

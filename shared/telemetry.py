@@ -1,0 +1,160 @@
+"""Logging and tracing set-up shared by every service.
+
+- structlog: JSON when stdout is not a terminal, console otherwise; `correlation_id` and the
+  study UID are bound per message with contextvars (`bind_message_context`), `trace_id` and
+  `span_id` are added from the current OpenTelemetry span, and `redact_patient_data` removes
+  patient names and identifiers from every event before it is rendered.
+- OpenTelemetry: one tracer provider per process; the W3C trace context travels in AMQP headers
+  (`inject_trace_context` on publish, `extract_trace_context` on consume), so one study is one trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+
+from shared.settings import TelemetrySettings
+
+__all__ = [
+    "PATIENT_DATA_KEYS",
+    "bind_message_context",
+    "configure_logging",
+    "configure_tracing",
+    "extract_trace_context",
+    "inject_trace_context",
+    "redact_patient_data",
+]
+
+# Log keys that may carry patient names or identifiers (DICOM keywords and FHIR element names,
+# compared case-insensitively). Their values never reach a log line.
+PATIENT_DATA_KEYS = frozenset(
+    key.lower()
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "OtherPatientIDs",
+        "patient_name",
+        "patient_id",
+        "birth_date",
+        "birthDate",
+        "name",
+        "given",
+        "family",
+        "mrn",
+        "identifier",
+        "telecom",
+        "address",
+        "ssn",
+    )
+)
+REDACTED = "[redacted]"
+
+
+def redact_patient_data(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: replace the value of any patient-identifying key, at any depth."""
+    redacted: MutableMapping[str, Any] = _redact(event_dict)
+    return redacted
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, MutableMapping):
+        for key in list(value):
+            if isinstance(key, str) and key.lower() in PATIENT_DATA_KEYS:
+                value[key] = REDACTED
+            else:
+                value[key] = _redact(value[key])
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(_redact(item) for item in value)
+    return value
+
+
+def _add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict["trace_id"] = format(span_context.trace_id, "032x")
+        event_dict["span_id"] = format(span_context.span_id, "016x")
+    return event_dict
+
+
+def configure_logging(service: str, settings: TelemetrySettings) -> None:
+    """Set up structlog (and route stdlib logging through the same level) for one service."""
+    render_json = settings.log_format == "json" or (
+        settings.log_format == "auto" and not sys.stdout.isatty()
+    )
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
+    )
+    level = logging.getLevelNamesMapping()[settings.log_level]
+    logging.basicConfig(level=level, stream=sys.stdout, format="%(name)s %(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_trace_ids,
+            redact_patient_data,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def configure_tracing(
+    service: str, settings: TelemetrySettings, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """Install this process's tracer provider: the given exporter (tests), OTLP, or none."""
+    provider = TracerProvider(resource=Resource.create({"service.name": f"radmesh-{service}"}))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    elif settings.otlp_endpoint:
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+        )
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def bind_message_context(*, service: str, **values: str | None) -> None:
+    """Start a message's log context afresh: the service plus e.g. correlation_id, study UID."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        service=service, **{key: value for key, value in values.items() if value is not None}
+    )
+
+
+def inject_trace_context(headers: dict[str, Any]) -> dict[str, Any]:
+    """Add the current span's W3C `traceparent` (and `tracestate`) to AMQP headers."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    headers.update(carrier)
+    return headers
+
+
+def extract_trace_context(headers: Mapping[str, Any] | None) -> otel_context.Context:
+    """The trace context a publisher put in AMQP headers (an empty context when there is none)."""
+    carrier = {
+        key: value.decode() if isinstance(value, bytes) else str(value)
+        for key, value in (headers or {}).items()
+        if key in ("traceparent", "tracestate")
+    }
+    return extract(carrier)

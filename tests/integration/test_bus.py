@@ -1,0 +1,248 @@
+"""shared.bus against the real RabbitMQ: delivery, retry with backoff, dead letters with reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import aio_pika
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from shared.bus import ATTEMPT_HEADER, REASON_HEADER, Bus
+from shared.errors import PermanentError, RemoteUnavailable
+from shared.messages import Event, ModelRef, StudyDetected, StudyFetched, StudyRef
+from shared.settings import BrokerSettings
+from tests.conftest import Infrastructure
+
+pytestmark = pytest.mark.integration
+
+RETRY_DELAYS = (0.1, 0.2)
+
+
+@dataclass
+class BusUnderTest:
+    """A bus on its own exchanges and queues, with a raw aio-pika connection to inspect them."""
+
+    bus: Bus
+    connection: aio_pika.abc.AbstractRobustConnection
+    received: list[Event] = field(default_factory=list)
+
+    async def messages_in(
+        self, queue_name: str, expected: int, wait_seconds: float = 10.0
+    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        """Wait until `expected` messages can be taken from `queue_name` (fails on timeout)."""
+        channel = await self.connection.channel()
+        queue = await channel.get_queue(queue_name, ensure=True)
+        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while len(taken) < expected:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is not None:
+                taken.append(message)
+                continue
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        await channel.close()
+        return taken
+
+
+@pytest.fixture
+async def bus_under_test(infra: Infrastructure) -> AsyncIterator[BusUnderTest]:
+    tag = uuid.uuid4().hex[:8]
+    settings = BrokerSettings(
+        url=infra.amqp_url,
+        exchange=f"radmesh.test-{tag}",
+        dead_letter_exchange=f"radmesh.test-{tag}.dead-letter",
+        retry_delays_seconds=RETRY_DELAYS,
+        prefetch_count=2,
+    )
+    bus = Bus(settings, service=f"test-{tag}")
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    under_test = BusUnderTest(bus=bus, connection=connection)
+    yield under_test
+    await bus.stop()
+    channel = await connection.channel()
+    queue_names = [
+        bus.queues.queue,
+        bus.queues.dead_letter_queue,
+        *(bus.queues.retry_queue(delay) for delay in RETRY_DELAYS),
+        f"{bus.queues.queue}.observer",
+    ]
+    for name in queue_names:
+        await channel.queue_delete(name)
+    for name in (settings.exchange, settings.dead_letter_exchange):
+        await channel.exchange_delete(name)
+    await connection.close()
+
+
+def _study_detected() -> StudyDetected:
+    return StudyDetected(
+        study=StudyRef(study_instance_uid="1.2.826.0.1.3680043.10.1"),
+        models=(ModelRef(id="ich-reference", version="1"),),
+        source="manual",
+    )
+
+
+async def _observe(under_test: BusUnderTest, routing_key: str) -> str:
+    """Bind a plain queue to the test exchange, to see what the bus publishes."""
+    channel = await under_test.connection.channel()
+    exchange = await channel.get_exchange(under_test.bus.settings.exchange)
+    name = f"{under_test.bus.queues.queue}.observer"
+    queue = await channel.declare_queue(name, durable=True)
+    await queue.bind(exchange, routing_key=routing_key)
+    await channel.close()
+    return name
+
+
+async def test_handled_event_publishes_caused_events_in_the_same_run(
+    bus_under_test: BusUnderTest, span_exporter: InMemorySpanExporter
+) -> None:
+    """A consumed event reaches its handler; what the handler returns is published with the
+    same correlation id, the consumed message as cause, and a W3C traceparent header."""
+    under_test = bus_under_test
+    bus = under_test.bus
+
+    async def handler(event: StudyDetected) -> Sequence[Event]:
+        under_test.received.append(event)
+        return [
+            event.follow(
+                StudyFetched,
+                study=event.study,
+                model=event.models[0],
+                series=(),
+                fetch_duration_ms=1.0,
+            )
+        ]
+
+    bus.consume(StudyDetected, handler)
+    await bus.start()
+    await bus.declare([StudyDetected.event_type])
+    observer = await _observe(under_test, StudyFetched.event_type)
+    sent = _study_detected()
+    await bus.publish(sent)
+
+    published = await under_test.messages_in(observer, expected=1)
+    assert [event.message_id for event in under_test.received] == [sent.message_id]
+    assert len(published) == 1
+    caused = StudyFetched.model_validate_json(published[0].body)
+    assert caused.correlation_id == sent.correlation_id
+    assert caused.causation_id == sent.message_id
+    assert published[0].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    consumer_spans = [
+        span
+        for span in span_exporter.get_finished_spans()
+        if span.name == f"{bus.service} consume {StudyDetected.event_type}"
+    ]
+    assert len(consumer_spans) == 1
+    trace_id = format(consumer_spans[0].context.trace_id, "032x")
+    assert str((published[0].headers or {})["traceparent"]).split("-")[1] == trace_id
+
+
+async def test_invalid_message_is_dead_lettered_with_the_reason(
+    bus_under_test: BusUnderTest,
+) -> None:
+    """A body that fails validation never reaches the handler; it lands in the service's
+    dead-letter queue, unchanged, with a reason naming the missing field."""
+    under_test = bus_under_test
+    bus = under_test.bus
+
+    async def handler(event: StudyDetected) -> Sequence[Event]:
+        under_test.received.append(event)
+        return []
+
+    bus.consume(StudyDetected, handler)
+    await bus.start()
+    await bus.declare([StudyDetected.event_type])
+    body = b'{"schema_version": 1, "source": "manual"}'
+    await bus.broker.publish(
+        body,
+        exchange=bus.settings.exchange,
+        routing_key=StudyDetected.event_type,
+        content_type="application/json",
+    )
+
+    dead = await under_test.messages_in(bus.queues.dead_letter_queue, expected=1)
+    assert len(dead) == 1
+    assert dead[0].body == body
+    headers = dead[0].headers or {}
+    assert "study: Field required" in str(headers[REASON_HEADER])
+    assert str(headers["x-radmesh-error-type"]).startswith("permanent:InvalidMessage")
+    assert under_test.received == []
+
+
+async def test_transient_error_is_retried_with_backoff_until_it_succeeds(
+    bus_under_test: BusUnderTest,
+) -> None:
+    """A handler failing with a transient error is called again through the delay queues and
+    its success on the third attempt leaves nothing in the dead-letter queue."""
+    under_test = bus_under_test
+    bus = under_test.bus
+    done = asyncio.Event()
+
+    async def handler(event: StudyDetected) -> Sequence[Event]:
+        under_test.received.append(event)
+        if len(under_test.received) < 3:
+            raise RemoteUnavailable("FHIR server down", url="http://127.0.0.1:1/fhir", status=503)
+        done.set()
+        return []
+
+    bus.consume(StudyDetected, handler)
+    await bus.start()
+    await bus.declare([StudyDetected.event_type])
+    await bus.publish(_study_detected())
+
+    await asyncio.wait_for(done.wait(), timeout=10)
+    assert len(under_test.received) == 3
+    assert (
+        await under_test.messages_in(bus.queues.dead_letter_queue, expected=1, wait_seconds=0.5)
+        == []
+    )
+
+
+async def test_transient_error_is_dead_lettered_when_the_delays_run_out(
+    bus_under_test: BusUnderTest,
+) -> None:
+    """A handler that keeps failing transiently is tried once per delay plus once, then the
+    message lands in the dead-letter queue saying it gave up and why."""
+    under_test = bus_under_test
+    bus = under_test.bus
+
+    async def handler(event: StudyDetected) -> Sequence[Event]:
+        under_test.received.append(event)
+        raise RemoteUnavailable("FHIR server down", url="http://127.0.0.1:1/fhir", status=503)
+
+    bus.consume(StudyDetected, handler)
+    await bus.start()
+    await bus.declare([StudyDetected.event_type])
+    await bus.publish(_study_detected())
+
+    dead = await under_test.messages_in(bus.queues.dead_letter_queue, expected=1)
+    assert len(dead) == 1
+    headers = dead[0].headers or {}
+    assert len(under_test.received) == len(RETRY_DELAYS) + 1
+    assert str(headers[REASON_HEADER]).startswith("gave up after 3 attempts: FHIR server down")
+    assert headers[ATTEMPT_HEADER] == len(RETRY_DELAYS)
+
+
+async def test_permanent_error_is_dead_lettered_at_once(bus_under_test: BusUnderTest) -> None:
+    """A permanent error (e.g. a 4xx the FHIR server will always give) is not retried."""
+    under_test = bus_under_test
+    bus = under_test.bus
+
+    async def handler(event: StudyDetected) -> Sequence[Event]:
+        under_test.received.append(event)
+        raise PermanentError("ImagingStudy/42 is gone (410)")
+
+    bus.consume(StudyDetected, handler)
+    await bus.start()
+    await bus.declare([StudyDetected.event_type])
+    await bus.publish(_study_detected())
+
+    dead = await under_test.messages_in(bus.queues.dead_letter_queue, expected=1)
+    assert len(dead) == 1
+    assert (dead[0].headers or {})[REASON_HEADER] == "ImagingStudy/42 is gone (410)"
+    assert len(under_test.received) == 1
