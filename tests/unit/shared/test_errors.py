@@ -1,0 +1,34 @@
+"""shared.errors and the bus's classification: what happens to a message that failed."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from shared.bus import classify_error
+from shared.errors import InvalidMessage, RemoteRejected, RemoteUnavailable, remote_error_for
+
+
+def test_server_errors_and_throttling_are_transient() -> None:
+    """5xx, 408 and 429 answers are retried."""
+    for status in (500, 502, 503, 504, 408, 429):
+        error = remote_error_for(status, "FHIR write failed", url="http://127.0.0.1/fhir")
+        assert isinstance(error, RemoteUnavailable)
+        assert classify_error(error) == "transient"
+
+
+def test_client_errors_are_permanent_and_keep_the_payload() -> None:
+    """A 4xx is dead-lettered at once, with the server's OperationOutcome kept for the reason."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}
+    error = remote_error_for(422, "FHIR write failed", url="http://127.0.0.1/fhir", payload=outcome)
+    assert isinstance(error, RemoteRejected)
+    assert error.payload == outcome
+    assert "422 from http://127.0.0.1/fhir" in str(error)
+    assert classify_error(error) == "permanent"
+
+
+def test_network_failures_are_transient_and_unknown_exceptions_are_bugs() -> None:
+    """Connection errors and timeouts retry; anything unexpected is dead-lettered as a bug."""
+    assert classify_error(aiohttp.ClientConnectionError("refused")) == "transient"
+    assert classify_error(TimeoutError()) == "transient"
+    assert classify_error(InvalidMessage("bad")) == "permanent"
+    assert classify_error(KeyError("x")) == "bug"

@@ -1,0 +1,80 @@
+"""shared.messages: envelopes, causation, validation errors that say what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import InvalidMessage, PermanentError
+from shared.messages import (
+    EVENT_TYPES,
+    InferenceCompleted,
+    ModelRef,
+    StudyDetected,
+    StudyRef,
+    parse_event,
+)
+
+
+def _detected() -> StudyDetected:
+    return StudyDetected(
+        study=StudyRef(study_instance_uid="1.2.3"),
+        models=(ModelRef(id="ich-reference", version="1"),),
+        source="fhir-rest-hook",
+    )
+
+
+def test_follow_keeps_the_correlation_id_and_records_the_cause() -> None:
+    """An event derived with `follow` belongs to the same study run and names its cause."""
+    detected = _detected()
+    completed = detected.follow(
+        InferenceCompleted,
+        study=detected.study,
+        model=detected.models[0],
+        findings=(),
+        inference_duration_ms=12.5,
+    )
+    assert completed.correlation_id == detected.correlation_id
+    assert completed.causation_id == detected.message_id
+    assert completed.message_id != detected.message_id
+
+
+def test_event_round_trips_through_its_json_body() -> None:
+    """The published body parses back into an equal event, envelope included."""
+    detected = _detected()
+    assert parse_event(StudyDetected, detected.to_json()) == detected
+
+
+def test_invalid_body_raises_a_permanent_error_naming_the_field() -> None:
+    """A body missing a field is an InvalidMessage (dead-lettered at once) that names the field."""
+    with pytest.raises(InvalidMessage, match="models: Field required") as raised:
+        parse_event(
+            StudyDetected,
+            b'{"schema_version": 1, "study": {"study_instance_uid": "1"}, "source": "manual"}',
+        )
+    assert isinstance(raised.value, PermanentError)
+
+
+def test_body_that_is_not_json_is_an_invalid_message() -> None:
+    """Garbage bytes are reported as invalid, not as a crash."""
+    with pytest.raises(InvalidMessage, match=r"study\.detected message is invalid"):
+        parse_event(StudyDetected, b"\x00not json")
+
+
+def test_unknown_schema_version_is_rejected() -> None:
+    """A future schema version is not silently read as the current one."""
+    body = _detected().to_json().replace(b'"schema_version":1', b'"schema_version":2')
+    with pytest.raises(InvalidMessage, match="schema_version"):
+        parse_event(StudyDetected, body)
+
+
+def test_every_event_type_is_registered_under_its_routing_key() -> None:
+    """The routing keys of DESIGN.md map to their models."""
+    assert set(EVENT_TYPES) == {
+        "study.detected",
+        "study.fetched",
+        "inference.completed",
+        "results.posted",
+        "alert.raised",
+        "finding.verified",
+        "finding.rejected",
+    }
