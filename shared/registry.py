@@ -1,0 +1,233 @@
+"""The model registry: one YAML file declaring every AI model radmesh may run (DESIGN.md).
+
+Each entry says which model at which version, where it is served, which series it applies to
+(the selector), how its inputs are prepared, how each output becomes a finding (codes in SNOMED CT,
+RadLex, LOINC; value type; unit; threshold; whether it is critical and which consult follows),
+its rollout mode, and who approved the mapping. `load_registry` validates the whole file and
+raises ConfigurationError listing every problem: radmesh refuses to start with an invalid or
+unapproved mapping. Swapping or upgrading a model is an edit of this file.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.errors import ConfigurationError
+
+__all__ = [
+    "SNOMED_CT",
+    "Approval",
+    "Coding",
+    "Endpoint",
+    "FindingMapping",
+    "ModelEntry",
+    "Preprocessing",
+    "Registry",
+    "Selector",
+    "SeriesSummary",
+    "load_registry",
+]
+
+SNOMED_CT = "http://snomed.info/sct"
+RADLEX = "http://radlex.org"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Coding(_Strict):
+    """One code of a finding: SNOMED CT, RadLex or LOINC."""
+
+    system: Literal["http://snomed.info/sct", "http://radlex.org", "http://loinc.org"]
+    code: str = Field(min_length=1)
+    display: str = Field(min_length=1)
+
+
+class Endpoint(_Strict):
+    """Where the model is served and how to call it."""
+
+    url: str = "http://127.0.0.1:8000"
+    protocol: Literal["oip-v2-http"] = "oip-v2-http"
+    model_name: str
+    model_version: str = ""
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+
+
+class SeriesSummary(_Strict):
+    """What a selector looks at in one series (from QIDO-RS or the ImagingStudy)."""
+
+    modality: str
+    body_part_examined: str | None = None
+    series_description: str | None = None
+    sop_class_uids: tuple[str, ...] = ()
+    number_of_instances: int = 0
+
+
+class Selector(_Strict):
+    """Which series a model applies to; every stated condition must hold."""
+
+    modalities: tuple[str, ...] = Field(min_length=1)
+    body_parts: tuple[str, ...] = ()
+    sop_class_uids: tuple[str, ...] = ()
+    series_description: str | None = None  # a regular expression, searched case-insensitively
+    min_instances: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> Selector:
+        if self.series_description is not None:
+            re.compile(self.series_description)
+        return self
+
+    def matches(self, series: SeriesSummary) -> bool:
+        """True when this series is one the model should read."""
+        if series.modality.upper() not in {modality.upper() for modality in self.modalities}:
+            return False
+        if self.body_parts and (series.body_part_examined or "").upper() not in {
+            part.upper() for part in self.body_parts
+        }:
+            return False
+        if self.sop_class_uids and not set(series.sop_class_uids) & set(self.sop_class_uids):
+            return False
+        if self.series_description is not None and not re.search(
+            self.series_description, series.series_description or "", re.IGNORECASE
+        ):
+            return False
+        return series.number_of_instances >= self.min_instances
+
+
+class Preprocessing(_Strict):
+    """How the inference service prepares the volume the model receives."""
+
+    input_name: str = "volume"
+    spacing_input_name: str | None = "spacing"
+    datatype: Literal["INT16", "FP32"] = "INT16"
+    window: tuple[float, float] | None = None  # (center, width) in HU; None: raw HU
+    max_slices: int | None = Field(default=None, ge=1)
+
+
+class FindingMapping(_Strict):
+    """How one model output becomes a FHIR Observation."""
+
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    output: str  # the output tensor holding presence probability or value
+    value_type: Literal["presence", "quantity"]
+    codes: tuple[Coding, ...] = Field(min_length=1)
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    unit: str | None = None  # UCUM, for quantities
+    per_lesion: bool = False  # one finding per row of the output (e.g. one per nodule)
+    body_site: Coding | None = None
+    critical: bool = False
+    consult: Coding | None = None  # the ServiceRequest the notifier raises for a critical finding
+    consult_specialty: str | None = None  # e.g. "neurosurgery": the text of that request
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FindingMapping:
+        if self.value_type == "presence" and self.threshold is None:
+            raise ValueError(f"finding {self.key}: a presence finding needs a threshold")
+        if self.value_type == "quantity" and not self.unit:
+            raise ValueError(f"finding {self.key}: a quantity finding needs a UCUM unit")
+        if not any(coding.system == SNOMED_CT for coding in self.codes):
+            raise ValueError(f"finding {self.key}: needs a SNOMED CT code")
+        if self.consult is not None and not self.critical:
+            raise ValueError(f"finding {self.key}: a consult is only raised for critical findings")
+        return self
+
+
+class Approval(_Strict):
+    """Who approved this model's mapping for clinical use, and when."""
+
+    approved_by: str = Field(min_length=1)
+    approved_on: date
+    note: str | None = None
+
+
+class ModelEntry(_Strict):
+    """One AI model at one version."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    version: str = Field(min_length=1)
+    display: str
+    manufacturer: str
+    endpoint: Endpoint
+    selector: Selector
+    preprocessing: Preprocessing = Preprocessing()
+    findings: tuple[FindingMapping, ...] = Field(min_length=1)
+    diagnostic_report_code: Coding
+    rollout: Literal["shadow", "preliminary", "active"]
+    approval: Approval | None = None
+
+    @model_validator(mode="after")
+    def _approved_unless_shadow(self) -> ModelEntry:
+        if self.approval is None and self.rollout != "shadow":
+            raise ValueError(
+                f"model {self.id} {self.version}: rollout {self.rollout} needs an approval "
+                "(approved_by, approved_on); unapproved models may only run in shadow mode"
+            )
+        keys = [finding.key for finding in self.findings]
+        if len(keys) != len(set(keys)):
+            raise ValueError(f"model {self.id} {self.version}: finding keys must be unique")
+        return self
+
+    def finding(self, key: str) -> FindingMapping:
+        for mapping in self.findings:
+            if mapping.key == key:
+                return mapping
+        raise KeyError(f"model {self.id} has no finding {key!r}")
+
+
+class Registry(_Strict):
+    """Every model radmesh may run."""
+
+    models: tuple[ModelEntry, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Registry:
+        seen = [(model.id, model.version) for model in self.models]
+        duplicates = {entry for entry in seen if seen.count(entry) > 1}
+        if duplicates:
+            raise ValueError(f"models declared twice: {sorted(duplicates)}")
+        return self
+
+    def get(self, model_id: str, version: str) -> ModelEntry:
+        for model in self.models:
+            if model.id == model_id and model.version == version:
+                return model
+        raise KeyError(f"no model {model_id} {version} in the registry")
+
+    def models_for(self, series: list[SeriesSummary]) -> list[ModelEntry]:
+        """The models with at least one series of the study matching their selector."""
+        return [
+            model
+            for model in self.models
+            if any(model.selector.matches(summary) for summary in series)
+        ]
+
+
+def load_registry(path: Path) -> Registry:
+    """Read and validate the registry file; ConfigurationError lists every problem found."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigurationError(f"model registry {path} cannot be read: {error}") from error
+    except yaml.YAMLError as error:
+        raise ConfigurationError(f"model registry {path} is not valid YAML: {error}") from error
+    try:
+        return Registry.model_validate(document)
+    except ValidationError as error:
+        problems = "\n".join(
+            f"  - {'.'.join(str(part) for part in detail['loc']) or '<file>'}: {detail['msg']}"
+            for detail in error.errors()
+        )
+        raise ConfigurationError(
+            f"model registry {path} is invalid; radmesh will not start:\n{problems}"
+        ) from error
