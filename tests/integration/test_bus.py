@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared.bus import ATTEMPT_HEADER, REASON_HEADER, Bus
+from shared.dead_letters import DeadLetter, list_dead_letters, replay
 from shared.errors import PermanentError, RemoteUnavailable
 from shared.messages import Event, ModelRef, StudyDetected, StudyFetched, StudyRef
 from shared.settings import BrokerSettings
@@ -246,3 +247,46 @@ async def test_permanent_error_is_dead_lettered_at_once(bus_under_test: BusUnder
     assert len(dead) == 1
     assert (dead[0].headers or {})[REASON_HEADER] == "ImagingStudy/42 is gone (410)"
     assert len(under_test.received) == 1
+
+
+async def test_dead_letter_is_listed_with_its_reason_and_replayed_to_its_service(
+    bus_under_test: BusUnderTest,
+) -> None:
+    """`radmesh dlq list` shows a dead letter's reason without consuming it; `replay` sends it
+    back to the same service's queue, where the (now fixed) handler processes it."""
+    under_test = bus_under_test
+    bus = under_test.bus
+    broken = True
+
+    async def handler(event: StudyDetected) -> Sequence[Event]:
+        under_test.received.append(event)
+        if broken:
+            raise PermanentError("model ich-reference 9 is not in the registry")
+        return []
+
+    bus.consume(StudyDetected, handler)
+    await bus.start()
+    await bus.declare([StudyDetected.event_type])
+    sent = _study_detected()
+    await bus.publish(sent)
+    url = bus.settings.url
+
+    letters: list[DeadLetter] = []
+    for _ in range(100):
+        letters = await list_dead_letters(url, bus.service)
+        if letters:
+            break
+        await asyncio.sleep(0.05)
+    assert [letter.message_id for letter in letters] == [str(sent.message_id)]
+    assert letters[0].reason == "model ich-reference 9 is not in the registry"
+    assert letters[0].routing_key == "study.detected"
+    assert len(await list_dead_letters(url, bus.service)) == 1, "listing must not consume"
+
+    broken = False
+    assert await replay(url, bus.service) == 1
+    for _ in range(100):
+        if len(under_test.received) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [event.message_id for event in under_test.received] == [sent.message_id] * 2
+    assert await list_dead_letters(url, bus.service) == []

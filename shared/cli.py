@@ -1,0 +1,101 @@
+"""The `radmesh` command: operations on a running mesh.
+
+radmesh registry check [PATH]        validate the model registry (exit 1 listing every problem)
+radmesh status                       queue depths, consumers and dead letters per service
+radmesh dlq list SERVICE             the dead letters of a service, with their reasons
+radmesh dlq replay SERVICE [--limit N]   send them back to that service's queue
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from shared.dead_letters import SERVICES, list_dead_letters, queue_status, replay
+from shared.errors import ConfigurationError
+from shared.registry import load_registry
+from shared.settings import RadmeshSettings
+
+__all__ = ["main"]
+
+
+def _registry_check(settings: RadmeshSettings, path: Path | None) -> int:
+    registry_path = path or settings.registry_path
+    try:
+        registry = load_registry(registry_path)
+    except ConfigurationError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{registry_path}: {len(registry.models)} models valid")
+    for model in registry.models:
+        approval = model.approval.approved_on.isoformat() if model.approval else "unapproved"
+        findings = ", ".join(finding.key for finding in model.findings)
+        print(f"  {model.id} {model.version}  rollout={model.rollout}  approved={approval}")
+        print(
+            f"    endpoint {model.endpoint.url} ({model.endpoint.model_name}); findings: {findings}"
+        )
+    return 0
+
+
+def _status(settings: RadmeshSettings) -> int:
+    statuses = asyncio.run(queue_status(settings.broker.url))
+    print(f"{'queue':40} {'messages':>9} {'consumers':>9}")
+    for status in statuses:
+        messages = "-" if status.messages is None else str(status.messages)
+        consumers = "-" if status.consumers is None else str(status.consumers)
+        print(f"{status.queue:40} {messages:>9} {consumers:>9}")
+    dead = sum(status.messages or 0 for status in statuses if status.queue.endswith("dead-letter"))
+    print(f"dead letters: {dead}" + ("  (radmesh dlq list SERVICE)" if dead else ""))
+    return 0
+
+
+def _dlq_list(settings: RadmeshSettings, service: str) -> int:
+    letters = asyncio.run(list_dead_letters(settings.broker.url, service))
+    if not letters:
+        print(f"no dead letters for {service}")
+    for letter in letters:
+        print(
+            f"{letter.dead_lettered_at or '?'}  {letter.routing_key}  message {letter.message_id}  "
+            f"run {letter.correlation_id}  attempts {letter.attempts}  {letter.error_type}\n"
+            f"    reason: {letter.reason}"
+        )
+    return 0
+
+
+def _dlq_replay(settings: RadmeshSettings, service: str, limit: int | None) -> int:
+    count = asyncio.run(replay(settings.broker.url, service, limit))
+    print(f"replayed {count} dead letters to radmesh.{service}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="radmesh", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    registry = commands.add_parser("registry", help="model registry")
+    registry_commands = registry.add_subparsers(dest="registry_command", required=True)
+    check = registry_commands.add_parser("check", help="validate the model registry")
+    check.add_argument("path", nargs="?", type=Path, default=None)
+    commands.add_parser("status", help="queue depths, consumers, dead letters")
+    dlq = commands.add_parser("dlq", help="dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="list a service's dead letters")
+    dlq_list.add_argument("service", choices=SERVICES)
+    dlq_replay = dlq_commands.add_parser("replay", help="replay a service's dead letters")
+    dlq_replay.add_argument("service", choices=SERVICES)
+    dlq_replay.add_argument("--limit", type=int, default=None)
+    arguments = parser.parse_args(argv)
+
+    settings = RadmeshSettings()
+    if arguments.command == "registry":
+        return _registry_check(settings, arguments.path)
+    if arguments.command == "status":
+        return _status(settings)
+    if arguments.dlq_command == "list":
+        return _dlq_list(settings, arguments.service)
+    return _dlq_replay(settings, arguments.service, arguments.limit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

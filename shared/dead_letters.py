@@ -1,0 +1,139 @@
+"""Operations on the service queues: depths, consumers, and the dead letters (list, replay).
+
+A replayed dead letter goes back to its own service's queue only (through the default exchange),
+not to the topic exchange, so services that already handled it do not see it twice. Its retry
+count starts afresh. Idempotent FHIR writes make a replay safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.exceptions import ChannelClosed
+
+from shared.bus import ATTEMPT_HEADER, REASON_HEADER, ServiceQueues
+
+__all__ = ["SERVICES", "DeadLetter", "QueueStatus", "list_dead_letters", "queue_status", "replay"]
+
+# The services that consume from a queue (the subscriber only publishes).
+SERVICES = ("fetcher", "inference", "mapper", "notifier", "verification")
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    queue: str
+    messages: int | None  # None: the queue does not exist (the service never started)
+    consumers: int | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str | None
+    correlation_id: str | None
+    routing_key: str
+    reason: str
+    error_type: str
+    attempts: int | None
+    dead_lettered_at: str | None
+
+
+async def _inspect(connection: aio_pika.abc.AbstractConnection, name: str) -> QueueStatus:
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(name, passive=True)
+    except ChannelClosed:
+        return QueueStatus(name, None, None)
+    result = declared.declaration_result
+    await channel.close()
+    return QueueStatus(name, result.message_count, result.consumer_count)
+
+
+async def queue_status(amqp_url: str, services: tuple[str, ...] = SERVICES) -> list[QueueStatus]:
+    """Depth and consumers of each service's queue and dead-letter queue."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        statuses = []
+        for service in services:
+            queues = ServiceQueues(service)
+            statuses.append(await _inspect(connection, queues.queue))
+            statuses.append(await _inspect(connection, queues.dead_letter_queue))
+        return statuses
+    finally:
+        await connection.close()
+
+
+def _describe(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
+    headers = message.headers or {}
+    reason = headers.get(REASON_HEADER)
+    if reason is None:  # dead-lettered by the broker itself (delivery limit reached)
+        reason = "broker: " + str(headers.get("x-first-death-reason", "unknown"))
+    attempts = headers.get("x-radmesh-attempts", headers.get(ATTEMPT_HEADER))
+    return DeadLetter(
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        routing_key=str(headers.get("x-radmesh-routing-key", message.routing_key or "")),
+        reason=str(reason),
+        error_type=str(headers.get("x-radmesh-error-type", "")),
+        attempts=int(str(attempts)) if attempts is not None else None,
+        dead_lettered_at=str(headers.get("x-radmesh-dead-lettered-at") or "") or None,
+    )
+
+
+async def list_dead_letters(amqp_url: str, service: str, limit: int = 100) -> list[DeadLetter]:
+    """The dead letters of one service, left in place (browsed, then returned to the queue)."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(ServiceQueues(service).dead_letter_queue, passive=True)
+        seen: list[DeadLetter] = []
+        while len(seen) < limit:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            seen.append(_describe(message))
+        # Closing the channel without acknowledging returns every browsed message to the queue.
+        await channel.close()
+        return seen
+    finally:
+        await connection.close()
+
+
+async def replay(amqp_url: str, service: str, limit: int | None = None) -> int:
+    """Move dead letters back to their service's queue; returns how many were replayed."""
+    queues = ServiceQueues(service)
+    connection = await aio_pika.connect(amqp_url)
+    replayed = 0
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(queues.dead_letter_queue, passive=True)
+        while limit is None or replayed < limit:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            headers = {
+                key: value
+                for key, value in (message.headers or {}).items()
+                if not key.startswith("x-radmesh-")
+                and not key.startswith("x-death")
+                and not key.startswith("x-first-death")
+                and not key.startswith("x-last-death")
+            }
+            headers["x-radmesh-replayed"] = True
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body=message.body,
+                    headers=headers,
+                    content_type=message.content_type,
+                    message_id=message.message_id,
+                    correlation_id=message.correlation_id,
+                    type=message.type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=queues.queue,
+            )
+            await message.ack()
+            replayed += 1
+        return replayed
+    finally:
+        await connection.close()
