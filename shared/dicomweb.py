@@ -1,0 +1,204 @@
+"""DICOMweb client for the PACS: QIDO-RS search, streaming WADO-RS retrieve, STOW-RS store.
+
+WADO-RS responses are read part by part with aiohttp's multipart reader and written straight to
+the blob store, so memory stays constant whatever the study size (dicomweb-client's
+`retrieve_study` holds about four times the study in RAM). QIDO-RS query strings are built here
+rather than by dicomweb-client: Orthanc 1.10 does not percent-decode them, so only plain UIDs
+and keywords are sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pydicom
+
+from shared.errors import RemoteUnavailable, remote_error_for
+from shared.settings import DicomWebSettings
+from shared.storage import BlobStore
+
+__all__ = ["DicomWebClient", "RetrievedInstance", "SeriesInfo"]
+
+DICOM_JSON = "application/dicom+json"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series as QIDO-RS describes it."""
+
+    series_instance_uid: str
+    modality: str
+    body_part_examined: str | None
+    series_description: str | None
+    number_of_instances: int
+
+
+@dataclass(frozen=True)
+class RetrievedInstance:
+    """One instance written to the blob store."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    blob_key: str
+    size_bytes: int
+
+
+def _value(dataset: dict[str, Any], tag: str) -> Any:
+    values = dataset.get(tag, {}).get("Value")
+    return values[0] if values else None
+
+
+class DicomWebClient:
+    """One PACS, one long-lived HTTP session."""
+
+    def __init__(self, settings: DicomWebSettings, base_url: str | None = None) -> None:
+        self.base_url = (base_url or settings.base_url).rstrip("/")
+        self._headers: dict[str, str] = {}
+        if settings.username and settings.password is not None:
+            self._headers["Authorization"] = aiohttp.encode_basic_auth(
+                settings.username, settings.password.get_secret_value()
+            )
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _check(self, response: aiohttp.ClientResponse, what: str) -> None:
+        if response.status >= 400:
+            text = await response.text()
+            raise remote_error_for(
+                response.status, f"DICOMweb {what}: {text[:500]}", url=str(response.url)
+            )
+
+    async def _get_json(self, path: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        url = f"{self.base_url}/{path}"
+        try:
+            async with self._http().get(
+                url, params=params, headers={"Accept": DICOM_JSON}
+            ) as response:
+                await self._check(response, f"QIDO-RS {path}")
+                if response.status == 204:
+                    return []
+                found: list[dict[str, Any]] = await response.json(content_type=None)
+                return found
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise RemoteUnavailable(f"QIDO-RS {path}: {error!r}", url=url, status=None) from error
+
+    async def search_series(self, study_instance_uid: str) -> list[SeriesInfo]:
+        """QIDO-RS: the series of a study with modality, body part, description and size."""
+        found = await self._get_json(
+            f"studies/{study_instance_uid}/series",
+            [
+                ("includefield", "00180015"),
+                ("includefield", "00201209"),
+                ("includefield", "0008103E"),
+            ],
+        )
+        return [
+            SeriesInfo(
+                series_instance_uid=str(_value(dataset, "0020000E")),
+                modality=str(_value(dataset, "00080060") or ""),
+                body_part_examined=_value(dataset, "00180015"),
+                series_description=_value(dataset, "0008103E"),
+                number_of_instances=int(_value(dataset, "00201209") or 0),
+            )
+            for dataset in found
+        ]
+
+    async def search_instance_sop_classes(
+        self, study_instance_uid: str, series_instance_uid: str
+    ) -> set[str]:
+        """QIDO-RS: the SOP classes present in one series."""
+        found = await self._get_json(
+            f"studies/{study_instance_uid}/series/{series_instance_uid}/instances",
+            [("includefield", "00080016")],
+        )
+        return {str(_value(dataset, "00080016")) for dataset in found}
+
+    async def retrieve_series(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        store: BlobStore,
+        key_prefix: str,
+    ) -> list[RetrievedInstance]:
+        """WADO-RS: stream every instance of a series into the blob store, one part at a time."""
+        url = f"{self.base_url}/studies/{study_instance_uid}/series/{series_instance_uid}"
+        accept = 'multipart/related; type="application/dicom"'
+        retrieved: list[RetrievedInstance] = []
+        try:
+            async with self._http().get(url, headers={"Accept": accept}) as response:
+                await self._check(response, "WADO-RS series")
+                reader = aiohttp.MultipartReader.from_response(response)
+                while True:
+                    part = await reader.next()
+                    if part is None:
+                        break
+                    if not isinstance(part, aiohttp.BodyPartReader):
+                        continue
+                    retrieved.append(await self._store_part(part, store, key_prefix))
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
+            raise RemoteUnavailable(f"WADO-RS: {error!r}", url=url, status=None) from error
+        return retrieved
+
+    async def _store_part(
+        self, part: aiohttp.BodyPartReader, store: BlobStore, key_prefix: str
+    ) -> RetrievedInstance:
+        temporary_key = f"{key_prefix}/.incoming-{uuid.uuid4().hex}.dcm"
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await part.read_chunk(_CHUNK):
+                yield chunk
+
+        size = await store.write_stream(temporary_key, chunks())
+        temporary = store.path(temporary_key)
+        header = pydicom.dcmread(
+            temporary,
+            stop_before_pixels=True,
+            specific_tags=["SOPInstanceUID", "SOPClassUID", "InstanceNumber"],
+        )
+        key = f"{key_prefix}/{header.SOPInstanceUID}.dcm"
+        temporary.replace(store.path(key))
+        number = header.get("InstanceNumber")
+        return RetrievedInstance(
+            sop_instance_uid=str(header.SOPInstanceUID),
+            sop_class_uid=str(header.SOPClassUID),
+            instance_number=int(number) if number is not None else None,
+            blob_key=key,
+            size_bytes=size,
+        )
+
+    async def store_instances(self, instances: Iterable[bytes]) -> dict[str, Any]:
+        """STOW-RS: store encoded DICOM instances (Part 10 bytes) in one request."""
+        boundary = f"radmesh-{uuid.uuid4().hex}"
+        body = bytearray()
+        for encoded in instances:
+            body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            body += encoded + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        url = f"{self.base_url}/studies"
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": DICOM_JSON,
+        }
+        try:
+            async with self._http().post(url, data=bytes(body), headers=headers) as response:
+                await self._check(response, "STOW-RS")
+                result: dict[str, Any] = await response.json(content_type=None)
+                return result
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise RemoteUnavailable(f"STOW-RS: {error!r}", url=url, status=None) from error

@@ -1,0 +1,137 @@
+"""The FHIR R4 client every service keeps for its lifetime (fhirpy's AsyncFHIRClient).
+
+fhirpy opens a new HTTP session per request and folds every non-2xx answer into one exception
+type, which loses the difference between "retry later" (5xx) and "never" (4xx). `FhirClient`
+keeps one aiohttp session, sends the bearer token from settings, and raises radmesh's errors
+with the server's OperationOutcome attached (`RemoteUnavailable` / `RemoteRejected`), so the bus
+can decide retry or dead letter. It adds what radmesh writes with: `transaction` (one atomic
+Bundle) and `conditional_create_entry` (an entry with `ifNoneExist` on a business identifier,
+so a repeated write returns the existing resource instead of creating a second one).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from fhirpy import AsyncFHIRClient
+from fhirpy.base.utils import AttrDict
+
+from shared.errors import RemoteUnavailable, remote_error_for
+from shared.settings import FhirSettings
+
+__all__ = ["FhirClient", "conditional_create_entry", "reference_of", "transaction_bundle"]
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirClient(AsyncFHIRClient):
+    """fhirpy's async client on one long-lived session, raising radmesh's error tree."""
+
+    def __init__(self, settings: FhirSettings) -> None:
+        token = settings.bearer_token.get_secret_value() if settings.bearer_token else None
+        super().__init__(
+            settings.base_url,
+            authorization=f"Bearer {token}" if token else None,
+            aiohttp_config={"timeout": aiohttp.ClientTimeout(total=settings.timeout_seconds)},
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _do_request(
+        self,
+        method: str,
+        path: str,
+        data: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
+        *,
+        returning_status: bool = False,
+    ) -> Any:
+        headers = {**self._build_request_headers(), **(extra_headers or {})}
+        if data is not None:
+            headers["Content-Type"] = FHIR_JSON
+        url = self._build_request_url(path, params)
+        try:
+            async with self._http().request(
+                method,
+                url,
+                data=json.dumps(data) if data is not None else None,
+                headers=headers,
+                **self.aiohttp_config,
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise RemoteUnavailable(
+                f"FHIR {method.upper()} {path} failed: {error!r}", url=url, status=None
+            ) from error
+        if 200 <= status < 300 or status == 304:
+            body = json.loads(text, object_hook=AttrDict) if text else None
+            return (body, status) if returning_status else body
+        payload: Any
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError:
+            payload = text[:2000]
+        raise remote_error_for(
+            status,
+            f"FHIR {method.upper()} {path}: {_diagnostics(payload)}",
+            url=url,
+            payload=payload,
+        )
+
+    async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """POST a transaction Bundle to the base URL; returns the transaction-response Bundle."""
+        response: dict[str, Any] = await self._do_request("post", "", data=bundle)
+        return response
+
+
+def _diagnostics(payload: Any) -> str:
+    """The human part of an OperationOutcome (or the raw text)."""
+    if isinstance(payload, dict) and payload.get("resourceType") == "OperationOutcome":
+        return "; ".join(
+            str(
+                issue.get("diagnostics")
+                or issue.get("details", {}).get("text")
+                or issue.get("code")
+            )
+            for issue in payload.get("issue", [])
+        )
+    return str(payload)[:500]
+
+
+def conditional_create_entry(
+    resource: dict[str, Any], full_url: str, identifier_system: str, identifier_value: str
+) -> dict[str, Any]:
+    """A transaction entry that creates `resource` unless one with this identifier exists."""
+    return {
+        "fullUrl": full_url,
+        "resource": resource,
+        "request": {
+            "method": "POST",
+            "url": resource["resourceType"],
+            "ifNoneExist": f"identifier={identifier_system}|{identifier_value}",
+        },
+    }
+
+
+def transaction_bundle(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def reference_of(response_entry: dict[str, Any]) -> str:
+    """'Type/id' of a transaction-response entry (from its Location, without the history part)."""
+    location = str(response_entry["response"]["location"])
+    parts = location.split("/_history/", maxsplit=1)[0].rstrip("/").split("/")
+    return f"{parts[-2]}/{parts[-1]}"

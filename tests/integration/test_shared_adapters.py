@@ -1,0 +1,143 @@
+"""shared.dicomweb and shared.fhir against the real Orthanc and FHIR server."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydantic import SecretStr
+
+from samples.dicom_series import describe_study, iter_encoded
+from samples.phantoms import head_ct
+from shared.dicomweb import DicomWebClient
+from shared.errors import RemoteRejected, RemoteUnavailable
+from shared.fhir import FhirClient, conditional_create_entry, reference_of, transaction_bundle
+from shared.settings import DicomWebSettings, FhirSettings
+from shared.storage import BlobStore
+from tests.conftest import Infrastructure
+
+pytestmark = pytest.mark.integration
+
+
+def _dicomweb(infra: Infrastructure) -> DicomWebClient:
+    user, password = infra.orthanc_auth
+    return DicomWebClient(
+        DicomWebSettings(
+            base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
+        )
+    )
+
+
+async def test_series_stored_then_searched_then_streamed_into_the_blob_store(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """STOW-RS stores a generated head CT; QIDO-RS describes its series; WADO-RS streams every
+    instance into the blob store under its SOP Instance UID with the pixels intact."""
+    phantom = head_ct(seed=9100 + uuid.uuid4().int % 1000, slices=8, size=64)
+    info = describe_study(phantom, scenario=f"adapter-test-{uuid.uuid4().hex[:6]}", seed=1)
+    client = _dicomweb(infra)
+    try:
+        await client.store_instances(iter_encoded(phantom, info))
+        series = await client.search_series(info.study_instance_uid)
+        assert [(s.series_instance_uid, s.modality, s.number_of_instances) for s in series] == [
+            (info.series_instance_uid, "CT", 8)
+        ]
+        assert series[0].body_part_examined == "HEAD"
+        sop_classes = await client.search_instance_sop_classes(
+            info.study_instance_uid, info.series_instance_uid
+        )
+        assert sop_classes == {"1.2.840.10008.5.1.4.1.1.2"}
+
+        store = BlobStore(tmp_path)
+        retrieved = await client.retrieve_series(
+            info.study_instance_uid, info.series_instance_uid, store, "study/series"
+        )
+    finally:
+        await client.close()
+    assert sorted(r.sop_instance_uid for r in retrieved) == sorted(
+        info.sop_instance_uid(index) for index in range(8)
+    )
+    first = min(retrieved, key=lambda r: r.instance_number or 0)
+    dataset = pydicom.dcmread(store.path(first.blob_key))
+    hu = dataset.pixel_array * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
+    assert np.array_equal(hu.astype(np.int16), phantom.volume_hu[0])
+    assert not list(store.path("study/series").glob(".incoming-*"))
+
+
+async def test_unknown_study_search_is_empty_and_bad_credentials_are_rejected(
+    infra: Infrastructure,
+) -> None:
+    """QIDO-RS for a study the PACS does not have returns nothing; wrong credentials raise a
+    permanent error (401) rather than a retry."""
+    client = _dicomweb(infra)
+    try:
+        assert await client.search_series("1.2.3.4.5.6.7.8.9.999") == []
+    finally:
+        await client.close()
+    wrong = DicomWebClient(
+        DicomWebSettings(
+            base_url=infra.orthanc_dicomweb_url, username="radmesh", password=SecretStr("wrong")
+        )
+    )
+    try:
+        with pytest.raises(RemoteRejected) as raised:
+            await wrong.search_series("1.2.3")
+        assert raised.value.status == 401
+    finally:
+        await wrong.close()
+
+
+async def test_conditional_transaction_creates_once(infra: Infrastructure) -> None:
+    """The same transaction posted twice with ifNoneExist on a business identifier leaves one
+    resource, and both responses point at it."""
+    client = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    value = f"adapter-test-{uuid.uuid4().hex}"
+    device = {
+        "resourceType": "Device",
+        "identifier": [{"system": "urn:radmesh:device", "value": value}],
+        "deviceName": [{"name": "ich-reference", "type": "model-name"}],
+    }
+    bundle = transaction_bundle(
+        [conditional_create_entry(device, f"urn:uuid:{uuid.uuid4()}", "urn:radmesh:device", value)]
+    )
+    try:
+        first = await client.transaction(bundle)
+        second = await client.transaction(bundle)
+        found = (
+            await client.resources("Device")
+            .search(identifier=f"urn:radmesh:device|{value}")
+            .fetch_all()
+        )
+    finally:
+        await client.close()
+    assert reference_of(first["entry"][0]) == reference_of(second["entry"][0])
+    assert len(found) == 1
+
+
+async def test_fhir_errors_keep_the_operation_outcome_and_are_classified(
+    infra: Infrastructure,
+) -> None:
+    """An invalid resource is a permanent error carrying the server's OperationOutcome; a server
+    that does not answer is a transient error."""
+    client = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        with pytest.raises(RemoteRejected) as raised:
+            await client.execute(
+                "Observation",
+                method="post",
+                data={"resourceType": "Observation", "status": "not-a-status"},
+            )
+        assert raised.value.status == 400
+        assert isinstance(raised.value.payload, dict)
+        assert raised.value.payload["resourceType"] == "OperationOutcome"
+    finally:
+        await client.close()
+    down = FhirClient(FhirSettings(base_url="http://127.0.0.1:9/fhir", timeout_seconds=2))
+    try:
+        with pytest.raises(RemoteUnavailable):
+            await down.execute("metadata", method="get")
+    finally:
+        await down.close()
