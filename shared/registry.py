@@ -125,6 +125,8 @@ class FindingMapping(_Strict):
     threshold: float | None = Field(default=None, ge=0, le=1)
     unit: str | None = None  # UCUM, for quantities
     per_lesion: bool = False  # one finding per row of the output (e.g. one per nodule)
+    location_output: str | None = None  # tensor of lesion centres in voxels (z, y, x)
+    depends_on: str | None = None  # quantity: reported only where this presence finding is present
     body_site: Coding | None = None
     critical: bool = False
     consult: Coding | None = None  # the ServiceRequest the notifier raises for a critical finding
@@ -138,6 +140,10 @@ class FindingMapping(_Strict):
             raise ValueError(f"finding {self.key}: a quantity finding needs a UCUM unit")
         if not any(coding.system == SNOMED_CT for coding in self.codes):
             raise ValueError(f"finding {self.key}: needs a SNOMED CT code")
+        if self.value_type == "quantity" and self.depends_on is None:
+            raise ValueError(
+                f"finding {self.key}: a quantity finding needs depends_on (a presence finding)"
+            )
         if self.consult is not None and not self.critical:
             raise ValueError(f"finding {self.key}: a consult is only raised for critical findings")
         return self
@@ -176,6 +182,17 @@ class ModelEntry(_Strict):
         keys = [finding.key for finding in self.findings]
         if len(keys) != len(set(keys)):
             raise ValueError(f"model {self.id} {self.version}: finding keys must be unique")
+        presence = {f.key: f for f in self.findings if f.value_type == "presence"}
+        for finding in self.findings:
+            if finding.depends_on is None:
+                continue
+            parent = presence.get(finding.depends_on)
+            if parent is None or parent.per_lesion != finding.per_lesion:
+                raise ValueError(
+                    f"model {self.id} {self.version}: finding {finding.key} depends on "
+                    f"{finding.depends_on!r}, which must be a presence finding of the same model "
+                    "with the same per_lesion"
+                )
         return self
 
     def finding(self, key: str) -> FindingMapping:

@@ -19,6 +19,7 @@ __all__ = [
     "DicomWebSettings",
     "FhirSettings",
     "RadmeshSettings",
+    "ServiceSettings",
     "StorageSettings",
     "TelemetrySettings",
 ]
@@ -83,3 +84,13 @@ class RadmeshSettings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     registry_path: Path = Path("registry/models.yaml")
+
+
+class ServiceSettings(BaseSettings):
+    """Base of a service's own settings: where its HTTP server (health, routes) listens.
+    Each service subclasses it with its own prefix, e.g. `RADMESH_FETCHER_PORT`."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int

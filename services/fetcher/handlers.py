@@ -1,0 +1,101 @@
+"""study.detected → the series each model needs, streamed into the blob store → study.fetched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from services.fetcher.series_selection import select_series
+from shared.dicomweb import DicomWebClient, RetrievedInstance, SeriesInfo
+from shared.errors import PermanentError
+from shared.messages import BlobInstance, Event, SeriesManifest, StudyDetected, StudyFetched
+from shared.registry import Registry
+from shared.storage import BlobStore
+
+log = structlog.get_logger(__name__)
+
+
+class FetchStudy:
+    """Handler of study.detected: one study.fetched per model, each series fetched once."""
+
+    def __init__(self, registry: Registry, dicomweb: DicomWebClient, store: BlobStore) -> None:
+        self.registry = registry
+        self.dicomweb = dicomweb
+        self.store = store
+
+    async def __call__(self, event: StudyDetected) -> Sequence[Event]:
+        study_uid = event.study.study_instance_uid
+        started = time.perf_counter()
+        series = await self.dicomweb.search_series(study_uid)
+        if not series:
+            raise PermanentError(f"the PACS has no series for study {study_uid}")
+        fetched: dict[str, list[RetrievedInstance]] = {}
+        caused: list[Event] = []
+        for model_ref in event.models:
+            try:
+                model = self.registry.get(model_ref.id, model_ref.version)
+            except KeyError as error:
+                raise PermanentError(str(error)) from error
+            chosen = await select_series(self.dicomweb, study_uid, series, model.selector)
+            if chosen is None:
+                raise PermanentError(
+                    f"no series of study {study_uid} matches the selector of {model.id} {model.version}"
+                )
+            if chosen.series_instance_uid not in fetched:
+                fetched[chosen.series_instance_uid] = await self._fetch(event, chosen)
+            instances = fetched[chosen.series_instance_uid]
+            caused.append(
+                event.follow(
+                    StudyFetched,
+                    study=event.study,
+                    model=model_ref,
+                    series=(_manifest(chosen, instances),),
+                    fetch_duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
+            )
+        return caused
+
+    async def _fetch(self, event: StudyDetected, series: SeriesInfo) -> list[RetrievedInstance]:
+        started = time.perf_counter()
+        prefix = (
+            f"{event.correlation_id}/{event.study.study_instance_uid}/{series.series_instance_uid}"
+        )
+        instances = await self.dicomweb.retrieve_series(
+            event.study.study_instance_uid, series.series_instance_uid, self.store, prefix
+        )
+        seconds = time.perf_counter() - started
+        size = sum(instance.size_bytes for instance in instances)
+        log.info(
+            "series_fetched",
+            series_instance_uid=series.series_instance_uid,
+            instances=len(instances),
+            megabytes=round(size / 1e6, 1),
+            seconds=round(seconds, 2),
+            megabytes_per_second=round(size / 1e6 / seconds, 1) if seconds else None,
+        )
+        if not instances:
+            raise PermanentError(
+                f"WADO-RS returned no instances for series {series.series_instance_uid}"
+            )
+        return instances
+
+
+def _manifest(series: SeriesInfo, instances: list[RetrievedInstance]) -> SeriesManifest:
+    return SeriesManifest(
+        series_instance_uid=series.series_instance_uid,
+        modality=series.modality,
+        body_part_examined=series.body_part_examined,
+        series_description=series.series_description,
+        instances=tuple(
+            BlobInstance(
+                sop_instance_uid=instance.sop_instance_uid,
+                sop_class_uid=instance.sop_class_uid,
+                instance_number=instance.instance_number,
+                blob_key=instance.blob_key,
+                size_bytes=instance.size_bytes,
+            )
+            for instance in sorted(instances, key=lambda item: item.instance_number or 0)
+        ),
+    )

@@ -1,0 +1,13 @@
+"""The fetcher's own settings (prefix RADMESH_FETCHER_)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class FetcherSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RADMESH_FETCHER_", extra="ignore", frozen=True)
+
+    port: int = 8091

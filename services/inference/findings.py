@@ -1,0 +1,129 @@
+"""Model outputs → findings, as the registry maps them (pure logic, no I/O).
+
+- presence finding, one per study: present when the output probability reaches the threshold;
+- presence finding per lesion: one finding per lesion at or above the threshold (in the model's
+  order); when there is none, one negative finding (index 0) carrying the highest probability;
+- quantity finding: its value, only where the presence finding it depends on is present (the
+  hemorrhage volume of a present bleed; the diameter of each reported nodule).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.errors import PermanentError
+from shared.messages import Finding
+from shared.registry import FindingMapping, ModelEntry
+
+__all__ = ["decode_findings", "output_names"]
+
+
+def output_names(model: ModelEntry) -> list[str]:
+    """Every output tensor the registry reads for this model."""
+    names: list[str] = []
+    for mapping in model.findings:
+        for name in (mapping.output, mapping.location_output):
+            if name is not None and name not in names:
+                names.append(name)
+    return names
+
+
+def _tensor(outputs: dict[str, npt.NDArray[Any]], name: str, model: ModelEntry) -> npt.NDArray[Any]:
+    try:
+        return outputs[name]
+    except KeyError:
+        raise PermanentError(
+            f"model {model.id} {model.version} returned no output {name!r} "
+            f"(got {sorted(outputs)}); the registry mapping does not fit the model"
+        ) from None
+
+
+def _centre(locations: npt.NDArray[Any] | None, row: int) -> tuple[float, float, float] | None:
+    if locations is None or locations.size == 0:
+        return None
+    point = np.asarray(locations, dtype=np.float64).reshape(-1, 3)[row]
+    return (float(point[0]), float(point[1]), float(point[2]))
+
+
+def decode_findings(
+    model: ModelEntry,
+    outputs: dict[str, npt.NDArray[Any]],
+    series_instance_uid: str,
+    sop_instance_uids: tuple[str, ...],
+) -> tuple[Finding, ...]:
+    """The findings of one model run, in registry order."""
+    positive_rows: dict[str, list[int]] = {}
+    findings: list[Finding] = []
+    for mapping in model.findings:
+        values = np.asarray(_tensor(outputs, mapping.output, model), dtype=np.float64).ravel()
+        locations = (
+            _tensor(outputs, mapping.location_output, model) if mapping.location_output else None
+        )
+        if mapping.value_type == "presence":
+            findings.extend(
+                _presence(mapping, values, locations, positive_rows, series_instance_uid)
+            )
+        else:
+            findings.extend(_quantity(mapping, values, positive_rows, series_instance_uid))
+    del sop_instance_uids  # kept in the signature for slice-level references (SR) to come
+    return tuple(findings)
+
+
+def _presence(
+    mapping: FindingMapping,
+    values: npt.NDArray[np.float64],
+    locations: npt.NDArray[Any] | None,
+    positive_rows: dict[str, list[int]],
+    series_instance_uid: str,
+) -> list[Finding]:
+    threshold = mapping.threshold if mapping.threshold is not None else 0.5
+    rows = [row for row, value in enumerate(values) if value >= threshold]
+    if not mapping.per_lesion:
+        rows = rows[:1]
+    positive_rows[mapping.key] = rows
+    if not rows:
+        highest = float(values.max()) if values.size else 0.0
+        return [
+            Finding(
+                finding_key=mapping.key,
+                index=0,
+                present=False,
+                probability=round(highest, 4),
+                series_instance_uid=series_instance_uid,
+            )
+        ]
+    return [
+        Finding(
+            finding_key=mapping.key,
+            index=index,
+            present=True,
+            probability=round(float(values[row]), 4),
+            center_voxel=_centre(locations, row),
+            series_instance_uid=series_instance_uid,
+        )
+        for index, row in enumerate(rows)
+    ]
+
+
+def _quantity(
+    mapping: FindingMapping,
+    values: npt.NDArray[np.float64],
+    positive_rows: dict[str, list[int]],
+    series_instance_uid: str,
+) -> list[Finding]:
+    rows = positive_rows.get(mapping.depends_on or "", [])
+    return [
+        Finding(
+            finding_key=mapping.key,
+            index=index,
+            present=True,
+            value=round(float(values[row]), 2),
+            unit=mapping.unit,
+            series_instance_uid=series_instance_uid,
+        )
+        for index, row in enumerate(rows)
+        if row < values.size
+    ]

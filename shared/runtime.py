@@ -1,0 +1,101 @@
+"""How every service runs: its HTTP server (health, readiness, its own routes), its lifetime, and
+a clean stop on SIGTERM/SIGINT.
+
+A service's `app.py` builds a `ServiceApp` (wiring only); its `__main__.py` configures logging and
+tracing and calls `run_service`. `/healthz` answers 200 while the process runs; `/readyz` answers
+200 once the service's dependencies answer (broker connected, FHIR server reachable …).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from shared.settings import RadmeshSettings, ServiceSettings
+from shared.telemetry import configure_logging, configure_tracing
+
+__all__ = ["ServiceApp", "run_service", "service_main", "start_http"]
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ServiceApp:
+    """What a service's app.py hands to the runtime."""
+
+    name: str
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+    ready: Callable[[], Awaitable[bool]]
+    routes: Sequence[web.RouteDef] = field(default_factory=list)
+    middlewares: Sequence[Middleware] = field(default_factory=list)
+
+
+def _http_application(app: ServiceApp) -> web.Application:
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "service": app.name})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ready = await app.ready()
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "service": app.name},
+            status=200 if ready else 503,
+        )
+
+    application = web.Application(middlewares=list(app.middlewares), client_max_size=64 << 20)
+    application.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    application.add_routes(list(app.routes))
+    return application
+
+
+async def start_http(app: ServiceApp, host: str, port: int) -> web.AppRunner:
+    """Serve the service's HTTP routes (plus health) on host:port; returns the runner to clean up."""
+    runner = web.AppRunner(_http_application(app), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def run_service(app: ServiceApp, host: str, port: int) -> None:
+    """Start the service and its HTTP server, run until SIGTERM/SIGINT, then stop both."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    started = loop.time()
+    await app.start()
+    runner = await start_http(app, host, port)
+    log.info(
+        "service_started",
+        http=f"http://{host}:{port}",
+        startup_ms=round((loop.time() - started) * 1000, 1),
+    )
+    try:
+        await stopping.wait()
+    finally:
+        log.info("service_stopping")
+        await runner.cleanup()
+        await app.stop()
+        log.info("service_stopped")
+
+
+def service_main(
+    name: str,
+    build_app: Callable[[RadmeshSettings, SettingsT], ServiceApp],
+    settings_class: type[SettingsT],
+) -> None:
+    """The body of every `services/<name>/__main__.py`: settings once, logging, tracing, run."""
+    settings = RadmeshSettings()
+    own = settings_class()
+    configure_logging(name, settings.telemetry)
+    configure_tracing(name, settings.telemetry)
+    asyncio.run(run_service(build_app(settings, own), own.host, own.port))
