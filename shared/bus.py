@@ -125,6 +125,8 @@ class Bus:
     async def declare(self, routing_keys: Sequence[str]) -> None:
         """Declare the exchanges, this service's queue bound to `routing_keys`, its DLQ and delays."""
         exchange = await self.broker.declare_exchange(self._exchange)
+        if not routing_keys:  # a publisher only (the subscriber): no queue of its own
+            return
         dead_letter_exchange = await self.broker.declare_exchange(self._dead_letter_exchange)
         queue = await self.broker.declare_queue(self._service_queue())
         for routing_key in routing_keys:

@@ -91,6 +91,22 @@ class FhirClient(AsyncFHIRClient):
             payload=payload,
         )
 
+    async def create_resource(
+        self, resource: dict[str, Any], if_none_exist: str | None = None
+    ) -> dict[str, Any]:
+        """POST a resource; with `if_none_exist` (a search query) the server returns the existing
+        match instead of creating a second one."""
+        headers = {"If-None-Exist": if_none_exist} if if_none_exist else None
+        created: dict[str, Any] = await self._do_request(
+            "post", resource["resourceType"], data=resource, extra_headers=headers
+        )
+        return created
+
+    async def read_resource(self, reference: str) -> dict[str, Any]:
+        """GET one resource by 'Type/id'."""
+        found: dict[str, Any] = await self._do_request("get", reference)
+        return found
+
     async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
         """POST a transaction Bundle to the base URL; returns the transaction-response Bundle."""
         response: dict[str, Any] = await self._do_request("post", "", data=bundle)

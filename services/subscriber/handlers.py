@@ -1,0 +1,278 @@
+"""Hook requests → the ImagingStudy → the models that apply and are not done yet → study.detected."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+
+from services.subscriber.hook_auth import SIGNATURE_HEADER, bearer_matches, signature_matches
+from services.subscriber.imaging_study import (
+    imaging_study_from_pacs,
+    series_summaries,
+    study_instance_uid,
+    study_ref,
+)
+from services.subscriber.settings import SubscriberSettings
+from shared.bus import Bus
+from shared.dicomweb import DicomWebClient
+from shared.errors import InvalidMessage, RadmeshError
+from shared.fhir import FhirClient
+from shared.identifiers import DICOM_UID_SYSTEM, business_identifier, study_run_value
+from shared.messages import ModelRef, StudyDetected
+from shared.operation_outcome import outcome_response
+from shared.registry import ModelEntry, Registry
+
+log = structlog.get_logger(__name__)
+Source = Literal["fhir-rest-hook", "pacs-stable-study", "reconcile", "manual"]
+
+
+class StudyAnnouncer:
+    """The subscriber's handlers: authenticate, resolve the study, pick models, publish."""
+
+    def __init__(
+        self,
+        settings: SubscriberSettings,
+        registry: Registry,
+        fhir: FhirClient,
+        dicomweb: DicomWebClient,
+        bus: Bus,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.fhir = fhir
+        self.dicomweb = dicomweb
+        self.bus = bus
+        self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
+
+    # -- HTTP handlers --------------------------------------------------------------------
+
+    def _authorised(self, request: web.Request) -> bool:
+        return bearer_matches(
+            request.headers.get("Authorization"), self.settings.hook_secret.get_secret_value()
+        )
+
+    async def rest_hook_with_payload(self, request: web.Request) -> web.Response:
+        """`PUT {endpoint}/ImagingStudy/{id}` with the resource (channel.payload set)."""
+        if not self._authorised(request):
+            return outcome_response(401, "login", "missing or wrong hook secret")
+        try:
+            resource = json.loads(await request.read())
+        except json.JSONDecodeError as error:
+            return outcome_response(400, "structure", f"body is not JSON: {error}")
+        if not isinstance(resource, dict) or resource.get("resourceType") != "ImagingStudy":
+            return outcome_response(400, "invalid", "body must be an ImagingStudy resource")
+        if resource.get("id") != request.match_info["id"]:
+            return outcome_response(400, "invalid", "resource id does not match the URL")
+        return await self._answer(lambda: self.announce(resource, "fhir-rest-hook"))
+
+    async def rest_hook_without_payload(self, request: web.Request) -> web.Response:
+        """`POST {endpoint}`: empty (no payload: look up what changed), or an R4B/R5
+        subscription-notification Bundle carrying the ImagingStudies."""
+        if not self._authorised(request):
+            return outcome_response(401, "login", "missing or wrong hook secret")
+        body = await request.read()
+        if not body.strip():
+            return await self._answer(self.poll_updated)
+        try:
+            bundle = json.loads(body)
+        except json.JSONDecodeError as error:
+            return outcome_response(400, "structure", f"body is not JSON: {error}")
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            return outcome_response(400, "invalid", "a non-empty notification must be a Bundle")
+        studies = [
+            entry["resource"]
+            for entry in bundle.get("entry", [])
+            if isinstance(entry.get("resource"), dict)
+            and entry["resource"].get("resourceType") == "ImagingStudy"
+        ]
+
+        async def announce_all() -> int:
+            published = 0
+            for study in studies:
+                published += await self.announce(study, "fhir-rest-hook")
+            return published
+
+        return await self._answer(announce_all)
+
+    async def pacs_stable_study(self, request: web.Request) -> web.Response:
+        """The PACS's signed stable-study webhook."""
+        body = await request.read()
+        if not signature_matches(
+            body,
+            request.headers.get(SIGNATURE_HEADER),
+            self.settings.pacs_hook_secret.get_secret_value(),
+        ):
+            return outcome_response(401, "login", f"missing or wrong {SIGNATURE_HEADER}")
+        try:
+            event = json.loads(body)
+        except json.JSONDecodeError as error:
+            return outcome_response(400, "structure", f"body is not JSON: {error}")
+        if not isinstance(event, dict) or not event.get("study_instance_uid"):
+            return outcome_response(400, "required", "event has no study_instance_uid")
+        return await self._answer(lambda: self.announce_pacs_study(event))
+
+    async def _answer(self, action: Any) -> web.Response:
+        try:
+            published = await action()
+        except InvalidMessage as error:
+            return outcome_response(400, "invalid", str(error))
+        except RadmeshError as error:
+            # The FHIR server or the PACS failed: 503 makes the caller retry the hook later.
+            log.warning("hook_not_processed", error=str(error))
+            return outcome_response(503, "transient", f"not processed, retry later: {error}")
+        return outcome_response(200, "informational", f"{published} study.detected published")
+
+    # -- domain -----------------------------------------------------------------------------
+
+    async def poll_updated(self) -> int:
+        """ImagingStudies matching the criteria updated since the last look (HAPI's empty POST)."""
+        since = self._last_poll
+        self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
+        resource_type, _, query = self.settings.subscription_criteria.partition("?")
+        params: dict[str, Any] = dict(
+            part.split("=", 1) for part in query.split("&") if "=" in part
+        )
+        params["_lastUpdated"] = f"ge{since}"
+        params["_count"] = 100
+        published = 0
+        async for study in self.fhir.resources(resource_type).search(**params):
+            published += await self.announce(dict(study), "fhir-rest-hook")
+        return published
+
+    async def announce(self, imaging_study: dict[str, Any], source: Source) -> int:
+        """Publish study.detected for the models that apply and have not run; returns 0 or 1."""
+        uid = study_instance_uid(imaging_study)
+        structlog.contextvars.bind_contextvars(study_instance_uid=uid)
+        if imaging_study.get("status") != "available":
+            log.info("study_skipped", reason=f"status {imaging_study.get('status')}")
+            return 0
+        if await self._opted_out(imaging_study):
+            log.info("study_skipped", reason="patient opted out (active Consent with deny)")
+            return 0
+        candidates = self.registry.models_for(series_summaries(imaging_study))
+        pending = [model for model in candidates if not await self._already_done(uid, model)]
+        if not pending:
+            log.info(
+                "study_skipped",
+                reason="no model applies" if not candidates else "every model already ran",
+                models=[model.id for model in candidates],
+            )
+            return 0
+        endpoints = await self._endpoint_addresses(imaging_study)
+        event = StudyDetected(
+            study=study_ref(imaging_study, endpoints),
+            models=tuple(ModelRef(id=model.id, version=model.version) for model in pending),
+            source=source,
+        )
+        await self.bus.publish(event)
+        log.info(
+            "study_detected",
+            correlation_id=str(event.correlation_id),
+            source=source,
+            models=[model.id for model in pending],
+        )
+        return 1
+
+    async def _already_done(self, uid: str, model: ModelEntry) -> bool:
+        identifier = business_identifier(
+            "DiagnosticReport", study_run_value(uid, model.id, model.version)
+        )
+        found = (
+            await self.fhir.resources("DiagnosticReport")
+            .search(identifier=f"{identifier['system']}|{identifier['value']}")
+            .limit(1)
+            .fetch()
+        )
+        return bool(found)
+
+    async def _opted_out(self, imaging_study: dict[str, Any]) -> bool:
+        patient = (imaging_study.get("subject") or {}).get("reference")
+        if not patient:
+            return False
+        consents = (
+            await self.fhir.resources("Consent").search(patient=patient, status="active").fetch()
+        )
+        return any(
+            (dict(consent).get("provision") or {}).get("type") == "deny" for consent in consents
+        )
+
+    async def _endpoint_addresses(self, imaging_study: dict[str, Any]) -> dict[str, str]:
+        addresses: dict[str, str] = {}
+        for ref in imaging_study.get("endpoint", []):
+            reference = ref.get("reference", "")
+            if reference.startswith("Endpoint/"):
+                endpoint = await self.fhir.read_resource(reference)
+                if endpoint.get("address"):
+                    addresses[reference] = str(endpoint["address"])
+        return addresses
+
+    async def announce_pacs_study(self, event: dict[str, Any]) -> int:
+        """A stable study from the PACS: find (or create, DICOMcast style) its ImagingStudy."""
+        uid = str(event["study_instance_uid"])
+        structlog.contextvars.bind_contextvars(study_instance_uid=uid)
+        if set(event.get("modalities") or []) <= {"SR", "KO", "PR"}:
+            log.info("study_skipped", reason="only SR/KO/PR objects (radmesh's own output)")
+            return 0
+        existing = (
+            await self.fhir.resources("ImagingStudy")
+            .search(identifier=f"{DICOM_UID_SYSTEM}|urn:oid:{uid}")
+            .limit(1)
+            .fetch()
+        )
+        if existing:
+            return await self.announce(dict(existing[0]), "pacs-stable-study")
+        return await self.announce(await self._register_study(event), "pacs-stable-study")
+
+    async def _register_study(self, event: dict[str, Any]) -> dict[str, Any]:
+        uid = str(event["study_instance_uid"])
+        service_request = None
+        subject = None
+        accession = event.get("accession_number")
+        if accession:
+            orders = (
+                await self.fhir.resources("ServiceRequest")
+                .search(identifier=accession)
+                .limit(1)
+                .fetch()
+            )
+            if orders:
+                order = dict(orders[0])
+                service_request = f"ServiceRequest/{order['id']}"
+                subject = (order.get("subject") or {}).get("reference")
+        if subject is None:
+            raise InvalidMessage(
+                f"study {uid} has no ServiceRequest with its accession number on the FHIR server; "
+                "radmesh only reads ordered studies"
+            )
+        endpoint = await self._ensure_endpoint(
+            str(event.get("dicomweb_root") or self.dicomweb.base_url)
+        )
+        resource = imaging_study_from_pacs(event, {}, subject, service_request, endpoint)
+        created = await self.fhir.create_resource(
+            resource, if_none_exist=f"identifier={DICOM_UID_SYSTEM}|urn:oid:{uid}"
+        )
+        log.info("imaging_study_registered", imaging_study=f"ImagingStudy/{created['id']}")
+        return created
+
+    async def _ensure_endpoint(self, address: str) -> str:
+        found = await self.fhir.resources("Endpoint").search(address=address).limit(1).fetch()
+        if found:
+            return f"Endpoint/{found[0]['id']}"
+        created = await self.fhir.create_resource(
+            {
+                "resourceType": "Endpoint",
+                "status": "active",
+                "connectionType": {
+                    "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                    "code": "dicom-wado-rs",
+                },
+                "payloadType": [{"text": "DICOM"}],
+                "address": address,
+            },
+            if_none_exist=f"address={address}",
+        )
+        return f"Endpoint/{created['id']}"

@@ -1,0 +1,23 @@
+"""The subscriber's own settings (prefix RADMESH_SUBSCRIBER_)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class SubscriberSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RADMESH_SUBSCRIBER_", extra="ignore", frozen=True)
+
+    port: int = 8090
+    # The address the FHIR server calls back (the Subscription's channel.endpoint is
+    # `{public_url}/fhir`); the PACS calls `{public_url}/pacs/stable-study`.
+    public_url: str = "http://127.0.0.1:8090"
+    # Sent by the FHIR server as `Authorization: Bearer <secret>` (the Subscription's channel.header).
+    hook_secret: SecretStr = SecretStr("radmesh-dev-hook-secret")
+    # Key of the PACS webhook's HMAC-SHA256 signature (header X-Radmesh-Signature: sha256=<hex>).
+    pacs_hook_secret: SecretStr = SecretStr("radmesh-dev-pacs-secret")
+    subscription_criteria: str = "ImagingStudy?status=available"
+    ensure_subscription: bool = True

@@ -1,0 +1,226 @@
+"""The subscriber against the real FHIR server, Orthanc and RabbitMQ: hooks in, study.detected out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aio_pika
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from samples.load import LoadResult, Settings, load_study
+from services.subscriber.app import build_app
+from services.subscriber.hook_auth import SIGNATURE_HEADER, sign
+from services.subscriber.settings import SubscriberSettings
+from shared.fhir import FhirClient
+from shared.messages import StudyDetected
+from shared.runtime import start_http
+from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
+from tests.conftest import Infrastructure
+
+pytestmark = pytest.mark.integration
+
+HOOK_SECRET = "subscriber-test-secret"
+PACS_SECRET = "subscriber-test-pacs-secret"
+
+
+@dataclass
+class RunningSubscriber:
+    url: str
+    settings: RadmeshSettings
+    own: SubscriberSettings
+    detected: aio_pika.abc.AbstractQueue
+
+    async def next_detected(self, wait_seconds: float = 10.0) -> StudyDetected | None:
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while asyncio.get_running_loop().time() < deadline:
+            message = await self.detected.get(no_ack=True, fail=False)
+            if message is not None:
+                return StudyDetected.model_validate_json(message.body)
+            await asyncio.sleep(0.05)
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def subscriber(infra: Infrastructure) -> AsyncIterator[RunningSubscriber]:
+    """A subscriber on its own port and its own exchange, with an observer queue on study.detected."""
+    tag = uuid.uuid4().hex[:8]
+    port = _free_port()
+    user, password = infra.orthanc_auth
+    settings = RadmeshSettings(
+        broker=BrokerSettings(url=infra.amqp_url, exchange=f"radmesh.test-{tag}"),
+        fhir=FhirSettings(base_url=infra.fhir_base_url),
+        dicomweb=DicomWebSettings(
+            base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
+        ),
+    )
+    own = SubscriberSettings(
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        hook_secret=SecretStr(HOOK_SECRET),
+        pacs_hook_secret=SecretStr(PACS_SECRET),
+    )
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(
+        settings.broker.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    queue = await channel.declare_queue(f"radmesh.test-{tag}.detected", exclusive=True)
+    await queue.bind(exchange, routing_key=StudyDetected.event_type)
+    app = build_app(settings, own)
+    await app.start()
+    runner = await start_http(app, "127.0.0.1", port)
+    yield RunningSubscriber(f"http://127.0.0.1:{port}", settings, own, queue)
+    await runner.cleanup()
+    await app.stop()
+    fhir = FhirClient(settings.fhir)
+    for subscription in (
+        await fhir.resources("Subscription").search(url=f"{own.public_url}/fhir").fetch_all()
+    ):
+        await fhir.execute(f"Subscription/{subscription['id']}", method="delete")
+    await fhir.close()
+    await channel.exchange_delete(settings.broker.exchange)
+    await connection.close()
+
+
+def _load(infra: Infrastructure, scenario: str) -> LoadResult:
+    settings = Settings(
+        orthanc_url=infra.orthanc_url,
+        orthanc_auth=infra.orthanc_auth,
+        fhir_base_url=infra.fhir_base_url,
+    )
+    return load_study(
+        scenario, settings=settings, seed=random.randrange(10**6, 10**7), slices=10, size=64
+    )
+
+
+async def _imaging_study(infra: Infrastructure, reference: str) -> dict[str, object]:
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        return await fhir.read_resource(reference)
+    finally:
+        await fhir.close()
+
+
+async def test_rest_hook_with_payload_publishes_study_detected_for_matching_models(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> None:
+    """PUT {endpoint}/ImagingStudy/{id} with a head CT publishes study.detected naming the ICH
+    model only, with the study's FHIR links and PACS address."""
+    loaded = await asyncio.to_thread(_load, infra, "head-bleed")
+    assert loaded.imaging_study_id is not None
+    study = await _imaging_study(infra, loaded.imaging_study_id)
+    async with aiohttp.ClientSession() as http:
+        response = await http.put(
+            f"{subscriber.url}/fhir/{loaded.imaging_study_id}",
+            json=study,
+            headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+        )
+        assert response.status == 200, await response.text()
+    detected = await subscriber.next_detected()
+    assert detected is not None
+    assert detected.study.study_instance_uid == loaded.study_instance_uid
+    assert detected.study.imaging_study == loaded.imaging_study_id
+    assert detected.study.patient is not None and detected.study.patient.startswith("Patient/")
+    assert detected.study.service_request is not None
+    assert detected.study.dicomweb_base_url == infra.orthanc_dicomweb_url
+    assert [(m.id, m.version) for m in detected.models] == [("ich-reference", "1")]
+    assert detected.source == "fhir-rest-hook"
+
+
+async def test_fhir_server_subscription_fires_the_hook_on_a_new_study(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> None:
+    """On start the subscriber registers its Subscription; the FHIR server then calls it when an
+    available chest CT is created, and the lung nodule model is selected."""
+    loaded = await asyncio.to_thread(_load, infra, "chest-nodules")
+    detected = None
+    for _ in range(5):
+        detected = await subscriber.next_detected(wait_seconds=3)
+        if detected is None or detected.study.study_instance_uid == loaded.study_instance_uid:
+            break
+    assert detected is not None, "the FHIR server's rest-hook never reached the subscriber"
+    assert detected.study.study_instance_uid == loaded.study_instance_uid
+    assert [m.id for m in detected.models] == ["lung-nodule-reference"]
+
+
+async def test_unauthenticated_hooks_get_401_and_malformed_bodies_get_400(
+    subscriber: RunningSubscriber,
+) -> None:
+    """No or wrong secret → 401; a body that is not an ImagingStudy → 400 OperationOutcome;
+    a PACS event with a bad signature → 401. Nothing is published."""
+    async with aiohttp.ClientSession() as http:
+        unauthenticated = await http.post(f"{subscriber.url}/fhir", data=b"")
+        assert unauthenticated.status == 401
+        assert (await unauthenticated.json(content_type=None))["resourceType"] == "OperationOutcome"
+        wrong = await http.put(
+            f"{subscriber.url}/fhir/ImagingStudy/x",
+            data=b"{}",
+            headers={"Authorization": "Bearer not-the-secret"},
+        )
+        assert wrong.status == 401
+        malformed = await http.put(
+            f"{subscriber.url}/fhir/ImagingStudy/x",
+            data=b"{not json",
+            headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+        )
+        assert malformed.status == 400
+        outcome = await malformed.json(content_type=None)
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert "not JSON" in outcome["issue"][0]["diagnostics"]
+        body = json.dumps({"study_instance_uid": "1.2.3"}).encode()
+        unsigned = await http.post(
+            f"{subscriber.url}/pacs/stable-study",
+            data=body,
+            headers={SIGNATURE_HEADER: sign(body, "wrong-secret")},
+        )
+        assert unsigned.status == 401
+    assert await subscriber.next_detected(wait_seconds=0.5) is None
+
+
+async def test_pacs_stable_study_announces_the_study_once_signed(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> None:
+    """A signed stable-study event for a study the FHIR server knows publishes study.detected;
+    an event listing only SR objects (radmesh's own output) is ignored."""
+    loaded = await asyncio.to_thread(_load, infra, "head-normal")
+    await subscriber.next_detected(wait_seconds=2)  # the FHIR hook's own announcement, if any
+    event = {
+        "study_instance_uid": loaded.study_instance_uid,
+        "accession_number": loaded.accession_number,
+        "modalities": ["CT"],
+        "series": [],
+    }
+    body = json.dumps(event).encode()
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"{subscriber.url}/pacs/stable-study",
+            data=body,
+            headers={SIGNATURE_HEADER: sign(body, PACS_SECRET)},
+        )
+        assert response.status == 200, await response.text()
+        detected = await subscriber.next_detected()
+        assert detected is not None and detected.source == "pacs-stable-study"
+        assert detected.study.imaging_study == loaded.imaging_study_id
+        own_output = json.dumps({**event, "modalities": ["SR"]}).encode()
+        ignored = await http.post(
+            f"{subscriber.url}/pacs/stable-study",
+            data=own_output,
+            headers={SIGNATURE_HEADER: sign(own_output, PACS_SECRET)},
+        )
+        assert ignored.status == 200
+    assert await subscriber.next_detected(wait_seconds=0.5) is None
