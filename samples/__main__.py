@@ -1,0 +1,71 @@
+"""python -m samples: load sample studies into the local PACS (Orthanc) and FHIR server.
+
+python -m samples --list
+python -m samples load head-bleed [--slices N --size N --seed N] [--no-fhir]
+python -m samples load-real
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import requests
+
+from samples.dicomweb import StowError
+from samples.load import REAL_FILES, SCENARIOS, Settings, load_real, load_study
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m samples", description=__doc__.split("\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the sample scenarios")
+    sub = parser.add_subparsers(dest="command")
+    load = sub.add_parser("load", help="generate a synthetic study and load it (PACS + EHR)")
+    load.add_argument("scenario", choices=sorted(SCENARIOS))
+    load.add_argument("--slices", type=int, default=32, help="number of slices (default 32)")
+    load.add_argument("--size", type=int, default=256, help="rows = columns (default 256)")
+    load.add_argument("--seed", type=int, default=1, help="seed of the phantom and identifiers")
+    load.add_argument("--batch", type=int, default=24, help="instances per STOW-RS request")
+    load.add_argument("--no-fhir", action="store_true", help="store the images only")
+    sub.add_parser("load-real", help="store the real CT/MR files shipped by pydicom(-data)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.list or args.command is None:
+        for name, scenario in sorted(SCENARIOS.items()):
+            print(f"{name:15s} {scenario.description}")
+        print(f"{'load-real':15s} {len(REAL_FILES)} real CT/MR files shipped by pydicom(-data)")
+        return 0
+    try:
+        if args.command == "load":
+            result = load_study(
+                args.scenario,
+                settings=settings,
+                seed=args.seed,
+                slices=args.slices,
+                size=args.size,
+                batch_size=args.batch,
+                with_fhir=not args.no_fhir,
+                out=_print,
+            )
+            print(f"StudyInstanceUID {result.study_instance_uid}")
+            print(f"ImagingStudy {result.imaging_study_id or '(FHIR skipped)'}")
+            return 0
+        results = load_real(settings=settings, out=_print)
+        failed = [r for r in results if r.error]
+        print(f"real files: {len(results) - len(failed)} stored, {len(failed)} failed")
+        return 1 if failed or not results else 0
+    except (StowError, RuntimeError, requests.RequestException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
