@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install infra-up infra-down down demo test test-unit test-integration lint typecheck bench clean
+.PHONY: help install infra-up infra-down mesh-up mesh-down down demo test test-unit test-integration lint typecheck bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -26,10 +26,18 @@ infra-up: ## start RabbitMQ, Orthanc, the FHIR server and the model server (idem
 infra-down: ## stop what infra-up started (by PID)
 	@bash deploy/infra-down.sh
 
-down: infra-down ## stop everything radmesh started
+mesh-up: install infra-up ## start the six radmesh services in the background (logs in .run/services/)
+	@bash deploy/mesh-up.sh
 
-demo: install infra-up ## bring the infrastructure up and load the sample studies
-	$(BIN)/python -m samples demo
+mesh-down: ## stop the radmesh services
+	@bash deploy/mesh-down.sh
+
+down: mesh-down infra-down ## stop everything radmesh started
+
+demo: install infra-up ## the main job: infrastructure, six services, three studies in, results out
+	@bash deploy/mesh-up.sh
+	@status=0; $(BIN)/python -m samples demo || status=$$?; bash deploy/mesh-down.sh; \
+	  echo "[demo] services stopped; infrastructure left running (make down stops it)"; exit $$status
 
 lint: install ## ruff over the code
 	$(BIN)/ruff check shared services samples tests deploy

@@ -3,6 +3,7 @@
 python -m samples --list
 python -m samples load head-bleed [--slices N --size N --seed N] [--no-fhir]
 python -m samples load-real
+python -m samples demo [--seed N --slices N --size N]   (needs the running mesh: make demo)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 
 import requests
 
+from samples import demo
 from samples.dicomweb import StowError
 from samples.load import REAL_FILES, SCENARIOS, Settings, load_real, load_study
 
@@ -32,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--batch", type=int, default=24, help="instances per STOW-RS request")
     load.add_argument("--no-fhir", action="store_true", help="store the images only")
     sub.add_parser("load-real", help="store the real CT/MR files shipped by pydicom(-data)")
+    demo = sub.add_parser(
+        "demo", help="load three studies into a running mesh and show the results"
+    )
+    demo.add_argument("--seed", type=int, default=None, help="default: a new seed per run")
+    demo.add_argument("--slices", type=int, default=32)
+    demo.add_argument("--size", type=int, default=256)
     return parser
 
 
@@ -43,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:15s} {scenario.description}")
         print(f"{'load-real':15s} {len(REAL_FILES)} real CT/MR files shipped by pydicom(-data)")
         return 0
+    if args.command == "demo":
+        return demo.main(seed=args.seed, slices=args.slices, size=args.size)
     try:
         if args.command == "load":
             result = load_study(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import runpy
 import sys
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from shared.registry import load_registry
 from shared.settings import RadmeshSettings
 
 __all__ = ["main"]
+
+ALL_SERVICES = ("subscriber", *SERVICES)
 
 
 def _registry_check(settings: RadmeshSettings, path: Path | None) -> int:
@@ -73,6 +76,8 @@ def _dlq_replay(settings: RadmeshSettings, service: str, limit: int | None) -> i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radmesh", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run one service")
+    run.add_argument("service", choices=ALL_SERVICES)
     registry = commands.add_parser("registry", help="model registry")
     registry_commands = registry.add_subparsers(dest="registry_command", required=True)
     check = registry_commands.add_parser("check", help="validate the model registry")
@@ -87,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     dlq_replay.add_argument("--limit", type=int, default=None)
     arguments = parser.parse_args(argv)
 
+    if arguments.command == "run":
+        runpy.run_module(f"services.{arguments.service}", run_name="__main__", alter_sys=True)
+        return 0
     settings = RadmeshSettings()
     if arguments.command == "registry":
         return _registry_check(settings, arguments.path)

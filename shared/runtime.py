@@ -16,7 +16,9 @@ from typing import TypeVar
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
+from opentelemetry import trace
+from opentelemetry.propagate import extract
 
 from shared.settings import RadmeshSettings, ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing
@@ -40,6 +42,22 @@ class ServiceApp:
     middlewares: Sequence[Middleware] = field(default_factory=list)
 
 
+@web.middleware
+async def _trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One server span per request (health probes excepted), continuing the caller's trace."""
+    if request.path in ("/healthz", "/readyz"):
+        return await handler(request)
+    tracer = trace.get_tracer("radmesh.http")
+    with tracer.start_as_current_span(
+        f"{request.method} {request.match_info.route.resource.canonical if request.match_info.route.resource else request.path}",
+        context=extract(dict(request.headers)),
+        kind=trace.SpanKind.SERVER,
+    ) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
+
+
 def _http_application(app: ServiceApp) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": app.name})
@@ -51,7 +69,9 @@ def _http_application(app: ServiceApp) -> web.Application:
             status=200 if ready else 503,
         )
 
-    application = web.Application(middlewares=list(app.middlewares), client_max_size=64 << 20)
+    application = web.Application(
+        middlewares=[_trace_request, *app.middlewares], client_max_size=64 << 20
+    )
     application.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
     application.add_routes(list(app.routes))
     return application
@@ -97,5 +117,8 @@ def service_main(
     settings = RadmeshSettings()
     own = settings_class()
     configure_logging(name, settings.telemetry)
-    configure_tracing(name, settings.telemetry)
-    asyncio.run(run_service(build_app(settings, own), own.host, own.port))
+    provider = configure_tracing(name, settings.telemetry)
+    try:
+        asyncio.run(run_service(build_app(settings, own), own.host, own.port))
+    finally:
+        provider.shutdown()  # flush the last spans

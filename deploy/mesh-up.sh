@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Starts radmesh's services in the background (`radmesh run <service>`), each once, and waits
+# until each answers /readyz. PIDs and logs in $RADMESH_RUN_DIR/services/<service>/.
+# Usage: deploy/mesh-up.sh [service ...]   (default: the six services that exist)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+declare -A PORTS=([subscriber]=8090 [fetcher]=8091 [inference]=8092 [mapper]=8093 [notifier]=8094 [verification]=8095)
+services=("$@")
+if (( ${#services[@]} == 0 )); then
+  for service in subscriber fetcher inference mapper notifier verification; do
+    [[ -f "$RADMESH_ROOT/services/$service/__main__.py" ]] && services+=("$service")
+  done
+fi
+export RADMESH_STORAGE__BLOB_DIR="${RADMESH_STORAGE__BLOB_DIR:-$RADMESH_RUN_DIR/blobs}"
+export RADMESH_REGISTRY_PATH="${RADMESH_REGISTRY_PATH:-$RADMESH_ROOT/registry/models.yaml}"
+python="$RADMESH_ROOT/.venv/bin/python"
+for service in "${services[@]}"; do
+  dir="$(component_dir "services/$service")"
+  upper="$(echo "$service" | tr a-z A-Z)"
+  port_var="RADMESH_${upper}_PORT"
+  port="${!port_var:-${PORTS[$service]}}"
+  started="$(now_ms)"
+  if pid_alive "$dir/pid" && http_ok "http://127.0.0.1:$port/readyz"; then
+    log "$service: already running (PID $(cat "$dir/pid"))"
+    continue
+  fi
+  (cd "$RADMESH_ROOT" && exec "$python" -m shared.cli run "$service") >"$dir/log" 2>&1 &
+  echo $! >"$dir/pid"
+  if ! wait_until 60 "$service" http_ok "http://127.0.0.1:$port/readyz"; then
+    show_log_tail "$service" "$dir/log"
+    exit 1
+  fi
+  ready_line "$service" "$started" "http://127.0.0.1:$port" "$dir/log"
+done
