@@ -52,11 +52,14 @@ def _datatype(array: npt.NDArray[Any]) -> str:
 class InferenceClient:
     """One model server; one long-lived HTTP session; per-call timeout."""
 
-    def __init__(self, base_url: str, timeout_seconds: float = 120.0) -> None:
+    def __init__(
+        self, base_url: str, timeout_seconds: float = 120.0, binary_tensors: bool | None = None
+    ) -> None:
+        """`binary_tensors`: None asks the server's metadata; False forces JSON tensors."""
         self.base_url = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
-        self._binary: bool | None = None
+        self._binary = binary_tensors
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

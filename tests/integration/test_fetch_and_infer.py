@@ -1,0 +1,148 @@
+"""fetcher and inference handlers against the real Orthanc and Triton: a study in the PACS becomes
+findings. Also the OIP v2 client's binary and JSON paths against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from samples.load import LoadResult, Settings, load_study
+from services.fetcher.handlers import FetchStudy
+from services.inference.handlers import RunModel
+from shared.dicomweb import DicomWebClient
+from shared.errors import PermanentError, RemoteRejected
+from shared.inference_protocol import InferenceClient
+from shared.messages import InferenceCompleted, ModelRef, StudyDetected, StudyFetched, StudyRef
+from shared.registry import load_registry
+from shared.settings import DicomWebSettings
+from shared.storage import BlobStore
+from tests.conftest import Infrastructure
+
+pytestmark = pytest.mark.integration
+
+REGISTRY = load_registry(Path(__file__).resolve().parents[2] / "registry" / "models.yaml")
+
+
+def _load(infra: Infrastructure, scenario: str) -> LoadResult:
+    settings = Settings(
+        orthanc_url=infra.orthanc_url,
+        orthanc_auth=infra.orthanc_auth,
+        fhir_base_url=infra.fhir_base_url,
+    )
+    return load_study(
+        scenario, settings=settings, seed=random.randrange(10**6, 10**7), with_fhir=False
+    )
+
+
+def _dicomweb(infra: Infrastructure) -> DicomWebClient:
+    user, password = infra.orthanc_auth
+    return DicomWebClient(
+        DicomWebSettings(
+            base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
+        )
+    )
+
+
+async def _fetch_and_infer(
+    infra: Infrastructure, tmp_path: Path, scenario: str, model: str
+) -> tuple[StudyFetched, InferenceCompleted]:
+    loaded = await asyncio.to_thread(_load, infra, scenario)
+    detected = StudyDetected(
+        study=StudyRef(study_instance_uid=loaded.study_instance_uid),
+        models=(ModelRef(id=model, version="1"),),
+        source="manual",
+    )
+    store = BlobStore(tmp_path)
+    dicomweb = _dicomweb(infra)
+    run_model = RunModel(REGISTRY, store)
+    try:
+        (fetched,) = await FetchStudy(REGISTRY, dicomweb, store)(detected)
+        (completed,) = await run_model(fetched)  # type: ignore[arg-type]
+    finally:
+        await dicomweb.close()
+        await run_model.close()
+    assert isinstance(fetched, StudyFetched) and isinstance(completed, InferenceCompleted)
+    return fetched, completed
+
+
+async def test_head_ct_with_bleed_is_fetched_and_the_hemorrhage_found(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """The fetcher streams all 32 instances into the blob store; the ICH model finds the bleed
+    and its volume; both events stay in the same run."""
+    fetched, completed = await _fetch_and_infer(infra, tmp_path, "head-bleed", "ich-reference")
+    assert len(fetched.series) == 1 and len(fetched.series[0].instances) == 32
+    assert all((tmp_path / i.blob_key).is_file() for i in fetched.series[0].instances)
+    findings = {f.finding_key: f for f in completed.findings}
+    assert findings["intracranial-hemorrhage"].present
+    assert findings["intracranial-hemorrhage"].probability is not None
+    assert findings["intracranial-hemorrhage"].probability >= 0.5
+    assert (
+        findings["hemorrhage-volume"].value is not None and findings["hemorrhage-volume"].value > 0
+    )
+    assert completed.correlation_id == fetched.correlation_id
+    assert completed.causation_id == fetched.message_id
+
+
+async def test_normal_head_ct_gives_a_negative_finding(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """A clean head: one absent hemorrhage finding, no volume."""
+    _, completed = await _fetch_and_infer(infra, tmp_path, "head-normal", "ich-reference")
+    assert [(f.finding_key, f.present) for f in completed.findings] == [
+        ("intracranial-hemorrhage", False)
+    ]
+
+
+async def test_chest_ct_nodules_are_found_with_diameters(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """Three seeded nodules: nodule findings each with a diameter in mm."""
+    _, completed = await _fetch_and_infer(infra, tmp_path, "chest-nodules", "lung-nodule-reference")
+    nodules = [f for f in completed.findings if f.finding_key == "lung-nodule" and f.present]
+    diameters = [f for f in completed.findings if f.finding_key == "lung-nodule-diameter"]
+    assert len(nodules) >= 2
+    assert len(diameters) == len(nodules)
+    assert all(d.unit == "mm" and d.value is not None and 3 < d.value < 30 for d in diameters)
+
+
+async def test_model_that_matches_no_series_is_a_permanent_error(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """Asking the lung model to read a head CT dead-letters the message with the reason."""
+    loaded = await asyncio.to_thread(_load, infra, "head-normal")
+    detected = StudyDetected(
+        study=StudyRef(study_instance_uid=loaded.study_instance_uid),
+        models=(ModelRef(id="lung-nodule-reference", version="1"),),
+        source="manual",
+    )
+    dicomweb = _dicomweb(infra)
+    try:
+        with pytest.raises(PermanentError, match=r"no series of study .* matches the selector"):
+            await FetchStudy(REGISTRY, dicomweb, BlobStore(tmp_path))(detected)
+    finally:
+        await dicomweb.close()
+
+
+async def test_binary_and_json_tensors_give_the_same_outputs(infra: Infrastructure) -> None:
+    """The OIP client's binary-extension path and its JSON path agree; a wrong input is a 4xx."""
+    volume = np.random.default_rng(5).integers(-1000, 1000, size=(4, 16, 16), dtype=np.int16)
+    inputs = {"volume": volume, "spacing": np.array([5.0, 0.9, 0.9], dtype=np.float32)}
+    binary = InferenceClient(infra.triton_http_url)
+    plain = InferenceClient(infra.triton_http_url, binary_tensors=False)  # as without the extension
+    try:
+        assert await binary.supports_binary_tensors()
+        from_binary = await binary.infer("echo", inputs, ["shape", "value"])
+        from_json = await plain.infer("echo", inputs, ["shape", "value"])
+        with pytest.raises(RemoteRejected):
+            await binary.infer("echo", {"volume": volume.astype(np.float32)}, ["shape"])
+    finally:
+        await binary.close()
+        await plain.close()
+    assert from_binary["shape"].tolist() == [4, 16, 16] == from_json["shape"].tolist()
+    assert np.array_equal(from_binary["value"], from_json["value"])
