@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from pydantic import SecretStr
 
@@ -132,7 +134,10 @@ async def test_model_that_matches_no_series_is_a_permanent_error(
 async def test_binary_and_json_tensors_give_the_same_outputs(infra: Infrastructure) -> None:
     """The OIP client's binary-extension path and its JSON path agree; a wrong input is a 4xx."""
     volume = np.random.default_rng(5).integers(-1000, 1000, size=(4, 16, 16), dtype=np.int16)
-    inputs = {"volume": volume, "spacing": np.array([5.0, 0.9, 0.9], dtype=np.float32)}
+    inputs: dict[str, npt.NDArray[Any]] = {
+        "volume": volume,
+        "spacing": np.array([5.0, 0.9, 0.9], dtype=np.float32),
+    }
     binary = InferenceClient(infra.triton_http_url)
     plain = InferenceClient(infra.triton_http_url, binary_tensors=False)  # as without the extension
     try:
