@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -47,6 +48,7 @@ class StudyAnnouncer:
         self.dicomweb = dicomweb
         self.bus = bus
         self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self._announced: dict[tuple[str, str, str], float] = {}  # (study, model, version) → when
 
     # -- HTTP handlers --------------------------------------------------------------------
 
@@ -154,13 +156,17 @@ class StudyAnnouncer:
             log.info("study_skipped", reason="patient opted out (active Consent with deny)")
             return 0
         candidates = self.registry.models_for(series_summaries(imaging_study))
-        pending = [model for model in candidates if not await self._already_done(uid, model)]
+        in_flight = [model for model in candidates if self._recently_announced(uid, model)]
+        pending = [
+            model
+            for model in candidates
+            if model not in in_flight and not await self._already_done(uid, model)
+        ]
         if not pending:
-            log.info(
-                "study_skipped",
-                reason="no model applies" if not candidates else "every model already ran",
-                models=[model.id for model in candidates],
-            )
+            reason = "no model applies"
+            if candidates:
+                reason = "run in flight" if in_flight else "every model already ran"
+            log.info("study_skipped", reason=reason, models=[model.id for model in candidates])
             return 0
         endpoints = await self._endpoint_addresses(imaging_study)
         event = StudyDetected(
@@ -169,6 +175,9 @@ class StudyAnnouncer:
             source=source,
         )
         await self.bus.publish(event)
+        now = time.monotonic()
+        for model in pending:
+            self._announced[(uid, model.id, model.version)] = now
         log.info(
             "study_detected",
             correlation_id=str(event.correlation_id),
@@ -176,6 +185,14 @@ class StudyAnnouncer:
             models=[model.id for model in pending],
         )
         return 1
+
+    def _recently_announced(self, uid: str, model: ModelEntry) -> bool:
+        window = self.settings.reannounce_after_seconds
+        now = time.monotonic()
+        for key, when in list(self._announced.items()):
+            if now - when > window:
+                del self._announced[key]
+        return (uid, model.id, model.version) in self._announced
 
     async def _already_done(self, uid: str, model: ModelEntry) -> bool:
         identifier = business_identifier(

@@ -20,4 +20,8 @@ class SubscriberSettings(ServiceSettings):
     # Key of the PACS webhook's HMAC-SHA256 signature (header X-Radmesh-Signature: sha256=<hex>).
     pacs_hook_secret: SecretStr = SecretStr("radmesh-dev-pacs-secret")
     subscription_criteria: str = "ImagingStudy?status=available"
+    # A study announced by this replica is not announced again for this long while its run is in
+    # flight (the FHIR hook and the PACS stable event usually both arrive for one new study).
+    # Across replicas a duplicate run is still harmless: every write is idempotent.
+    reannounce_after_seconds: float = 600.0
     ensure_subscription: bool = True

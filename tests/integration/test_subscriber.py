@@ -73,6 +73,7 @@ async def subscriber(infra: Infrastructure) -> AsyncIterator[RunningSubscriber]:
         public_url=f"http://127.0.0.1:{port}",
         hook_secret=SecretStr(HOOK_SECRET),
         pacs_hook_secret=SecretStr(PACS_SECRET),
+        reannounce_after_seconds=0,  # each test's hooks are announced as they come
     )
     connection = await aio_pika.connect_robust(infra.amqp_url)
     channel = await connection.channel()

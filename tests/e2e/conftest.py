@@ -1,0 +1,234 @@
+"""The whole mesh for end-to-end tests: the six services as separate processes (as deployed), a
+TCP proxy in front of the FHIR server that a test can take down, and an OTLP receiver that
+collects every service's spans."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from shared.fhir import FhirClient
+from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
+from tests.conftest import Infrastructure
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = {
+    "subscriber": 8090,
+    "fetcher": 8091,
+    "inference": 8092,
+    "mapper": 8093,
+    "notifier": 8094,
+    "verification": 8095,
+}
+VERIFIER_TOKEN = "e2e-verifier-token"
+
+
+class FhirProxy:
+    """Forwards TCP to the FHIR server; `down()` refuses connections until `up()`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # one side closed: the other side is closed below
+        finally:
+            writer.close()
+
+    async def _handle(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(
+            self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer)
+        )
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in self._writers:  # cut the open keep-alive connections too
+                writer.close()
+            self._writers.clear()
+            self._server = None
+
+
+@dataclass
+class SpanCollector:
+    """An OTLP/HTTP trace receiver: (trace id, service name, span name) of every span exported."""
+
+    spans: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def receive(self, request: web.Request) -> web.Response:
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(await request.read())
+        for resource_spans in export.resource_spans:
+            service = next(
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
+                "?",
+            )
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append((span.trace_id.hex(), service, span.name))
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
+
+
+@dataclass
+class Mesh:
+    settings: RadmeshSettings  # as the services see it (FHIR through the proxy)
+    direct_fhir: FhirClient  # the test's own view of the FHIR server
+    proxy: FhirProxy
+    spans: SpanCollector
+    processes: dict[str, asyncio.subprocess.Process]
+    logs: Path
+
+    def log_tail(self, service: str, lines: int = 30) -> str:
+        text = (self.logs / f"{service}.log").read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+async def _ready(port: int, process: asyncio.subprocess.Process, seconds: float = 60) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    async with aiohttp.ClientSession() as http:
+        while asyncio.get_running_loop().time() < deadline:
+            if process.returncode is not None:
+                return False
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass  # not listening yet
+            await asyncio.sleep(0.2)
+    return False
+
+
+@pytest.fixture(scope="module")
+async def mesh(
+    infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Mesh]:
+    tag = uuid.uuid4().hex[:8]
+    work = tmp_path_factory.mktemp("mesh")
+    fhir_port = int(infra.fhir_base_url.split(":")[2].split("/")[0])
+    proxy = FhirProxy(fhir_port)
+    await proxy.up()
+    spans = SpanCollector()
+    receiver = web.Application()
+    receiver.add_routes([web.post("/v1/traces", spans.receive)])
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    otlp_port = runner.addresses[0][1]
+    user, password = infra.orthanc_auth
+    exchange = f"radmesh.e2e-{tag}"
+    env = {
+        **os.environ,
+        "RADMESH_BROKER__URL": infra.amqp_url,
+        "RADMESH_BROKER__EXCHANGE": exchange,
+        "RADMESH_BROKER__RETRY_DELAYS_SECONDS": "[0.5, 1, 2, 4, 8]",
+        "RADMESH_FHIR__BASE_URL": f"http://127.0.0.1:{proxy.port}/fhir",
+        "RADMESH_FHIR__TIMEOUT_SECONDS": "5",
+        "RADMESH_DICOMWEB__BASE_URL": infra.orthanc_dicomweb_url,
+        "RADMESH_DICOMWEB__USERNAME": user,
+        "RADMESH_DICOMWEB__PASSWORD": password,
+        "RADMESH_STORAGE__BLOB_DIR": str(work / "blobs"),
+        "RADMESH_REGISTRY_PATH": str(ROOT / "registry" / "models.yaml"),
+        "RADMESH_TELEMETRY__LOG_FORMAT": "json",
+        "RADMESH_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}/v1/traces",
+        "RADMESH_VERIFICATION_API_TOKEN": VERIFIER_TOKEN,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    processes: dict[str, asyncio.subprocess.Process] = {}
+    for service in SERVICES:
+        with (work / f"{service}.log").open("wb") as log:
+            processes[service] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "shared.cli",
+                "run",
+                service,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+    settings = RadmeshSettings(
+        broker=BrokerSettings(url=infra.amqp_url, exchange=exchange),
+        fhir=FhirSettings(base_url=env["RADMESH_FHIR__BASE_URL"]),
+        dicomweb=DicomWebSettings(base_url=infra.orthanc_dicomweb_url),
+    )
+    mesh = Mesh(
+        settings=settings,
+        direct_fhir=FhirClient(FhirSettings(base_url=infra.fhir_base_url)),
+        proxy=proxy,
+        spans=spans,
+        processes=processes,
+        logs=work,
+    )
+    try:
+        for service, port in SERVICES.items():
+            if not await _ready(port, processes[service]):
+                pytest.fail(f"{service} did not become ready:\n{mesh.log_tail(service)}")
+        yield mesh
+    finally:
+        for process in processes.values():
+            if process.returncode is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                await asyncio.wait_for(process.wait(), timeout=20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        subscriptions = (
+            await mesh.direct_fhir.resources("Subscription")
+            .search(url="http://127.0.0.1:8090/fhir")
+            .fetch_all()
+        )
+        for subscription in subscriptions:
+            await mesh.direct_fhir.execute(f"Subscription/{subscription['id']}", method="delete")
+        await mesh.direct_fhir.close()
+        connection = await aio_pika.connect(infra.amqp_url)
+        channel = await connection.channel()
+        await channel.exchange_delete(exchange)
+        await connection.close()
+        await runner.cleanup()
+        await proxy.down()

@@ -1,0 +1,257 @@
+"""The whole mesh, six processes: studies arrive as a hospital would send them; preliminary
+results, alerts and verification Tasks come out; duplicates create nothing; an outage of the
+FHIR server delays results but loses none; one trace spans all six services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from samples.demo import run_demo
+from samples.load import LoadResult, Settings, load_study
+from samples.mesh_watch import MeshWatcher, StudyProgress
+from shared.bus import Bus
+from shared.dead_letters import list_dead_letters
+from shared.messages import ResultsPosted
+from tests.e2e.conftest import VERIFIER_TOKEN, Mesh
+
+pytestmark = pytest.mark.integration
+
+SNOMED_ICH = "1386000"
+SNOMED_NODULE = "427359005"
+SNOMED_DIAMETER = "81827009"
+
+
+@pytest.fixture(scope="module")
+async def demo_run(mesh: Mesh) -> tuple[list[LoadResult], dict[str, StudyProgress]]:
+    """The three demo studies through the mesh (the same code `make demo` runs)."""
+    loaded, progress, incomplete = await run_demo(
+        mesh.settings, seed=None, slices=32, size=256, timeout_seconds=180
+    )
+    assert not incomplete, (
+        "\n".join(f"{p.study_instance_uid}: {p.missing()}" for p in incomplete)
+        + "\n"
+        + "\n".join(mesh.log_tail(s, 10) for s in mesh.processes)
+    )
+    return loaded, progress
+
+
+def _codes(concept: dict[str, Any]) -> set[str]:
+    return {str(coding.get("code")) for coding in concept.get("coding", [])}
+
+
+async def _observations(mesh: Mesh, posted: ResultsPosted) -> list[dict[str, Any]]:
+    return [await mesh.direct_fhir.read_resource(f.observation) for f in posted.findings]
+
+
+def _by_scenario(
+    demo_run: tuple[list[LoadResult], dict[str, StudyProgress]], scenario: str
+) -> tuple[LoadResult, StudyProgress]:
+    loaded, progress = demo_run
+    result = next(item for item in loaded if item.scenario == scenario)
+    return result, progress[result.study_instance_uid]
+
+
+async def test_head_ct_with_bleed_gives_preliminary_results_an_alert_and_a_task(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+) -> None:
+    """Hemorrhage Observation (preliminary, SNOMED 1386000, linked to the study, the order and the
+    patient), a preliminary DiagnosticReport, Device and Provenance, a Communication and a
+    CommunicationRequest to the ordering Practitioner, a consult ServiceRequest and a Task."""
+    loaded, progress = _by_scenario(demo_run, "head-bleed")
+    (posted,) = progress.of_type("results.posted")
+    observations = await _observations(mesh, posted)
+    hemorrhage = next(o for o in observations if SNOMED_ICH in _codes(o["code"]))
+    assert hemorrhage["status"] == "preliminary"
+    assert hemorrhage["subject"]["reference"] == posted.study.patient
+    assert {r["reference"] for r in hemorrhage.get("basedOn", [])} == {posted.study.service_request}
+    assert loaded.imaging_study_id in {
+        r.get("reference") for r in hemorrhage.get("derivedFrom", [])
+    }
+    assert hemorrhage["device"]["reference"] == posted.device
+    report = await mesh.direct_fhir.read_resource(posted.diagnostic_report)
+    assert report["status"] == "preliminary"
+    assert {r["reference"] for r in report["result"]} == {f.observation for f in posted.findings}
+    provenance = await mesh.direct_fhir.read_resource(posted.provenance)
+    assert posted.diagnostic_report in {t["reference"] for t in provenance["target"]}
+
+    order = await mesh.direct_fhir.read_resource(posted.study.service_request or "")
+    (alert,) = progress.of_type("alert.raised")
+    communication = await mesh.direct_fhir.read_resource(alert.communication)
+    request = await mesh.direct_fhir.read_resource(alert.communication_request)
+    assert communication["priority"] == "stat"
+    assert [r["reference"] for r in communication["recipient"]] == [order["requester"]["reference"]]
+    assert [r["reference"] for r in request["recipient"]] == [order["requester"]["reference"]]
+    assert alert.consult_service_request is not None
+    consult = await mesh.direct_fhir.read_resource(alert.consult_service_request)
+    assert consult["status"] == "active" and consult["priority"] == "stat"
+    task = await mesh.direct_fhir.read_resource(progress.tasks[posted.diagnostic_report])
+    assert task["status"] == "requested" and task["priority"] == "stat"
+    assert task["focus"]["reference"] == posted.diagnostic_report
+
+
+async def test_chest_ct_gives_nodule_observations_with_diameters(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+) -> None:
+    """Each detected nodule is an Observation; each has a diameter in mm; no alert."""
+    _, progress = _by_scenario(demo_run, "chest-nodules")
+    (posted,) = progress.of_type("results.posted")
+    observations = await _observations(mesh, posted)
+    nodules = [o for o in observations if SNOMED_NODULE in _codes(o["code"])]
+    diameters = [o for o in observations if SNOMED_DIAMETER in _codes(o["code"])]
+    assert len(nodules) >= 2
+    assert len(diameters) == len(nodules)
+    assert all(
+        d["valueQuantity"]["unit"] in ("mm", "millimeter") or d["valueQuantity"]["code"] == "mm"
+        for d in diameters
+    )
+    assert progress.of_type("alert.raised") == []
+
+
+async def test_normal_head_ct_gives_a_negative_result_and_no_alert(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+) -> None:
+    """A clean head: one hemorrhage Observation valued absent, a report, a routine Task, no alert."""
+    _, progress = _by_scenario(demo_run, "head-normal")
+    (posted,) = progress.of_type("results.posted")
+    assert [f.present for f in posted.findings] == [False]
+    assert not any(f.critical for f in posted.findings)
+    assert progress.of_type("alert.raised") == []
+    task = await mesh.direct_fhir.read_resource(progress.tasks[posted.diagnostic_report])
+    assert task["priority"] == "routine"
+
+
+async def _verify(task: str, verdict: str, body: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"http://127.0.0.1:8095/tasks/{task.split('/')[1]}/{verdict}",
+            json=body,
+            headers={"Authorization": f"Bearer {VERIFIER_TOKEN}"},
+        )
+        return response.status, await response.json(content_type=None)
+
+
+async def test_accepting_a_task_makes_results_final_and_rejecting_cancels_them(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+) -> None:
+    """Accept the bleed's Task: report and Observations final. Reject the chest's: cancelled."""
+    loaded, _ = demo_run
+    _, bleed = _by_scenario(demo_run, "head-bleed")
+    _, chest = _by_scenario(demo_run, "chest-nodules")
+    verifier = (await mesh.direct_fhir.resources("Practitioner").limit(1).fetch())[0]
+    verifier_reference = f"Practitioner/{verifier['id']}"
+    for progress, verdict, status in ((bleed, "accept", "final"), (chest, "reject", "cancelled")):
+        (posted,) = progress.of_type("results.posted")
+        body = {"verifier": verifier_reference}
+        if verdict == "reject":
+            body["reason"] = "motion artefact mimics nodules"
+        code, answer = await _verify(progress.tasks[posted.diagnostic_report], verdict, body)
+        assert code == 200, answer
+        report = await mesh.direct_fhir.read_resource(posted.diagnostic_report)
+        assert report["status"] == status
+        for observation in await _observations(mesh, posted):
+            assert observation["status"] == status
+        task = await mesh.direct_fhir.read_resource(progress.tasks[posted.diagnostic_report])
+        assert task["status"] == "completed"
+    del loaded
+
+
+async def _count(mesh: Mesh, resource_type: str, **params: str) -> int:
+    return len(await mesh.direct_fhir.resources(resource_type).search(**params).fetch_all())
+
+
+async def test_repeated_hook_and_redelivered_messages_create_no_second_resource(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+) -> None:
+    """The same rest-hook sent again is recognised as done; the same results.posted and
+    inference.completed published again create no second Observation, report, alert or Task."""
+    loaded, progress = _by_scenario(demo_run, "head-bleed")
+    (posted,) = progress.of_type("results.posted")
+    (completed,) = progress.of_type("inference.completed")
+    patient = posted.study.patient or ""
+    counts = {
+        kind: await _count(mesh, kind, subject=patient)
+        for kind in (
+            "Observation",
+            "DiagnosticReport",
+            "Communication",
+            "CommunicationRequest",
+            "Task",
+        )
+    }
+    study = await mesh.direct_fhir.read_resource(loaded.imaging_study_id or "")
+    async with aiohttp.ClientSession() as http:
+        response = await http.put(
+            f"http://127.0.0.1:8090/fhir/{loaded.imaging_study_id}",
+            data=json.dumps(study),
+            headers={"Authorization": "Bearer radmesh-dev-hook-secret"},
+        )
+        assert response.status == 200
+        assert (
+            "0 study.detected"
+            in (await response.json(content_type=None))["issue"][0]["diagnostics"]
+        )
+    bus = Bus(mesh.settings.broker, "e2e-replayer")
+    await bus.start()
+    try:
+        await bus.publish(completed)  # the same message id: a redelivery
+        await bus.publish(posted)
+    finally:
+        await bus.stop()
+    await asyncio.sleep(4)
+    for kind, count in counts.items():
+        assert await _count(mesh, kind, subject=patient) == count, kind
+    for service in ("mapper", "notifier", "verification"):
+        assert await list_dead_letters(mesh.settings.broker.url, service) == []
+
+
+async def test_fhir_server_outage_delays_results_but_loses_none(mesh: Mesh) -> None:
+    """With the FHIR server unreachable for a few seconds mid-run, the message is retried with
+    backoff and the results arrive; nothing is dead-lettered."""
+    watcher = MeshWatcher(mesh.settings.broker.url, mesh.settings.broker.exchange, mesh.direct_fhir)
+    await watcher.start()
+    try:
+        settings = Settings.from_env()
+        loaded = await asyncio.to_thread(
+            load_study, "head-bleed", settings=settings, seed=7_000_000 + id(mesh) % 1_000_000
+        )
+        progress = watcher.track(loaded.study_instance_uid)
+        for _ in range(200):
+            await watcher.wait(0.1)
+            if progress.of_type("study.fetched"):
+                break
+        assert progress.of_type("study.fetched"), "the study never reached the fetcher"
+        await mesh.proxy.down()
+        await asyncio.sleep(5)
+        assert not progress.of_type("results.posted"), "the mapper wrote while the server was down?"
+        await mesh.proxy.up()
+        incomplete = await watcher.wait(60)
+    finally:
+        await watcher.stop()
+    assert not incomplete, f"{progress.missing()}\n{mesh.log_tail('mapper')}"
+    assert '"message_retry_scheduled"' in (mesh.logs / "mapper.log").read_text()
+    for service in ("mapper", "notifier", "verification"):
+        assert await list_dead_letters(mesh.settings.broker.url, service) == []
+
+
+async def test_one_trace_spans_all_six_services(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+) -> None:
+    """The head CT's run is one OpenTelemetry trace with spans from every service."""
+    _, progress = _by_scenario(demo_run, "head-bleed")
+    await asyncio.sleep(1)  # the services export every 200 ms
+    by_trace: dict[str, set[str]] = {}
+    for trace_id, service, _name in mesh.spans.spans:
+        by_trace.setdefault(trace_id, set()).add(service)
+    expected = {
+        f"radmesh-{s}"
+        for s in ("subscriber", "fetcher", "inference", "mapper", "notifier", "verification")
+    }
+    assert any(services >= expected for services in by_trace.values()), (
+        f"no trace covers all six services: {sorted(map(sorted, by_trace.values()))[:5]}"
+    )
+    del progress
