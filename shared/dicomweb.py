@@ -129,6 +129,22 @@ class DicomWebClient:
         )
         return {str(_value(dataset, "00080016")) for dataset in found}
 
+    async def retrieve_series_metadata(
+        self, study_instance_uid: str, series_instance_uid: str
+    ) -> list[dict[str, Any]]:
+        """WADO-RS metadata: every instance of a series as DICOM JSON (bulk data as URIs only)."""
+        path = f"studies/{study_instance_uid}/series/{series_instance_uid}/metadata"
+        url = f"{self.base_url}/{path}"
+        try:
+            async with self._http().get(url, headers={"Accept": DICOM_JSON}) as response:
+                await self._check(response, f"WADO-RS {path}")
+                if response.status == 204:
+                    return []
+                found: list[dict[str, Any]] = await response.json(content_type=None)
+                return found
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise RemoteUnavailable(f"WADO-RS {path}: {error!r}", url=url, status=None) from error
+
     async def retrieve_series(
         self,
         study_instance_uid: str,

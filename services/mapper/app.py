@@ -1,0 +1,38 @@
+"""Wiring of the mapper: bus, FHIR client, PACS client, registry."""
+
+from __future__ import annotations
+
+from services.mapper.handlers import MapResults
+from services.mapper.settings import MapperSettings
+from shared.bus import Bus
+from shared.dicomweb import DicomWebClient
+from shared.fhir import FhirClient
+from shared.messages import InferenceCompleted
+from shared.registry import load_registry
+from shared.runtime import ServiceApp
+from shared.settings import RadmeshSettings
+
+SERVICE = "mapper"
+
+
+def build_app(settings: RadmeshSettings, own: MapperSettings) -> ServiceApp:
+    registry = load_registry(settings.registry_path)
+    bus = Bus(settings.broker, SERVICE)
+    fhir = FhirClient(settings.fhir)
+    dicomweb = DicomWebClient(settings.dicomweb) if own.write_structured_report else None
+    bus.consume(InferenceCompleted, MapResults(registry, fhir, dicomweb))
+
+    async def start() -> None:
+        await bus.start()
+        await bus.declare([InferenceCompleted.event_type])
+
+    async def stop() -> None:
+        await bus.stop()
+        await fhir.close()
+        if dicomweb is not None:
+            await dicomweb.close()
+
+    async def ready() -> bool:
+        return await bus.broker.ping(timeout=2.0)
+
+    return ServiceApp(name=SERVICE, start=start, stop=stop, ready=ready)

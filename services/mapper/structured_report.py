@@ -1,0 +1,207 @@
+"""One model run → a DICOM TID 1500 Comprehensive 3D SR for the PACS (pure, no I/O).
+
+Per IHE AI Results (AIR): a Measurement Report (TID 1500) whose observer is the algorithm as a
+device, one Measurements and Qualitative Evaluations group (TID 1501) per presence finding — its
+finding type, the algorithm (name, version), the finding site, the qualitative evaluation
+present/absent, the probability (DCM 122157, unit `1`) and the measurements that depend on it
+(hemorrhage volume, nodule diameter, in UCUM units) — and the AI system named in the Contributing
+Equipment Sequence (purpose DCM 109102 "Processing Equipment"). The evidence is the source series
+(instance metadata from WADO-RS; no pixels needed). The SR's Series and SOP Instance UIDs derive
+from study + model + version, so a redelivered message stores the same instance again instead of
+a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from shared.errors import PermanentError
+from shared.messages import Finding, InferenceCompleted
+from shared.registry import Coding, ModelEntry
+
+__all__ = ["SR_SERIES_NUMBER", "build_structured_report", "dataset_from_metadata", "sr_uids"]
+
+SR_SERIES_NUMBER = 9001
+_SCHEME = {"http://snomed.info/sct": "SCT", "http://radlex.org": "RADLEX", "http://loinc.org": "LN"}
+_BULK_DATA_TAGS = ("7FE00010", "7FE00008", "7FE00009", "54000100", "00420011")
+
+
+def _lo(text: str) -> str:
+    """A DICOM LO value (at most 64 characters)."""
+    return text[:64]
+
+
+def sr_uids(study_instance_uid: str, model: ModelEntry) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of the SR of one model run: the same on every run."""
+    parts = ["radmesh-sr", study_instance_uid, model.id, model.version]
+    return (
+        generate_uid(entropy_srcs=[*parts, "series"]),
+        generate_uid(entropy_srcs=[*parts, "instance"]),
+    )
+
+
+def dataset_from_metadata(metadata: dict[str, Any]) -> Dataset:
+    """A pydicom Dataset from one instance's DICOM JSON metadata, without its bulk data."""
+    attributes = {tag: value for tag, value in metadata.items() if tag not in _BULK_DATA_TAGS}
+    return Dataset.from_json(attributes)
+
+
+def _concept(coding: Coding) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(
+        value=coding.code, scheme_designator=_SCHEME[coding.system], meaning=_lo(coding.display)
+    )
+
+
+def _ucum(unit: str) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(value=unit, scheme_designator="UCUM", meaning=unit)
+
+
+def _group(
+    event: InferenceCompleted,
+    model: ModelEntry,
+    finding: Finding,
+    *,
+    measured: list[Finding],
+    algorithm: hd.sr.AlgorithmIdentification,
+    source_sop_class_uid: str,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    mapping = model.finding(finding.finding_key)
+    finding_type = _concept(mapping.codes[0])
+    sites = [hd.sr.FindingSite(_concept(mapping.body_site))] if mapping.body_site else None
+    measurements = []
+    if finding.probability is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=codes.DCM.Probability,
+                value=finding.probability,
+                unit=_ucum("1"),
+                algorithm_id=algorithm,
+            )
+        )
+    for quantity in measured:
+        quantity_mapping = model.finding(quantity.finding_key)
+        if quantity.value is None:
+            continue
+        measurements.append(
+            hd.sr.Measurement(
+                name=_concept(quantity_mapping.codes[0]),
+                value=quantity.value,
+                unit=_ucum(quantity.unit or quantity_mapping.unit or "1"),
+                algorithm_id=algorithm,
+                finding_sites=sites,
+            )
+        )
+    label = f"{finding.finding_key} {finding.index + 1}"
+    tracking_uid = generate_uid(
+        entropy_srcs=[
+            "radmesh-sr-tracking",
+            event.study.study_instance_uid,
+            model.id,
+            model.version,
+            finding.finding_key,
+            str(finding.index),
+        ]
+    )
+    source_images = [
+        hd.sr.SourceImageForMeasurementGroup(source_sop_class_uid, sop_instance_uid)
+        for sop_instance_uid in finding.sop_instance_uids
+    ]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=_lo(label)),
+        finding_type=finding_type,
+        algorithm_id=algorithm,
+        finding_sites=sites,
+        measurements=measurements or None,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=finding_type,
+                value=codes.SCT.Present if finding.present else codes.SCT.Absent,
+            )
+        ],
+        source_images=source_images or None,
+    )
+
+
+def build_structured_report(
+    event: InferenceCompleted,
+    model: ModelEntry,
+    evidence: Sequence[Dataset],
+    created: datetime,
+) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 SR of one model run, with `evidence` (the source instances) referenced."""
+    if not evidence:
+        raise PermanentError(
+            f"no source instance metadata for the SR of {model.id} {model.version}; "
+            "message dead-lettered"
+        )
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=_lo(model.id), version=_lo(model.version), manufacturer=_lo(model.manufacturer)
+    )
+    series_uid, sop_uid = sr_uids(event.study.study_instance_uid, model)
+    device_observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=["radmesh-device", model.id, model.version]),
+            name=_lo(model.id),
+            manufacturer_name=_lo(model.manufacturer),
+            model_name=_lo(model.id),
+        ),
+    )
+    measured: dict[tuple[str, int], list[Finding]] = {}
+    for finding in event.findings:
+        depends_on = model.finding(finding.finding_key).depends_on
+        if depends_on is not None:
+            measured.setdefault((depends_on, finding.index), []).append(finding)
+    source_sop_class_uid = str(evidence[0].SOPClassUID)
+    groups = [
+        _group(
+            event,
+            model,
+            finding,
+            measured=measured.get((finding.finding_key, finding.index), []),
+            algorithm=algorithm,
+            source_sop_class_uid=source_sop_class_uid,
+        )
+        for finding in event.findings
+        if model.finding(finding.finding_key).value_type == "presence"
+    ]
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device_observer),
+        procedure_reported=_concept(model.diagnostic_report_code),
+        imaging_measurements=groups,
+    )
+    equipment = hd.ContributingEquipment(
+        manufacturer=_lo(model.manufacturer),
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=_lo(model.id),
+        software_versions=_lo(model.version),
+        contribution_datetime=created,
+        contribution_description=model.display[:1024],
+    )
+    try:
+        structured_report = hd.sr.Comprehensive3DSR(
+            evidence=list(evidence),
+            content=report,
+            series_instance_uid=series_uid,
+            series_number=SR_SERIES_NUMBER,
+            sop_instance_uid=sop_uid,
+            instance_number=1,
+            manufacturer="radmesh",
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+            contributing_equipment=[equipment],
+            series_description=_lo(f"AI results {model.id} v{model.version} (preliminary)"),
+        )
+    except (ValueError, TypeError, AttributeError) as error:
+        raise PermanentError(
+            f"SR of {model.id} {model.version} cannot be built: {error}; message dead-lettered"
+        ) from error
+    return structured_report

@@ -1,0 +1,335 @@
+"""The mapper's handler against the real FHIR server and Orthanc, on freshly loaded sample studies."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from samples.dicom_series import derive_uid
+from samples.load import LoadResult, Settings, load_study
+from services.mapper.handlers import MapResults
+from services.mapper.structured_report import dataset_from_metadata, sr_uids
+from shared.dicomweb import DicomWebClient
+from shared.fhir import FhirClient
+from shared.messages import Finding, InferenceCompleted, ModelRef, ResultsPosted, StudyRef
+from shared.registry import Registry, load_registry
+from shared.settings import DicomWebSettings, FhirSettings
+from tests.conftest import Infrastructure
+
+pytestmark = pytest.mark.integration
+
+REGISTRY_PATH = Path(__file__).resolve().parents[2] / "registry" / "models.yaml"
+SNOMED = "http://snomed.info/sct"
+
+
+def _basic(infra: Infrastructure) -> dict[str, str]:
+    user, password = infra.orthanc_auth
+    return {"Authorization": aiohttp.encode_basic_auth(user, password)}
+
+
+async def _answers(url: str, headers: dict[str, str] | None = None) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(url) as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+@pytest.fixture(scope="module")
+async def servers(infra: Infrastructure) -> Infrastructure:
+    """Skip unless the FHIR server and Orthanc both answer."""
+    if not await _answers(f"{infra.fhir_base_url}/metadata"):
+        pytest.skip("FHIR server not answering (bash deploy/fhir-server/up.sh)")
+    if not await _answers(f"{infra.orthanc_url}/system", _basic(infra)):
+        pytest.skip("Orthanc not answering (bash deploy/orthanc/up.sh)")
+    return infra
+
+
+def _load(infra: Infrastructure, scenario: str) -> LoadResult:
+    settings = Settings(
+        orthanc_url=infra.orthanc_url,
+        orthanc_auth=infra.orthanc_auth,
+        fhir_base_url=infra.fhir_base_url,
+    )
+    seed = 700_000 + secrets.randbelow(1_000_000)  # a study of its own for every test
+    return load_study(scenario, settings=settings, seed=seed, slices=8, size=64)
+
+
+def _event(loaded: LoadResult, model: str, findings: tuple[Finding, ...]) -> InferenceCompleted:
+    return InferenceCompleted(
+        study=StudyRef(
+            study_instance_uid=loaded.study_instance_uid,
+            imaging_study=loaded.fhir_ids["ImagingStudy"],
+            patient=loaded.fhir_ids["Patient"],
+            service_request=loaded.fhir_ids["ServiceRequest"],
+        ),
+        model=ModelRef(id=model, version="1"),
+        findings=findings,
+        inference_duration_ms=842.0,
+    )
+
+
+class _Clients:
+    def __init__(self, infra: Infrastructure) -> None:
+        user, password = infra.orthanc_auth
+        self.fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+        self.dicomweb = DicomWebClient(
+            DicomWebSettings(
+                base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
+            )
+        )
+
+    def handler(self, registry: Registry) -> MapResults:
+        return MapResults(registry, self.fhir, self.dicomweb)
+
+    async def search(self, resource_type: str, **params: str) -> list[dict[str, Any]]:
+        bundle = await self.fhir.execute(
+            resource_type, method="get", params={**params, "_count": "100"}
+        )
+        return [dict(entry["resource"]) for entry in bundle.get("entry") or []]
+
+    async def close(self) -> None:
+        await self.fhir.close()
+        await self.dicomweb.close()
+
+
+@pytest.fixture
+async def clients(servers: Infrastructure) -> Any:
+    opened = _Clients(servers)
+    yield opened
+    await opened.close()
+
+
+async def test_head_bleed_results_land_on_the_fhir_server_once_with_every_link(
+    servers: Infrastructure, clients: _Clients
+) -> None:
+    """A bleed found by ich-reference becomes, on the FHIR server: a present ICH Observation with
+    its probability, a volume Observation in mL derived from it, one preliminary DiagnosticReport
+    with both results and the ICH conclusion code, the model's Device and a Provenance — linked to
+    the Patient, the order and the ImagingStudy; delivering the same message again creates
+    nothing new and answers the same references."""
+    loaded = await asyncio.to_thread(_load, servers, "head-bleed")
+    slices = tuple(derive_uid(loaded.series_instance_uid, "instance", i) for i in (3, 4))
+    event = _event(
+        loaded,
+        "ich-reference",
+        (
+            Finding(
+                finding_key="intracranial-hemorrhage",
+                present=True,
+                probability=0.91,
+                center_voxel=(4.0, 30.0, 22.0),
+                series_instance_uid=loaded.series_instance_uid,
+                sop_instance_uids=slices,
+            ),
+            Finding(
+                finding_key="hemorrhage-volume",
+                present=True,
+                value=14.2,
+                unit="mL",
+                series_instance_uid=loaded.series_instance_uid,
+            ),
+        ),
+    )
+    handler = clients.handler(load_registry(REGISTRY_PATH))
+    first = await handler(event)
+    second = await handler(event)
+
+    assert len(first) == 1 and isinstance(first[0], ResultsPosted)
+    posted = first[0]
+    again = second[0]
+    assert isinstance(again, ResultsPosted)
+    assert (again.diagnostic_report, again.device, again.provenance) == (
+        posted.diagnostic_report,
+        posted.device,
+        posted.provenance,
+    )
+    assert [f.observation for f in again.findings] == [f.observation for f in posted.findings]
+    assert [(f.finding_key, f.present, f.critical) for f in posted.findings] == [
+        ("intracranial-hemorrhage", True, True),
+        ("hemorrhage-volume", True, False),
+    ]
+
+    run = f"{loaded.study_instance_uid}/ich-reference/1"
+    hemorrhage = await clients.search(
+        "Observation", identifier=f"urn:radmesh:observation|{run}/intracranial-hemorrhage/0"
+    )
+    volume = await clients.search(
+        "Observation", identifier=f"urn:radmesh:observation|{run}/hemorrhage-volume/0"
+    )
+    reports = await clients.search(
+        "DiagnosticReport", identifier=f"urn:radmesh:diagnosticreport|{run}"
+    )
+    provenances = await clients.search("Provenance", _tag=f"urn:radmesh:provenance|{run}")
+    devices = await clients.search("Device", identifier="urn:radmesh:device|ich-reference/1")
+    assert (len(hemorrhage), len(volume), len(reports), len(provenances), len(devices)) == (
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
+
+    ich, vol, report, provenance = hemorrhage[0], volume[0], reports[0], provenances[0]
+    assert f"Observation/{ich['id']}" == posted.findings[0].observation
+    assert ich["status"] == "preliminary"
+    assert ich["code"]["coding"][0] == {
+        "system": SNOMED,
+        "code": "1386000",
+        "display": "Intracranial hemorrhage",
+    }
+    assert ich["valueCodeableConcept"]["coding"][0]["code"] == "52101004"
+    assert ich["component"][0]["valueQuantity"]["value"] == 0.91
+    assert ich["subject"]["reference"] == loaded.fhir_ids["Patient"]
+    assert ich["basedOn"][0]["reference"] == loaded.fhir_ids["ServiceRequest"]
+    assert ich["derivedFrom"][0]["reference"] == loaded.fhir_ids["ImagingStudy"]
+    assert ich["device"]["reference"] == posted.device
+    assert ich["meta"]["security"][0]["code"] == "AIAST"
+    assert ich["extension"][0]["extension"] == [
+        {"url": "seriesInstanceUid", "valueOid": f"urn:oid:{loaded.series_instance_uid}"},
+        *({"url": "sopInstanceUid", "valueOid": f"urn:oid:{uid}"} for uid in slices),
+    ]
+
+    assert vol["valueQuantity"] == {
+        "value": 14.2,
+        "unit": "mL",
+        "system": "http://unitsofmeasure.org",
+        "code": "mL",
+    }
+    assert {"reference": posted.findings[0].observation} in vol["derivedFrom"]
+
+    assert f"DiagnosticReport/{report['id']}" == posted.diagnostic_report
+    assert report["status"] == "preliminary"
+    assert report["code"]["coding"][0]["code"] == "24725-4"
+    assert sorted(r["reference"] for r in report["result"]) == sorted(
+        f.observation for f in posted.findings
+    )
+    assert report["imagingStudy"][0]["reference"] == loaded.fhir_ids["ImagingStudy"]
+    assert [c["coding"][0]["code"] for c in report["conclusionCode"]] == ["1386000"]
+    assert "Intracranial hemorrhage: present" in report["conclusion"]
+
+    assert f"Provenance/{provenance['id']}" == posted.provenance
+    assert sorted(t["reference"] for t in provenance["target"]) == sorted(
+        [posted.diagnostic_report, *(f.observation for f in posted.findings)]
+    )
+    assert provenance["agent"][0]["who"]["reference"] == posted.device
+    assert provenance["entity"][0]["what"]["reference"] == loaded.fhir_ids["ImagingStudy"]
+    assert provenance["occurredPeriod"]["start"] < provenance["occurredPeriod"]["end"]
+    assert devices[0]["version"][0]["value"] == "1"
+    assert f"Device/{devices[0]['id']}" == posted.device
+
+
+async def test_structured_report_is_stored_in_the_study_once(
+    servers: Infrastructure, clients: _Clients
+) -> None:
+    """The run's TID 1500 SR is in Orthanc, in the source study, under the deterministic series and
+    SOP UIDs; a second delivery leaves one SR instance, not two."""
+    loaded = await asyncio.to_thread(_load, servers, "chest-nodule")
+    registry = load_registry(REGISTRY_PATH)
+    event = _event(
+        loaded,
+        "lung-nodule-reference",
+        (
+            Finding(
+                finding_key="lung-nodule",
+                present=True,
+                probability=0.77,
+                series_instance_uid=loaded.series_instance_uid,
+            ),
+            Finding(
+                finding_key="lung-nodule-diameter",
+                present=True,
+                value=8.4,
+                unit="mm",
+                series_instance_uid=loaded.series_instance_uid,
+            ),
+        ),
+    )
+    handler = clients.handler(registry)
+    await handler(event)
+    await handler(event)
+
+    series_uid, sop_uid = sr_uids(
+        loaded.study_instance_uid, registry.get("lung-nodule-reference", "1")
+    )
+    async with aiohttp.ClientSession(headers=_basic(servers)) as http:
+        async with http.get(
+            f"{servers.orthanc_dicomweb_url}/studies/{loaded.study_instance_uid}/series",
+            params={"Modality": "SR"},
+            headers={"Accept": "application/dicom+json"},
+        ) as response:
+            assert response.status == 200
+            series = await response.json(content_type=None)
+        async with http.get(
+            f"{servers.orthanc_dicomweb_url}/studies/{loaded.study_instance_uid}"
+            f"/series/{series_uid}/instances",
+            headers={"Accept": "application/dicom+json"},
+        ) as response:
+            instances = await response.json(content_type=None)
+        async with http.get(
+            f"{servers.orthanc_dicomweb_url}/studies/{loaded.study_instance_uid}"
+            f"/series/{series_uid}/metadata",
+            headers={"Accept": "application/dicom+json"},
+        ) as response:
+            metadata = (await response.json(content_type=None))[0]
+    assert [s["0020000E"]["Value"][0] for s in series] == [series_uid]
+    assert [i["00080018"]["Value"][0] for i in instances] == [sop_uid]
+    assert instances[0]["00080016"]["Value"][0] == "1.2.840.10008.5.1.4.1.1.88.34"
+    report = dataset_from_metadata(metadata)
+    processing = [  # highdicom also lists the scanner (acquisition) and itself (processing)
+        (item.ManufacturerModelName, item.SoftwareVersions)
+        for item in report.ContributingEquipmentSequence
+        if item.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"  # Processing Equipment
+    ]
+    assert ("lung-nodule-reference", "1") in processing  # next to highdicom itself
+    assert report.ConceptNameCodeSequence[0].CodeValue == "126000"  # Imaging Measurement Report
+    assert report.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == (
+        loaded.study_instance_uid
+    )
+
+
+async def test_shadow_model_posts_nothing_to_the_clinical_record(
+    servers: Infrastructure, clients: _Clients
+) -> None:
+    """A model in shadow rollout publishes nothing and leaves no Observation, DiagnosticReport
+    or SR for the study."""
+    loaded = await asyncio.to_thread(_load, servers, "head-normal")
+    registry = load_registry(REGISTRY_PATH)
+    shadow = Registry(
+        models=tuple(model.model_copy(update={"rollout": "shadow"}) for model in registry.models)
+    )
+    event = _event(
+        loaded,
+        "ich-reference",
+        (
+            Finding(
+                finding_key="intracranial-hemorrhage",
+                present=False,
+                probability=0.04,
+                series_instance_uid=loaded.series_instance_uid,
+            ),
+        ),
+    )
+    assert await clients.handler(shadow)(event) == []
+    run = f"{loaded.study_instance_uid}/ich-reference/1"
+    assert (
+        await clients.search(
+            "Observation", identifier=f"urn:radmesh:observation|{run}/intracranial-hemorrhage/0"
+        )
+        == []
+    )
+    assert (
+        await clients.search("DiagnosticReport", identifier=f"urn:radmesh:diagnosticreport|{run}")
+        == []
+    )
+    series = await clients.dicomweb.search_series(loaded.study_instance_uid)
+    assert [s.modality for s in series] == ["CT"]

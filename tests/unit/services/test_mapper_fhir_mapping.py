@@ -1,0 +1,273 @@
+"""services.mapper.fhir_mapping: one model run → the transaction Bundle, without a network."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.mapper.fhir_mapping import DICOM_IMAGE_EXTENSION, build_run
+from services.mapper.fhir_validation import validate_bundle
+from shared.errors import InvalidMessage
+from shared.messages import Finding, InferenceCompleted, ModelRef, StudyRef
+from shared.registry import ModelEntry, Registry, load_registry
+
+REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "models.yaml")
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+SERIES = "1.2.826.0.1.3680043.8.498.2"
+RECORDED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+SNOMED = "http://snomed.info/sct"
+
+
+def _study(**overrides: str) -> StudyRef:
+    fields = {
+        "study_instance_uid": STUDY,
+        "imaging_study": "ImagingStudy/is-1",
+        "patient": "Patient/p-1",
+        "service_request": "ServiceRequest/sr-1",
+        "encounter": "Encounter/e-1",
+        **overrides,
+    }
+    return StudyRef(**fields)
+
+
+def _bleed(**study: str) -> InferenceCompleted:
+    return InferenceCompleted(
+        study=_study(**study),
+        model=ModelRef(id="ich-reference", version="1"),
+        findings=(
+            Finding(
+                finding_key="intracranial-hemorrhage",
+                present=True,
+                probability=0.93,
+                series_instance_uid=SERIES,
+                sop_instance_uids=("1.2.3.10", "1.2.3.11"),
+            ),
+            Finding(
+                finding_key="hemorrhage-volume",
+                present=True,
+                value=12.5,
+                unit="mL",
+                series_instance_uid=SERIES,
+            ),
+        ),
+        inference_duration_ms=1500.0,
+        created_at=datetime(2026, 1, 2, 3, 4, 0, tzinfo=UTC),
+    )
+
+
+def _nodules() -> InferenceCompleted:
+    return InferenceCompleted(
+        study=_study(),
+        model=ModelRef(id="lung-nodule-reference", version="1"),
+        findings=(
+            Finding(finding_key="lung-nodule", index=0, present=True, probability=0.9),
+            Finding(finding_key="lung-nodule", index=1, present=True, probability=0.6),
+            Finding(
+                finding_key="lung-nodule-diameter", index=0, present=True, value=9.0, unit="mm"
+            ),
+            Finding(
+                finding_key="lung-nodule-diameter", index=1, present=True, value=5.5, unit="mm"
+            ),
+        ),
+        inference_duration_ms=900.0,
+    )
+
+
+def _model(event: InferenceCompleted) -> ModelEntry:
+    return REGISTRY.get(event.model.id, event.model.version)
+
+
+def _resources(bundle: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    return [
+        entry["resource"]
+        for entry in bundle["entry"]
+        if entry["resource"]["resourceType"] == resource_type
+    ]
+
+
+def test_every_resource_of_a_run_validates_as_fhir() -> None:
+    """Device, Observations, DiagnosticReport and Provenance of both reference models pass the
+    fhir.resources models and the reference-target check."""
+    for event in (_bleed(), _nodules()):
+        validate_bundle(build_run(event, _model(event), RECORDED).bundle)
+
+
+def test_bundle_is_one_transaction_of_conditional_creates_on_business_identifiers() -> None:
+    """Every entry is a POST with ifNoneExist on its radmesh identifier (Provenance: on its tag),
+    in the order Device, Observations, DiagnosticReport, Provenance."""
+    bundle = build_run(_bleed(), _model(_bleed()), RECORDED).bundle
+    assert bundle["type"] == "transaction"
+    run = f"{STUDY}/ich-reference/1"
+    assert [entry["request"]["ifNoneExist"] for entry in bundle["entry"]] == [
+        "identifier=urn:radmesh:device|ich-reference/1",
+        f"identifier=urn:radmesh:observation|{run}/intracranial-hemorrhage/0",
+        f"identifier=urn:radmesh:observation|{run}/hemorrhage-volume/0",
+        f"identifier=urn:radmesh:diagnosticreport|{run}",
+        f"_tag=urn:radmesh:provenance|{run}",
+    ]
+    assert {entry["request"]["method"] for entry in bundle["entry"]} == {"POST"}
+    assert all(entry["fullUrl"].startswith("urn:uuid:") for entry in bundle["entry"])
+
+
+def test_identifiers_and_full_urls_are_the_same_for_a_redelivered_message() -> None:
+    """Two builds of the same run (a redelivery, later) produce the same identifiers and fullUrls,
+    so the conditional creates find what the first delivery wrote."""
+    first = build_run(_bleed(), _model(_bleed()), RECORDED)
+    again = build_run(_bleed(), _model(_bleed()), datetime.now(UTC))
+    assert [e["fullUrl"] for e in first.bundle["entry"]] == [
+        e["fullUrl"] for e in again.bundle["entry"]
+    ]
+    assert [e["request"] for e in first.bundle["entry"]] == [
+        e["request"] for e in again.bundle["entry"]
+    ]
+    other_study = build_run(_bleed(study_instance_uid="1.2.9"), _model(_bleed()), RECORDED)
+    assert first.observation_urls[0] != other_study.observation_urls[0]
+    assert first.device_url == other_study.device_url  # one Device per model version
+
+
+def test_presence_observation_carries_codes_value_probability_and_links() -> None:
+    """The ICH Observation: preliminary, imaging, SNOMED 1386000, Present, probability component,
+    body site, subject/encounter/basedOn, derivedFrom the ImagingStudy, device, AIAST, UIDs."""
+    run = build_run(_bleed(), _model(_bleed()), RECORDED)
+    observation = _resources(run.bundle, "Observation")[0]
+    assert observation["status"] == "preliminary"
+    assert observation["category"][0]["coding"][0]["code"] == "imaging"
+    assert observation["code"]["coding"] == [
+        {"system": SNOMED, "code": "1386000", "display": "Intracranial hemorrhage"}
+    ]
+    assert observation["valueCodeableConcept"]["coding"][0] == {
+        "system": SNOMED,
+        "code": "52101004",
+        "display": "Present",
+    }
+    component = observation["component"][0]
+    assert component["code"]["coding"][0]["code"] == "122157"
+    assert component["valueQuantity"]["value"] == 0.93
+    assert observation["bodySite"]["coding"][0]["code"] == "12738006"
+    assert observation["subject"] == {"reference": "Patient/p-1"}
+    assert observation["encounter"] == {"reference": "Encounter/e-1"}
+    assert observation["basedOn"] == [{"reference": "ServiceRequest/sr-1"}]
+    assert observation["derivedFrom"][0]["reference"] == "ImagingStudy/is-1"
+    assert observation["device"] == {"reference": run.device_url}
+    assert observation["meta"]["security"][0]["code"] == "AIAST"
+    assert observation["extension"] == [
+        {
+            "url": DICOM_IMAGE_EXTENSION,
+            "extension": [
+                {"url": "seriesInstanceUid", "valueOid": f"urn:oid:{SERIES}"},
+                {"url": "sopInstanceUid", "valueOid": "urn:oid:1.2.3.10"},
+                {"url": "sopInstanceUid", "valueOid": "urn:oid:1.2.3.11"},
+            ],
+        }
+    ]
+    assert "Intracranial hemorrhage: present (probability 0.93)" in observation["note"][0]["text"]
+
+
+def test_absent_finding_is_coded_absent() -> None:
+    """An absent finding is valueCodeableConcept SNOMED 2667000 Absent."""
+    event = InferenceCompleted(
+        study=_study(),
+        model=ModelRef(id="ich-reference", version="1"),
+        findings=(Finding(finding_key="intracranial-hemorrhage", present=False, probability=0.02),),
+        inference_duration_ms=10.0,
+    )
+    run = build_run(event, _model(event), RECORDED)
+    observation = _resources(run.bundle, "Observation")[0]
+    assert observation["valueCodeableConcept"]["coding"][0]["code"] == "2667000"
+    report = _resources(run.bundle, "DiagnosticReport")[0]
+    assert "conclusionCode" not in report
+    assert "Intracranial hemorrhage: absent" in report["conclusion"]
+
+
+def test_quantity_is_a_ucum_value_derived_from_the_presence_it_measures() -> None:
+    """Each nodule diameter is a UCUM mm valueQuantity derivedFrom the nodule of the same index."""
+    run = build_run(_nodules(), _model(_nodules()), RECORDED)
+    observations = _resources(run.bundle, "Observation")
+    diameters = observations[2:]
+    assert [d["valueQuantity"] for d in diameters] == [
+        {"value": 9.0, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"},
+        {"value": 5.5, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"},
+    ]
+    assert [d["derivedFrom"][1]["reference"] for d in diameters] == list(run.observation_urls[:2])
+    assert observations[0]["code"]["coding"][1] == {
+        "system": "http://radlex.org",
+        "code": "RID50149",
+        "display": "pulmonary nodule",
+    }
+
+
+def test_quantity_without_its_presence_finding_is_an_invalid_message() -> None:
+    """A diameter whose nodule is missing from the message cannot be linked: InvalidMessage."""
+    event = InferenceCompleted(
+        study=_study(),
+        model=ModelRef(id="lung-nodule-reference", version="1"),
+        findings=(Finding(finding_key="lung-nodule-diameter", present=True, value=4.0),),
+        inference_duration_ms=1.0,
+    )
+    with pytest.raises(InvalidMessage, match="lung-nodule"):
+        build_run(event, _model(event), RECORDED)
+
+
+def test_report_links_results_study_order_and_present_codes() -> None:
+    """The DiagnosticReport: preliminary, RAD + imaging, the registry report code, every
+    Observation as result, the ImagingStudy, and conclusionCode only for present findings."""
+    run = build_run(_nodules(), _model(_nodules()), RECORDED)
+    report = _resources(run.bundle, "DiagnosticReport")[0]
+    assert report["status"] == "preliminary"
+    assert [c["coding"][0]["code"] for c in report["category"]] == ["RAD", "imaging"]
+    assert report["code"]["coding"][0] == {
+        "system": "http://loinc.org",
+        "code": "24627-2",
+        "display": "CT Chest",
+    }
+    assert [r["reference"] for r in report["result"]] == list(run.observation_urls)
+    assert report["imagingStudy"][0]["reference"] == "ImagingStudy/is-1"
+    assert [c["coding"][0]["code"] for c in report["conclusionCode"]] == ["427359005"]
+    assert "Solitary nodule of lung #2: present (probability 0.60)" in report["conclusion"]
+    assert "Diameter #1: 9 mm" in report["conclusion"]
+    assert report["meta"]["security"][0]["code"] == "AIAST"
+
+
+def test_provenance_and_device_describe_who_did_what_when() -> None:
+    """Provenance targets report + Observations, its agent is the Device (performer), its entity
+    the ImagingStudy (source), and occurredPeriod spans the inference duration; the Device names
+    the model, its version and manufacturer."""
+    run = build_run(_bleed(), _model(_bleed()), RECORDED)
+    provenance = _resources(run.bundle, "Provenance")[0]
+    assert [t["reference"] for t in provenance["target"]] == [
+        run.diagnostic_report_url,
+        *run.observation_urls,
+    ]
+    assert provenance["agent"][0]["who"] == {"reference": run.device_url}
+    assert provenance["agent"][0]["type"]["coding"][0]["code"] == "performer"
+    assert provenance["entity"][0]["role"] == "source"
+    assert provenance["entity"][0]["what"]["reference"] == "ImagingStudy/is-1"
+    assert provenance["recorded"] == RECORDED.isoformat()
+    assert provenance["occurredPeriod"] == {
+        "start": "2026-01-02T03:03:58.500000+00:00",
+        "end": "2026-01-02T03:04:00+00:00",
+    }
+    device = _resources(run.bundle, "Device")[0]
+    assert device["deviceName"][0]["name"].endswith("(reference algorithm, not for clinical use)")
+    assert device["version"] == [{"value": "1"}]
+    assert device["manufacturer"] == "radmesh project"
+
+
+def test_study_without_imaging_study_on_the_server_is_referenced_by_its_uid() -> None:
+    """No ImagingStudy id: derivedFrom/imagingStudy/entity use the urn:dicom:uid identifier."""
+    event = _bleed(imaging_study="")
+    run = build_run(event, _model(event), RECORDED)
+    validate_bundle(run.bundle)
+    report = _resources(run.bundle, "DiagnosticReport")[0]
+    assert report["imagingStudy"] == [
+        {"identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{STUDY}"}}
+    ]
+
+
+def test_registry_fixture_has_both_reference_models() -> None:
+    """The registry the tests map with declares the two reference models (guards the fixtures)."""
+    assert isinstance(REGISTRY, Registry)
+    assert {model.id for model in REGISTRY.models} == {"ich-reference", "lung-nodule-reference"}

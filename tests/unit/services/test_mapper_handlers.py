@@ -1,0 +1,114 @@
+"""services.mapper.handlers: rollout, what is posted and published, with a fake FHIR server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from services.mapper.handlers import MapResults
+from shared.errors import InvalidMessage, PermanentError
+from shared.fhir import FhirClient
+from shared.messages import Finding, InferenceCompleted, ModelRef, ResultsPosted, StudyRef
+from shared.registry import Registry, load_registry
+
+REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "models.yaml")
+
+
+class FakeFhir:
+    """Answers a transaction as a server would: one `Type/id` location per entry."""
+
+    def __init__(self) -> None:
+        self.transactions: list[dict[str, Any]] = []
+
+    async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        self.transactions.append(bundle)
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction-response",
+            "entry": [
+                {
+                    "response": {
+                        "status": "201 Created",
+                        "location": f"{entry['resource']['resourceType']}/id-{i}/_history/1",
+                    }
+                }
+                for i, entry in enumerate(bundle["entry"])
+            ],
+        }
+
+
+def _handler(registry: Registry, fhir: FakeFhir) -> MapResults:
+    return MapResults(registry, cast(FhirClient, fhir), None)
+
+
+def _event(present: bool, patient: str | None = "Patient/p") -> InferenceCompleted:
+    findings = [Finding(finding_key="intracranial-hemorrhage", present=present, probability=0.8)]
+    if present:
+        findings.append(Finding(finding_key="hemorrhage-volume", present=True, value=3.0))
+    return InferenceCompleted(
+        study=StudyRef(study_instance_uid="1.2.3", imaging_study="ImagingStudy/s", patient=patient),
+        model=ModelRef(id="ich-reference", version="1"),
+        findings=tuple(findings),
+        inference_duration_ms=5.0,
+    )
+
+
+def _shadow(registry: Registry) -> Registry:
+    return Registry(
+        models=tuple(model.model_copy(update={"rollout": "shadow"}) for model in registry.models)
+    )
+
+
+async def test_shadow_rollout_posts_nothing_and_publishes_nothing() -> None:
+    """A shadow model's run sends no transaction and returns no event."""
+    fhir = FakeFhir()
+    assert await _handler(_shadow(REGISTRY), fhir)(_event(present=True)) == []
+    assert fhir.transactions == []
+
+
+async def test_active_rollout_posts_one_transaction_and_publishes_the_references() -> None:
+    """An active model's run sends one transaction and publishes results.posted with the
+    references the server answered, in the event's finding order."""
+    fhir = FakeFhir()
+    event = _event(present=True)
+    events = await _handler(REGISTRY, fhir)(event)
+    assert len(fhir.transactions) == 1
+    assert len(events) == 1
+    posted = events[0]
+    assert isinstance(posted, ResultsPosted)
+    assert posted.device == "Device/id-0"
+    assert [f.observation for f in posted.findings] == ["Observation/id-1", "Observation/id-2"]
+    assert posted.diagnostic_report == "DiagnosticReport/id-3"
+    assert posted.provenance == "Provenance/id-4"
+    assert posted.rollout_mode == "active"
+    assert (posted.correlation_id, posted.causation_id) == (event.correlation_id, event.message_id)
+
+
+async def test_critical_only_for_a_present_finding_of_a_critical_mapping() -> None:
+    """ICH (critical in the registry) present → critical; its volume (not critical) → not; ICH
+    absent → not critical."""
+    fhir = FakeFhir()
+    present = await _handler(REGISTRY, fhir)(_event(present=True))
+    absent = await _handler(REGISTRY, fhir)(_event(present=False))
+    assert isinstance(present[0], ResultsPosted) and isinstance(absent[0], ResultsPosted)
+    assert [f.critical for f in present[0].findings] == [True, False]
+    assert [f.critical for f in absent[0].findings] == [False]
+
+
+async def test_unknown_model_is_dead_lettered() -> None:
+    """A model the registry does not declare is a PermanentError; nothing is sent."""
+    fhir = FakeFhir()
+    event = _event(present=True).model_copy(update={"model": ModelRef(id="nope", version="9")})
+    with pytest.raises(PermanentError, match="nope"):
+        await _handler(REGISTRY, fhir)(event)
+    assert fhir.transactions == []
+
+
+async def test_study_without_patient_is_not_posted() -> None:
+    """Results without a subject would be orphans in the record: InvalidMessage, nothing sent."""
+    fhir = FakeFhir()
+    with pytest.raises(InvalidMessage, match="no Patient"):
+        await _handler(REGISTRY, fhir)(_event(present=True, patient=None))
+    assert fhir.transactions == []

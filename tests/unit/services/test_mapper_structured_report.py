@@ -1,0 +1,143 @@
+"""services.mapper.structured_report: the TID 1500 SR of a run, from synthetic evidence."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom import Dataset
+from pydicom.filewriter import dcmwrite
+
+from samples.dicom_series import describe_study, iter_instances
+from samples.phantoms import head_ct
+from services.mapper.structured_report import (
+    build_structured_report,
+    dataset_from_metadata,
+    sr_uids,
+)
+from shared.errors import PermanentError
+from shared.messages import Finding, InferenceCompleted, ModelRef, StudyRef
+from shared.registry import load_registry
+
+REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "models.yaml")
+MODEL = REGISTRY.get("ich-reference", "1")
+
+
+@pytest.fixture(scope="module")
+def evidence() -> list[Dataset]:
+    """Two slices of a small synthetic head CT, as WADO-RS metadata would give them."""
+    phantom = head_ct(seed=5, slices=8, size=32)
+    info = describe_study(phantom, scenario="mapper-sr-unit", seed=5)
+    slices = list(iter_instances(phantom, info))[:2]
+    return [dataset_from_metadata(ds.to_json_dict()) for ds in slices]
+
+
+def _event(evidence: list[Dataset]) -> InferenceCompleted:
+    first = evidence[0]
+    return InferenceCompleted(
+        study=StudyRef(study_instance_uid=str(first.StudyInstanceUID)),
+        model=ModelRef(id=MODEL.id, version=MODEL.version),
+        findings=(
+            Finding(
+                finding_key="intracranial-hemorrhage",
+                present=True,
+                probability=0.88,
+                series_instance_uid=str(first.SeriesInstanceUID),
+                sop_instance_uids=(str(first.SOPInstanceUID),),
+            ),
+            Finding(finding_key="hemorrhage-volume", present=True, value=7.5, unit="mL"),
+        ),
+        inference_duration_ms=12.0,
+    )
+
+
+def _content_items(dataset: Dataset) -> list[Dataset]:
+    items: list[Dataset] = []
+    for item in dataset.get("ContentSequence", []):
+        items.append(item)
+        items.extend(_content_items(item))
+    return items
+
+
+def test_sr_uids_are_deterministic_per_study_model_and_version() -> None:
+    """Same study + model + version → same series and SOP UIDs; another study → others."""
+    assert sr_uids("1.2.3", MODEL) == sr_uids("1.2.3", MODEL)
+    assert sr_uids("1.2.3", MODEL) != sr_uids("1.2.4", MODEL)
+    series_uid, sop_uid = sr_uids("1.2.3", MODEL)
+    assert series_uid != sop_uid
+
+
+def test_sr_is_a_tid_1500_comprehensive_3d_sr_in_the_source_study(
+    evidence: list[Dataset],
+) -> None:
+    """The SR is Comprehensive 3D SR, titled Imaging Measurement Report, in the source study,
+    with the deterministic UIDs, the source instances as evidence and the algorithm in the
+    Contributing Equipment Sequence; it survives a Part 10 round trip."""
+    event = _event(evidence)
+    report = build_structured_report(event, MODEL, evidence, created=event.created_at)
+    buffer = io.BytesIO()
+    dcmwrite(buffer, report, enforce_file_format=True)
+    stored = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    assert stored.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+    assert stored.Modality == "SR"
+    assert stored.StudyInstanceUID == evidence[0].StudyInstanceUID
+    assert (stored.SeriesInstanceUID, stored.SOPInstanceUID) == sr_uids(
+        str(evidence[0].StudyInstanceUID), MODEL
+    )
+    assert stored.ConceptNameCodeSequence[0].CodeValue == "126000"
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for study in stored.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert referenced == {str(ds.SOPInstanceUID) for ds in evidence}
+    assert ("ich-reference", "1", "109102") in {
+        (
+            item.ManufacturerModelName,
+            item.SoftwareVersions,
+            item.PurposeOfReferenceCodeSequence[0].CodeValue,
+        )
+        for item in stored.ContributingEquipmentSequence
+    }
+
+
+def test_sr_groups_hold_finding_presence_probability_volume_and_algorithm(
+    evidence: list[Dataset],
+) -> None:
+    """One measurement group for the bleed: finding type ICH, evaluation Present, probability
+    0.88 (unit 1), volume 7.5 mL, and the algorithm name and version."""
+    event = _event(evidence)
+    report = build_structured_report(event, MODEL, evidence, created=event.created_at)
+    items = _content_items(report)
+    values = {
+        item.ConceptNameCodeSequence[0].CodeMeaning: item
+        for item in items
+        if "ConceptNameCodeSequence" in item
+    }
+    assert values["Finding"].ConceptCodeSequence[0].CodeValue == "1386000"
+    assert values["Intracranial hemorrhage"].ConceptCodeSequence[0].CodeValue == "52101004"
+    probability = values["Probability"].MeasuredValueSequence[0]
+    assert float(probability.NumericValue) == 0.88
+    assert probability.MeasurementUnitsCodeSequence[0].CodeValue == "1"
+    volume = values["Volume"].MeasuredValueSequence[0]
+    assert float(volume.NumericValue) == 7.5
+    assert volume.MeasurementUnitsCodeSequence[0].CodeValue == "mL"
+    assert values["Algorithm Name"].TextValue == "ich-reference"
+    assert values["Algorithm Version"].TextValue == "1"
+    groups = [i for i in items if i.ConceptNameCodeSequence[0].CodeValue == "125007"]
+    assert len(groups) == 1
+
+
+def test_sr_without_evidence_is_a_permanent_error() -> None:
+    """No source metadata (the series is not in the PACS) → PermanentError, no SR."""
+    event = InferenceCompleted(
+        study=StudyRef(study_instance_uid="1.2.3"),
+        model=ModelRef(id=MODEL.id, version=MODEL.version),
+        findings=(Finding(finding_key="intracranial-hemorrhage", present=False),),
+        inference_duration_ms=1.0,
+    )
+    with pytest.raises(PermanentError, match="no source instance metadata"):
+        build_structured_report(event, MODEL, [], created=event.created_at)
