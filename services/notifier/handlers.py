@@ -1,0 +1,119 @@
+"""results.posted → alerts for critical findings (one FHIR transaction) → alert.raised."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from services.notifier.alerts import (
+    AlertContext,
+    AlertEntries,
+    alert_entries,
+    critical_findings,
+)
+from shared.fhir import FhirClient, reference_of, transaction_bundle
+from shared.messages import AlertRaised, Event, ResultsPosted
+from shared.registry import Registry
+
+log = structlog.get_logger(__name__)
+
+
+class RaiseAlerts:
+    """Handler of results.posted: one alert per critical finding, one alert.raised each.
+
+    The ordering provider is the `requester` of the study's ServiceRequest. When there is none
+    (no ServiceRequest, or one without requester) the alert is still written — to the configured
+    fallback recipient if there is one, otherwise without recipient — and a warning is logged:
+    a critical finding must reach the record even when nobody can be named for it, and an
+    active CommunicationRequest without recipient is visible to whoever works the alert queue.
+    """
+
+    def __init__(
+        self, registry: Registry, fhir: FhirClient, fallback_recipient: str | None = None
+    ) -> None:
+        self.registry = registry
+        self.fhir = fhir
+        self.fallback_recipient = fallback_recipient
+
+    async def __call__(self, event: ResultsPosted) -> Sequence[Event]:
+        if event.rollout_mode == "shadow":
+            log.info("alert_skipped", reason="shadow rollout: nothing clinical is written")
+            return []
+        critical = critical_findings(event, self.registry)
+        if not critical:
+            log.info(
+                "no_critical_finding",
+                model=event.model.id,
+                version=event.model.version,
+                findings=len(event.findings),
+            )
+            return []
+        context = await self._context(event)
+        alerts = [alert_entries(event, finding, context) for finding in critical]
+        bundle = transaction_bundle([entry for alert in alerts for entry in alert.entries()])
+        response = await self.fhir.transaction(bundle)
+        raised = _alerts_raised(event, alerts, response.get("entry", []))
+        log.info(
+            "critical_alerts_raised",
+            model=event.model.id,
+            version=event.model.version,
+            findings=[
+                f"{a.critical.finding.finding_key}[{a.critical.finding.index}]" for a in alerts
+            ],
+            has_recipient=context.recipient is not None,
+        )
+        return raised
+
+    async def _context(self, event: ResultsPosted) -> AlertContext:
+        service_request: dict[str, Any] = {}
+        if event.study.service_request:
+            service_request = dict(await self.fhir.execute(event.study.service_request, "get"))
+        requester = (service_request.get("requester") or {}).get("reference")
+        patient = event.study.patient or (service_request.get("subject") or {}).get("reference")
+        recipient = requester or self.fallback_recipient
+        if requester is None:
+            log.warning(
+                "critical_alert_without_requester",
+                service_request=event.study.service_request,
+                recipient="fallback" if recipient else "none",
+                action="alert written without the ordering provider; route it by hand",
+            )
+        model_display = event.model.id
+        try:
+            model_display = self.registry.get(event.model.id, event.model.version).display
+        except KeyError:
+            log.warning("model_not_in_registry", model=event.model.id, version=event.model.version)
+        return AlertContext(
+            patient=patient,
+            recipient=recipient,
+            encounter=event.study.encounter
+            or (service_request.get("encounter") or {}).get("reference"),
+            model_display=model_display,
+            now=datetime.now(UTC),
+        )
+
+
+def _alerts_raised(
+    event: ResultsPosted, alerts: list[AlertEntries], response_entries: list[dict[str, Any]]
+) -> list[Event]:
+    """One alert.raised per alert, with the references the server answered (created or found)."""
+    references = iter(reference_of(entry) for entry in response_entries)
+    raised: list[Event] = []
+    for alert in alerts:
+        communication = next(references)
+        communication_request = next(references)
+        consult = next(references) if alert.consult_service_request is not None else None
+        raised.append(
+            event.follow(
+                AlertRaised,
+                study=event.study,
+                diagnostic_report=event.diagnostic_report,
+                communication=communication,
+                communication_request=communication_request,
+                consult_service_request=consult,
+            )
+        )
+    return raised

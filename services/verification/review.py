@@ -1,0 +1,227 @@
+"""The review desk: the worklist of open verification Tasks, and deciding one of them.
+
+Deciding reads the Task, the report and its Observations (remembering their versions), checks
+that the Task is still open and the verifier exists, writes the verdict in one transaction
+guarded by those versions (`verdicts.verdict_bundle`), and only then publishes
+finding.verified / finding.rejected in the study's run (the Task keeps its correlation id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from services.verification.tasks import (
+    TASK_CODE,
+    is_verification_task,
+    task_run,
+    worklist_item,
+)
+from services.verification.verdicts import (
+    InvalidVerdict,
+    ReviewedRecord,
+    Verdict,
+    verdict_bundle,
+)
+from shared.errors import RemoteRejected
+from shared.fhir import FhirClient, reference_of
+from shared.messages import Event, FindingRejected, FindingVerified
+
+__all__ = ["ReviewDesk", "TaskConflict", "TaskNotFound"]
+
+log = structlog.get_logger(__name__)
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_PRIORITY_ORDER = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
+
+
+class TaskNotFound(Exception):
+    """No verification Task with this id (answered with 404)."""
+
+
+class TaskConflict(Exception):
+    """The Task was already decided, or changed while deciding (answered with 409)."""
+
+
+class ReviewDesk:
+    """Lists open verification Tasks and records verdicts on them."""
+
+    def __init__(
+        self,
+        fhir: FhirClient,
+        publish: Callable[[Event], Awaitable[None]],
+        fhir_base_url: str,
+        worklist_limit: int = 200,
+    ) -> None:
+        self.fhir = fhir
+        self.publish = publish
+        self.fhir_base_url = fhir_base_url
+        self.worklist_limit = worklist_limit
+
+    async def open_tasks(self) -> dict[str, Any]:
+        """Open (requested) verification Tasks with findings: stat/asap/urgent first, then
+        routine, oldest first within each; at most `worklist_limit` Tasks."""
+        items: list[dict[str, Any]] = []
+        truncated = False
+        for priorities in ("stat,asap,urgent", "routine"):
+            remaining = self.worklist_limit - len(items)
+            if remaining <= 0:
+                truncated = True
+                break
+            page, more = await self._open_tasks_page(priorities, remaining)
+            items.extend(sorted(page, key=lambda item: _PRIORITY_ORDER.get(item["priority"], 9)))
+            truncated = truncated or more
+        return {"tasks": items, "count": len(items), "truncated": truncated}
+
+    async def _open_tasks_page(
+        self, priorities: str, count: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        bundle = await self.fhir.execute(
+            "Task",
+            "get",
+            params={
+                "status": "requested",
+                "code": f"{TASK_CODE['system']}|{TASK_CODE['code']}",
+                "priority": priorities,
+                "_include": "Task:focus",
+                "_include:iterate": "DiagnosticReport:result",
+                "_sort": "authored-on",
+                "_count": count,
+            },
+        )
+        resources: dict[str, dict[str, Any]] = {}
+        tasks: list[dict[str, Any]] = []
+        for entry in bundle.get("entry", []):
+            resource = entry.get("resource") or {}
+            resources[f"{resource.get('resourceType')}/{resource.get('id')}"] = resource
+            if resource.get("resourceType") == "Task" and is_verification_task(resource):
+                tasks.append(resource)
+        items = []
+        for task in tasks:
+            report = resources.get((task.get("focus") or {}).get("reference", ""))
+            results = [ref.get("reference", "") for ref in (report or {}).get("result", [])]
+            observations = [resources[ref] for ref in results if ref in resources]
+            items.append(worklist_item(task, report, observations, self.fhir_base_url))
+        more = any(link.get("relation") == "next" for link in bundle.get("link", []))
+        return items, more
+
+    async def decide(self, task_id: str, verdict: Verdict) -> dict[str, Any]:
+        """Record the verdict on the Task; returns what was written and the event published."""
+        record = await self._read(task_id, verdict)
+        run = task_run(record.task)
+        structlog.contextvars.bind_contextvars(
+            correlation_id=str(run.correlation_id),
+            study_instance_uid=run.study.study_instance_uid,
+            task=f"Task/{task_id}",
+        )
+        bundle = verdict_bundle(record, verdict, datetime.now(UTC))
+        try:
+            response = await self.fhir.transaction(bundle)
+        except RemoteRejected as error:
+            if error.status in (409, 412):
+                raise TaskConflict(
+                    f"Task/{task_id}, its report or an Observation changed while the verdict "
+                    "was being written; nothing was stored: reload the worklist and decide again"
+                ) from error
+            raise
+        provenance = reference_of(response["entry"][-1])
+        report = f"DiagnosticReport/{record.report['id']}"
+        event: Event
+        if verdict.accepted:
+            event = FindingVerified(
+                correlation_id=run.correlation_id,
+                causation_id=run.causation_id,
+                study=run.study,
+                task=f"Task/{task_id}",
+                diagnostic_report=report,
+                verifier=verdict.verifier,
+                provenance=provenance,
+            )
+        else:
+            event = FindingRejected(
+                correlation_id=run.correlation_id,
+                causation_id=run.causation_id,
+                study=run.study,
+                task=f"Task/{task_id}",
+                diagnostic_report=report,
+                verifier=verdict.verifier,
+                reason=verdict.reason or "",
+            )
+        published = await self._publish(event)
+        log.info(
+            "verdict_recorded",
+            verdict="accepted" if verdict.accepted else "rejected",
+            observations=len(record.observations),
+            event_published=published,
+        )
+        return {
+            "task": f"Task/{task_id}",
+            "status": "completed",
+            "verdict": "accepted" if verdict.accepted else "rejected",
+            "diagnostic_report": report,
+            "observations": [f"Observation/{o['id']}" for o in record.observations],
+            "provenance": provenance,
+            "event": event.event_type,
+            "event_published": published,
+        }
+
+    async def _publish(self, event: Event) -> bool:
+        try:
+            await self.publish(event)
+        except Exception as error:  # the verdict is stored; losing the event must not hide that
+            log.error(
+                "verdict_event_not_published",
+                event_type=event.event_type,
+                error=str(error),
+                action="the verdict is stored in FHIR; publish the event again (replay) by hand",
+            )
+            return False
+        return True
+
+    async def _read(self, task_id: str, verdict: Verdict) -> ReviewedRecord:
+        if not _FHIR_ID.match(task_id):
+            raise TaskNotFound(f"{task_id!r} is not a FHIR id")
+        task = await self._get(f"Task/{task_id}")
+        if task is None or not is_verification_task(task):
+            raise TaskNotFound(f"there is no verification Task/{task_id}")
+        if task.get("status") != "requested":
+            raise TaskConflict(
+                f"Task/{task_id} is {task.get('status')}: it was already decided, nothing changed"
+            )
+        if await self._get(verdict.verifier) is None:
+            raise InvalidVerdict(f"verifier {verdict.verifier} does not exist on the FHIR server")
+        report_reference = (task.get("focus") or {}).get("reference")
+        report = await self._get(report_reference) if report_reference else None
+        if report is None:
+            raise TaskConflict(f"Task/{task_id} points at no readable DiagnosticReport")
+        if report.get("status") != "preliminary":
+            raise TaskConflict(
+                f"the report of Task/{task_id} is {report.get('status')}, not preliminary: "
+                "it was decided elsewhere; nothing changed"
+            )
+        references = [
+            str(ref["reference"]) for ref in report.get("result", []) if ref.get("reference")
+        ]
+        observations = await asyncio.gather(*(self._get(ref) for ref in references))
+        missing = [
+            ref for ref, found in zip(references, observations, strict=True) if found is None
+        ]
+        if missing:
+            raise TaskConflict(f"the report of Task/{task_id} refers to missing {missing}")
+        return ReviewedRecord(
+            task=task, report=report, observations=[o for o in observations if o is not None]
+        )
+
+    async def _get(self, reference: str) -> dict[str, Any] | None:
+        """The resource, or None when the server says it does not exist (404/410)."""
+        try:
+            resource = await self.fhir.execute(reference, "get")
+        except RemoteRejected as error:
+            if error.status in (404, 410):
+                return None
+            raise
+        return dict(resource)

@@ -1,0 +1,20 @@
+"""The verification service's own settings (prefix RADMESH_VERIFICATION_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class VerificationSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RADMESH_VERIFICATION_", extra="ignore", frozen=True
+    )
+
+    port: int = 8095
+    # Static bearer token of the review API until the JWT + `radiologist` role check (DESIGN.md
+    # Security) lands. The default is for development only.
+    api_token: SecretStr = SecretStr("radmesh-dev-verifier")
+    worklist_limit: int = Field(default=200, ge=1, le=1000)  # open Tasks one GET /tasks returns

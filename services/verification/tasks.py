@@ -1,0 +1,243 @@
+"""The verification Task of a report: how it is written, how it is read back, how it is listed.
+
+One Task per DiagnosticReport (status `requested`, intent `order`, code task-code `approve`,
+focus the report, for the patient, basedOn the study's ServiceRequest, priority `stat` when any
+finding is critical). Its identifier `urn:radmesh:task` | `<study UID>/<model>/<version>` is the
+one run value the report itself is identified by, so a repeated results.posted creates no second
+Task. `Task.input` keeps what the verdict needs later: the study UID, the ImagingStudy, the
+model, the Device, and the correlation id and message id of the run (to publish
+finding.verified / finding.rejected in the same run).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.fhir import conditional_create_entry
+from shared.identifiers import business_identifier, radmesh_system, study_run_value
+from shared.messages import ResultsPosted, StudyRef
+
+__all__ = [
+    "INPUT_SYSTEM",
+    "TASK_CODE",
+    "TaskRun",
+    "finding_view",
+    "is_verification_task",
+    "task_run",
+    "verification_task_entry",
+    "worklist_item",
+]
+
+TASK_CODE = {
+    "system": "http://hl7.org/fhir/CodeSystem/task-code",
+    "code": "approve",
+    "display": "Activate/approve the focal resource",
+}
+INPUT_SYSTEM = "urn:radmesh:task-input"
+# The mapper codes the probability component DICOM DCM 122157 "Probability"; other writers are
+# recognised by the words of their component code.
+_PROBABILITY_CODE = ("http://dicom.nema.org/resources/ontology/DCM", "122157")
+_PROBABILITY_MARKERS = ("probability", "likelihood", "confidence")
+
+
+def _input(code: str, **value: Any) -> dict[str, Any]:
+    return {"type": {"coding": [{"system": INPUT_SYSTEM, "code": code}], "text": code}, **value}
+
+
+def verification_task_entry(event: ResultsPosted, now: datetime) -> dict[str, Any]:
+    """The conditional-create transaction entry of the Task asking a radiologist to verify."""
+    study = event.study
+    run = study_run_value(study.study_instance_uid, event.model.id, event.model.version)
+    identifier = business_identifier("Task", run)
+    critical = sum(1 for finding in event.findings if finding.present and finding.critical)
+    present = sum(1 for finding in event.findings if finding.present)
+    inputs = [
+        _input("study-instance-uid", valueString=study.study_instance_uid),
+        _input("model", valueString=f"{event.model.id}/{event.model.version}"),
+        _input("device", valueReference={"reference": event.device}),
+        _input("correlation-id", valueString=str(event.correlation_id)),
+        _input("results-posted-message-id", valueString=str(event.message_id)),
+    ]
+    if study.imaging_study:
+        inputs.insert(1, _input("imaging-study", valueReference={"reference": study.imaging_study}))
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "identifier": [identifier],
+        "status": "requested",
+        "intent": "order",
+        "priority": "stat" if critical else "routine",
+        "code": {"coding": [TASK_CODE], "text": "Verify AI results"},
+        "description": (
+            f"Verify the preliminary AI results of {event.model.id} version {event.model.version}: "
+            f"{len(event.findings)} finding(s), {present} present, {critical} critical."
+        ),
+        "focus": {"reference": event.diagnostic_report},
+        "authoredOn": now.isoformat(),
+        "requester": {"reference": event.device},
+        "input": inputs,
+    }
+    if study.patient:
+        task["for"] = {"reference": study.patient}
+    if study.encounter:
+        task["encounter"] = {"reference": study.encounter}
+    if study.service_request:
+        task["basedOn"] = [{"reference": study.service_request}]
+    return conditional_create_entry(
+        task, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
+    )
+
+
+def is_verification_task(task: dict[str, Any]) -> bool:
+    """A Task this service wrote (its identifier system), not some other system's approve Task."""
+    return any(
+        identifier.get("system") == radmesh_system("Task")
+        for identifier in task.get("identifier", [])
+    )
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What a verification Task remembers of the study run it was created for."""
+
+    study: StudyRef
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
+    model: str | None
+    device: str | None
+
+
+def task_run(task: dict[str, Any]) -> TaskRun:
+    """Read the run back from a Task's inputs, for, basedOn and encounter."""
+    inputs: dict[str, Any] = {}
+    for item in task.get("input", []):
+        value = item.get("valueString") or (item.get("valueReference") or {}).get("reference")
+        for coding in item.get("type", {}).get("coding", []):
+            if coding.get("system") == INPUT_SYSTEM:
+                inputs[str(coding.get("code"))] = value
+    study = StudyRef(
+        study_instance_uid=str(inputs.get("study-instance-uid") or ""),
+        imaging_study=inputs.get("imaging-study"),
+        patient=(task.get("for") or {}).get("reference"),
+        service_request=next((ref.get("reference") for ref in task.get("basedOn", [])), None),
+        encounter=(task.get("encounter") or {}).get("reference"),
+    )
+    return TaskRun(
+        study=study,
+        correlation_id=_uuid(inputs.get("correlation-id")) or uuid.uuid4(),
+        causation_id=_uuid(inputs.get("results-posted-message-id")),
+        model=inputs.get("model"),
+        device=inputs.get("device"),
+    )
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _display(concept: dict[str, Any] | None) -> str | None:
+    if not concept:
+        return None
+    for coding in concept.get("coding", []):
+        if coding.get("display"):
+            return str(coding["display"])
+    if concept.get("text"):
+        return str(concept["text"])
+    return next((str(c["code"]) for c in concept.get("coding", []) if c.get("code")), None)
+
+
+def _value(resource: dict[str, Any]) -> Any:
+    if "valueQuantity" in resource:
+        quantity = resource["valueQuantity"]
+        return {
+            "value": quantity.get("value"),
+            "unit": quantity.get("unit") or quantity.get("code"),
+        }
+    if "valueCodeableConcept" in resource:
+        return _display(resource["valueCodeableConcept"])
+    for key in ("valueBoolean", "valueString", "valueInteger"):
+        if key in resource:
+            return resource[key]
+    return None
+
+
+def _probability(observation: dict[str, Any]) -> float | None:
+    """The component coded DCM 122157, or whose code says probability (likelihood, confidence),
+    as a number 0..1."""
+    for component in observation.get("component", []):
+        codings = component.get("code", {}).get("coding", [])
+        coded = any((c.get("system"), c.get("code")) == _PROBABILITY_CODE for c in codings)
+        words = " ".join(
+            str(part)
+            for coding in component.get("code", {}).get("coding", [])
+            for part in (coding.get("code"), coding.get("display"))
+            if part
+        )
+        words = f"{words} {component.get('code', {}).get('text', '')}".lower()
+        if not coded and not any(marker in words for marker in _PROBABILITY_MARKERS):
+            continue
+        if "valueQuantity" in component:
+            value = component["valueQuantity"].get("value")
+            unit = component["valueQuantity"].get("code") or component["valueQuantity"].get("unit")
+            if value is not None:
+                return float(value) / 100 if unit == "%" else float(value)
+        if "valueDecimal" in component:
+            return float(component["valueDecimal"])
+    return None
+
+
+def finding_view(observation: dict[str, Any]) -> dict[str, Any]:
+    """One finding as the reviewer sees it: what, value, probability, status."""
+    return {
+        "observation": f"Observation/{observation.get('id')}",
+        "code": _display(observation.get("code")),
+        "value": _value(observation),
+        "probability": _probability(observation),
+        "status": observation.get("status"),
+        "body_site": _display(observation.get("bodySite")),
+    }
+
+
+def worklist_item(
+    task: dict[str, Any],
+    report: dict[str, Any] | None,
+    observations: list[dict[str, Any]],
+    fhir_base_url: str,
+) -> dict[str, Any]:
+    """One open Task with its report's findings and the links to act on it."""
+    task_id = str(task.get("id"))
+    run = task_run(task)
+    report_reference = (task.get("focus") or {}).get("reference")
+    fhir = fhir_base_url.rstrip("/")
+    return {
+        "id": task_id,
+        "task": f"Task/{task_id}",
+        "status": task.get("status"),
+        "priority": task.get("priority", "routine"),
+        "authored_on": task.get("authoredOn"),
+        "description": task.get("description"),
+        "study_instance_uid": run.study.study_instance_uid,
+        "model": run.model,
+        "diagnostic_report": {
+            "reference": report_reference,
+            "status": report.get("status") if report else None,
+            "code": _display(report.get("code")) if report else None,
+            "conclusion": report.get("conclusion") if report else None,
+        },
+        "findings": [finding_view(observation) for observation in observations],
+        "links": {
+            "self": f"/tasks/{task_id}",
+            "accept": f"/tasks/{task_id}/accept",
+            "reject": f"/tasks/{task_id}/reject",
+            "task": f"{fhir}/Task/{task_id}",
+            "diagnostic_report": f"{fhir}/{report_reference}" if report_reference else None,
+            "imaging_study": f"{fhir}/{run.study.imaging_study}"
+            if run.study.imaging_study
+            else None,
+        },
+    }

@@ -1,0 +1,174 @@
+"""The notifier against the real FHIR server: alerts for critical findings reach the ordering
+Practitioner, once, and nothing is written for a result without a critical finding."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.notifier.handlers import RaiseAlerts
+from shared.fhir import FhirClient
+from shared.messages import AlertRaised
+from shared.registry import Registry, load_registry
+from shared.settings import FhirSettings
+from tests.conftest import Infrastructure
+from tests.integration.fhir_seed import SeededStudy, seed_study
+
+pytestmark = pytest.mark.integration
+
+REGISTRY_PATH = Path(__file__).resolve().parents[2] / "registry" / "models.yaml"
+
+
+@pytest.fixture
+async def fhir(infra: Infrastructure) -> AsyncIterator[FhirClient]:
+    client = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        await client.execute("metadata", "get")
+    except Exception as error:  # the server must be up: deploy/fhir-server/up.sh
+        pytest.fail(f"the FHIR server at {infra.fhir_base_url} does not answer: {error}")
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return load_registry(REGISTRY_PATH)
+
+
+async def _search(fhir: FhirClient, resource_type: str, **params: str) -> list[dict[str, Any]]:
+    bundle = await fhir.execute(resource_type, "get", params=params)
+    return [dict(entry["resource"]) for entry in bundle.get("entry", [])]
+
+
+def _alert_identifier(seeded: SeededStudy, resource_type: str) -> str:
+    run = f"{seeded.study_instance_uid}/{seeded.model.id}/{seeded.model.version}"
+    return f"urn:radmesh:{resource_type.lower()}|{run}/intracranial-hemorrhage/0"
+
+
+async def test_critical_finding_alerts_the_ordering_practitioner(
+    fhir: FhirClient, registry: Registry
+) -> None:
+    """A present intracranial hemorrhage yields a completed stat alert Communication from the
+    model's Device to the ServiceRequest's requester about the Observation and the report, an
+    active CommunicationRequest to the same Practitioner, and a stat neurosurgery consult
+    ServiceRequest based on the study's order; the alert text names no patient."""
+    seeded = await seed_study(fhir, critical=True)
+    events = await RaiseAlerts(registry, fhir)(seeded.results_posted())
+
+    assert len(events) == 1
+    alert = events[0]
+    assert isinstance(alert, AlertRaised)
+    assert alert.diagnostic_report == seeded.diagnostic_report
+
+    communication = dict(await fhir.execute(alert.communication, "get"))
+    assert communication["status"] == "completed"
+    assert communication["priority"] == "stat"
+    assert communication["category"][0]["coding"][0]["code"] == "alert"
+    assert communication["recipient"] == [{"reference": seeded.practitioner}]
+    assert communication["sender"] == {"reference": seeded.device}
+    assert communication["subject"] == {"reference": seeded.patient}
+    assert [ref["reference"] for ref in communication["about"]] == [
+        seeded.observations[0],
+        seeded.diagnostic_report,
+    ]
+    text = communication["payload"][0]["contentString"]
+    assert "Intracranial hemorrhage" in text
+    assert "0.93" in text
+    for patient_data in ("Test", "Seed", seeded.patient.split("/")[1], seeded.study_instance_uid):
+        assert patient_data not in text
+
+    request = dict(await fhir.execute(alert.communication_request, "get"))
+    assert request["status"] == "active"
+    assert request["priority"] == "stat"
+    assert request["recipient"] == [{"reference": seeded.practitioner}]
+    assert request["category"][0]["coding"][0]["code"] == "alert"
+
+    assert alert.consult_service_request is not None
+    consult = dict(await fhir.execute(alert.consult_service_request, "get"))
+    assert (consult["status"], consult["intent"], consult["priority"]) == (
+        "active",
+        "order",
+        "stat",
+    )
+    assert consult["code"]["coding"][0]["code"] == "44383000"
+    assert "neurosurgery" in consult["code"]["text"]
+    assert consult["subject"] == {"reference": seeded.patient}
+    assert consult["basedOn"] == [{"reference": seeded.service_request}]
+    assert consult["reasonReference"] == [{"reference": seeded.observations[0]}]
+
+
+async def test_duplicate_results_posted_creates_no_second_alert(
+    fhir: FhirClient, registry: Registry
+) -> None:
+    """The same results.posted handled twice (a redelivery) leaves one Communication, one
+    CommunicationRequest and one consult ServiceRequest, and both alert.raised name them."""
+    seeded = await seed_study(fhir, critical=True)
+    event = seeded.results_posted()
+    handler = RaiseAlerts(registry, fhir)
+    first = await handler(event)
+    second = await handler(event)
+
+    assert [e.model_dump(include={"communication", "communication_request"}) for e in first] == [
+        e.model_dump(include={"communication", "communication_request"}) for e in second
+    ]
+    for resource_type in ("Communication", "CommunicationRequest", "ServiceRequest"):
+        found = await _search(
+            fhir, resource_type, identifier=_alert_identifier(seeded, resource_type)
+        )
+        assert len(found) == 1, resource_type
+    assert len(await _search(fhir, "Communication", subject=seeded.patient)) == 1
+
+
+async def test_result_without_critical_finding_raises_no_alert(
+    fhir: FhirClient, registry: Registry
+) -> None:
+    """A result whose hemorrhage is absent publishes nothing and writes no Communication,
+    CommunicationRequest or consult for the patient (only the seeded order stays)."""
+    seeded = await seed_study(fhir, critical=False)
+    events = await RaiseAlerts(registry, fhir)(seeded.results_posted())
+
+    assert events == []
+    assert await _search(fhir, "Communication", subject=seeded.patient) == []
+    assert await _search(fhir, "CommunicationRequest", subject=seeded.patient) == []
+    orders = await _search(fhir, "ServiceRequest", subject=seeded.patient)
+    assert [f"ServiceRequest/{order['id']}" for order in orders] == [seeded.service_request]
+
+
+async def test_shadow_rollout_raises_no_alert(fhir: FhirClient, registry: Registry) -> None:
+    """A shadow-mode result never reaches the clinical record, even with a critical finding."""
+    seeded = await seed_study(fhir, critical=True)
+    events = await RaiseAlerts(registry, fhir)(seeded.results_posted(rollout_mode="shadow"))
+
+    assert events == []
+    assert await _search(fhir, "Communication", subject=seeded.patient) == []
+
+
+async def test_order_without_requester_alerts_the_fallback_recipient_or_nobody(
+    fhir: FhirClient, registry: Registry
+) -> None:
+    """When the study's ServiceRequest names no requester the alert is still written: to the
+    configured fallback recipient if there is one, otherwise without recipient."""
+    fallback = await fhir.execute(
+        "Organization", "post", data={"resourceType": "Organization", "name": "Radiology"}
+    )
+    fallback_reference = f"Organization/{fallback['id']}"
+
+    with_fallback = await seed_study(fhir, critical=True, with_requester=False)
+    events = await RaiseAlerts(registry, fhir, fallback_reference)(with_fallback.results_posted())
+    assert len(events) == 1
+    assert isinstance(events[0], AlertRaised)
+    communication = dict(await fhir.execute(events[0].communication, "get"))
+    assert communication["recipient"] == [{"reference": fallback_reference}]
+
+    without = await seed_study(fhir, critical=True, with_requester=False)
+    events = await RaiseAlerts(registry, fhir)(without.results_posted())
+    assert len(events) == 1
+    assert isinstance(events[0], AlertRaised)
+    communication = dict(await fhir.execute(events[0].communication, "get"))
+    request = dict(await fhir.execute(events[0].communication_request, "get"))
+    assert "recipient" not in communication
+    assert "recipient" not in request
+    assert communication["status"] == "completed"
