@@ -66,6 +66,7 @@ class FhirProxy:
         except OSError:
             client_writer.close()
             return
+        self._writers.update((client_writer, server_writer))
         await asyncio.gather(
             self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer)
         )
@@ -177,6 +178,9 @@ async def mesh(
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     processes: dict[str, asyncio.subprocess.Process] = {}
+    # The subscriber reads the FHIR server directly; the services that write go through the
+    # proxy, so a test can make the FHIR server unreachable for them mid-run.
+    direct = {"subscriber": {"RADMESH_FHIR__BASE_URL": infra.fhir_base_url}}
     for service in SERVICES:
         with (work / f"{service}.log").open("wb") as log:
             processes[service] = await asyncio.create_subprocess_exec(
@@ -186,7 +190,7 @@ async def mesh(
                 "run",
                 service,
                 cwd=ROOT,
-                env=env,
+                env={**env, **direct.get(service, {})},
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
             )
