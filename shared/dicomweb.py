@@ -21,7 +21,7 @@ from shared.errors import RemoteUnavailable, remote_error_for
 from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
 
-__all__ = ["DicomWebClient", "RetrievedInstance", "SeriesInfo"]
+__all__ = ["DicomWebClient", "InstanceInfo", "RetrievedInstance", "SeriesInfo"]
 
 DICOM_JSON = "application/dicom+json"
 _CHUNK = 1 << 20
@@ -36,6 +36,15 @@ class SeriesInfo:
     body_part_examined: str | None
     series_description: str | None
     number_of_instances: int
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One instance as QIDO-RS describes it."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None
 
 
 @dataclass(frozen=True)
@@ -119,15 +128,34 @@ class DicomWebClient:
             for dataset in found
         ]
 
+    async def search_instances(
+        self, study_instance_uid: str, series_instance_uid: str
+    ) -> list[InstanceInfo]:
+        """QIDO-RS: the instances of one series (SOP Instance UID, SOP class, number)."""
+        found = await self._get_json(
+            f"studies/{study_instance_uid}/series/{series_instance_uid}/instances",
+            [("includefield", "00080016"), ("includefield", "00200013")],
+        )
+        instances = []
+        for dataset in found:
+            number = _value(dataset, "00200013")
+            instances.append(
+                InstanceInfo(
+                    sop_instance_uid=str(_value(dataset, "00080018")),
+                    sop_class_uid=str(_value(dataset, "00080016")),
+                    instance_number=int(number) if number is not None else None,
+                )
+            )
+        return sorted(
+            instances, key=lambda item: (item.instance_number or 0, item.sop_instance_uid)
+        )
+
     async def search_instance_sop_classes(
         self, study_instance_uid: str, series_instance_uid: str
     ) -> set[str]:
         """QIDO-RS: the SOP classes present in one series."""
-        found = await self._get_json(
-            f"studies/{study_instance_uid}/series/{series_instance_uid}/instances",
-            [("includefield", "00080016")],
-        )
-        return {str(_value(dataset, "00080016")) for dataset in found}
+        instances = await self.search_instances(study_instance_uid, series_instance_uid)
+        return {instance.sop_class_uid for instance in instances}
 
     async def retrieve_series_metadata(
         self, study_instance_uid: str, series_instance_uid: str

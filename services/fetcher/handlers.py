@@ -45,13 +45,13 @@ class FetchStudy:
                 )
             if chosen.series_instance_uid not in fetched:
                 fetched[chosen.series_instance_uid] = await self._fetch(event, chosen)
-            instances = fetched[chosen.series_instance_uid]
+            manifest = _manifest(chosen, fetched[chosen.series_instance_uid])
             caused.append(
                 event.follow(
                     StudyFetched,
                     study=event.study,
                     model=model_ref,
-                    series=(_manifest(chosen, instances),),
+                    series=(manifest,),
                     fetch_duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 )
             )
@@ -79,6 +79,11 @@ class FetchStudy:
             raise PermanentError(
                 f"WADO-RS returned no instances for series {series.series_instance_uid}"
             )
+        # The claim check also lies beside the pixels, for operators and for replays.
+        self.store.write_bytes(
+            f"{prefix}/manifest.json",
+            _manifest(series, instances).model_dump_json(indent=1).encode(),
+        )
         return instances
 
 

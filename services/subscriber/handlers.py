@@ -20,7 +20,7 @@ from services.subscriber.imaging_study import (
 from services.subscriber.settings import SubscriberSettings
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
-from shared.errors import InvalidMessage, RadmeshError
+from shared.errors import InvalidMessage, PermanentError, TransientError
 from shared.fhir import FhirClient
 from shared.identifiers import DICOM_UID_SYSTEM, business_identifier, study_run_value
 from shared.messages import ModelRef, StudyDetected
@@ -122,10 +122,15 @@ class StudyAnnouncer:
             published = await action()
         except InvalidMessage as error:
             return outcome_response(400, "invalid", str(error))
-        except RadmeshError as error:
-            # The FHIR server or the PACS failed: 503 makes the caller retry the hook later.
+        except TransientError as error:
+            # The FHIR server or the PACS is unavailable: 503 makes the caller retry the hook.
             log.warning("hook_not_processed", error=str(error))
             return outcome_response(503, "transient", f"not processed, retry later: {error}")
+        except PermanentError as error:
+            # Not the caller's fault and not fixed by retrying (e.g. the FHIR server refused a
+            # request of radmesh's): 500, logged as an error for an operator.
+            log.error("hook_failed", error=str(error))
+            return outcome_response(500, "processing", f"not processed: {error}")
         return outcome_response(200, "informational", f"{published} study.detected published")
 
     # -- domain -----------------------------------------------------------------------------
@@ -268,7 +273,16 @@ class StudyAnnouncer:
         endpoint = await self._ensure_endpoint(
             str(event.get("dicomweb_root") or self.dicomweb.base_url)
         )
-        resource = imaging_study_from_pacs(event, {}, subject, service_request, endpoint)
+        series_details = {
+            series.series_instance_uid: (
+                series,
+                await self.dicomweb.search_instances(uid, series.series_instance_uid),
+            )
+            for series in await self.dicomweb.search_series(uid)
+        }
+        resource = imaging_study_from_pacs(
+            event, series_details, subject, service_request, endpoint
+        )
         created = await self.fhir.create_resource(
             resource, if_none_exist=f"identifier={DICOM_UID_SYSTEM}|urn:oid:{uid}"
         )
@@ -276,9 +290,8 @@ class StudyAnnouncer:
         return created
 
     async def _ensure_endpoint(self, address: str) -> str:
-        found = await self.fhir.resources("Endpoint").search(address=address).limit(1).fetch()
-        if found:
-            return f"Endpoint/{found[0]['id']}"
+        """The PACS's dicom-wado-rs Endpoint (one per address, by a radmesh identifier)."""
+        identifier = business_identifier("Endpoint", address)
         created = await self.fhir.create_resource(
             {
                 "resourceType": "Endpoint",
@@ -288,8 +301,9 @@ class StudyAnnouncer:
                     "code": "dicom-wado-rs",
                 },
                 "payloadType": [{"text": "DICOM"}],
+                "identifier": [identifier],
                 "address": address,
             },
-            if_none_exist=f"address={address}",
+            if_none_exist=f"identifier={identifier['system']}|{identifier['value']}",
         )
         return f"Endpoint/{created['id']}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.dicomweb import InstanceInfo, SeriesInfo
 from shared.errors import InvalidMessage
 from shared.identifiers import DICOM_UID_SYSTEM
 from shared.messages import StudyRef
@@ -93,12 +94,13 @@ def study_ref(imaging_study: dict[str, Any], endpoints: dict[str, str]) -> Study
 
 def imaging_study_from_pacs(
     event: dict[str, Any],
-    study_tags: dict[str, Any],
+    series_details: dict[str, tuple[SeriesInfo, list[InstanceInfo]]],
     subject: str,
     service_request: str | None,
     endpoint_reference: str,
 ) -> dict[str, Any]:
-    """An ImagingStudy (status available) from the PACS event and the study's QIDO-RS attributes."""
+    """An ImagingStudy (status available) from the PACS event and QIDO-RS (keyed by Series
+    Instance UID): each series' Body Part Examined as its bodySite, and its instances."""
     uid = str(event["study_instance_uid"])
     identifiers: list[dict[str, Any]] = [
         {"use": "official", "system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}
@@ -122,17 +124,22 @@ def imaging_study_from_pacs(
             entry["number"] = int(item["series_number"])
         if item.get("series_description"):
             entry["description"] = item["series_description"]
-        body_part = str(item.get("body_part_examined") or study_tags.get("body_part") or "").upper()
+        info, instances = series_details.get(str(item["series_instance_uid"]), (None, []))
+        body_part = str((info.body_part_examined if info else None) or "").upper()
         if body_part in SNOMED_BY_BODY_PART:
             code, display = SNOMED_BY_BODY_PART[body_part]
             entry["bodySite"] = {"system": SNOMED, "code": code, "display": display}
-        if item.get("sop_class_uids"):
+        if instances:
             entry["instance"] = [
                 {
-                    "uid": f"{item['series_instance_uid']}.0",
-                    "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{sop}"},
+                    "uid": instance.sop_instance_uid,
+                    "sopClass": {
+                        "system": "urn:ietf:rfc:3986",
+                        "code": f"urn:oid:{instance.sop_class_uid}",
+                    },
+                    **({"number": instance.instance_number} if instance.instance_number else {}),
                 }
-                for sop in item["sop_class_uids"][:1]
+                for instance in instances
             ]
         series.append(entry)
     resource: dict[str, Any] = {
@@ -146,10 +153,6 @@ def imaging_study_from_pacs(
         "numberOfInstances": int(event.get("instance_count") or 0),
         "series": series,
     }
-    if study_tags.get("started"):
-        resource["started"] = study_tags["started"]
-    if study_tags.get("description"):
-        resource["description"] = study_tags["description"]
     if service_request:
         resource["basedOn"] = [{"reference": service_request}]
     return resource

@@ -19,7 +19,14 @@ from services.inference.handlers import RunModel
 from shared.dicomweb import DicomWebClient
 from shared.errors import PermanentError, RemoteRejected
 from shared.inference_protocol import InferenceClient
-from shared.messages import InferenceCompleted, ModelRef, StudyDetected, StudyFetched, StudyRef
+from shared.messages import (
+    InferenceCompleted,
+    ModelRef,
+    SeriesManifest,
+    StudyDetected,
+    StudyFetched,
+    StudyRef,
+)
 from shared.registry import load_registry
 from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
@@ -80,6 +87,12 @@ async def test_head_ct_with_bleed_is_fetched_and_the_hemorrhage_found(
     fetched, completed = await _fetch_and_infer(infra, tmp_path, "head-bleed", "ich-reference")
     assert len(fetched.series) == 1 and len(fetched.series[0].instances) == 32
     assert all((tmp_path / i.blob_key).is_file() for i in fetched.series[0].instances)
+    series = fetched.series[0]
+    key = (
+        f"{fetched.correlation_id}/{fetched.study.study_instance_uid}/{series.series_instance_uid}"
+    )
+    manifest = BlobStore(tmp_path).read_bytes(f"{key}/manifest.json")
+    assert SeriesManifest.model_validate_json(manifest) == series
     findings = {f.finding_key: f for f in completed.findings}
     assert findings["intracranial-hemorrhage"].present
     assert findings["intracranial-hemorrhage"].probability is not None

@@ -225,3 +225,97 @@ async def test_pacs_stable_study_announces_the_study_once_signed(
         )
         assert ignored.status == 200
     assert await subscriber.next_detected(wait_seconds=0.5) is None
+
+
+async def test_empty_post_hook_announces_studies_updated_since_the_last_look(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> None:
+    """A HAPI rest-hook without payload (POST with an empty body) makes the subscriber search the
+    FHIR server for available ImagingStudies updated since its last look."""
+    loaded = await asyncio.to_thread(_load, infra, "head-normal")
+    await subscriber.next_detected(wait_seconds=2)  # the payload hook of the fixture's Subscription
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"{subscriber.url}/fhir", data=b"", headers={"Authorization": f"Bearer {HOOK_SECRET}"}
+        )
+        assert response.status == 200, await response.text()
+    announced = []
+    while (detected := await subscriber.next_detected(wait_seconds=1)) is not None:
+        announced.append(detected.study.study_instance_uid)
+    assert loaded.study_instance_uid in announced
+
+
+async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadata(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> None:
+    """When the PACS has a study the FHIR server has no ImagingStudy for, the subscriber creates
+    one from QIDO-RS (as DICOMcast does): DICOM UID and accession identifiers, the ordering
+    ServiceRequest and its patient, series with body site and instances, an Endpoint."""
+    loaded = await asyncio.to_thread(_load, infra, "head-bleed")
+    await subscriber.next_detected(wait_seconds=2)
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        await fhir.execute(loaded.imaging_study_id or "", method="delete")
+        event = {
+            "study_instance_uid": loaded.study_instance_uid,
+            "accession_number": loaded.accession_number,
+            "modalities": ["CT"],
+            "series_count": 1,
+            "instance_count": loaded.instances,
+            "series": [
+                {
+                    "series_instance_uid": loaded.series_instance_uid,
+                    "modality": "CT",
+                    "instance_count": loaded.instances,
+                }
+            ],
+            "dicomweb_root": infra.orthanc_dicomweb_url,
+        }
+        body = json.dumps(event).encode()
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(
+                f"{subscriber.url}/pacs/stable-study",
+                data=body,
+                headers={SIGNATURE_HEADER: sign(body, PACS_SECRET)},
+            )
+            assert response.status == 200, await response.text()
+        detected = await subscriber.next_detected()
+        assert detected is not None and detected.study.imaging_study is not None
+        assert detected.study.imaging_study != loaded.imaging_study_id
+        assert [m.id for m in detected.models] == ["ich-reference"]
+        study = await fhir.read_resource(detected.study.imaging_study)
+        order = await fhir.read_resource(detected.study.service_request or "")
+    finally:
+        await fhir.close()
+    identifiers = {(i.get("system"), i["value"]) for i in study["identifier"]}
+    assert ("urn:dicom:uid", f"urn:oid:{loaded.study_instance_uid}") in identifiers
+    assert (None, loaded.accession_number) in identifiers
+    assert study["subject"] == order["subject"]
+    (series,) = study["series"]
+    assert series["bodySite"]["code"] == "69536005"
+    assert len(series["instance"]) == loaded.instances
+    assert detected.study.dicomweb_base_url == infra.orthanc_dicomweb_url
+
+
+async def test_pacs_study_without_an_order_is_refused_with_the_reason(
+    subscriber: RunningSubscriber,
+) -> None:
+    """A stable study whose accession matches no ServiceRequest is not radmesh's to read: 400
+    with an OperationOutcome saying so, and nothing is published."""
+    body = json.dumps(
+        {
+            "study_instance_uid": "1.2.826.0.1.3680043.10.999.1",
+            "accession_number": "NO-SUCH-ORDER",
+            "modalities": ["CT"],
+        }
+    ).encode()
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"{subscriber.url}/pacs/stable-study",
+            data=body,
+            headers={SIGNATURE_HEADER: sign(body, PACS_SECRET)},
+        )
+        assert response.status == 400
+        outcome = await response.json(content_type=None)
+    assert "no ServiceRequest with its accession number" in outcome["issue"][0]["diagnostics"]
+    assert await subscriber.next_detected(wait_seconds=0.5) is None
