@@ -9,6 +9,7 @@ import json
 import random
 from typing import Any
 
+import aio_pika
 import aiohttp
 import pytest
 
@@ -170,8 +171,8 @@ async def _count(mesh: Mesh, resource_type: str, **params: str) -> int:
 async def test_repeated_hook_and_redelivered_messages_create_no_second_resource(
     mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
 ) -> None:
-    """The same rest-hook sent again is recognised as done; the same results.posted and
-    inference.completed published again create no second Observation, report, alert or Task."""
+    """The same rest-hook sent again is recognised as done; study.detected, inference.completed
+    and results.posted delivered again create no second Observation, report, alert or Task."""
     loaded, progress = _by_scenario(demo_run, "head-bleed")
     (posted,) = progress.of_type("results.posted")
     (completed,) = progress.of_type("inference.completed")
@@ -198,14 +199,18 @@ async def test_repeated_hook_and_redelivered_messages_create_no_second_resource(
             "0 study.detected"
             in (await response.json(content_type=None))["issue"][0]["diagnostics"]
         )
+    (detected,) = progress.of_type("study.detected")
     bus = Bus(mesh.settings.broker, "e2e-replayer")
     await bus.start()
     try:
-        await bus.publish(completed)  # the same message id: a redelivery
+        # The same message ids: redeliveries of every stage's input (study.detected runs the whole
+        # pipeline again, fetch, inference, mapping, alert and Task included).
+        await bus.publish(detected)
+        await bus.publish(completed)
         await bus.publish(posted)
     finally:
         await bus.stop()
-    await asyncio.sleep(4)
+    await asyncio.sleep(6)
     for kind, count in counts.items():
         assert await _count(mesh, kind, subject=patient) == count, kind
     for service in ("mapper", "notifier", "verification"):
@@ -263,3 +268,42 @@ async def test_one_trace_spans_all_six_services(
         f"no trace covers all six services: {sorted(map(sorted, by_trace.values()))[:5]}"
     )
     del progress
+
+
+async def test_message_failing_validation_lands_in_the_dead_letter_queue_with_its_reason(
+    mesh: Mesh,
+) -> None:
+    """A study.detected without its study goes to radmesh.fetcher.dead-letter, saying why."""
+    message_id = f"e2e-invalid-{random.randrange(10**9)}"
+    connection = await aio_pika.connect(mesh.settings.broker.url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(mesh.settings.broker.exchange)
+        await exchange.publish(
+            aio_pika.Message(
+                b'{"schema_version": 1, "models": [], "source": "manual"}',
+                message_id=message_id,
+                content_type="application/json",
+            ),
+            routing_key="study.detected",
+        )
+        letter = None
+        for _ in range(100):
+            letters = await list_dead_letters(mesh.settings.broker.url, "fetcher")
+            letter = next((item for item in letters if item.message_id == message_id), None)
+            if letter is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert letter is not None, mesh.log_tail("fetcher")
+        assert "study: Field required" in letter.reason
+        assert letter.error_type.startswith("permanent:InvalidMessage")
+        # Take our own dead letter off the shared queue again; closing the channel returns the
+        # others, unacknowledged, to the queue.
+        queue = await channel.get_queue("radmesh.fetcher.dead-letter")
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            if message.message_id == message_id:
+                await message.ack()
+                break
+        await channel.close()
+    finally:
+        await connection.close()
