@@ -14,6 +14,7 @@ import sys
 import requests
 
 from samples import demo
+from samples.demo import DEMO_SCENARIOS
 from samples.dicomweb import StowError
 from samples.load import REAL_FILES, SCENARIOS, Settings, load_real, load_study
 
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="default: a new seed per run")
     demo.add_argument("--slices", type=int, default=32)
     demo.add_argument("--size", type=int, default=256)
+    demo.add_argument(
+        "--scenarios",
+        default=",".join(DEMO_SCENARIOS),
+        help="comma-separated (default: %(default)s)",
+    )
     return parser
 
 
@@ -52,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'load-real':15s} {len(REAL_FILES)} real CT/MR files shipped by pydicom(-data)")
         return 0
     if args.command == "demo":
-        return demo.main(seed=args.seed, slices=args.slices, size=args.size)
+        return demo.main(
+            seed=args.seed,
+            slices=args.slices,
+            size=args.size,
+            scenarios=tuple(name.strip() for name in args.scenarios.split(",") if name.strip()),
+        )
     try:
         if args.command == "load":
             result = load_study(

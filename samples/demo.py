@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 from samples.load import LoadResult, Settings, load_study
@@ -81,6 +82,14 @@ async def _report(fhir: FhirClient, loaded: LoadResult, progress: StudyProgress)
     if not progress.of_type("alert.raised"):
         _say("   no alert (no critical finding)")
     stages = progress.stage_seconds()
+    detected = progress.first("study.detected")
+    last = progress.events[-1] if progress.events else None
+    if detected is not None and last is not None:
+        # ImagingStudy first stored (version 1) → the subscriber's study.detected: the hook.
+        first_version = await fhir.read_resource(f"{loaded.imaging_study_id}/_history/1")
+        stored = datetime.fromisoformat(first_version["meta"]["lastUpdated"].replace("Z", "+00:00"))
+        stages = {"hook": (detected.created_at - stored).total_seconds(), **stages}
+        stages["total"] = (last.created_at - stored).total_seconds()
     _say("   stages: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in stages.items()))
 
 
@@ -135,7 +144,14 @@ async def run_demo(
         await fhir.close()
 
 
-def main(seed: int | None = None, slices: int = 32, size: int = 256) -> int:
+def main(
+    seed: int | None = None,
+    slices: int = 32,
+    size: int = 256,
+    scenarios: tuple[str, ...] = DEMO_SCENARIOS,
+) -> int:
     settings = RadmeshSettings()
-    _, _, incomplete = asyncio.run(run_demo(settings, seed=seed, slices=slices, size=size))
+    _, _, incomplete = asyncio.run(
+        run_demo(settings, scenarios, seed=seed, slices=slices, size=size)
+    )
     return 1 if incomplete else 0
