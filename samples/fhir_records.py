@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from samples.dicom_series import StudyInfo
+from shared.fhir import conditional_entry
 
 FHIR_JSON = "application/fhir+json"
 
@@ -92,15 +93,7 @@ def _practitioner_name(dicom_name: str) -> dict[str, Any]:
 
 
 def _entry(full_url: str, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]:
-    return {
-        "fullUrl": full_url,
-        "resource": resource,
-        "request": {
-            "method": "POST",
-            "url": resource["resourceType"],
-            "ifNoneExist": if_none_exist,
-        },
-    }
+    return conditional_entry(resource, full_url, if_none_exist)
 
 
 def imaging_study_bundle(

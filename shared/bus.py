@@ -106,6 +106,7 @@ class Bus:
         self._dead_letter_exchange = RabbitExchange(
             settings.dead_letter_exchange, type=ExchangeType.DIRECT, durable=True
         )
+        self.consumed: list[str] = []  # the event types registered with `consume`
 
     # -- topology ---------------------------------------------------------------------------
 
@@ -122,8 +123,10 @@ class Bus:
             },
         )
 
-    async def declare(self, routing_keys: Sequence[str]) -> None:
+    async def declare(self, routing_keys: Sequence[str] | None = None) -> None:
         """Declare the exchanges, this service's queue bound to `routing_keys`, its DLQ and delays."""
+        if routing_keys is None:
+            routing_keys = self.consumed
         exchange = await self.broker.declare_exchange(self._exchange)
         if not routing_keys:  # a publisher only (the subscriber): no queue of its own
             return
@@ -172,6 +175,7 @@ class Bus:
 
     def consume(self, event_class: type[EventT], handler: Handler[EventT]) -> None:
         """Register `handler` for `event_class` on this service's queue (before `start`)."""
+        self.consumed.append(event_class.event_type)
 
         async def on_message(message: RabbitMessage) -> None:
             try:

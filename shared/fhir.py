@@ -21,7 +21,13 @@ from fhirpy.base.utils import AttrDict
 from shared.errors import RemoteUnavailable, remote_error_for
 from shared.settings import FhirSettings
 
-__all__ = ["FhirClient", "conditional_create_entry", "reference_of", "transaction_bundle"]
+__all__ = [
+    "FhirClient",
+    "conditional_create_entry",
+    "conditional_entry",
+    "reference_of",
+    "transaction_bundle",
+]
 
 FHIR_JSON = "application/fhir+json"
 
@@ -127,19 +133,28 @@ def _diagnostics(payload: Any) -> str:
     return str(payload)[:500]
 
 
-def conditional_create_entry(
-    resource: dict[str, Any], full_url: str, identifier_system: str, identifier_value: str
+def conditional_entry(
+    resource: dict[str, Any], full_url: str, if_none_exist: str
 ) -> dict[str, Any]:
-    """A transaction entry that creates `resource` unless one with this identifier exists."""
+    """A transaction entry that creates `resource` unless the search `if_none_exist` finds one."""
     return {
         "fullUrl": full_url,
         "resource": resource,
         "request": {
             "method": "POST",
             "url": resource["resourceType"],
-            "ifNoneExist": f"identifier={identifier_system}|{identifier_value}",
+            "ifNoneExist": if_none_exist,
         },
     }
+
+
+def conditional_create_entry(
+    resource: dict[str, Any], full_url: str, identifier_system: str, identifier_value: str
+) -> dict[str, Any]:
+    """A transaction entry that creates `resource` unless one with this identifier exists."""
+    return conditional_entry(
+        resource, full_url, f"identifier={identifier_system}|{identifier_value}"
+    )
 
 
 def transaction_bundle(entries: list[dict[str, Any]]) -> dict[str, Any]:

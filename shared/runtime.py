@@ -20,10 +20,11 @@ from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
+from shared.bus import Bus
 from shared.settings import RadmeshSettings, ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing
 
-__all__ = ["ServiceApp", "run_service", "service_main", "start_http"]
+__all__ = ["ServiceApp", "bus_service", "run_service", "service_main", "start_http"]
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
@@ -56,6 +57,43 @@ async def _trace_request(request: web.Request, handler: Handler) -> web.StreamRe
         response = await handler(request)
         span.set_attribute("http.response.status_code", response.status)
         return response
+
+
+def bus_service(
+    name: str,
+    bus: Bus,
+    *,
+    on_start: Sequence[Callable[[], Awaitable[object]]] = (),
+    close: Sequence[Callable[[], Awaitable[None]]] = (),
+    routes: Sequence[web.RouteDef] = (),
+    middlewares: Sequence[Middleware] = (),
+) -> ServiceApp:
+    """The ServiceApp of a service built around its bus: start connects and declares the queues
+    of what it consumes, then runs `on_start`; stop closes the bus, then `close`; ready pings
+    the broker."""
+
+    async def start() -> None:
+        await bus.start()
+        await bus.declare()
+        for step in on_start:
+            await step()
+
+    async def stop() -> None:
+        await bus.stop()
+        for closer in close:
+            await closer()
+
+    async def ready() -> bool:
+        return await bus.broker.ping(timeout=2.0)
+
+    return ServiceApp(
+        name=name,
+        start=start,
+        stop=stop,
+        ready=ready,
+        routes=list(routes),
+        middlewares=list(middlewares),
+    )
 
 
 def _http_application(app: ServiceApp) -> web.Application:

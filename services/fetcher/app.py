@@ -8,7 +8,7 @@ from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.messages import StudyDetected
 from shared.registry import load_registry
-from shared.runtime import ServiceApp
+from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
 from shared.storage import BlobStore
 
@@ -21,15 +21,4 @@ def build_app(settings: RadmeshSettings, own: FetcherSettings) -> ServiceApp:
     dicomweb = DicomWebClient(settings.dicomweb)
     bus.consume(StudyDetected, FetchStudy(registry, dicomweb, BlobStore(settings.storage.blob_dir)))
 
-    async def start() -> None:
-        await bus.start()
-        await bus.declare([StudyDetected.event_type])
-
-    async def stop() -> None:
-        await bus.stop()
-        await dicomweb.close()
-
-    async def ready() -> bool:
-        return await bus.broker.ping(timeout=2.0)
-
-    return ServiceApp(name=SERVICE, start=start, stop=stop, ready=ready)
+    return bus_service(SERVICE, bus, close=[dicomweb.close])

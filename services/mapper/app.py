@@ -9,7 +9,7 @@ from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
 from shared.messages import InferenceCompleted
 from shared.registry import load_registry
-from shared.runtime import ServiceApp
+from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
 
 SERVICE = "mapper"
@@ -22,17 +22,5 @@ def build_app(settings: RadmeshSettings, own: MapperSettings) -> ServiceApp:
     dicomweb = DicomWebClient(settings.dicomweb) if own.write_structured_report else None
     bus.consume(InferenceCompleted, MapResults(registry, fhir, dicomweb))
 
-    async def start() -> None:
-        await bus.start()
-        await bus.declare([InferenceCompleted.event_type])
-
-    async def stop() -> None:
-        await bus.stop()
-        await fhir.close()
-        if dicomweb is not None:
-            await dicomweb.close()
-
-    async def ready() -> bool:
-        return await bus.broker.ping(timeout=2.0)
-
-    return ServiceApp(name=SERVICE, start=start, stop=stop, ready=ready)
+    close = [fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
+    return bus_service(SERVICE, bus, close=close)

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.errors import InvalidMessage
-from shared.fhir import conditional_create_entry, transaction_bundle
+from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
 from shared.identifiers import DICOM_UID_SYSTEM, business_identifier, study_run_value
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import SNOMED_CT, UCUM, Coding, FindingMapping, ModelEntry
@@ -390,12 +390,6 @@ def _tagged_entry(
     resource: dict[str, Any], full_url: str, identifier: dict[str, str]
 ) -> dict[str, Any]:
     """A conditional create on a `meta.tag` (R4 Provenance has no `identifier` element)."""
-    return {
-        "fullUrl": full_url,
-        "resource": resource,
-        "request": {
-            "method": "POST",
-            "url": resource["resourceType"],
-            "ifNoneExist": f"_tag={identifier['system']}|{identifier['value']}",
-        },
-    }
+    return conditional_entry(
+        resource, full_url, f"_tag={identifier['system']}|{identifier['value']}"
+    )

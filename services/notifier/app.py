@@ -8,7 +8,7 @@ from shared.bus import Bus
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted
 from shared.registry import load_registry
-from shared.runtime import ServiceApp
+from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
 
 SERVICE = "notifier"
@@ -20,15 +20,4 @@ def build_app(settings: RadmeshSettings, own: NotifierSettings) -> ServiceApp:
     fhir = FhirClient(settings.fhir)
     bus.consume(ResultsPosted, RaiseAlerts(registry, fhir, own.fallback_recipient))
 
-    async def start() -> None:
-        await bus.start()
-        await bus.declare([ResultsPosted.event_type])
-
-    async def stop() -> None:
-        await bus.stop()
-        await fhir.close()
-
-    async def ready() -> bool:
-        return await bus.broker.ping(timeout=2.0)
-
-    return ServiceApp(name=SERVICE, start=start, stop=stop, ready=ready)
+    return bus_service(SERVICE, bus, close=[fhir.close])

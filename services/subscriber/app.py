@@ -11,7 +11,7 @@ from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
 from shared.registry import load_registry
-from shared.runtime import ServiceApp
+from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
 
 SERVICE = "subscriber"
@@ -24,25 +24,15 @@ def build_app(settings: RadmeshSettings, own: SubscriberSettings) -> ServiceApp:
     dicomweb = DicomWebClient(settings.dicomweb)
     announcer = StudyAnnouncer(own, registry, fhir, dicomweb, bus)
 
-    async def start() -> None:
-        await bus.start()
-        await bus.declare([])
+    async def subscribe() -> None:
         if own.ensure_subscription:
             await ensure_subscription(fhir, own)
 
-    async def stop() -> None:
-        await bus.stop()
-        await fhir.close()
-        await dicomweb.close()
-
-    async def ready() -> bool:
-        return await bus.broker.ping(timeout=2.0)
-
-    return ServiceApp(
-        name=SERVICE,
-        start=start,
-        stop=stop,
-        ready=ready,
+    return bus_service(
+        SERVICE,
+        bus,
+        on_start=[subscribe],
+        close=[fhir.close, dicomweb.close],
         routes=[
             web.put("/fhir/ImagingStudy/{id}", announcer.rest_hook_with_payload),
             web.post("/fhir", announcer.rest_hook_without_payload),

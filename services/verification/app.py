@@ -12,7 +12,7 @@ from services.verification.settings import VerificationSettings
 from shared.bus import Bus
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted
-from shared.runtime import ServiceApp
+from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
 
 SERVICE = "verification"
@@ -24,22 +24,10 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
     bus.consume(ResultsPosted, CreateVerificationTask(fhir))
     desk = ReviewDesk(fhir, bus.publish, settings.fhir.base_url, own.worklist_limit)
 
-    async def start() -> None:
-        await bus.start()
-        await bus.declare([ResultsPosted.event_type])
-
-    async def stop() -> None:
-        await bus.stop()
-        await fhir.close()
-
-    async def ready() -> bool:
-        return await bus.broker.ping(timeout=2.0)
-
-    return ServiceApp(
-        name=SERVICE,
-        start=start,
-        stop=stop,
-        ready=ready,
+    return bus_service(
+        SERVICE,
+        bus,
+        close=[fhir.close],
         routes=ReviewApi(desk).routes(),
         middlewares=[bearer_token_middleware(own.api_token.get_secret_value())],
     )
