@@ -93,3 +93,30 @@ ready_line() {
   printf '[infra] %-13s ready in %5.1f s  %s  log: %s\n' \
     "$name" "$(awk "BEGIN{print ($(now_ms)-$started)/1000}")" "$where" "$logfile"
 }
+
+# already_running NAME PIDFILE WHERE CHECK_CMD... -> 0 when our process is alive and CHECK_CMD
+# succeeds (prints "already running"); otherwise stops a hung process of ours and returns 1.
+already_running() {
+  local name="$1" pidfile="$2" where="$3"; shift 3
+  if pid_alive "$pidfile" && "$@" >/dev/null 2>&1; then
+    log "$name: already running (PID $(cat "$pidfile")) at $where"
+    return 0
+  fi
+  if pid_alive "$pidfile"; then
+    log "$name: PID $(cat "$pidfile") alive but not answering; restarting it"
+    stop_pidfile "$name" "$pidfile" 20
+  fi
+  rm -f "$pidfile"
+  return 1
+}
+
+# ports_free NAME PORT... -> fails naming the first port another process already listens on
+ports_free() {
+  local name="$1" port; shift
+  for port in "$@"; do
+    if port_open "$port"; then
+      fail "$name: port $port is already taken by another process (not ours); set its RADMESH_*_PORT"
+      return 1
+    fi
+  done
+}

@@ -14,18 +14,8 @@ METADATA_URL="http://127.0.0.1:${RADMESH_FHIR_PORT}/fhir/metadata"
 WHERE="http://127.0.0.1:${RADMESH_FHIR_PORT}/fhir"
 started="$(now_ms)"
 
-if pid_alive "$PIDFILE" && http_ok "$METADATA_URL"; then
-  log "$NAME: already running (PID $(cat "$PIDFILE")) at $WHERE"
-  exit 0
-fi
-if pid_alive "$PIDFILE"; then
-  # our process is alive but not answering: replace it
-  stop_pidfile "$NAME" "$PIDFILE"
-fi
-if port_open "$RADMESH_FHIR_PORT"; then
-  fail "$NAME: port $RADMESH_FHIR_PORT is already in use by another process (set RADMESH_FHIR_PORT)"
-  exit 1
-fi
+already_running "$NAME" "$PIDFILE" "$WHERE" http_ok "$METADATA_URL" && exit 0
+ports_free "$NAME" "$RADMESH_FHIR_PORT" || exit 1
 
 command -v node >/dev/null || { fail "$NAME: node is not installed (Node >= 20 needed)"; exit 1; }
 

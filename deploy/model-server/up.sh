@@ -18,21 +18,8 @@ WHERE="http $HTTP_URL grpc 127.0.0.1:$RADMESH_TRITON_GRPC_PORT"
 
 started="$(now_ms)"
 
-if pid_alive "$PIDFILE" && http_ok "$HTTP_URL/v2/health/ready"; then
-  log "$NAME: already running (PID $(cat "$PIDFILE"))  $WHERE"
-  exit 0
-fi
-if pid_alive "$PIDFILE"; then
-  log "$NAME: PID $(cat "$PIDFILE") alive but not ready; restarting it"
-  stop_pidfile "$NAME" "$PIDFILE" 20
-fi
-rm -f "$PIDFILE"
-for port in "$RADMESH_TRITON_HTTP_PORT" "$RADMESH_TRITON_GRPC_PORT"; do
-  if port_open "$port"; then
-    fail "$NAME: port $port is taken by another process (not ours); set RADMESH_TRITON_*_PORT"
-    exit 1
-  fi
-done
+already_running "$NAME" "$PIDFILE" "$WHERE" http_ok "$HTTP_URL/v2/health/ready" && exit 0
+ports_free "$NAME" "$RADMESH_TRITON_HTTP_PORT" "$RADMESH_TRITON_GRPC_PORT" || exit 1
 
 # The server's own venv, (re)built only when missing or when requirements.txt changed.
 req_hash="$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)"

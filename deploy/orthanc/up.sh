@@ -17,10 +17,7 @@ PLUGINS=/usr/share/orthanc/plugins
 
 system_ok() { http_ok "$URL/system" "${AUTH[@]}"; }
 
-if pid_alive "$PIDFILE" && system_ok; then
-  log "$NAME: already running (PID $(cat "$PIDFILE")) at $URL"
-  exit 0
-fi
+already_running "$NAME" "$PIDFILE" "$URL" system_ok && exit 0
 
 install_packages() {
   local pkgs=(orthanc orthanc-dicomweb orthanc-gdcm orthanc-python)
@@ -40,19 +37,8 @@ install_packages() {
 }
 install_packages
 
-# A previous instance of ours that is alive but not answering: stop it before reusing the DB.
-if pid_alive "$PIDFILE"; then
-  stop_pidfile "$NAME" "$PIDFILE" 20
-fi
-rm -f "$PIDFILE"
-
 # Another process on one of our ports would make Orthanc fail: say so clearly.
-for port in "$RADMESH_ORTHANC_HTTP_PORT" "$RADMESH_ORTHANC_DICOM_PORT"; do
-  if port_open "$port"; then
-    fail "$NAME: port $port is already taken by another process"
-    exit 1
-  fi
-done
+ports_free "$NAME" "$RADMESH_ORTHANC_HTTP_PORT" "$RADMESH_ORTHANC_DICOM_PORT" || exit 1
 
 started="$(now_ms)"
 CONFIG="$(python3 "$HERE/gen_config.py" "$DIR")"
