@@ -12,17 +12,17 @@ from aiohttp import web
 
 from services.subscriber.hook_auth import SIGNATURE_HEADER, bearer_matches, signature_matches
 from services.subscriber.imaging_study import (
-    imaging_study_from_pacs,
     series_summaries,
     study_instance_uid,
     study_ref,
 )
+from services.subscriber.pacs_study import find_or_register_imaging_study
 from services.subscriber.settings import SubscriberSettings
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.errors import InvalidMessage, PermanentError, TransientError
 from shared.fhir import FhirClient
-from shared.identifiers import DICOM_UID_SYSTEM, business_identifier, study_run_value
+from shared.identifiers import business_identifier, study_run_value
 from shared.messages import ModelRef, StudyDetected
 from shared.operation_outcome import outcome_response
 from shared.registry import ModelEntry, Registry
@@ -239,71 +239,5 @@ class StudyAnnouncer:
         if set(event.get("modalities") or []) <= {"SR", "KO", "PR"}:
             log.info("study_skipped", reason="only SR/KO/PR objects (radmesh's own output)")
             return 0
-        existing = (
-            await self.fhir.resources("ImagingStudy")
-            .search(identifier=f"{DICOM_UID_SYSTEM}|urn:oid:{uid}")
-            .limit(1)
-            .fetch()
-        )
-        if existing:
-            return await self.announce(dict(existing[0]), "pacs-stable-study")
-        return await self.announce(await self._register_study(event), "pacs-stable-study")
-
-    async def _register_study(self, event: dict[str, Any]) -> dict[str, Any]:
-        uid = str(event["study_instance_uid"])
-        service_request = None
-        subject = None
-        accession = event.get("accession_number")
-        if accession:
-            orders = (
-                await self.fhir.resources("ServiceRequest")
-                .search(identifier=accession)
-                .limit(1)
-                .fetch()
-            )
-            if orders:
-                order = dict(orders[0])
-                service_request = f"ServiceRequest/{order['id']}"
-                subject = (order.get("subject") or {}).get("reference")
-        if subject is None:
-            raise InvalidMessage(
-                f"study {uid} has no ServiceRequest with its accession number on the FHIR server; "
-                "radmesh only reads ordered studies"
-            )
-        endpoint = await self._ensure_endpoint(
-            str(event.get("dicomweb_root") or self.dicomweb.base_url)
-        )
-        series_details = {
-            series.series_instance_uid: (
-                series,
-                await self.dicomweb.search_instances(uid, series.series_instance_uid),
-            )
-            for series in await self.dicomweb.search_series(uid)
-        }
-        resource = imaging_study_from_pacs(
-            event, series_details, subject, service_request, endpoint
-        )
-        created = await self.fhir.create_resource(
-            resource, if_none_exist=f"identifier={DICOM_UID_SYSTEM}|urn:oid:{uid}"
-        )
-        log.info("imaging_study_registered", imaging_study=f"ImagingStudy/{created['id']}")
-        return created
-
-    async def _ensure_endpoint(self, address: str) -> str:
-        """The PACS's dicom-wado-rs Endpoint (one per address, by a radmesh identifier)."""
-        identifier = business_identifier("Endpoint", address)
-        created = await self.fhir.create_resource(
-            {
-                "resourceType": "Endpoint",
-                "status": "active",
-                "connectionType": {
-                    "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
-                    "code": "dicom-wado-rs",
-                },
-                "payloadType": [{"text": "DICOM"}],
-                "identifier": [identifier],
-                "address": address,
-            },
-            if_none_exist=f"identifier={identifier['system']}|{identifier['value']}",
-        )
-        return f"Endpoint/{created['id']}"
+        imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
+        return await self.announce(imaging_study, "pacs-stable-study")

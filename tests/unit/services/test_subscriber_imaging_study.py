@@ -1,0 +1,93 @@
+"""services.subscriber.imaging_study and pacs_study: what selectors see, and DICOMcast-style
+ImagingStudies built from the PACS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.subscriber.imaging_study import series_summaries, study_instance_uid, study_ref
+from services.subscriber.pacs_study import imaging_study_from_pacs
+from shared.dicomweb import InstanceInfo, SeriesInfo
+from shared.errors import InvalidMessage
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _imaging_study() -> dict[str, Any]:
+    return {
+        "resourceType": "ImagingStudy",
+        "id": "is-1",
+        "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}],
+        "status": "available",
+        "subject": {"reference": "Patient/p"},
+        "basedOn": [{"reference": "ServiceRequest/sr"}],
+        "endpoint": [{"reference": "Endpoint/e"}],
+        "series": [
+            {
+                "uid": "1.2.3.1",
+                "modality": {"code": "CT"},
+                "bodySite": {"system": "http://snomed.info/sct", "code": "69536005"},
+                "numberOfInstances": 2,
+                "instance": [
+                    {"uid": "1.2.3.1.1", "sopClass": {"code": f"urn:oid:{CT}"}},
+                    {"uid": "1.2.3.1.2", "sopClass": {"code": f"urn:oid:{CT}"}},
+                ],
+            }
+        ],
+    }
+
+
+def test_series_summary_maps_snomed_body_site_to_dicom_body_part() -> None:
+    """A head series coded SNOMED 69536005 is Body Part Examined HEAD with its SOP class."""
+    (summary,) = series_summaries(_imaging_study())
+    assert (summary.modality, summary.body_part_examined) == ("CT", "HEAD")
+    assert summary.sop_class_uids == (CT,)
+    assert summary.number_of_instances == 2
+
+
+def test_study_ref_carries_the_fhir_links_and_the_pacs_address() -> None:
+    """Patient, order and the dicom-wado-rs address travel with the study run."""
+    ref = study_ref(_imaging_study(), {"Endpoint/e": "http://pacs/dicom-web"})
+    assert ref.study_instance_uid == "1.2.3"
+    assert (ref.imaging_study, ref.patient, ref.service_request) == (
+        "ImagingStudy/is-1",
+        "Patient/p",
+        "ServiceRequest/sr",
+    )
+    assert ref.dicomweb_base_url == "http://pacs/dicom-web"
+
+
+def test_imaging_study_without_dicom_uid_is_invalid() -> None:
+    """Without an urn:dicom:uid identifier there is no study to fetch."""
+    with pytest.raises(InvalidMessage, match="urn:dicom:uid"):
+        study_instance_uid({"resourceType": "ImagingStudy", "identifier": []})
+
+
+def test_pacs_study_becomes_an_imaging_study_with_real_instances() -> None:
+    """The PACS event plus QIDO-RS give identifiers, the order, body site and every instance."""
+    event = {
+        "study_instance_uid": "1.2.3",
+        "accession_number": "ACC1",
+        "series_count": 1,
+        "instance_count": 2,
+        "series": [{"series_instance_uid": "1.2.3.1", "modality": "CT", "instance_count": 2}],
+    }
+    details = {
+        "1.2.3.1": (
+            SeriesInfo("1.2.3.1", "CT", "HEAD", "Axial", 2),
+            [InstanceInfo("1.2.3.1.1", CT, 1), InstanceInfo("1.2.3.1.2", CT, 2)],
+        )
+    }
+    study = imaging_study_from_pacs(event, details, "Patient/p", "ServiceRequest/sr", "Endpoint/e")
+    assert study["status"] == "available"
+    assert {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3", "use": "official"} in study[
+        "identifier"
+    ]
+    assert any(i.get("value") == "ACC1" for i in study["identifier"])
+    assert study["basedOn"] == [{"reference": "ServiceRequest/sr"}]
+    (series,) = study["series"]
+    assert series["bodySite"]["code"] == "69536005"
+    assert [i["uid"] for i in series["instance"]] == ["1.2.3.1.1", "1.2.3.1.2"]
+    assert series_summaries(study)[0].body_part_examined == "HEAD"
