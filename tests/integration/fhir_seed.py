@@ -6,16 +6,51 @@ test's own tag; every study has its own UID, so deterministic identifiers never 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from shared.fhir import FhirClient, reference_of
 from shared.messages import ModelRef, PostedFinding, ResultsPosted, StudyRef
+from shared.settings import FhirSettings
+from tests.conftest import Infrastructure
 
-__all__ = ["TEST_TAG_SYSTEM", "SeededStudy", "seed_study"]
+__all__ = [
+    "TEST_TAG_SYSTEM",
+    "SeededStudy",
+    "answering_fhir_client",
+    "search_resources",
+    "seed_study",
+]
 
 TEST_TAG_SYSTEM = "urn:radmesh:test"
 SNOMED = "http://snomed.info/sct"
+
+
+@asynccontextmanager
+async def answering_fhir_client(infra: Infrastructure) -> AsyncIterator[FhirClient]:
+    """radmesh's FhirClient on the dev server, after its metadata answers (the test fails otherwise)."""
+    client = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        await client.execute("metadata", "get")
+    except Exception as error:  # the server must be up: deploy/fhir-server/up.sh
+        await client.close()
+        pytest.fail(f"the FHIR server at {infra.fhir_base_url} does not answer: {error}")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def search_resources(
+    fhir: FhirClient, resource_type: str, **params: str
+) -> list[dict[str, Any]]:
+    """The resources of the first page of a search."""
+    bundle = await fhir.execute(resource_type, "get", params=params)
+    return [dict(entry["resource"]) for entry in bundle.get("entry", [])]
 
 
 @dataclass(frozen=True)

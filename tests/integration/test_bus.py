@@ -11,7 +11,7 @@ import aio_pika
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared.bus import ATTEMPT_HEADER, REASON_HEADER, Bus
+from shared.bus import ATTEMPT_HEADER, REASON_HEADER, Bus, Handler
 from shared.dead_letters import DeadLetter, list_dead_letters, replay
 from shared.errors import PermanentError, RemoteUnavailable
 from shared.messages import Event, ModelRef, StudyDetected, StudyFetched, StudyRef
@@ -30,6 +30,12 @@ class BusUnderTest:
     bus: Bus
     connection: aio_pika.abc.AbstractRobustConnection
     received: list[Event] = field(default_factory=list)
+
+    async def serve(self, handler: Handler[StudyDetected]) -> None:
+        """Start the bus consuming study.detected with `handler`, its queues declared and bound."""
+        self.bus.consume(StudyDetected, handler)
+        await self.bus.start()
+        await self.bus.declare([StudyDetected.event_type])
 
     async def messages_in(
         self, queue_name: str, expected: int, wait_seconds: float = 10.0
@@ -119,9 +125,7 @@ async def test_handled_event_publishes_caused_events_in_the_same_run(
             )
         ]
 
-    bus.consume(StudyDetected, handler)
-    await bus.start()
-    await bus.declare([StudyDetected.event_type])
+    await under_test.serve(handler)
     observer = await _observe(under_test, StudyFetched.event_type)
     sent = _study_detected()
     await bus.publish(sent)
@@ -155,9 +159,7 @@ async def test_invalid_message_is_dead_lettered_with_the_reason(
         under_test.received.append(event)
         return []
 
-    bus.consume(StudyDetected, handler)
-    await bus.start()
-    await bus.declare([StudyDetected.event_type])
+    await under_test.serve(handler)
     body = b'{"schema_version": 1, "source": "manual"}'
     await bus.broker.publish(
         body,
@@ -191,9 +193,7 @@ async def test_transient_error_is_retried_with_backoff_until_it_succeeds(
         done.set()
         return []
 
-    bus.consume(StudyDetected, handler)
-    await bus.start()
-    await bus.declare([StudyDetected.event_type])
+    await under_test.serve(handler)
     await bus.publish(_study_detected())
 
     await asyncio.wait_for(done.wait(), timeout=10)
@@ -216,9 +216,7 @@ async def test_transient_error_is_dead_lettered_when_the_delays_run_out(
         under_test.received.append(event)
         raise RemoteUnavailable("FHIR server down", url="http://127.0.0.1:1/fhir", status=503)
 
-    bus.consume(StudyDetected, handler)
-    await bus.start()
-    await bus.declare([StudyDetected.event_type])
+    await under_test.serve(handler)
     await bus.publish(_study_detected())
 
     dead = await under_test.messages_in(bus.queues.dead_letter_queue, expected=1)
@@ -238,9 +236,7 @@ async def test_permanent_error_is_dead_lettered_at_once(bus_under_test: BusUnder
         under_test.received.append(event)
         raise PermanentError("ImagingStudy/42 is gone (410)")
 
-    bus.consume(StudyDetected, handler)
-    await bus.start()
-    await bus.declare([StudyDetected.event_type])
+    await under_test.serve(handler)
     await bus.publish(_study_detected())
 
     dead = await under_test.messages_in(bus.queues.dead_letter_queue, expected=1)
@@ -264,9 +260,7 @@ async def test_dead_letter_is_listed_with_its_reason_and_replayed_to_its_service
             raise PermanentError("model ich-reference 9 is not in the registry")
         return []
 
-    bus.consume(StudyDetected, handler)
-    await bus.start()
-    await bus.declare([StudyDetected.event_type])
+    await under_test.serve(handler)
     sent = _study_detected()
     await bus.publish(sent)
     url = bus.settings.url

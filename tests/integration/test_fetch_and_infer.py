@@ -4,19 +4,15 @@ findings. Also the OIP v2 client's binary and JSON paths against the real server
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from pydantic import SecretStr
 
-from samples.load import LoadResult, Settings, load_study
 from services.fetcher.handlers import FetchStudy
 from services.inference.handlers import RunModel
-from shared.dicomweb import DicomWebClient
 from shared.errors import PermanentError, RemoteRejected
 from shared.inference_protocol import InferenceClient
 from shared.messages import (
@@ -28,46 +24,26 @@ from shared.messages import (
     StudyRef,
 )
 from shared.registry import load_registry
-from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
 from tests.conftest import Infrastructure
+from tests.integration.sample_studies import dicomweb_client, load_fresh_study
 
 pytestmark = pytest.mark.integration
 
 REGISTRY = load_registry(Path(__file__).resolve().parents[2] / "registry" / "models.yaml")
 
 
-def _load(infra: Infrastructure, scenario: str) -> LoadResult:
-    settings = Settings(
-        orthanc_url=infra.orthanc_url,
-        orthanc_auth=infra.orthanc_auth,
-        fhir_base_url=infra.fhir_base_url,
-    )
-    return load_study(
-        scenario, settings=settings, seed=random.randrange(10**6, 10**7), with_fhir=False
-    )
-
-
-def _dicomweb(infra: Infrastructure) -> DicomWebClient:
-    user, password = infra.orthanc_auth
-    return DicomWebClient(
-        DicomWebSettings(
-            base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
-        )
-    )
-
-
 async def _fetch_and_infer(
     infra: Infrastructure, tmp_path: Path, scenario: str, model: str
 ) -> tuple[StudyFetched, InferenceCompleted]:
-    loaded = await asyncio.to_thread(_load, infra, scenario)
+    loaded = await asyncio.to_thread(load_fresh_study, infra, scenario, with_fhir=False)
     detected = StudyDetected(
         study=StudyRef(study_instance_uid=loaded.study_instance_uid),
         models=(ModelRef(id=model, version="1"),),
         source="manual",
     )
     store = BlobStore(tmp_path)
-    dicomweb = _dicomweb(infra)
+    dicomweb = dicomweb_client(infra)
     run_model = RunModel(REGISTRY, store)
     try:
         (fetched,) = await FetchStudy(REGISTRY, dicomweb, store)(detected)
@@ -130,13 +106,13 @@ async def test_model_that_matches_no_series_is_a_permanent_error(
     infra: Infrastructure, tmp_path: Path
 ) -> None:
     """Asking the lung model to read a head CT dead-letters the message with the reason."""
-    loaded = await asyncio.to_thread(_load, infra, "head-normal")
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", with_fhir=False)
     detected = StudyDetected(
         study=StudyRef(study_instance_uid=loaded.study_instance_uid),
         models=(ModelRef(id="lung-nodule-reference", version="1"),),
         source="manual",
     )
-    dicomweb = _dicomweb(infra)
+    dicomweb = dicomweb_client(infra)
     try:
         with pytest.raises(PermanentError, match=r"no series of study .* matches the selector"):
             await FetchStudy(REGISTRY, dicomweb, BlobStore(tmp_path))(detected)

@@ -7,64 +7,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import requests
 
 from tests.conftest import Infrastructure
+from tests.integration.fhir_http import FHIR_JSON, TAG_SYSTEM, FhirHttp, Json, answering_fhir
 
 pytestmark = pytest.mark.integration
 
-FHIR_JSON = "application/fhir+json"
-Json = dict[str, Any]
-
-
-class Fhir:
-    """Minimal synchronous FHIR client bound to the development server."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.http = requests.Session()
-        self.http.headers.update({"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
-
-    def url(self, path: str) -> str:
-        return f"{self.base}/{path.lstrip('/')}"
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.http.get(self.url(path), timeout=30, **kwargs)
-
-    def post(self, path: str, body: Json, **kwargs: Any) -> requests.Response:
-        return self.http.post(self.url(path), json=body, timeout=30, **kwargs)
-
-    def put(self, path: str, body: Json, **kwargs: Any) -> requests.Response:
-        return self.http.put(self.url(path), json=body, timeout=30, **kwargs)
-
-    def delete(self, path: str) -> requests.Response:
-        return self.http.delete(self.url(path), timeout=30)
-
-    def create(self, resource: Json) -> Json:
-        resp = self.post(resource["resourceType"], resource)
-        assert resp.status_code == 201, resp.text
-        body: Json = resp.json()
-        return body
-
 
 @pytest.fixture(scope="module")
-def fhir(infra: Infrastructure) -> Iterator[Fhir]:
-    client = Fhir(infra.fhir_base_url)
-    try:
-        client.get("metadata").raise_for_status()
-    except requests.RequestException as exc:
-        pytest.fail(
-            f"FHIR server not answering at {infra.fhir_base_url} (deploy/fhir-server/up.sh): {exc}"
-        )
-    yield client
-    client.http.close()
+def fhir(infra: Infrastructure) -> Iterator[FhirHttp]:
+    with answering_fhir(infra.fhir_base_url) as client:
+        yield client
 
 
 def unique_tag() -> tuple[str, str]:
-    return "urn:radmesh:test", uuid.uuid4().hex
+    return TAG_SYSTEM, uuid.uuid4().hex
 
 
 def patient(tag: tuple[str, str], family: str = "Test") -> Json:
@@ -77,7 +36,7 @@ def patient(tag: tuple[str, str], family: str = "Test") -> Json:
     }
 
 
-def test_metadata_returns_r4_capability_statement(fhir: Fhir) -> None:
+def test_metadata_returns_r4_capability_statement(fhir: FhirHttp) -> None:
     """GET /metadata answers a CapabilityStatement for FHIR 4.0.1 in application/fhir+json."""
     resp = fhir.get("metadata")
     assert resp.status_code == 200
@@ -89,7 +48,7 @@ def test_metadata_returns_r4_capability_statement(fhir: Fhir) -> None:
     assert {"Patient", "ImagingStudy", "Observation", "DiagnosticReport", "Subscription"} <= types
 
 
-def test_create_assigns_id_version_1_etag_and_location(fhir: Fhir) -> None:
+def test_create_assigns_id_version_1_etag_and_location(fhir: FhirHttp) -> None:
     """POST returns 201 with a server id, meta.versionId "1", ETag W/"1" and a versioned Location."""
     resp = fhir.post("Patient", patient(unique_tag()))
     assert resp.status_code == 201, resp.text
@@ -101,7 +60,7 @@ def test_create_assigns_id_version_1_etag_and_location(fhir: Fhir) -> None:
     assert fhir.get(f"Patient/{body['id']}").json() == body
 
 
-def test_updates_number_versions_1_2_3_with_etag(fhir: Fhir) -> None:
+def test_updates_number_versions_1_2_3_with_etag(fhir: FhirHttp) -> None:
     """Each PUT with changed content gets the next integer versionId and a matching ETag."""
     created = fhir.create(patient(unique_tag()))
     current = created
@@ -117,7 +76,7 @@ def test_updates_number_versions_1_2_3_with_etag(fhir: Fhir) -> None:
     assert read.json()["meta"]["versionId"] == "3"
 
 
-def test_vread_returns_each_historical_version(fhir: Fhir) -> None:
+def test_vread_returns_each_historical_version(fhir: FhirHttp) -> None:
     """GET /Patient/{id}/_history/{n} returns the content of version n."""
     created = fhir.create(patient(unique_tag(), family="First"))
     changed = {**created, "name": [{"family": "Second"}]}
@@ -129,7 +88,7 @@ def test_vread_returns_each_historical_version(fhir: Fhir) -> None:
     assert fhir.get(f"Patient/{created['id']}/_history/9").status_code == 404
 
 
-def test_history_is_newest_first_and_stable_across_reads(fhir: Fhir) -> None:
+def test_history_is_newest_first_and_stable_across_reads(fhir: FhirHttp) -> None:
     """_history lists versions newest first, and reading it twice gives the same order."""
     created = fhir.create(patient(unique_tag()))
     for active in (True, False):
@@ -144,7 +103,7 @@ def test_history_is_newest_first_and_stable_across_reads(fhir: Fhir) -> None:
     assert orders == [["3", "2", "1"], ["3", "2", "1"]]
 
 
-def test_post_with_id_does_not_overwrite_existing_resource(fhir: Fhir) -> None:
+def test_post_with_id_does_not_overwrite_existing_resource(fhir: FhirHttp) -> None:
     """POST carrying the id of an existing resource creates a new resource with a new id."""
     tag = unique_tag()
     original = fhir.create(patient(tag, family="Original"))
@@ -157,7 +116,7 @@ def test_post_with_id_does_not_overwrite_existing_resource(fhir: Fhir) -> None:
     assert stored["meta"]["versionId"] == "1"
 
 
-def test_put_with_client_id_creates_resource_with_201(fhir: Fhir) -> None:
+def test_put_with_client_id_creates_resource_with_201(fhir: FhirHttp) -> None:
     """PUT to a new id creates the resource (201, version 1); a second PUT updates it (200)."""
     rid = f"radmesh-{uuid.uuid4().hex[:16]}"
     resp = fhir.put(f"Patient/{rid}", {**patient(unique_tag()), "id": rid})
@@ -168,7 +127,7 @@ def test_put_with_client_id_creates_resource_with_201(fhir: Fhir) -> None:
     assert resp.json()["meta"]["versionId"] == "2"
 
 
-def test_invalid_resource_is_rejected_with_400_operation_outcome(fhir: Fhir) -> None:
+def test_invalid_resource_is_rejected_with_400_operation_outcome(fhir: FhirHttp) -> None:
     """A resource violating R4 (bad date, unknown element, missing required, bad code) is a 400."""
     bad_resources: list[Json] = [
         {"resourceType": "Patient", "birthDate": "not-a-date"},
@@ -184,7 +143,7 @@ def test_invalid_resource_is_rejected_with_400_operation_outcome(fhir: Fhir) -> 
         assert outcome["issue"][0]["severity"] == "error"
 
 
-def test_unknown_resource_type_returns_404(fhir: Fhir) -> None:
+def test_unknown_resource_type_returns_404(fhir: FhirHttp) -> None:
     """Creating, reading or searching a type that is not an R4 resource type answers 404."""
     assert fhir.post("NotAResource", {"resourceType": "NotAResource"}).status_code == 404
     assert fhir.get("NotAResource/1").status_code == 404
@@ -193,14 +152,14 @@ def test_unknown_resource_type_returns_404(fhir: Fhir) -> None:
     assert resp.json()["resourceType"] == "OperationOutcome"
 
 
-def test_read_of_missing_resource_returns_404(fhir: Fhir) -> None:
+def test_read_of_missing_resource_returns_404(fhir: FhirHttp) -> None:
     """Reading an id that never existed is a 404 OperationOutcome."""
     resp = fhir.get(f"Patient/{uuid.uuid4()}")
     assert resp.status_code == 404
     assert resp.json()["resourceType"] == "OperationOutcome"
 
 
-def test_delete_then_read_returns_410_gone(fhir: Fhir) -> None:
+def test_delete_then_read_returns_410_gone(fhir: FhirHttp) -> None:
     """After DELETE, GET of the resource answers 410 Gone and it no longer appears in searches."""
     tag = unique_tag()
     created = fhir.create(patient(tag))
@@ -212,7 +171,7 @@ def test_delete_then_read_returns_410_gone(fhir: Fhir) -> None:
     assert bundle["total"] == 0
 
 
-def test_if_match_version_mismatch_returns_412(fhir: Fhir) -> None:
+def test_if_match_version_mismatch_returns_412(fhir: FhirHttp) -> None:
     """PUT with If-Match of a stale version answers 412 and stores nothing; the right one succeeds."""
     created = fhir.create(patient(unique_tag()))
     path = f"Patient/{created['id']}"
@@ -228,7 +187,7 @@ def test_if_match_version_mismatch_returns_412(fhir: Fhir) -> None:
     assert current["active"] is True
 
 
-def test_conditional_create_with_if_none_exist_returns_existing(fhir: Fhir) -> None:
+def test_conditional_create_with_if_none_exist_returns_existing(fhir: FhirHttp) -> None:
     """POST with If-None-Exist matching one resource answers 200 with it and creates nothing."""
     tag = unique_tag()
     body = patient(tag, family="Conditional")
@@ -242,7 +201,7 @@ def test_conditional_create_with_if_none_exist_returns_existing(fhir: Fhir) -> N
     assert bundle["total"] == 1
 
 
-def test_accepts_application_json_and_answers_fhir_json(fhir: Fhir) -> None:
+def test_accepts_application_json_and_answers_fhir_json(fhir: FhirHttp) -> None:
     """A body sent as application/json is accepted; responses are application/fhir+json."""
     resp = fhir.http.post(
         fhir.url("Patient"),
@@ -254,7 +213,7 @@ def test_accepts_application_json_and_answers_fhir_json(fhir: Fhir) -> None:
     assert resp.headers["Content-Type"].startswith(FHIR_JSON)
 
 
-def test_non_json_content_type_is_rejected(fhir: Fhir) -> None:
+def test_non_json_content_type_is_rejected(fhir: FhirHttp) -> None:
     """An XML body (not supported by this server) answers 415 instead of being misread."""
     resp = fhir.http.post(
         fhir.url("Patient"),

@@ -9,61 +9,28 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import requests
 
 from tests.conftest import Infrastructure
+from tests.integration.fhir_http import (
+    TAG_SYSTEM,
+    FhirHttp,
+    Json,
+    answering_fhir,
+    post_entry,
+    tagged,
+    transaction,
+    urn,
+)
 
 pytestmark = pytest.mark.integration
 
-FHIR_JSON = "application/fhir+json"
-TAG_SYSTEM = "urn:radmesh:test"
-Json = dict[str, Any]
-
-
-class Fhir:
-    """Minimal synchronous FHIR client bound to the development server."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.http = requests.Session()
-        self.http.headers.update({"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
-
-    def url(self, path: str) -> str:
-        return f"{self.base}/{path.lstrip('/')}"
-
-    def create(self, resource: Json) -> Json:
-        resp = self.http.post(self.url(resource["resourceType"]), json=resource, timeout=30)
-        assert resp.status_code == 201, resp.text
-        body: Json = resp.json()
-        return body
-
-    def search_raw(
-        self, resource_type: str, params: dict[str, str] | list[tuple[str, str]]
-    ) -> requests.Response:
-        return self.http.get(self.url(resource_type), params=params, timeout=30)
-
-    def search(self, resource_type: str, params: dict[str, str] | list[tuple[str, str]]) -> Json:
-        resp = self.search_raw(resource_type, params)
-        assert resp.status_code == 200, resp.text
-        body: Json = resp.json()
-        assert body["resourceType"] == "Bundle" and body["type"] == "searchset"
-        return body
-
 
 @pytest.fixture(scope="module")
-def fhir(infra: Infrastructure) -> Iterator[Fhir]:
-    client = Fhir(infra.fhir_base_url)
-    try:
-        client.http.get(client.url("metadata"), timeout=10).raise_for_status()
-    except requests.RequestException as exc:
-        pytest.fail(
-            f"FHIR server not answering at {infra.fhir_base_url} (deploy/fhir-server/up.sh): {exc}"
-        )
-    yield client
-    client.http.close()
+def fhir(infra: Infrastructure) -> Iterator[FhirHttp]:
+    with answering_fhir(infra.fhir_base_url) as client:
+        yield client
 
 
 def ids(bundle: Json, mode: str = "match") -> list[str]:
@@ -75,28 +42,28 @@ def tag_param(tag: str) -> str:
 
 
 def observation(tag: str, subject: str, code: str, when: str, value: str = "x") -> Json:
-    return {
-        "resourceType": "Observation",
-        "meta": {"tag": [{"system": TAG_SYSTEM, "code": tag}]},
-        "identifier": [{"system": f"urn:radmesh:obs:{tag}", "value": value}],
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-        "subject": {"reference": subject},
-        "effectiveDateTime": when,
-    }
+    return tagged(
+        {
+            "resourceType": "Observation",
+            "identifier": [{"system": f"urn:radmesh:obs:{tag}", "value": value}],
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": subject},
+            "effectiveDateTime": when,
+        },
+        tag,
+    )
 
 
 @pytest.fixture(scope="module")
-def dataset(fhir: Fhir) -> Json:
+def dataset(fhir: FhirHttp) -> Json:
     """Two patients with three Observations each (distinct codes and dates), one shared tag."""
     tag = uuid.uuid4().hex
     patients = [
         fhir.create(
-            {
-                "resourceType": "Patient",
-                "meta": {"tag": [{"system": TAG_SYSTEM, "code": tag}]},
-                "name": [{"family": family, "given": ["Test"]}],
-            }
+            tagged(
+                {"resourceType": "Patient", "name": [{"family": family, "given": ["Test"]}]}, tag
+            )
         )
         for family in ("Zeller", "Ångström")
     ]
@@ -119,7 +86,7 @@ def dataset(fhir: Fhir) -> Json:
     return {"tag": tag, "patients": patients, "observations": observations}
 
 
-def test_token_search_with_system_and_value(fhir: Fhir, dataset: Json) -> None:
+def test_token_search_with_system_and_value(fhir: FhirHttp, dataset: Json) -> None:
     """identifier=system|value finds exactly the one Observation; a wrong system finds none."""
     tag = dataset["tag"]
     target = dataset["observations"][4]
@@ -133,7 +100,7 @@ def test_token_search_with_system_and_value(fhir: Fhir, dataset: Json) -> None:
     assert coded["total"] == 2
 
 
-def test_reference_search_by_type_and_id(fhir: Fhir, dataset: Json) -> None:
+def test_reference_search_by_type_and_id(fhir: FhirHttp, dataset: Json) -> None:
     """subject=Patient/{id} (and the bare id) finds that patient's Observations only."""
     patient_id = dataset["patients"][0]["id"]
     expected = {o["id"] for o in dataset["observations"][:3]}
@@ -141,7 +108,7 @@ def test_reference_search_by_type_and_id(fhir: Fhir, dataset: Json) -> None:
     assert set(ids(fhir.search("Observation", {"patient": patient_id}))) == expected
 
 
-def test_date_search_with_prefixes(fhir: Fhir, dataset: Json) -> None:
+def test_date_search_with_prefixes(fhir: FhirHttp, dataset: Json) -> None:
     """date=ge/lt bounds select Observations by effectiveDateTime; a plain day matches that day."""
     tag = tag_param(dataset["tag"])
     obs = dataset["observations"]
@@ -153,7 +120,7 @@ def test_date_search_with_prefixes(fhir: Fhir, dataset: Json) -> None:
     assert ids(day) == [obs[1]["id"]]
 
 
-def test_string_search_prefix_exact_and_contains(fhir: Fhir, dataset: Json) -> None:
+def test_string_search_prefix_exact_and_contains(fhir: FhirHttp, dataset: Json) -> None:
     """name matches case/accent-insensitive prefixes; :exact is exact; :contains finds substrings."""
     tag = tag_param(dataset["tag"])
     zeller, angstrom = dataset["patients"]
@@ -164,16 +131,12 @@ def test_string_search_prefix_exact_and_contains(fhir: Fhir, dataset: Json) -> N
     assert ids(fhir.search("Patient", {"_tag": tag, "family:contains": "ELL"})) == [zeller["id"]]
 
 
-def test_last_updated_prefixes_ge_gt_le_lt(fhir: Fhir) -> None:
+def test_last_updated_prefixes_ge_gt_le_lt(fhir: FhirHttp) -> None:
     """_lastUpdated with ge/gt/le/lt selects resources by meta.lastUpdated instant."""
     tag = uuid.uuid4().hex
     created = []
     for _ in range(3):
-        created.append(
-            fhir.create(
-                {"resourceType": "Patient", "meta": {"tag": [{"system": TAG_SYSTEM, "code": tag}]}}
-            )
-        )
+        created.append(fhir.create(tagged({"resourceType": "Patient"}, tag)))
         time.sleep(0.01)  # distinct millisecond timestamps
     first, middle, last = (c["meta"]["lastUpdated"] for c in created)
     all_ids = [c["id"] for c in created]
@@ -189,7 +152,7 @@ def test_last_updated_prefixes_ge_gt_le_lt(fhir: Fhir) -> None:
     assert found(f"gt{last}") == set()
 
 
-def test_include_adds_referenced_resources(fhir: Fhir, dataset: Json) -> None:
+def test_include_adds_referenced_resources(fhir: FhirHttp, dataset: Json) -> None:
     """_include=Observation:subject adds each referenced Patient once, with search.mode include."""
     bundle = fhir.search(
         "Observation", {"_tag": tag_param(dataset["tag"]), "_include": "Observation:subject"}
@@ -199,7 +162,7 @@ def test_include_adds_referenced_resources(fhir: Fhir, dataset: Json) -> None:
     assert bundle["total"] == 6
 
 
-def test_sort_ascending_and_descending(fhir: Fhir, dataset: Json) -> None:
+def test_sort_ascending_and_descending(fhir: FhirHttp, dataset: Json) -> None:
     """_sort=date orders by effective date; _sort=-date reverses it."""
     tag = tag_param(dataset["tag"])
     by_date = sorted(dataset["observations"], key=lambda o: str(o["effectiveDateTime"]))
@@ -211,15 +174,10 @@ def test_sort_ascending_and_descending(fhir: Fhir, dataset: Json) -> None:
     assert codes == sorted(codes)
 
 
-def test_count_pages_through_next_links(fhir: Fhir) -> None:
+def test_count_pages_through_next_links(fhir: FhirHttp) -> None:
     """_count=4 over 10 matches gives pages of 4, 4, 2 linked by `next`; every id seen once."""
     tag = uuid.uuid4().hex
-    created = {
-        fhir.create(
-            {"resourceType": "Patient", "meta": {"tag": [{"system": TAG_SYSTEM, "code": tag}]}}
-        )["id"]
-        for _ in range(10)
-    }
+    created = {fhir.create(tagged({"resourceType": "Patient"}, tag))["id"] for _ in range(10)}
     page = fhir.search("Patient", {"_tag": tag_param(tag), "_count": "4"})
     seen: list[str] = []
     sizes: list[int] = []
@@ -238,7 +196,7 @@ def test_count_pages_through_next_links(fhir: Fhir) -> None:
     assert set(seen) == created
 
 
-def test_unknown_search_parameter_returns_400(fhir: Fhir) -> None:
+def test_unknown_search_parameter_returns_400(fhir: FhirHttp) -> None:
     """A parameter the resource type does not define answers 400 OperationOutcome (not an empty set)."""
     resp = fhir.search_raw("Observation", {"not-a-param": "x"})
     assert resp.status_code == 400
@@ -248,33 +206,16 @@ def test_unknown_search_parameter_returns_400(fhir: Fhir) -> None:
     assert fhir.search_raw("Observation", {"_sort": "nonsense"}).status_code == 400
 
 
-def test_identifier_search_over_many_observations_is_fast(fhir: Fhir) -> None:
+def test_identifier_search_over_many_observations_is_fast(fhir: FhirHttp) -> None:
     """identifier search stays fast over 500 Observations (trimmed search-parameter expressions)."""
     tag = uuid.uuid4().hex
-    patient_urn = f"urn:uuid:{uuid.uuid4()}"
-    entries = [
-        {
-            "fullUrl": patient_urn,
-            "resource": {
-                "resourceType": "Patient",
-                "meta": {"tag": [{"system": TAG_SYSTEM, "code": tag}]},
-            },
-            "request": {"method": "POST", "url": "Patient"},
-        }
-    ]
+    patient_urn = urn()
+    entries = [post_entry(tagged({"resourceType": "Patient"}, tag), full_url=patient_urn)]
     entries += [
-        {
-            "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-            "resource": observation(tag, patient_urn, "1111-1", "2024-01-01", value=str(i)),
-            "request": {"method": "POST", "url": "Observation"},
-        }
+        post_entry(observation(tag, patient_urn, "1111-1", "2024-01-01", value=str(i)))
         for i in range(500)
     ]
-    resp = fhir.http.post(
-        fhir.base,
-        json={"resourceType": "Bundle", "type": "transaction", "entry": entries},
-        timeout=120,
-    )
+    resp = fhir.bundle(transaction(*entries))
     assert resp.status_code == 200, resp.text[:300]
     started = time.perf_counter()
     bundle = fhir.search("Observation", {"identifier": f"urn:radmesh:obs:{tag}|250"})

@@ -11,19 +11,24 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from tests.conftest import Infrastructure
+from tests.integration.fhir_http import (
+    FHIR_JSON,
+    TAG_SYSTEM,
+    Json,
+    fail_not_answering,
+    post_entry,
+    tagged,
+    transaction,
+)
 
 pytestmark = pytest.mark.integration
 
-FHIR_JSON = "application/fhir+json"
-TAG_SYSTEM = "urn:radmesh:test"
-Json = dict[str, Any]
 DELIVERY_TIMEOUT = 10.0
 QUIET_PERIOD = 1.5
 
@@ -89,9 +94,7 @@ async def fhir(infra: Infrastructure) -> AsyncIterator[FhirClient]:
             async with session.get(f"{infra.fhir_base_url}/metadata") as resp:
                 resp.raise_for_status()
         except aiohttp.ClientError as exc:
-            pytest.fail(
-                f"FHIR server not answering at {infra.fhir_base_url} (deploy/fhir-server/up.sh): {exc}"
-            )
+            fail_not_answering(infra.fhir_base_url, exc)
         yield client
         # switch off what the test subscribed, so later writes are not matched against it
         for sub_id in client.subscriptions:
@@ -127,12 +130,10 @@ class FhirClient:
 
 
 def study(tag: str, status: str = "available") -> Json:
-    return {
-        "resourceType": "ImagingStudy",
-        "meta": {"tag": [{"system": TAG_SYSTEM, "code": tag}]},
-        "status": status,
-        "subject": {"display": "test patient"},
-    }
+    return tagged(
+        {"resourceType": "ImagingStudy", "status": status, "subject": {"display": "test patient"}},
+        tag,
+    )
 
 
 def subscription(
@@ -228,26 +229,12 @@ async def test_rolled_back_transaction_fires_nothing(fhir: FhirClient, receiver:
     """A transaction that fails (last entry invalid) delivers no notification for its earlier entries."""
     tag = uuid.uuid4().hex
     await fhir.create(subscription(tag, receiver.base_url, FHIR_JSON))
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-                "resource": study(tag),
-                "request": {"method": "POST", "url": "ImagingStudy"},
-            },
-            {
-                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-                "resource": {
-                    "resourceType": "ImagingStudy",
-                    "status": "not-a-status",
-                    "subject": {"display": "x"},
-                },
-                "request": {"method": "POST", "url": "ImagingStudy"},
-            },
-        ],
-    }
+    bundle = transaction(
+        post_entry(study(tag)),
+        post_entry(
+            {"resourceType": "ImagingStudy", "status": "not-a-status", "subject": {"display": "x"}}
+        ),
+    )
     status, body = await fhir.send("POST", "", bundle)
     assert status == 400, body
     # positive control: a committed matching write afterwards is the first thing delivered
@@ -263,18 +250,9 @@ async def test_committed_transaction_fires_for_matching_entries(
     """A successful transaction notifies once per matching entry, after commit."""
     tag = uuid.uuid4().hex
     await fhir.create(subscription(tag, receiver.base_url, FHIR_JSON))
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-                "resource": study(tag, s),
-                "request": {"method": "POST", "url": "ImagingStudy"},
-            }
-            for s in ("available", "registered", "available")
-        ],
-    }
+    bundle = transaction(
+        *(post_entry(study(tag, s)) for s in ("available", "registered", "available"))
+    )
     status, body = await fhir.send("POST", "", bundle)
     assert status == 200, body
     expected = {

@@ -8,79 +8,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import requests
 
 from tests.conftest import Infrastructure
+from tests.integration.fhir_http import (
+    FhirHttp,
+    Json,
+    answering_fhir,
+    post_entry,
+    tagged,
+    transaction,
+    urn,
+)
 
 pytestmark = pytest.mark.integration
 
-FHIR_JSON = "application/fhir+json"
-TAG_SYSTEM = "urn:radmesh:test"
-Json = dict[str, Any]
-
-
-class Fhir:
-    """Minimal synchronous FHIR client bound to the development server."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.http = requests.Session()
-        self.http.headers.update({"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
-
-    def url(self, path: str) -> str:
-        return f"{self.base}/{path.lstrip('/')}"
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.http.get(self.url(path), timeout=60, **kwargs)
-
-    def post(self, path: str, body: Json, **kwargs: Any) -> requests.Response:
-        return self.http.post(self.url(path), json=body, timeout=60, **kwargs)
-
-    def bundle(self, body: Json) -> requests.Response:
-        return self.http.post(self.base, json=body, timeout=120)
-
-    def count_tagged(self, resource_type: str, tag: str) -> int:
-        resp = self.get(resource_type, params={"_tag": f"{TAG_SYSTEM}|{tag}", "_summary": "count"})
-        assert resp.status_code == 200, resp.text
-        total: int = resp.json()["total"]
-        return total
-
 
 @pytest.fixture(scope="module")
-def fhir(infra: Infrastructure) -> Iterator[Fhir]:
-    client = Fhir(infra.fhir_base_url)
-    try:
-        client.get("metadata").raise_for_status()
-    except requests.RequestException as exc:
-        pytest.fail(
-            f"FHIR server not answering at {infra.fhir_base_url} (deploy/fhir-server/up.sh): {exc}"
-        )
-    yield client
-    client.http.close()
-
-
-def urn() -> str:
-    return f"urn:uuid:{uuid.uuid4()}"
-
-
-def tagged(resource: Json, tag: str) -> Json:
-    return {**resource, "meta": {"tag": [{"system": TAG_SYSTEM, "code": tag}]}}
-
-
-def post_entry(
-    resource: Json, full_url: str | None = None, if_none_exist: str | None = None
-) -> Json:
-    request: Json = {"method": "POST", "url": resource["resourceType"]}
-    if if_none_exist:
-        request["ifNoneExist"] = if_none_exist
-    return {"fullUrl": full_url or urn(), "resource": resource, "request": request}
-
-
-def transaction(*entries: Json, kind: str = "transaction") -> Json:
-    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+def fhir(infra: Infrastructure) -> Iterator[FhirHttp]:
+    with answering_fhir(infra.fhir_base_url, timeout=60) as client:
+        yield client
 
 
 def study_for(patient_ref: str, tag: str) -> Json:
@@ -94,7 +42,7 @@ def study_for(patient_ref: str, tag: str) -> Json:
     )
 
 
-def test_transaction_creates_entries_and_rewrites_urn_uuid_references(fhir: Fhir) -> None:
+def test_transaction_creates_entries_and_rewrites_urn_uuid_references(fhir: FhirHttp) -> None:
     """Entries are created (201) and a urn:uuid reference points at the created resource's id."""
     tag = uuid.uuid4().hex
     patient_urn = urn()
@@ -119,7 +67,7 @@ def test_transaction_creates_entries_and_rewrites_urn_uuid_references(fhir: Fhir
     assert study["subject"]["reference"] == f"Patient/{patient_id}"
 
 
-def test_transaction_with_invalid_last_entry_stores_nothing(fhir: Fhir) -> None:
+def test_transaction_with_invalid_last_entry_stores_nothing(fhir: FhirHttp) -> None:
     """A transaction whose last entry is invalid fails (400) and none of its earlier entries exist."""
     tag = uuid.uuid4().hex
     patient_urn = urn()
@@ -135,7 +83,7 @@ def test_transaction_with_invalid_last_entry_stores_nothing(fhir: Fhir) -> None:
     assert fhir.count_tagged("ImagingStudy", tag) == 0
 
 
-def test_transaction_with_unknown_type_entry_is_rolled_back(fhir: Fhir) -> None:
+def test_transaction_with_unknown_type_entry_is_rolled_back(fhir: FhirHttp) -> None:
     """An entry of an unknown resource type fails the whole transaction (nothing stored)."""
     tag = uuid.uuid4().hex
     resp = fhir.bundle(
@@ -152,7 +100,7 @@ def test_transaction_with_unknown_type_entry_is_rolled_back(fhir: Fhir) -> None:
     assert fhir.count_tagged("Patient", tag) == 0
 
 
-def test_rolled_back_update_restores_previous_version(fhir: Fhir) -> None:
+def test_rolled_back_update_restores_previous_version(fhir: FhirHttp) -> None:
     """An update inside a failed transaction leaves the resource at its previous version."""
     tag = uuid.uuid4().hex
     created = fhir.post("Patient", tagged({"resourceType": "Patient", "active": True}, tag)).json()
@@ -171,7 +119,7 @@ def test_rolled_back_update_restores_previous_version(fhir: Fhir) -> None:
     assert len(history["entry"]) == 1
 
 
-def test_conditional_create_in_transaction_is_idempotent(fhir: Fhir) -> None:
+def test_conditional_create_in_transaction_is_idempotent(fhir: FhirHttp) -> None:
     """Posting the same transaction of 25 ifNoneExist entries twice creates each resource once.
 
     The second run answers 200 for every entry with the ids of the first run; upstream Medplum
@@ -202,7 +150,7 @@ def test_conditional_create_in_transaction_is_idempotent(fhir: Fhir) -> None:
     assert fhir.count_tagged("Patient", tag) == 25
 
 
-def test_conditional_create_reference_resolves_to_existing_resource(fhir: Fhir) -> None:
+def test_conditional_create_reference_resolves_to_existing_resource(fhir: FhirHttp) -> None:
     """A urn:uuid pointing at an ifNoneExist entry that matched resolves to the existing resource."""
     tag = uuid.uuid4().hex
     system = f"urn:radmesh:test:{tag}"
@@ -231,7 +179,7 @@ def test_conditional_create_reference_resolves_to_existing_resource(fhir: Fhir) 
     assert fhir.count_tagged("Patient", tag) == 1
 
 
-def test_if_match_mismatch_in_transaction_returns_412_and_rolls_back(fhir: Fhir) -> None:
+def test_if_match_mismatch_in_transaction_returns_412_and_rolls_back(fhir: FhirHttp) -> None:
     """request.ifMatch with a stale version fails the transaction with 412; nothing is stored."""
     tag = uuid.uuid4().hex
     created = fhir.post("Patient", tagged({"resourceType": "Patient", "active": True}, tag)).json()
@@ -249,7 +197,7 @@ def test_if_match_mismatch_in_transaction_returns_412_and_rolls_back(fhir: Fhir)
     assert fhir.get(f"Patient/{created['id']}").json()["meta"]["versionId"] == "1"
 
 
-def test_batch_entries_succeed_or_fail_independently(fhir: Fhir) -> None:
+def test_batch_entries_succeed_or_fail_independently(fhir: FhirHttp) -> None:
     """In a batch Bundle a failing entry gets its own error status; the others are stored."""
     tag = uuid.uuid4().hex
     resp = fhir.bundle(
@@ -270,7 +218,7 @@ def test_batch_entries_succeed_or_fail_independently(fhir: Fhir) -> None:
     assert fhir.count_tagged("Patient", tag) == 2
 
 
-def test_large_transaction_is_accepted(fhir: Fhir) -> None:
+def test_large_transaction_is_accepted(fhir: FhirHttp) -> None:
     """A transaction of 2,000 entries (a few MB) is processed in one request."""
     tag = uuid.uuid4().hex
     patient_urn = urn()

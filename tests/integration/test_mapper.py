@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 
 from samples.dicom_series import derive_uid
-from samples.load import LoadResult, Settings, load_study
+from samples.load import LoadResult
 from services.mapper.handlers import MapResults
 from services.mapper.structured_report import dataset_from_metadata, sr_uids
-from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
 from shared.messages import Finding, InferenceCompleted, ModelRef, ResultsPosted, StudyRef
 from shared.registry import Registry, load_registry
-from shared.settings import DicomWebSettings, FhirSettings
+from shared.settings import FhirSettings
 from tests.conftest import Infrastructure
+from tests.integration.sample_studies import dicomweb_client, load_fresh_study
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +52,6 @@ async def servers(infra: Infrastructure) -> Infrastructure:
     return infra
 
 
-def _load(infra: Infrastructure, scenario: str) -> LoadResult:
-    settings = Settings(
-        orthanc_url=infra.orthanc_url,
-        orthanc_auth=infra.orthanc_auth,
-        fhir_base_url=infra.fhir_base_url,
-    )
-    seed = 700_000 + secrets.randbelow(1_000_000)  # a study of its own for every test
-    return load_study(scenario, settings=settings, seed=seed, slices=8, size=64)
-
-
 def _event(loaded: LoadResult, model: str, findings: tuple[Finding, ...]) -> InferenceCompleted:
     return InferenceCompleted(
         study=StudyRef(
@@ -80,13 +68,8 @@ def _event(loaded: LoadResult, model: str, findings: tuple[Finding, ...]) -> Inf
 
 class _Clients:
     def __init__(self, infra: Infrastructure) -> None:
-        user, password = infra.orthanc_auth
         self.fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
-        self.dicomweb = DicomWebClient(
-            DicomWebSettings(
-                base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
-            )
-        )
+        self.dicomweb = dicomweb_client(infra)
 
     def handler(self, registry: Registry) -> MapResults:
         return MapResults(registry, self.fhir, self.dicomweb)
@@ -117,7 +100,7 @@ async def test_head_bleed_results_land_on_the_fhir_server_once_with_every_link(
     with both results and the ICH conclusion code, the model's Device and a Provenance — linked to
     the Patient, the order and the ImagingStudy; delivering the same message again creates
     nothing new and answers the same references."""
-    loaded = await asyncio.to_thread(_load, servers, "head-bleed")
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "head-bleed", slices=8, size=64)
     slices = tuple(derive_uid(loaded.series_instance_uid, "instance", i) for i in (3, 4))
     event = _event(
         loaded,
@@ -233,7 +216,7 @@ async def test_structured_report_is_stored_in_the_study_once(
 ) -> None:
     """The run's TID 1500 SR is in Orthanc, in the source study, under the deterministic series and
     SOP UIDs; a second delivery leaves one SR instance, not two."""
-    loaded = await asyncio.to_thread(_load, servers, "chest-nodule")
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "chest-nodule", slices=8, size=64)
     registry = load_registry(REGISTRY_PATH)
     event = _event(
         loaded,
@@ -302,7 +285,7 @@ async def test_shadow_model_posts_nothing_to_the_clinical_record(
 ) -> None:
     """A model in shadow rollout publishes nothing and leaves no Observation, DiagnosticReport
     or SR for the study."""
-    loaded = await asyncio.to_thread(_load, servers, "head-normal")
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "head-normal", slices=8, size=64)
     registry = load_registry(REGISTRY_PATH)
     shadow = Registry(
         models=tuple(model.model_copy(update={"rollout": "shadow"}) for model in registry.models)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -13,9 +12,13 @@ from services.notifier.handlers import RaiseAlerts
 from shared.fhir import FhirClient
 from shared.messages import AlertRaised
 from shared.registry import Registry, load_registry
-from shared.settings import FhirSettings
 from tests.conftest import Infrastructure
-from tests.integration.fhir_seed import SeededStudy, seed_study
+from tests.integration.fhir_seed import (
+    SeededStudy,
+    answering_fhir_client,
+    search_resources,
+    seed_study,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,23 +27,13 @@ REGISTRY_PATH = Path(__file__).resolve().parents[2] / "registry" / "models.yaml"
 
 @pytest.fixture
 async def fhir(infra: Infrastructure) -> AsyncIterator[FhirClient]:
-    client = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
-    try:
-        await client.execute("metadata", "get")
-    except Exception as error:  # the server must be up: deploy/fhir-server/up.sh
-        pytest.fail(f"the FHIR server at {infra.fhir_base_url} does not answer: {error}")
-    yield client
-    await client.close()
+    async with answering_fhir_client(infra) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     return load_registry(REGISTRY_PATH)
-
-
-async def _search(fhir: FhirClient, resource_type: str, **params: str) -> list[dict[str, Any]]:
-    bundle = await fhir.execute(resource_type, "get", params=params)
-    return [dict(entry["resource"]) for entry in bundle.get("entry", [])]
 
 
 def _alert_identifier(seeded: SeededStudy, resource_type: str) -> str:
@@ -115,11 +108,11 @@ async def test_duplicate_results_posted_creates_no_second_alert(
         e.model_dump(include={"communication", "communication_request"}) for e in second
     ]
     for resource_type in ("Communication", "CommunicationRequest", "ServiceRequest"):
-        found = await _search(
+        found = await search_resources(
             fhir, resource_type, identifier=_alert_identifier(seeded, resource_type)
         )
         assert len(found) == 1, resource_type
-    assert len(await _search(fhir, "Communication", subject=seeded.patient)) == 1
+    assert len(await search_resources(fhir, "Communication", subject=seeded.patient)) == 1
 
 
 async def test_result_without_critical_finding_raises_no_alert(
@@ -131,9 +124,9 @@ async def test_result_without_critical_finding_raises_no_alert(
     events = await RaiseAlerts(registry, fhir)(seeded.results_posted())
 
     assert events == []
-    assert await _search(fhir, "Communication", subject=seeded.patient) == []
-    assert await _search(fhir, "CommunicationRequest", subject=seeded.patient) == []
-    orders = await _search(fhir, "ServiceRequest", subject=seeded.patient)
+    assert await search_resources(fhir, "Communication", subject=seeded.patient) == []
+    assert await search_resources(fhir, "CommunicationRequest", subject=seeded.patient) == []
+    orders = await search_resources(fhir, "ServiceRequest", subject=seeded.patient)
     assert [f"ServiceRequest/{order['id']}" for order in orders] == [seeded.service_request]
 
 
@@ -143,7 +136,7 @@ async def test_shadow_rollout_raises_no_alert(fhir: FhirClient, registry: Regist
     events = await RaiseAlerts(registry, fhir)(seeded.results_posted(rollout_mode="shadow"))
 
     assert events == []
-    assert await _search(fhir, "Communication", subject=seeded.patient) == []
+    assert await search_resources(fhir, "Communication", subject=seeded.patient) == []
 
 
 async def test_order_without_requester_alerts_the_fallback_recipient_or_nobody(

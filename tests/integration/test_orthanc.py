@@ -32,6 +32,7 @@ from samples import dicom_series, phantoms
 from samples.dicom_series import StudyInfo
 from samples.dicomweb import DicomWebClient
 from tests.conftest import Infrastructure
+from tests.integration.sample_studies import delete_study, require_orthanc
 
 pytestmark = pytest.mark.integration
 
@@ -81,11 +82,7 @@ class StoredStudy:
 @pytest.fixture(scope="module")
 def orthanc(infra: Infrastructure) -> Infrastructure:
     """Fails clearly when Orthanc is not running."""
-    try:
-        response = requests.get(f"{infra.orthanc_url}/system", auth=infra.orthanc_auth, timeout=3)
-    except requests.RequestException as exc:
-        pytest.fail(f"Orthanc not reachable at {infra.orthanc_url} (deploy/orthanc/up.sh): {exc}")
-    assert response.status_code == 200, response.text
+    require_orthanc(infra)
     return infra
 
 
@@ -127,15 +124,9 @@ async def study(
         client.store, dicom_series.iter_encoded(phantom, info), batch_size=4
     )
     yield StoredStudy(phantom, info, progress.instances)
-    await asyncio.to_thread(_delete_study, orthanc, info.study_instance_uid)
-
-
-def _delete_study(infra: Infrastructure, study_uid: str) -> None:
-    lookup = requests.post(
-        f"{infra.orthanc_url}/tools/lookup", data=study_uid, auth=infra.orthanc_auth, timeout=10
+    await asyncio.to_thread(
+        delete_study, orthanc.orthanc_url, orthanc.orthanc_auth, info.study_instance_uid
     )
-    for hit in lookup.json():
-        requests.delete(f"{infra.orthanc_url}{hit['Path']}", auth=infra.orthanc_auth, timeout=30)
 
 
 def _dicomweb_client(infra: Infrastructure) -> DICOMwebClient:

@@ -21,6 +21,7 @@ import requests
 from samples import fhir_records
 from samples.load import REAL_FILES, LoadResult, Settings, load_real, load_study
 from tests.conftest import Infrastructure
+from tests.integration.sample_studies import delete_study, load_settings, require_orthanc
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +33,8 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def orthanc_settings(infra: Infrastructure) -> Settings:
     """Fails clearly when Orthanc is not running."""
-    try:
-        system = requests.get(f"{infra.orthanc_url}/system", auth=infra.orthanc_auth, timeout=3)
-    except requests.RequestException as exc:
-        pytest.fail(f"Orthanc not reachable (deploy/orthanc/up.sh): {exc}")
-    assert system.status_code == 200
-    return Settings(
-        orthanc_url=infra.orthanc_url,
-        orthanc_auth=infra.orthanc_auth,
-        fhir_base_url=infra.fhir_base_url,
-    )
+    require_orthanc(infra)
+    return load_settings(infra)
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +54,7 @@ def loaded(settings: Settings) -> Iterator[tuple[LoadResult, int]]:
     seed = random.randrange(10**9)
     result = load_study("head-bleed", settings=settings, seed=seed, slices=SLICES, size=SIZE)
     yield result, seed
-    _delete_study(settings, result.study_instance_uid)
-
-
-def _delete_study(settings: Settings, study_uid: str) -> None:
-    lookup = requests.post(
-        f"{settings.orthanc_url}/tools/lookup",
-        data=study_uid,
-        auth=settings.orthanc_auth,
-        timeout=10,
-    )
-    for hit in lookup.json():
-        requests.delete(
-            f"{settings.orthanc_url}{hit['Path']}", auth=settings.orthanc_auth, timeout=30
-        )
+    delete_study(settings.orthanc_url, settings.orthanc_auth, result.study_instance_uid)
 
 
 def _fhir(settings: Settings, path: str, **params: str) -> dict[str, Any]:
@@ -214,4 +194,4 @@ def test_cli_prints_uids_and_timing_but_no_patient_identity(settings: Settings) 
     name = patient["name"][0]
     for secret in (patient["identifier"][0]["value"], name["family"], *name.get("given", [])):
         assert not re.search(rf"\b{re.escape(secret)}\b", run.stdout, re.IGNORECASE), secret
-    _delete_study(settings, study_uid)
+    delete_study(settings.orthanc_url, settings.orthanc_auth, study_uid)

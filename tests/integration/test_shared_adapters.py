@@ -18,17 +18,9 @@ from shared.fhir import FhirClient, conditional_create_entry, reference_of, tran
 from shared.settings import DicomWebSettings, FhirSettings
 from shared.storage import BlobStore
 from tests.conftest import Infrastructure
+from tests.integration.sample_studies import dicomweb_client
 
 pytestmark = pytest.mark.integration
-
-
-def _dicomweb(infra: Infrastructure) -> DicomWebClient:
-    user, password = infra.orthanc_auth
-    return DicomWebClient(
-        DicomWebSettings(
-            base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
-        )
-    )
 
 
 async def test_series_stored_then_searched_then_streamed_into_the_blob_store(
@@ -38,7 +30,7 @@ async def test_series_stored_then_searched_then_streamed_into_the_blob_store(
     instance into the blob store under its SOP Instance UID with the pixels intact."""
     phantom = head_ct(seed=9100 + uuid.uuid4().int % 1000, slices=8, size=64)
     info = describe_study(phantom, scenario=f"adapter-test-{uuid.uuid4().hex[:6]}", seed=1)
-    client = _dicomweb(infra)
+    client = dicomweb_client(infra)
     try:
         await client.store_instances(iter_encoded(phantom, info))
         series = await client.search_series(info.study_instance_uid)
@@ -72,7 +64,7 @@ async def test_unknown_study_search_is_empty_and_bad_credentials_are_rejected(
 ) -> None:
     """QIDO-RS for a study the PACS does not have returns nothing; wrong credentials raise a
     permanent error (401) rather than a retry."""
-    client = _dicomweb(infra)
+    client = dicomweb_client(infra)
     try:
         assert await client.search_series("1.2.3.4.5.6.7.8.9.999") == []
     finally:

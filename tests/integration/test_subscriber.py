@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aio_pika
@@ -15,7 +14,6 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from samples.load import LoadResult, Settings, load_study
 from services.subscriber.app import build_app
 from services.subscriber.hook_auth import SIGNATURE_HEADER, sign
 from services.subscriber.settings import SubscriberSettings
@@ -24,6 +22,7 @@ from shared.messages import StudyDetected
 from shared.runtime import start_http
 from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
 from tests.conftest import Infrastructure
+from tests.integration.sample_studies import load_fresh_study
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +45,17 @@ class RunningSubscriber:
                 return StudyDetected.model_validate_json(message.body)
             await asyncio.sleep(0.05)
         return None
+
+    async def post_pacs_event(
+        self, http: aiohttp.ClientSession, event: Mapping[str, object], secret: str = PACS_SECRET
+    ) -> aiohttp.ClientResponse:
+        """POST a stable-study event to the PACS hook, signed with `secret`."""
+        body = json.dumps(event).encode()
+        return await http.post(
+            f"{self.url}/pacs/stable-study",
+            data=body,
+            headers={SIGNATURE_HEADER: sign(body, secret)},
+        )
 
 
 def _free_port() -> int:
@@ -98,17 +108,6 @@ async def subscriber(infra: Infrastructure) -> AsyncIterator[RunningSubscriber]:
     await connection.close()
 
 
-def _load(infra: Infrastructure, scenario: str) -> LoadResult:
-    settings = Settings(
-        orthanc_url=infra.orthanc_url,
-        orthanc_auth=infra.orthanc_auth,
-        fhir_base_url=infra.fhir_base_url,
-    )
-    return load_study(
-        scenario, settings=settings, seed=random.randrange(10**6, 10**7), slices=10, size=64
-    )
-
-
 async def _imaging_study(infra: Infrastructure, reference: str) -> dict[str, object]:
     fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
     try:
@@ -122,7 +121,7 @@ async def test_rest_hook_with_payload_publishes_study_detected_for_matching_mode
 ) -> None:
     """PUT {endpoint}/ImagingStudy/{id} with a head CT publishes study.detected naming the ICH
     model only, with the study's FHIR links and PACS address."""
-    loaded = await asyncio.to_thread(_load, infra, "head-bleed")
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
     assert loaded.imaging_study_id is not None
     study = await _imaging_study(infra, loaded.imaging_study_id)
     async with aiohttp.ClientSession() as http:
@@ -148,7 +147,7 @@ async def test_fhir_server_subscription_fires_the_hook_on_a_new_study(
 ) -> None:
     """On start the subscriber registers its Subscription; the FHIR server then calls it when an
     available chest CT is created, and the lung nodule model is selected."""
-    loaded = await asyncio.to_thread(_load, infra, "chest-nodules")
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "chest-nodules", slices=10, size=64)
     detected = None
     for _ in range(5):
         detected = await subscriber.next_detected(wait_seconds=3)
@@ -183,11 +182,8 @@ async def test_unauthenticated_hooks_get_401_and_malformed_bodies_get_400(
         outcome = await malformed.json(content_type=None)
         assert outcome["resourceType"] == "OperationOutcome"
         assert "not JSON" in outcome["issue"][0]["diagnostics"]
-        body = json.dumps({"study_instance_uid": "1.2.3"}).encode()
-        unsigned = await http.post(
-            f"{subscriber.url}/pacs/stable-study",
-            data=body,
-            headers={SIGNATURE_HEADER: sign(body, "wrong-secret")},
+        unsigned = await subscriber.post_pacs_event(
+            http, {"study_instance_uid": "1.2.3"}, secret="wrong-secret"
         )
         assert unsigned.status == 401
     assert await subscriber.next_detected(wait_seconds=0.5) is None
@@ -198,7 +194,7 @@ async def test_pacs_stable_study_announces_the_study_once_signed(
 ) -> None:
     """A signed stable-study event for a study the FHIR server knows publishes study.detected;
     an event listing only SR objects (radmesh's own output) is ignored."""
-    loaded = await asyncio.to_thread(_load, infra, "head-normal")
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
     await subscriber.next_detected(wait_seconds=2)  # the FHIR hook's own announcement, if any
     event = {
         "study_instance_uid": loaded.study_instance_uid,
@@ -206,23 +202,13 @@ async def test_pacs_stable_study_announces_the_study_once_signed(
         "modalities": ["CT"],
         "series": [],
     }
-    body = json.dumps(event).encode()
     async with aiohttp.ClientSession() as http:
-        response = await http.post(
-            f"{subscriber.url}/pacs/stable-study",
-            data=body,
-            headers={SIGNATURE_HEADER: sign(body, PACS_SECRET)},
-        )
+        response = await subscriber.post_pacs_event(http, event)
         assert response.status == 200, await response.text()
         detected = await subscriber.next_detected()
         assert detected is not None and detected.source == "pacs-stable-study"
         assert detected.study.imaging_study == loaded.imaging_study_id
-        own_output = json.dumps({**event, "modalities": ["SR"]}).encode()
-        ignored = await http.post(
-            f"{subscriber.url}/pacs/stable-study",
-            data=own_output,
-            headers={SIGNATURE_HEADER: sign(own_output, PACS_SECRET)},
-        )
+        ignored = await subscriber.post_pacs_event(http, {**event, "modalities": ["SR"]})
         assert ignored.status == 200
     assert await subscriber.next_detected(wait_seconds=0.5) is None
 
@@ -232,7 +218,7 @@ async def test_empty_post_hook_announces_studies_updated_since_the_last_look(
 ) -> None:
     """A HAPI rest-hook without payload (POST with an empty body) makes the subscriber search the
     FHIR server for available ImagingStudies updated since its last look."""
-    loaded = await asyncio.to_thread(_load, infra, "head-normal")
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
     await subscriber.next_detected(wait_seconds=2)  # the payload hook of the fixture's Subscription
     async with aiohttp.ClientSession() as http:
         response = await http.post(
@@ -251,7 +237,7 @@ async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadat
     """When the PACS has a study the FHIR server has no ImagingStudy for, the subscriber creates
     one from QIDO-RS (as DICOMcast does): DICOM UID and accession identifiers, the ordering
     ServiceRequest and its patient, series with body site and instances, an Endpoint."""
-    loaded = await asyncio.to_thread(_load, infra, "head-bleed")
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
     await subscriber.next_detected(wait_seconds=2)
     fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
     try:
@@ -271,13 +257,8 @@ async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadat
             ],
             "dicomweb_root": infra.orthanc_dicomweb_url,
         }
-        body = json.dumps(event).encode()
         async with aiohttp.ClientSession() as http:
-            response = await http.post(
-                f"{subscriber.url}/pacs/stable-study",
-                data=body,
-                headers={SIGNATURE_HEADER: sign(body, PACS_SECRET)},
-            )
+            response = await subscriber.post_pacs_event(http, event)
             assert response.status == 200, await response.text()
         detected = await subscriber.next_detected()
         assert detected is not None and detected.study.imaging_study is not None
@@ -302,19 +283,13 @@ async def test_pacs_study_without_an_order_is_refused_with_the_reason(
 ) -> None:
     """A stable study whose accession matches no ServiceRequest is not radmesh's to read: 400
     with an OperationOutcome saying so, and nothing is published."""
-    body = json.dumps(
-        {
-            "study_instance_uid": "1.2.826.0.1.3680043.10.999.1",
-            "accession_number": "NO-SUCH-ORDER",
-            "modalities": ["CT"],
-        }
-    ).encode()
+    event = {
+        "study_instance_uid": "1.2.826.0.1.3680043.10.999.1",
+        "accession_number": "NO-SUCH-ORDER",
+        "modalities": ["CT"],
+    }
     async with aiohttp.ClientSession() as http:
-        response = await http.post(
-            f"{subscriber.url}/pacs/stable-study",
-            data=body,
-            headers={SIGNATURE_HEADER: sign(body, PACS_SECRET)},
-        )
+        response = await subscriber.post_pacs_event(http, event)
         assert response.status == 400
         outcome = await response.json(content_type=None)
     assert "no ServiceRequest with its accession number" in outcome["issue"][0]["diagnostics"]

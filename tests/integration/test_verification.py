@@ -26,7 +26,12 @@ from shared.messages import FindingRejected, FindingVerified, ResultsPosted
 from shared.runtime import ServiceApp, start_http
 from shared.settings import BrokerSettings, FhirSettings
 from tests.conftest import Infrastructure
-from tests.integration.fhir_seed import SeededStudy, seed_study
+from tests.integration.fhir_seed import (
+    SeededStudy,
+    answering_fhir_client,
+    search_resources,
+    seed_study,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,23 +40,13 @@ TOKEN = "test-verifier-token"
 
 @pytest.fixture
 async def fhir(infra: Infrastructure) -> AsyncIterator[FhirClient]:
-    client = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
-    try:
-        await client.execute("metadata", "get")
-    except Exception as error:  # the server must be up: deploy/fhir-server/up.sh
-        pytest.fail(f"the FHIR server at {infra.fhir_base_url} does not answer: {error}")
-    yield client
-    await client.close()
-
-
-async def _search(fhir: FhirClient, resource_type: str, **params: str) -> list[dict[str, Any]]:
-    bundle = await fhir.execute(resource_type, "get", params=params)
-    return [dict(entry["resource"]) for entry in bundle.get("entry", [])]
+    async with answering_fhir_client(infra) as client:
+        yield client
 
 
 async def _task_of(fhir: FhirClient, seeded: SeededStudy) -> dict[str, Any]:
     run = f"{seeded.study_instance_uid}/{seeded.model.id}/{seeded.model.version}"
-    tasks = await _search(fhir, "Task", identifier=f"urn:radmesh:task|{run}")
+    tasks = await search_resources(fhir, "Task", identifier=f"urn:radmesh:task|{run}")
     assert len(tasks) == 1
     return tasks[0]
 
@@ -85,7 +80,7 @@ async def test_results_posted_creates_one_stat_task_for_the_report(fhir: FhirCli
     inputs = {item["type"]["coding"][0]["code"]: item for item in task["input"]}
     assert inputs["study-instance-uid"]["valueString"] == seeded.study_instance_uid
     assert inputs["correlation-id"]["valueString"] == str(event.correlation_id)
-    assert len(await _search(fhir, "Task", focus=seeded.diagnostic_report)) == 1
+    assert len(await search_resources(fhir, "Task", focus=seeded.diagnostic_report)) == 1
     await _cancel(fhir, task)
 
 
@@ -102,7 +97,7 @@ async def test_shadow_rollout_creates_no_task(fhir: FhirClient) -> None:
     """A shadow-mode result never gets a verification Task."""
     seeded = await seed_study(fhir, critical=True)
     await CreateVerificationTask(fhir)(seeded.results_posted(rollout_mode="shadow"))
-    assert await _search(fhir, "Task", focus=seeded.diagnostic_report) == []
+    assert await search_resources(fhir, "Task", focus=seeded.diagnostic_report) == []
 
 
 # -- the review API ---------------------------------------------------------------------------
