@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -19,8 +20,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import trace
 from opentelemetry.propagate import extract
+from pydantic import ValidationError
 
 from shared.bus import Bus
+from shared.errors import ConfigurationError
 from shared.settings import RadmeshSettings, ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing
 
@@ -151,12 +154,24 @@ def service_main(
     build_app: Callable[[RadmeshSettings, SettingsT], ServiceApp],
     settings_class: type[SettingsT],
 ) -> None:
-    """The body of every `services/<name>/__main__.py`: settings once, logging, tracing, run."""
-    settings = RadmeshSettings()
-    own = settings_class()
+    """The body of every `services/<name>/__main__.py`: settings once, logging, tracing, run.
+    Invalid settings or an invalid model registry stop the service before it consumes anything,
+    with the problems listed and exit status 2."""
+    try:
+        settings = RadmeshSettings()
+        own = settings_class()
+    except ValidationError as error:
+        print(f"radmesh {name}: invalid settings, not starting:\n{error}", file=sys.stderr)
+        raise SystemExit(2) from error
     configure_logging(name, settings.telemetry)
     provider = configure_tracing(name, settings.telemetry)
     try:
-        asyncio.run(run_service(build_app(settings, own), own.host, own.port))
+        app = build_app(settings, own)
+    except ConfigurationError as error:
+        log.error("service_not_started", reason=str(error))
+        print(f"radmesh {name}: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    try:
+        asyncio.run(run_service(app, own.host, own.port))
     finally:
         provider.shutdown()  # flush the last spans

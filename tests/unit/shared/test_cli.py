@@ -1,0 +1,44 @@
+"""The radmesh command: a service refuses to start on an invalid registry; registry check says why."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_service_refuses_to_start_with_an_invalid_registry(tmp_path: Path) -> None:
+    """`radmesh run fetcher` with a registry missing required fields exits 2 naming them,
+    before it connects to anything."""
+    registry = tmp_path / "models.yaml"
+    registry.write_text("models:\n  - id: ich-reference\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "run", "fetcher"],
+        cwd=ROOT,
+        env={"RADMESH_REGISTRY_PATH": str(registry), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "radmesh will not start" in completed.stderr
+    assert "models.0.rollout: Field required" in completed.stderr
+
+
+def test_registry_check_lists_the_models_or_the_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 0 with the models of the shipped registry; exit 1 with the problems of a bad one."""
+    assert main(["registry", "check", str(ROOT / "registry" / "models.yaml")]) == 0
+    assert "ich-reference 1  rollout=active" in capsys.readouterr().out
+    bad = tmp_path / "models.yaml"
+    bad.write_text("models: []\nextra: 1\n")
+    assert main(["registry", "check", str(bad)]) == 1
+    assert "extra: Extra inputs are not permitted" in capsys.readouterr().err
