@@ -54,9 +54,11 @@ test-integration: install infra-up ## integration tests against the running infr
 test: install lint typecheck infra-up ## lint, typecheck, bring the infrastructure up, run every test
 	$(BIN)/pytest -q tests
 
-bench: install infra-up ## benchmarks that print figures (FHIR server, model server transport)
+bench: install infra-up ## benchmarks that print figures (FHIR server, model transport, PACS, fetch)
 	$(BIN)/python deploy/fhir-server/bench.py
 	$(BIN)/python deploy/model-server/bench.py
+	$(BIN)/python -m samples.bench
+	$(BIN)/python -m samples.bench_fetch
 
 clean: ## remove the venv and caches (not the run directory)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
