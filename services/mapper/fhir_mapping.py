@@ -6,16 +6,7 @@ so a redelivered message creates nothing new; entries reference each other by `u
 fullUrls (uuid5 of the identifier), which the server rewrites to the new or existing ids:
 
 - Device: one per model version (identifier `<model>/<version>`, shared by every study).
-- Observation per finding: `preliminary`, category imaging, the registry codes, present/absent
-  (`valueCodeableConcept`, SNOMED CT 52101004 / 2667000) or a UCUM `valueQuantity`; the model's
-  probability as a component coded DICOM `DCM#122157 "Probability"` with a UCUM `1` quantity;
-  `derivedFrom` the ImagingStudy — and, for a quantity, also the presence Observation it
-  measures (the hemorrhage whose volume it is, the nodule whose diameter it is). `partOf` is not
-  used: R4 allows ImagingStudy there, but it means "the event this observation is a step of",
-  while the images are the observation's *source*. The DICOM series and instance UIDs the finding
-  came from ride in the complex extension `urn:radmesh:extension:dicom-image-reference`
-  (`seriesInstanceUid`, `sopInstanceUid`, each a valueOid `urn:oid:<UID>`) because R4's
-  Reference cannot point inside an ImagingStudy.
+- Observation per finding: see `services.mapper.observations`.
 - DiagnosticReport: `preliminary`, category RAD (v2-0074) + imaging, the registry report code,
   `result` the Observations, `imagingStudy`, a readable `conclusion`, and `conclusionCode` the
   codes of the present findings.
@@ -25,8 +16,7 @@ fullUrls (uuid5 of the identifier), which the server rewrites to the new or exis
   to that time. R4 Provenance has no `identifier` element, so its business identifier is a
   `meta.tag` (same system and value) and its conditional create is `ifNoneExist: _tag=…`.
 
-Observations and the report carry `meta.security` AIAST (AI asserted). When the study has no
-ImagingStudy on the FHIR server, references to it are logical (its `urn:dicom:uid` identifier).
+The report, like the Observations, carries `meta.security` AIAST (AI asserted).
 """
 
 from __future__ import annotations
@@ -36,37 +26,30 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.mapper.observations import (
+    AI_ASSERTED,
+    OBSERVATION_CATEGORY,
+    build_observation,
+    codeable_concept,
+    finding_summary,
+    imaging_study_reference,
+    presence_urls,
+)
 from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
-from shared.identifiers import DICOM_UID_SYSTEM, business_identifier, study_run_value
+from shared.identifiers import business_identifier, study_run_value
 from shared.messages import Finding, InferenceCompleted
-from shared.registry import SNOMED_CT, UCUM, Coding, FindingMapping, ModelEntry
+from shared.registry import ModelEntry
 
 __all__ = [
-    "AI_ASSERTED",
-    "DICOM_IMAGE_EXTENSION",
-    "PROBABILITY_CODE",
     "MappedRun",
     "build_run",
     "conclusion_text",
 ]
 
-OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
-DEVICE_NAME_TYPE = "http://hl7.org/fhir/device-nametype"
-
-AI_ASSERTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "AIAST",
-    "display": "Artificial Intelligence asserted",
-}
-PROBABILITY_CODE = {"system": DCM, "code": "122157", "display": "Probability"}
-PRESENT = {"system": SNOMED_CT, "code": "52101004", "display": "Present"}
-ABSENT = {"system": SNOMED_CT, "code": "2667000", "display": "Absent"}
-DICOM_IMAGE_EXTENSION = "urn:radmesh:extension:dicom-image-reference"
 
 
 @dataclass(frozen=True)
@@ -85,49 +68,9 @@ def _full_url(identifier: dict[str, str]) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
 
 
-def _coding(coding: Coding) -> dict[str, str]:
-    return {"system": coding.system, "code": coding.code, "display": coding.display}
-
-
-def _concept(*codings: Coding) -> dict[str, Any]:
-    return {"coding": [_coding(c) for c in codings], "text": codings[0].display}
-
-
-def _oid(uid: str) -> str:
-    return f"urn:oid:{uid}"
-
-
-def _imaging_study_reference(event: InferenceCompleted) -> dict[str, Any]:
-    reference: dict[str, Any] = {
-        "identifier": {
-            "system": DICOM_UID_SYSTEM,
-            "value": _oid(event.study.study_instance_uid),
-        }
-    }
-    if event.study.imaging_study:
-        reference["reference"] = event.study.imaging_study
-    return reference
-
-
-def _finding_label(mapping: FindingMapping, finding: Finding) -> str:
-    label = mapping.codes[0].display
-    return f"{label} #{finding.index + 1}" if mapping.per_lesion else label
-
-
-def _finding_summary(mapping: FindingMapping, finding: Finding) -> str:
-    label = _finding_label(mapping, finding)
-    if mapping.value_type == "quantity":
-        text = f"{label}: {finding.value:g} {finding.unit or mapping.unit}"
-    else:
-        text = f"{label}: {'present' if finding.present else 'absent'}"
-    if finding.probability is not None:
-        text += f" (probability {finding.probability:.2f})"
-    return text
-
-
 def conclusion_text(model: ModelEntry, findings: tuple[Finding, ...]) -> str:
     """The report's readable conclusion: what the model found, and that nobody verified it yet."""
-    summaries = [_finding_summary(model.finding(f.finding_key), f) for f in findings]
+    summaries = [finding_summary(model.finding(f.finding_key), f) for f in findings]
     return (
         f"AI result, preliminary, not verified by a radiologist — {model.display}, "
         f"version {model.version}: " + "; ".join(summaries) + "."
@@ -150,116 +93,6 @@ def _device(model: ModelEntry) -> dict[str, Any]:
     }
 
 
-def _image_extension(finding: Finding) -> list[dict[str, Any]]:
-    if finding.series_instance_uid is None:
-        return []
-    parts = [{"url": "seriesInstanceUid", "valueOid": _oid(finding.series_instance_uid)}]
-    parts += [{"url": "sopInstanceUid", "valueOid": _oid(uid)} for uid in finding.sop_instance_uids]
-    return [{"url": DICOM_IMAGE_EXTENSION, "extension": parts}]
-
-
-def _observation(
-    event: InferenceCompleted,
-    model: ModelEntry,
-    finding: Finding,
-    device_url: str,
-    presence_url: str | None,
-) -> dict[str, Any]:
-    mapping = model.finding(finding.finding_key)
-    identifier = business_identifier(
-        "Observation",
-        event.study.study_instance_uid,
-        model.id,
-        model.version,
-        finding.finding_key,
-        finding.index,
-    )
-    derived_from = [_imaging_study_reference(event)]
-    if presence_url is not None:
-        derived_from.append({"reference": presence_url})
-    note = (
-        f"AI-generated preliminary finding ({model.display}, version {model.version}); "
-        f"not verified by a radiologist. {_finding_summary(mapping, finding)}."
-    )
-    if finding.center_voxel is not None:
-        z, y, x = finding.center_voxel
-        note += f" Centre at voxel (z {z:g}, y {y:g}, x {x:g})."
-    observation: dict[str, Any] = {
-        "resourceType": "Observation",
-        "meta": {"security": [dict(AI_ASSERTED)]},
-        "identifier": [identifier],
-        "status": "preliminary",
-        "category": [
-            {"coding": [{"system": OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]}
-        ],
-        "code": _concept(*mapping.codes),
-        "issued": event.created_at.isoformat(),
-        "device": {"reference": device_url},
-        "derivedFrom": derived_from,
-        "note": [{"text": note}],
-    }
-    extension = _image_extension(finding)
-    if extension:
-        observation["extension"] = extension
-    if event.study.patient:
-        observation["subject"] = {"reference": event.study.patient}
-    if event.study.encounter:
-        observation["encounter"] = {"reference": event.study.encounter}
-    if event.study.service_request:
-        observation["basedOn"] = [{"reference": event.study.service_request}]
-    if mapping.body_site is not None:
-        observation["bodySite"] = _concept(mapping.body_site)
-    if mapping.value_type == "presence":
-        value = PRESENT if finding.present else ABSENT
-        observation["valueCodeableConcept"] = {"coding": [dict(value)], "text": value["display"]}
-    else:
-        if finding.value is None:
-            raise InvalidMessage(
-                f"finding {finding.finding_key}[{finding.index}] is a quantity without a value"
-            )
-        unit = finding.unit or mapping.unit or "1"
-        observation["valueQuantity"] = {
-            "value": finding.value,
-            "unit": unit,
-            "system": UCUM,
-            "code": unit,
-        }
-    if finding.probability is not None:
-        observation["component"] = [
-            {
-                "code": {"coding": [dict(PROBABILITY_CODE)], "text": "Probability"},
-                "valueQuantity": {
-                    "value": finding.probability,
-                    "unit": "1",
-                    "system": UCUM,
-                    "code": "1",
-                },
-            }
-        ]
-    return observation
-
-
-def _presence_urls(
-    model: ModelEntry, findings: tuple[Finding, ...], urls: list[str]
-) -> list[str | None]:
-    """For each finding: the fullUrl of the presence Observation a quantity measures, else None."""
-    by_key = {(f.finding_key, f.index): url for f, url in zip(findings, urls, strict=True)}
-    parents: list[str | None] = []
-    for finding in findings:
-        depends_on = model.finding(finding.finding_key).depends_on
-        if depends_on is None:
-            parents.append(None)
-            continue
-        parent = by_key.get((depends_on, finding.index))
-        if parent is None:
-            raise InvalidMessage(
-                f"finding {finding.finding_key}[{finding.index}] measures {depends_on}"
-                f"[{finding.index}], which the message does not carry"
-            )
-        parents.append(parent)
-    return parents
-
-
 def _diagnostic_report(
     event: InferenceCompleted,
     model: ModelEntry,
@@ -270,7 +103,7 @@ def _diagnostic_report(
     for finding in event.findings:
         mapping = model.finding(finding.finding_key)
         if mapping.value_type == "presence" and finding.present:
-            concept = _concept(*mapping.codes)
+            concept = codeable_concept(*mapping.codes)
             if concept not in present_codes:
                 present_codes.append(concept)
     report: dict[str, Any] = {
@@ -282,9 +115,9 @@ def _diagnostic_report(
             {"coding": [{"system": V2_0074, "code": "RAD", "display": "Radiology"}]},
             {"coding": [{"system": OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]},
         ],
-        "code": _concept(model.diagnostic_report_code),
+        "code": codeable_concept(model.diagnostic_report_code),
         "issued": event.created_at.isoformat(),
-        "imagingStudy": [_imaging_study_reference(event)],
+        "imagingStudy": [imaging_study_reference(event)],
         "result": [{"reference": url} for url in observation_urls],
         "conclusion": conclusion_text(model, event.findings),
     }
@@ -329,7 +162,7 @@ def _provenance(
                 "who": {"reference": device_url},
             }
         ],
-        "entity": [{"role": "source", "what": _imaging_study_reference(event)}],
+        "entity": [{"role": "source", "what": imaging_study_reference(event)}],
     }
 
 
@@ -351,9 +184,9 @@ def build_run(event: InferenceCompleted, model: ModelEntry, recorded: datetime) 
         for f in event.findings
     ]
     observation_urls = [_full_url(identifier) for identifier in observation_identifiers]
-    parents = _presence_urls(model, event.findings, observation_urls)
+    parents = presence_urls(model, event.findings, observation_urls)
     observations = [
-        _observation(event, model, finding, device_url, parent)
+        build_observation(event, model, finding, device_url, parent)
         for finding, parent in zip(event.findings, parents, strict=True)
     ]
     report_identifier = business_identifier("DiagnosticReport", run)

@@ -1,0 +1,206 @@
+"""One finding → one FHIR R4 Observation (pure, no I/O), and the pieces the report reuses.
+
+Observation per finding: `preliminary`, category imaging, the registry codes, present/absent
+(`valueCodeableConcept`, SNOMED CT 52101004 / 2667000) or a UCUM `valueQuantity`; the model's
+probability as a component coded DICOM `DCM#122157 "Probability"` with a UCUM `1` quantity;
+`derivedFrom` the ImagingStudy — and, for a quantity, also the presence Observation it
+measures (the hemorrhage whose volume it is, the nodule whose diameter it is). `partOf` is not
+used: R4 allows ImagingStudy there, but it means "the event this observation is a step of",
+while the images are the observation's *source*. The DICOM series and instance UIDs the finding
+came from ride in the complex extension `urn:radmesh:extension:dicom-image-reference`
+(`seriesInstanceUid`, `sopInstanceUid`, each a valueOid `urn:oid:<UID>`) because R4's
+Reference cannot point inside an ImagingStudy.
+
+Observations carry `meta.security` AIAST (AI asserted). When the study has no ImagingStudy on
+the FHIR server, references to it — here and in the report and Provenance — are logical (its
+`urn:dicom:uid` identifier).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import InvalidMessage
+from shared.identifiers import DICOM_UID_SYSTEM, business_identifier
+from shared.messages import Finding, InferenceCompleted
+from shared.registry import SNOMED_CT, UCUM, Coding, FindingMapping, ModelEntry
+
+__all__ = [
+    "AI_ASSERTED",
+    "DICOM_IMAGE_EXTENSION",
+    "OBSERVATION_CATEGORY",
+    "PROBABILITY_CODE",
+    "build_observation",
+    "codeable_concept",
+    "finding_summary",
+    "imaging_study_reference",
+    "presence_urls",
+]
+
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+
+AI_ASSERTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "AIAST",
+    "display": "Artificial Intelligence asserted",
+}
+PROBABILITY_CODE = {"system": DCM, "code": "122157", "display": "Probability"}
+PRESENT = {"system": SNOMED_CT, "code": "52101004", "display": "Present"}
+ABSENT = {"system": SNOMED_CT, "code": "2667000", "display": "Absent"}
+DICOM_IMAGE_EXTENSION = "urn:radmesh:extension:dicom-image-reference"
+
+
+def _coding(coding: Coding) -> dict[str, str]:
+    return {"system": coding.system, "code": coding.code, "display": coding.display}
+
+
+def codeable_concept(*codings: Coding) -> dict[str, Any]:
+    """A CodeableConcept of the registry codings, its text the first coding's display."""
+    return {"coding": [_coding(c) for c in codings], "text": codings[0].display}
+
+
+def _oid(uid: str) -> str:
+    return f"urn:oid:{uid}"
+
+
+def imaging_study_reference(event: InferenceCompleted) -> dict[str, Any]:
+    """The study's ImagingStudy: its id when the server has one, always its DICOM UID identifier."""
+    reference: dict[str, Any] = {
+        "identifier": {
+            "system": DICOM_UID_SYSTEM,
+            "value": _oid(event.study.study_instance_uid),
+        }
+    }
+    if event.study.imaging_study:
+        reference["reference"] = event.study.imaging_study
+    return reference
+
+
+def _finding_label(mapping: FindingMapping, finding: Finding) -> str:
+    label = mapping.codes[0].display
+    return f"{label} #{finding.index + 1}" if mapping.per_lesion else label
+
+
+def finding_summary(mapping: FindingMapping, finding: Finding) -> str:
+    """One finding in words, e.g. `Intracranial hemorrhage: present (probability 0.93)`."""
+    label = _finding_label(mapping, finding)
+    if mapping.value_type == "quantity":
+        text = f"{label}: {finding.value:g} {finding.unit or mapping.unit}"
+    else:
+        text = f"{label}: {'present' if finding.present else 'absent'}"
+    if finding.probability is not None:
+        text += f" (probability {finding.probability:.2f})"
+    return text
+
+
+def _image_extension(finding: Finding) -> list[dict[str, Any]]:
+    if finding.series_instance_uid is None:
+        return []
+    parts = [{"url": "seriesInstanceUid", "valueOid": _oid(finding.series_instance_uid)}]
+    parts += [{"url": "sopInstanceUid", "valueOid": _oid(uid)} for uid in finding.sop_instance_uids]
+    return [{"url": DICOM_IMAGE_EXTENSION, "extension": parts}]
+
+
+def build_observation(
+    event: InferenceCompleted,
+    model: ModelEntry,
+    finding: Finding,
+    device_url: str,
+    presence_url: str | None,
+) -> dict[str, Any]:
+    """The Observation of one finding, made by the Device at `device_url`; a quantity also
+    derives from the presence Observation at `presence_url`."""
+    mapping = model.finding(finding.finding_key)
+    identifier = business_identifier(
+        "Observation",
+        event.study.study_instance_uid,
+        model.id,
+        model.version,
+        finding.finding_key,
+        finding.index,
+    )
+    derived_from = [imaging_study_reference(event)]
+    if presence_url is not None:
+        derived_from.append({"reference": presence_url})
+    note = (
+        f"AI-generated preliminary finding ({model.display}, version {model.version}); "
+        f"not verified by a radiologist. {finding_summary(mapping, finding)}."
+    )
+    if finding.center_voxel is not None:
+        z, y, x = finding.center_voxel
+        note += f" Centre at voxel (z {z:g}, y {y:g}, x {x:g})."
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "meta": {"security": [dict(AI_ASSERTED)]},
+        "identifier": [identifier],
+        "status": "preliminary",
+        "category": [
+            {"coding": [{"system": OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]}
+        ],
+        "code": codeable_concept(*mapping.codes),
+        "issued": event.created_at.isoformat(),
+        "device": {"reference": device_url},
+        "derivedFrom": derived_from,
+        "note": [{"text": note}],
+    }
+    extension = _image_extension(finding)
+    if extension:
+        observation["extension"] = extension
+    if event.study.patient:
+        observation["subject"] = {"reference": event.study.patient}
+    if event.study.encounter:
+        observation["encounter"] = {"reference": event.study.encounter}
+    if event.study.service_request:
+        observation["basedOn"] = [{"reference": event.study.service_request}]
+    if mapping.body_site is not None:
+        observation["bodySite"] = codeable_concept(mapping.body_site)
+    if mapping.value_type == "presence":
+        value = PRESENT if finding.present else ABSENT
+        observation["valueCodeableConcept"] = {"coding": [dict(value)], "text": value["display"]}
+    else:
+        if finding.value is None:
+            raise InvalidMessage(
+                f"finding {finding.finding_key}[{finding.index}] is a quantity without a value"
+            )
+        unit = finding.unit or mapping.unit or "1"
+        observation["valueQuantity"] = {
+            "value": finding.value,
+            "unit": unit,
+            "system": UCUM,
+            "code": unit,
+        }
+    if finding.probability is not None:
+        observation["component"] = [
+            {
+                "code": {"coding": [dict(PROBABILITY_CODE)], "text": "Probability"},
+                "valueQuantity": {
+                    "value": finding.probability,
+                    "unit": "1",
+                    "system": UCUM,
+                    "code": "1",
+                },
+            }
+        ]
+    return observation
+
+
+def presence_urls(
+    model: ModelEntry, findings: tuple[Finding, ...], urls: list[str]
+) -> list[str | None]:
+    """For each finding: the fullUrl of the presence Observation a quantity measures, else None."""
+    by_key = {(f.finding_key, f.index): url for f, url in zip(findings, urls, strict=True)}
+    parents: list[str | None] = []
+    for finding in findings:
+        depends_on = model.finding(finding.finding_key).depends_on
+        if depends_on is None:
+            parents.append(None)
+            continue
+        parent = by_key.get((depends_on, finding.index))
+        if parent is None:
+            raise InvalidMessage(
+                f"finding {finding.finding_key}[{finding.index}] measures {depends_on}"
+                f"[{finding.index}], which the message does not carry"
+            )
+        parents.append(parent)
+    return parents
