@@ -120,6 +120,10 @@ def build_observation(
         finding.finding_key,
         finding.index,
     )
+    if mapping.value_type == "quantity" and finding.value is None:
+        raise InvalidMessage(
+            f"finding {finding.finding_key}[{finding.index}] is a quantity without a value"
+        )
     derived_from = [imaging_study_reference(event)]
     if presence_url is not None:
         derived_from.append({"reference": presence_url})

@@ -212,6 +212,23 @@ def test_quantity_without_its_presence_finding_is_an_invalid_message() -> None:
         build_run(event, _model(event), RECORDED)
 
 
+def test_quantity_without_a_value_is_an_invalid_message() -> None:
+    """A diameter finding that carries no number is dead-lettered with that reason, not a crash."""
+    event = InferenceCompleted(
+        study=_study(),
+        model=ModelRef(id="lung-nodule-reference", version="1"),
+        findings=(
+            Finding(finding_key="lung-nodule", present=True, probability=0.9),
+            Finding(finding_key="lung-nodule-diameter", present=True, value=None, unit="mm"),
+        ),
+        inference_duration_ms=1.0,
+    )
+    with pytest.raises(
+        InvalidMessage, match=r"lung-nodule-diameter\[0\] is a quantity without a value"
+    ):
+        build_run(event, _model(event), RECORDED)
+
+
 def test_report_links_results_study_order_and_present_codes() -> None:
     """The DiagnosticReport: preliminary, RAD + imaging, the registry report code, every
     Observation as result, the ImagingStudy, and conclusionCode only for present findings."""
