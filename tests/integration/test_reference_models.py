@@ -1,5 +1,5 @@
 """Sensitivity and false alarms of the reference models, through the running server, on seeded
-synthetic phantoms (samples/phantoms.py, 32 x 256 x 256).  Prints the measured figures."""
+synthetic phantoms (samples/phantoms/, 32 x 256 x 256).  Prints the measured figures."""
 
 from __future__ import annotations
 

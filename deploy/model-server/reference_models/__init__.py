@@ -1,7 +1,7 @@
 """Reference detection algorithms served by the radmesh model server (numpy + scipy.ndimage).
 
 Reference algorithms, not for clinical use: they exist to exercise the radmesh pipeline on
-synthetic phantoms (samples/phantoms.py), not to diagnose anything.
+synthetic phantoms (samples/phantoms/), not to diagnose anything.
 """
 
 from reference_models.common import CLINICAL_USE_LABEL, VolumeInput

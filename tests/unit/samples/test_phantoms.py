@@ -1,4 +1,4 @@
-"""The synthetic CT phantom generator (samples/phantoms.py)."""
+"""The synthetic CT phantom generator (samples/phantoms/)."""
 
 from __future__ import annotations
 
