@@ -13,6 +13,17 @@ if (( ${#services[@]} == 0 )); then
 fi
 export RADMESH_STORAGE__BLOB_DIR="${RADMESH_STORAGE__BLOB_DIR:-$RADMESH_RUN_DIR/blobs}"
 export RADMESH_REGISTRY_PATH="${RADMESH_REGISTRY_PATH:-$RADMESH_ROOT/registry/models.yaml}"
+# The services reach the infrastructure where deploy/lib.sh put it (ports overridable there).
+export RADMESH_BROKER__URL="${RADMESH_BROKER__URL:-amqp://guest:guest@127.0.0.1:$RADMESH_RABBITMQ_PORT/}"
+export RADMESH_FHIR__BASE_URL="${RADMESH_FHIR__BASE_URL:-http://127.0.0.1:$RADMESH_FHIR_PORT/fhir}"
+export RADMESH_DICOMWEB__BASE_URL="${RADMESH_DICOMWEB__BASE_URL:-http://127.0.0.1:$RADMESH_ORTHANC_HTTP_PORT/dicom-web}"
+export RADMESH_DICOMWEB__USERNAME="${RADMESH_DICOMWEB__USERNAME:-$RADMESH_ORTHANC_USER}"
+export RADMESH_DICOMWEB__PASSWORD="${RADMESH_DICOMWEB__PASSWORD:-$RADMESH_ORTHANC_PASSWORD}"
+# Orthanc signs its stable-study webhook with RADMESH_PACS_HOOK_SECRET: the subscriber checks the same.
+export RADMESH_SUBSCRIBER_PACS_HOOK_SECRET="${RADMESH_SUBSCRIBER_PACS_HOOK_SECRET:-$RADMESH_PACS_HOOK_SECRET}"
+# The development FHIR server also holds the test suite's studies: no start-up catch-up here
+# unless asked for (production default: the last 24 hours).
+export RADMESH_SUBSCRIBER_RECONCILE_HOURS="${RADMESH_SUBSCRIBER_RECONCILE_HOURS:-0}"
 python="$RADMESH_ROOT/.venv/bin/python"
 for service in "${services[@]}"; do
   dir="$(component_dir "services/$service")"

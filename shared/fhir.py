@@ -108,6 +108,17 @@ class FhirClient(AsyncFHIRClient):
         )
         return created
 
+    async def update_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """PUT a resource read earlier, only if nobody changed it since (If-Match on its
+        meta.versionId; a concurrent change is a 412 RemoteRejected)."""
+        reference = f"{resource['resourceType']}/{resource['id']}"
+        version = (resource.get("meta") or {}).get("versionId")
+        headers = {"If-Match": f'W/"{version}"'} if version else None
+        updated: dict[str, Any] = await self._do_request(
+            "put", reference, data=resource, extra_headers=headers
+        )
+        return updated
+
     async def read_resource(self, reference: str) -> dict[str, Any]:
         """GET one resource by 'Type/id'."""
         found: dict[str, Any] = await self._do_request("get", reference)

@@ -27,12 +27,13 @@ def build_app(settings: RadmeshSettings, own: SubscriberSettings) -> ServiceApp:
     async def subscribe() -> None:
         if own.ensure_subscription:
             await ensure_subscription(fhir, own)
+        announcer.start_reconciliation()
 
     return bus_service(
         SERVICE,
         bus,
         on_start=[subscribe],
-        close=[fhir.close, dicomweb.close],
+        close=[announcer.stop_reconciliation, fhir.close, dicomweb.close],
         routes=[
             web.put("/fhir/ImagingStudy/{id}", announcer.rest_hook_with_payload),
             web.post("/fhir", announcer.rest_hook_without_payload),

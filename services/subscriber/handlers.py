@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import time
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import structlog
 from aiohttp import web
 
 from services.subscriber.hook_auth import SIGNATURE_HEADER, bearer_matches, signature_matches
+from services.subscriber.hook_bodies import (
+    StableStudyEvent,
+    parse_imaging_study,
+    parse_notification_bundle,
+    parse_stable_study_event,
+)
 from services.subscriber.imaging_study import (
     series_summaries,
     study_instance_uid,
@@ -49,27 +57,31 @@ class StudyAnnouncer:
         self.bus = bus
         self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
         self._announced: dict[tuple[str, str, str], float] = {}  # (study, model, version) → when
+        self._reconciliation: asyncio.Task[int] | None = None
 
     # -- HTTP handlers --------------------------------------------------------------------
 
     def _authorised(self, request: web.Request) -> bool:
-        return bearer_matches(
+        if bearer_matches(
             request.headers.get("Authorization"), self.settings.hook_secret.get_secret_value()
-        )
+        ):
+            return True
+        log.warning("hook_refused", status=401, path=request.path, reason="wrong hook secret")
+        return False
 
     async def rest_hook_with_payload(self, request: web.Request) -> web.Response:
         """`PUT {endpoint}/ImagingStudy/{id}` with the resource (channel.payload set)."""
         if not self._authorised(request):
             return outcome_response(401, "login", "missing or wrong hook secret")
-        try:
-            resource = json.loads(await request.read())
-        except json.JSONDecodeError as error:
-            return outcome_response(400, "structure", f"body is not JSON: {error}")
-        if not isinstance(resource, dict) or resource.get("resourceType") != "ImagingStudy":
-            return outcome_response(400, "invalid", "body must be an ImagingStudy resource")
-        if resource.get("id") != request.match_info["id"]:
-            return outcome_response(400, "invalid", "resource id does not match the URL")
-        return await self._answer(lambda: self.announce(resource, "fhir-rest-hook"))
+        body = await request.read()
+
+        async def announce_one() -> int:
+            resource = parse_imaging_study(body)
+            if resource.get("id") != request.match_info["id"]:
+                raise InvalidMessage("resource id does not match the URL")
+            return await self.announce(resource, "fhir-rest-hook")
+
+        return await self._answer(request, announce_one)
 
     async def rest_hook_without_payload(self, request: web.Request) -> web.Response:
         """`POST {endpoint}`: empty (no payload: look up what changed), or an R4B/R5
@@ -78,27 +90,15 @@ class StudyAnnouncer:
             return outcome_response(401, "login", "missing or wrong hook secret")
         body = await request.read()
         if not body.strip():
-            return await self._answer(self.poll_updated)
-        try:
-            bundle = json.loads(body)
-        except json.JSONDecodeError as error:
-            return outcome_response(400, "structure", f"body is not JSON: {error}")
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-            return outcome_response(400, "invalid", "a non-empty notification must be a Bundle")
-        studies = [
-            entry["resource"]
-            for entry in bundle.get("entry", [])
-            if isinstance(entry.get("resource"), dict)
-            and entry["resource"].get("resourceType") == "ImagingStudy"
-        ]
+            return await self._answer(request, lambda: self.poll_updated("fhir-rest-hook"))
 
         async def announce_all() -> int:
             published = 0
-            for study in studies:
+            for study in parse_notification_bundle(body):
                 published += await self.announce(study, "fhir-rest-hook")
             return published
 
-        return await self._answer(announce_all)
+        return await self._answer(request, announce_all)
 
     async def pacs_stable_study(self, request: web.Request) -> web.Response:
         """The PACS's signed stable-study webhook."""
@@ -108,46 +108,75 @@ class StudyAnnouncer:
             request.headers.get(SIGNATURE_HEADER),
             self.settings.pacs_hook_secret.get_secret_value(),
         ):
+            log.warning("hook_refused", status=401, path=request.path, reason="wrong signature")
             return outcome_response(401, "login", f"missing or wrong {SIGNATURE_HEADER}")
-        try:
-            event = json.loads(body)
-        except json.JSONDecodeError as error:
-            return outcome_response(400, "structure", f"body is not JSON: {error}")
-        if not isinstance(event, dict) or not event.get("study_instance_uid"):
-            return outcome_response(400, "required", "event has no study_instance_uid")
-        return await self._answer(lambda: self.announce_pacs_study(event))
+        return await self._answer(
+            request, lambda: self.announce_pacs_study(parse_stable_study_event(body))
+        )
 
-    async def _answer(self, action: Any) -> web.Response:
+    async def _answer(
+        self, request: web.Request, action: Callable[[], Awaitable[int]]
+    ) -> web.Response:
         try:
             published = await action()
         except InvalidMessage as error:
+            log.info("hook_refused", status=400, path=request.path, reason=str(error))
             return outcome_response(400, "invalid", str(error))
         except TransientError as error:
             # The FHIR server or the PACS is unavailable: 503 makes the caller retry the hook.
-            log.warning("hook_not_processed", error=str(error))
+            log.warning("hook_not_processed", path=request.path, error=str(error))
             return outcome_response(503, "transient", f"not processed, retry later: {error}")
         except PermanentError as error:
             # Not the caller's fault and not fixed by retrying (e.g. the FHIR server refused a
             # request of radmesh's): 500, logged as an error for an operator.
-            log.error("hook_failed", error=str(error))
+            log.error("hook_failed", path=request.path, error=str(error))
             return outcome_response(500, "processing", f"not processed: {error}")
         return outcome_response(200, "informational", f"{published} study.detected published")
 
     # -- domain -----------------------------------------------------------------------------
 
-    async def poll_updated(self) -> int:
-        """ImagingStudies matching the criteria updated since the last look (HAPI's empty POST)."""
-        since = self._last_poll
-        self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
+    async def poll_updated(self, source: Source, since: str | None = None) -> int:
+        """ImagingStudies matching the criteria updated since the last look (HAPI's empty POST;
+        the start-up reconciliation passes its own `since`). The watermark moves only after
+        the whole search succeeded, so a failed look is repeated, not skipped."""
+        started = datetime.now(UTC).isoformat(timespec="milliseconds")
         resource_type, _, query = self.settings.subscription_criteria.partition("?")
         params: dict[str, Any] = dict(
             part.split("=", 1) for part in query.split("&") if "=" in part
         )
-        params["_lastUpdated"] = f"ge{since}"
+        params["_lastUpdated"] = f"ge{since or self._last_poll}"
         params["_count"] = 100
         published = 0
         async for study in self.fhir.resources(resource_type).search(**params):
-            published += await self.announce(dict(study), "fhir-rest-hook")
+            published += await self.announce(dict(study), source)
+        if since is None or since <= self._last_poll:
+            self._last_poll = max(self._last_poll, started)
+        return published
+
+    def start_reconciliation(self) -> None:
+        """Run `reconcile` in the background (hooks are served meanwhile); failures are logged."""
+        if self.settings.reconcile_hours <= 0:
+            return
+
+        def report(task: asyncio.Task[int]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("reconcile_failed", error=str(task.exception()))
+
+        self._reconciliation = asyncio.create_task(self.reconcile())
+        self._reconciliation.add_done_callback(report)
+
+    async def stop_reconciliation(self) -> None:
+        if self._reconciliation is not None and not self._reconciliation.done():
+            self._reconciliation.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciliation
+
+    async def reconcile(self) -> int:
+        """On start: announce what arrived while no subscriber was listening (the last
+        `reconcile_hours`); studies already done are recognised and skipped."""
+        since = datetime.now(UTC) - timedelta(hours=self.settings.reconcile_hours)
+        published = await self.poll_updated("reconcile", since.isoformat(timespec="milliseconds"))
+        log.info("reconciled", hours=self.settings.reconcile_hours, published=published)
         return published
 
     async def announce(self, imaging_study: dict[str, Any], source: Source) -> int:
@@ -232,11 +261,11 @@ class StudyAnnouncer:
                     addresses[reference] = str(endpoint["address"])
         return addresses
 
-    async def announce_pacs_study(self, event: dict[str, Any]) -> int:
+    async def announce_pacs_study(self, event: StableStudyEvent) -> int:
         """A stable study from the PACS: find (or create, DICOMcast style) its ImagingStudy."""
-        uid = str(event["study_instance_uid"])
+        uid = event.study_instance_uid
         structlog.contextvars.bind_contextvars(study_instance_uid=uid)
-        if set(event.get("modalities") or []) <= {"SR", "KO", "PR"}:
+        if event.modalities and set(event.modalities) <= {"SR", "KO", "PR"}:
             log.info("study_skipped", reason="only SR/KO/PR objects (radmesh's own output)")
             return 0
         imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from services.subscriber.hook_bodies import StableStudyEvent
 from shared.dicomweb import DicomWebClient, InstanceInfo, SeriesInfo
 from shared.errors import InvalidMessage
 from shared.fhir import FhirClient
@@ -33,10 +34,10 @@ ENDPOINT_CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-conne
 
 
 async def find_or_register_imaging_study(
-    fhir: FhirClient, dicomweb: DicomWebClient, event: dict[str, Any]
+    fhir: FhirClient, dicomweb: DicomWebClient, event: StableStudyEvent
 ) -> dict[str, Any]:
     """The ImagingStudy of a PACS stable-study event: the existing one, or a new one."""
-    uid = str(event["study_instance_uid"])
+    uid = event.study_instance_uid
     existing = (
         await fhir.resources("ImagingStudy")
         .search(identifier=f"{DICOM_UID_SYSTEM}|urn:oid:{uid}")
@@ -45,20 +46,14 @@ async def find_or_register_imaging_study(
     )
     if existing:
         return dict(existing[0])
-    service_request, subject = await _order_of(fhir, event.get("accession_number"))
-    if subject is None:
-        raise InvalidMessage(
-            f"study {uid} has no ServiceRequest with its accession number on the FHIR server; "
-            "radmesh only reads ordered studies"
-        )
-    endpoint = await _ensure_endpoint(fhir, str(event.get("dicomweb_root") or dicomweb.base_url))
-    series_details = {
-        series.series_instance_uid: (
-            series,
-            await dicomweb.search_instances(uid, series.series_instance_uid),
-        )
+    service_request, subject = await _order_of(fhir, uid, event.accession_number)
+    endpoint = await _ensure_endpoint(fhir, event.dicomweb_root or dicomweb.base_url)
+    series_details = [
+        (series, await dicomweb.search_instances(uid, series.series_instance_uid))
         for series in await dicomweb.search_series(uid)
-    }
+    ]
+    if not series_details:
+        raise InvalidMessage(f"the PACS has no series for study {uid}")
     resource = imaging_study_from_pacs(event, series_details, subject, service_request, endpoint)
     created = await fhir.create_resource(
         resource, if_none_exist=f"identifier={DICOM_UID_SYSTEM}|urn:oid:{uid}"
@@ -67,15 +62,35 @@ async def find_or_register_imaging_study(
     return created
 
 
-async def _order_of(fhir: FhirClient, accession: str | None) -> tuple[str | None, str | None]:
-    """(ServiceRequest reference, its subject) of the order with this accession number."""
+def _is_accession(identifier: dict[str, Any], accession: str) -> bool:
+    codings = (identifier.get("type") or {}).get("coding") or []
+    return identifier.get("value") == accession and any(
+        coding.get("code") == "ACSN" for coding in codings
+    )
+
+
+async def _order_of(fhir: FhirClient, uid: str, accession: str | None) -> tuple[str, str]:
+    """(ServiceRequest reference, its subject) of the one order whose ACSN-typed identifier is
+    this accession number; none or several is a refusal (never guess the patient)."""
     if not accession:
-        return None, None
-    orders = await fhir.resources("ServiceRequest").search(identifier=accession).limit(1).fetch()
-    if not orders:
-        return None, None
-    order = dict(orders[0])
-    return f"ServiceRequest/{order['id']}", (order.get("subject") or {}).get("reference")
+        raise InvalidMessage(f"study {uid} has no accession number; radmesh reads ordered studies")
+    candidates = (
+        await fhir.resources("ServiceRequest").search(identifier=accession).limit(10).fetch()
+    )
+    orders = [
+        order
+        for order in (dict(candidate) for candidate in candidates)
+        if any(_is_accession(identifier, accession) for identifier in order.get("identifier", []))
+    ]
+    if len(orders) != 1:
+        raise InvalidMessage(
+            f"study {uid}: {'no' if not orders else len(orders)} ServiceRequest with its accession "
+            "number (identifier of type ACSN) on the FHIR server; radmesh only reads ordered studies"
+        )
+    subject = (orders[0].get("subject") or {}).get("reference")
+    if not subject:
+        raise InvalidMessage(f"study {uid}: its ServiceRequest has no subject")
+    return f"ServiceRequest/{orders[0]['id']}", str(subject)
 
 
 async def _ensure_endpoint(fhir: FhirClient, address: str) -> str:
@@ -96,39 +111,38 @@ async def _ensure_endpoint(fhir: FhirClient, address: str) -> str:
 
 
 def imaging_study_from_pacs(
-    event: dict[str, Any],
-    series_details: dict[str, tuple[SeriesInfo, list[InstanceInfo]]],
+    event: StableStudyEvent,
+    series_details: list[tuple[SeriesInfo, list[InstanceInfo]]],
     subject: str,
     service_request: str | None,
     endpoint_reference: str,
 ) -> dict[str, Any]:
-    """An ImagingStudy (status available) from the PACS event and QIDO-RS (keyed by Series
-    Instance UID): each series' Body Part Examined as its bodySite, and its instances."""
-    uid = str(event["study_instance_uid"])
+    """An ImagingStudy (status available) from the PACS event and QIDO-RS: each series with its
+    modality, description, Body Part Examined as bodySite, and its instances."""
     identifiers: list[dict[str, Any]] = [
-        {"use": "official", "system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}
+        {
+            "use": "official",
+            "system": DICOM_UID_SYSTEM,
+            "value": f"urn:oid:{event.study_instance_uid}",
+        }
     ]
-    if event.get("accession_number"):
-        identifiers.append({"type": ACSN, "value": str(event["accession_number"])})
+    if event.accession_number:
+        identifiers.append({"type": ACSN, "value": event.accession_number})
     series = []
-    modalities = []
-    for item in event.get("series", []):
-        modality = item.get("modality") or "OT"
-        coding = {"system": DCM, "code": modality}
+    modalities: list[dict[str, str]] = []
+    for info, instances in series_details:
+        coding = {"system": DCM, "code": info.modality or "OT"}
         if coding not in modalities:
             modalities.append(coding)
         entry: dict[str, Any] = {
-            "uid": item["series_instance_uid"],
+            "uid": info.series_instance_uid,
             "modality": coding,
-            "numberOfInstances": int(item.get("instance_count") or 0),
+            "numberOfInstances": len(instances) or info.number_of_instances,
             "endpoint": [{"reference": endpoint_reference}],
         }
-        if item.get("series_number") is not None:
-            entry["number"] = int(item["series_number"])
-        if item.get("series_description"):
-            entry["description"] = item["series_description"]
-        info, instances = series_details.get(str(item["series_instance_uid"]), (None, []))
-        body_part = str((info.body_part_examined if info else None) or "").upper()
+        if info.series_description:
+            entry["description"] = info.series_description
+        body_part = (info.body_part_examined or "").upper()
         if body_part in SNOMED_BY_BODY_PART:
             code, display = SNOMED_BY_BODY_PART[body_part]
             entry["bodySite"] = {"system": SNOMED, "code": code, "display": display}
@@ -152,8 +166,8 @@ def imaging_study_from_pacs(
         "modality": modalities,
         "subject": {"reference": subject},
         "endpoint": [{"reference": endpoint_reference}],
-        "numberOfSeries": int(event.get("series_count") or len(series)),
-        "numberOfInstances": int(event.get("instance_count") or 0),
+        "numberOfSeries": len(series),
+        "numberOfInstances": sum(entry["numberOfInstances"] for entry in series),
         "series": series,
     }
     if service_request:

@@ -24,4 +24,7 @@ class SubscriberSettings(ServiceSettings):
     # flight (the FHIR hook and the PACS stable event usually both arrive for one new study).
     # Across replicas a duplicate run is still harmless: every write is idempotent.
     reannounce_after_seconds: float = 600.0
+    # On start, look for available studies updated in the last hours (those that arrived while
+    # no subscriber was listening); 0 turns the start-up reconciliation off.
+    reconcile_hours: float = 24.0
     ensure_subscription: bool = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 
 from services.subscriber.settings import SubscriberSettings
@@ -18,7 +20,7 @@ def hook_endpoint(settings: SubscriberSettings) -> str:
 async def ensure_subscription(fhir: FhirClient, settings: SubscriberSettings) -> str:
     """Create the Subscription unless one with our endpoint exists; returns its reference."""
     endpoint = hook_endpoint(settings)
-    subscription = {
+    subscription: dict[str, Any] = {
         "resourceType": "Subscription",
         "status": "requested",
         "reason": "radmesh: run the AI models that apply to each available imaging study",
@@ -32,5 +34,18 @@ async def ensure_subscription(fhir: FhirClient, settings: SubscriberSettings) ->
     }
     created = await fhir.create_resource(subscription, if_none_exist=f"url={endpoint}")
     reference = f"Subscription/{created['id']}"
+    channel = created.get("channel") or {}
+    if (
+        created.get("criteria") != subscription["criteria"]
+        or channel.get("header") != subscription["channel"]["header"]
+        or channel.get("payload") != subscription["channel"]["payload"]
+        or created.get("status") == "off"
+    ):
+        # An existing Subscription from before a secret rotation or a criteria change: bring it
+        # up to date, or every hook would be refused (401) or miss studies.
+        updated = {**created, "criteria": subscription["criteria"], "status": "requested"}
+        updated["channel"] = {**channel, **subscription["channel"]}
+        await fhir.update_resource(updated)
+        log.info("subscription_updated", subscription=reference)
     log.info("subscription_ready", subscription=reference, criteria=settings.subscription_criteria)
     return reference

@@ -5,12 +5,14 @@ collects every service's spans."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -124,6 +126,51 @@ class Mesh:
         text = (self.logs / f"{service}.log").read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
+    def log_events(
+        self, service: str, correlation_id: uuid.UUID | str, *events: str
+    ) -> list[dict[str, Any]]:
+        """The service's JSON log lines bound to `correlation_id` (one study run), in order;
+        only those whose `event` is one of `events` when any are given. Lines that are not JSON
+        (library output, a line still being written) are skipped."""
+        found = []
+        text = (self.logs / f"{service}.log").read_text(errors="replace")
+        for line in text.splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict) or record.get("correlation_id") != str(correlation_id):
+                continue
+            if not events or record.get("event") in events:
+                found.append(record)
+        return found
+
+    async def wait_for_log(
+        self,
+        service: str,
+        correlation_id: uuid.UUID | str,
+        until: Callable[[list[dict[str, Any]]], bool],
+        *,
+        timeout_seconds: float = 60,
+    ) -> list[dict[str, Any]]:
+        """Poll the service's log lines of one study run until `until(lines)` holds; fails the
+        test with the log's tail when it does not within the timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        while True:
+            lines = self.log_events(service, correlation_id)
+            if until(lines):
+                return lines
+            if loop.time() > deadline:
+                pytest.fail(
+                    f"{service}: condition on the log lines of run {correlation_id} not met in "
+                    f"{timeout_seconds:.0f} s; its lines: {[line.get('event') for line in lines]}"
+                    f"\n{self.log_tail(service)}"
+                )
+            await asyncio.sleep(0.1)
+
 
 async def _ready(port: int, process: asyncio.subprocess.Process, seconds: float = 60) -> bool:
     deadline = asyncio.get_running_loop().time() + seconds
@@ -175,6 +222,9 @@ async def mesh(
         "RADMESH_TELEMETRY__LOG_FORMAT": "json",
         "RADMESH_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}/v1/traces",
         "RADMESH_VERIFICATION_API_TOKEN": VERIFIER_TOKEN,
+        # Earlier tests leave unprocessed studies on the shared FHIR server; the mesh here reads
+        # only what this module loads.
+        "RADMESH_SUBSCRIBER_RECONCILE_HOURS": "0",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     processes: dict[str, asyncio.subprocess.Process] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import uuid
@@ -17,7 +18,9 @@ from pydantic import SecretStr
 from services.subscriber.app import build_app
 from services.subscriber.hook_auth import SIGNATURE_HEADER, sign
 from services.subscriber.settings import SubscriberSettings
+from services.subscriber.subscription import ensure_subscription
 from shared.fhir import FhirClient
+from shared.identifiers import business_identifier, study_run_value
 from shared.messages import StudyDetected
 from shared.runtime import start_http
 from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
@@ -65,8 +68,10 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-async def subscriber(infra: Infrastructure) -> AsyncIterator[RunningSubscriber]:
+@contextlib.asynccontextmanager
+async def running_subscriber(
+    infra: Infrastructure, **overrides: object
+) -> AsyncIterator[RunningSubscriber]:
     """A subscriber on its own port and its own exchange, with an observer queue on study.detected."""
     tag = uuid.uuid4().hex[:8]
     port = _free_port()
@@ -78,13 +83,16 @@ async def subscriber(infra: Infrastructure) -> AsyncIterator[RunningSubscriber]:
             base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
         ),
     )
-    own = SubscriberSettings(
-        port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        hook_secret=SecretStr(HOOK_SECRET),
-        pacs_hook_secret=SecretStr(PACS_SECRET),
-        reannounce_after_seconds=0,  # each test's hooks are announced as they come
-    )
+    options: dict[str, object] = {
+        "port": port,
+        "public_url": f"http://127.0.0.1:{port}",
+        "hook_secret": SecretStr(HOOK_SECRET),
+        "pacs_hook_secret": SecretStr(PACS_SECRET),
+        "reannounce_after_seconds": 0,  # each test's hooks are announced as they come
+        "reconcile_hours": 0,  # the start-up sweep has its own test
+        **overrides,
+    }
+    own = SubscriberSettings.model_validate(options)
     connection = await aio_pika.connect_robust(infra.amqp_url)
     channel = await connection.channel()
     exchange = await channel.declare_exchange(
@@ -95,17 +103,25 @@ async def subscriber(infra: Infrastructure) -> AsyncIterator[RunningSubscriber]:
     app = build_app(settings, own)
     await app.start()
     runner = await start_http(app, "127.0.0.1", port)
-    yield RunningSubscriber(f"http://127.0.0.1:{port}", settings, own, queue)
-    await runner.cleanup()
-    await app.stop()
-    fhir = FhirClient(settings.fhir)
-    for subscription in (
-        await fhir.resources("Subscription").search(url=f"{own.public_url}/fhir").fetch_all()
-    ):
-        await fhir.execute(f"Subscription/{subscription['id']}", method="delete")
-    await fhir.close()
-    await channel.exchange_delete(settings.broker.exchange)
-    await connection.close()
+    try:
+        yield RunningSubscriber(f"http://127.0.0.1:{port}", settings, own, queue)
+    finally:
+        await runner.cleanup()
+        await app.stop()
+        fhir = FhirClient(settings.fhir)
+        for subscription in (
+            await fhir.resources("Subscription").search(url=f"{own.public_url}/fhir").fetch_all()
+        ):
+            await fhir.execute(f"Subscription/{subscription['id']}", method="delete")
+        await fhir.close()
+        await channel.exchange_delete(settings.broker.exchange)
+        await connection.close()
+
+
+@pytest.fixture
+async def subscriber(infra: Infrastructure) -> AsyncIterator[RunningSubscriber]:
+    async with running_subscriber(infra) as running:
+        yield running
 
 
 async def _imaging_study(infra: Infrastructure, reference: str) -> dict[str, object]:
@@ -294,3 +310,169 @@ async def test_pacs_study_without_an_order_is_refused_with_the_reason(
         outcome = await response.json(content_type=None)
     assert "no ServiceRequest with its accession number" in outcome["issue"][0]["diagnostics"]
     assert await subscriber.next_detected(wait_seconds=0.5) is None
+
+
+async def test_malformed_hook_bodies_get_400_with_an_operation_outcome(
+    subscriber: RunningSubscriber,
+) -> None:
+    """Bodies that are not UTF-8, a Bundle whose entries are not objects, an ImagingStudy with a
+    string identifier or a text instance count, a PACS event whose modalities are a number: each
+    is a 400 OperationOutcome saying where, and nothing is published."""
+    bearer = {"Authorization": f"Bearer {HOOK_SECRET}"}
+    study = {
+        "resourceType": "ImagingStudy",
+        "id": "x",
+        "status": "available",
+        "subject": {"reference": "Patient/p"},
+    }
+    async with aiohttp.ClientSession() as http:
+        cases = [
+            ("PUT", "/fhir/ImagingStudy/x", b"\xff\xfe", bearer, "not JSON"),
+            ("POST", "/fhir", b'{"resourceType": "Bundle", "entry": [1]}', bearer, "entry.0"),
+            ("POST", "/fhir", b'{"resourceType": "Bundle", "entry": 5}', bearer, "entry"),
+            (
+                "PUT",
+                "/fhir/ImagingStudy/x",
+                json.dumps({**study, "identifier": "x"}).encode(),
+                bearer,
+                "identifier",
+            ),
+            (
+                "PUT",
+                "/fhir/ImagingStudy/x",
+                json.dumps({**study, "numberOfInstances": "lots"}).encode(),
+                bearer,
+                "numberOfInstances",
+            ),
+        ]
+        for method, path, body, headers, where in cases:
+            response = await http.request(
+                method, f"{subscriber.url}{path}", data=body, headers=headers
+            )
+            outcome = await response.json(content_type=None)
+            assert response.status == 400, (path, body, outcome)
+            assert outcome["resourceType"] == "OperationOutcome"
+            assert where in outcome["issue"][0]["diagnostics"], outcome
+        response = await subscriber.post_pacs_event(
+            http, {"study_instance_uid": "1.2.3", "modalities": 5}
+        )
+        assert response.status == 400
+        assert "modalities" in (await response.json(content_type=None))["issue"][0]["diagnostics"]
+    assert await subscriber.next_detected(wait_seconds=0.5) is None
+
+
+async def test_hook_for_a_study_already_done_publishes_nothing(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> None:
+    """When the FHIR server already has radmesh's DiagnosticReport for the study and model (the
+    check that holds across restarts and replicas), a hook for the study publishes nothing."""
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+    await subscriber.next_detected(wait_seconds=2)  # the fixture Subscription's own hook
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        study = await fhir.read_resource(loaded.imaging_study_id or "")
+        await fhir.create_resource(
+            {
+                "resourceType": "DiagnosticReport",
+                "status": "preliminary",
+                "code": {"text": "AI result"},
+                "subject": study["subject"],
+                "identifier": [
+                    business_identifier(
+                        "DiagnosticReport",
+                        study_run_value(loaded.study_instance_uid, "ich-reference", "1"),
+                    )
+                ],
+            }
+        )
+    finally:
+        await fhir.close()
+    async with aiohttp.ClientSession() as http:
+        response = await http.put(
+            f"{subscriber.url}/fhir/{loaded.imaging_study_id}",
+            json=study,
+            headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+        )
+        outcome = await response.json(content_type=None)
+    assert response.status == 200
+    assert outcome["issue"][0]["diagnostics"] == "0 study.detected published"
+    assert await subscriber.next_detected(wait_seconds=0.5) is None
+
+
+async def test_start_up_reconciliation_announces_studies_that_arrived_while_down(
+    infra: Infrastructure,
+) -> None:
+    """A study stored while no subscriber listened is announced (source reconcile) when one
+    starts with reconcile_hours > 0."""
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "chest-normal", slices=10, size=64)
+    async with running_subscriber(infra, reconcile_hours=0.05) as late:
+        seen: list[StudyDetected] = []
+        while (detected := await late.next_detected(wait_seconds=3)) is not None:
+            seen.append(detected)
+            if detected.study.study_instance_uid == loaded.study_instance_uid:
+                break
+    mine = [d for d in seen if d.study.study_instance_uid == loaded.study_instance_uid]
+    assert [d.source for d in mine] == ["reconcile"]
+
+
+async def test_pacs_study_with_an_ambiguous_accession_is_refused(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> None:
+    """Two orders carrying the same accession number: the subscriber does not guess the patient;
+    400 saying so, nothing registered, nothing published."""
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+    await subscriber.next_detected(wait_seconds=2)
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        await fhir.execute(loaded.imaging_study_id or "", method="delete")
+        order = await fhir.read_resource(loaded.fhir_ids["ServiceRequest"])
+        twin = {key: value for key, value in order.items() if key not in ("id", "meta")}
+        twin["subject"] = {"reference": "Patient/someone-else"}
+        await fhir.create_resource(twin)
+    finally:
+        await fhir.close()
+    async with aiohttp.ClientSession() as http:
+        response = await subscriber.post_pacs_event(
+            http,
+            {
+                "study_instance_uid": loaded.study_instance_uid,
+                "accession_number": loaded.accession_number,
+                "modalities": ["CT"],
+            },
+        )
+        outcome = await response.json(content_type=None)
+    assert response.status == 400
+    assert "2 ServiceRequest with its accession number" in outcome["issue"][0]["diagnostics"]
+    assert await subscriber.next_detected(wait_seconds=0.5) is None
+
+
+async def test_subscription_is_brought_up_to_date_when_the_secret_changes(
+    infra: Infrastructure,
+) -> None:
+    """Restarting with a rotated hook secret updates the existing Subscription's header instead
+    of leaving the FHIR server sending the old one (or creating a second Subscription)."""
+    port = _free_port()
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    base = {"port": port, "public_url": f"http://127.0.0.1:{port}"}
+    try:
+        await ensure_subscription(
+            fhir, SubscriberSettings.model_validate({**base, "hook_secret": "old"})
+        )
+        await ensure_subscription(
+            fhir, SubscriberSettings.model_validate({**base, "hook_secret": "new"})
+        )
+        found = (
+            await fhir.resources("Subscription")
+            .search(url=f"http://127.0.0.1:{port}/fhir")
+            .fetch_all()
+        )
+        assert len(found) == 1
+        assert found[0]["channel"]["header"] == ["Authorization: Bearer new"]
+    finally:
+        for subscription in (
+            await fhir.resources("Subscription")
+            .search(url=f"http://127.0.0.1:{port}/fhir")
+            .fetch_all()
+        ):
+            await fhir.execute(f"Subscription/{subscription['id']}", method="delete")
+        await fhir.close()

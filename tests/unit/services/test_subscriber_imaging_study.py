@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.subscriber.hook_bodies import StableStudyEvent
 from services.subscriber.imaging_study import series_summaries, study_instance_uid, study_ref
 from services.subscriber.pacs_study import imaging_study_from_pacs
 from shared.dicomweb import InstanceInfo, SeriesInfo
@@ -67,19 +68,15 @@ def test_imaging_study_without_dicom_uid_is_invalid() -> None:
 
 def test_pacs_study_becomes_an_imaging_study_with_real_instances() -> None:
     """The PACS event plus QIDO-RS give identifiers, the order, body site and every instance."""
-    event = {
-        "study_instance_uid": "1.2.3",
-        "accession_number": "ACC1",
-        "series_count": 1,
-        "instance_count": 2,
-        "series": [{"series_instance_uid": "1.2.3.1", "modality": "CT", "instance_count": 2}],
-    }
-    details = {
-        "1.2.3.1": (
+    event = StableStudyEvent(
+        study_instance_uid="1.2.3", accession_number="ACC1", modalities=["CT"], instance_count=2
+    )
+    details = [
+        (
             SeriesInfo("1.2.3.1", "CT", "HEAD", "Axial", 2),
             [InstanceInfo("1.2.3.1.1", CT, 1), InstanceInfo("1.2.3.1.2", CT, 2)],
         )
-    }
+    ]
     study = imaging_study_from_pacs(event, details, "Patient/p", "ServiceRequest/sr", "Endpoint/e")
     assert study["status"] == "available"
     assert {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3", "use": "official"} in study[

@@ -1,0 +1,111 @@
+"""What inbound hooks may carry, validated before anything acts on it: an ImagingStudy (R4 rest-hook
+with payload), a subscription-notification Bundle (R4B/R5), and the PACS stable-study event. A body
+that does not fit is an InvalidMessage saying where (the caller gets a 400 OperationOutcome)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fhir.resources.R4B.imagingstudy import ImagingStudy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import InvalidMessage
+
+__all__ = [
+    "StableSeries",
+    "StableStudyEvent",
+    "parse_imaging_study",
+    "parse_notification_bundle",
+    "parse_stable_study_event",
+]
+
+
+def _problems(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in detail['loc']) or '<body>'}: {detail['msg']}"
+        for detail in error.errors()[:5]
+    )
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise InvalidMessage(f"body is not JSON: {error}") from error
+
+
+def _imaging_study(resource: Any) -> dict[str, Any]:
+    if not isinstance(resource, dict) or resource.get("resourceType") != "ImagingStudy":
+        raise InvalidMessage("body must be an ImagingStudy resource")
+    try:
+        ImagingStudy.model_validate(resource)
+    except ValidationError as error:
+        raise InvalidMessage(f"ImagingStudy is invalid: {_problems(error)}") from error
+    return resource
+
+
+def parse_imaging_study(body: bytes) -> dict[str, Any]:
+    """The ImagingStudy of a rest-hook with payload, checked against the FHIR structure."""
+    return _imaging_study(_json(body))
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    resource: dict[str, Any] | None = None
+
+
+class _Bundle(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    resource_type: str = Field(alias="resourceType", pattern="^Bundle$")
+    entry: list[_Entry] = []
+
+
+def parse_notification_bundle(body: bytes) -> list[dict[str, Any]]:
+    """The ImagingStudies a subscription-notification Bundle carries (other entries ignored)."""
+    try:
+        bundle = _Bundle.model_validate(_json(body))
+    except ValidationError as error:
+        raise InvalidMessage(
+            f"a non-empty notification must be a Bundle: {_problems(error)}"
+        ) from error
+    return [
+        _imaging_study(entry.resource)
+        for entry in bundle.entry
+        if entry.resource is not None and entry.resource.get("resourceType") == "ImagingStudy"
+    ]
+
+
+class StableSeries(BaseModel):
+    """One series of a stable-study event (deploy/orthanc/README.md)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    series_instance_uid: str = Field(min_length=1)
+    modality: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    instance_count: int = Field(default=0, ge=0)
+
+
+class StableStudyEvent(BaseModel):
+    """The PACS's stable-study event (deploy/orthanc/README.md; no patient data in it)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    study_instance_uid: str = Field(min_length=1)
+    accession_number: str | None = None
+    modalities: list[str] = []
+    series_count: int | None = Field(default=None, ge=0)
+    instance_count: int | None = Field(default=None, ge=0)
+    series: list[StableSeries] = []
+    dicomweb_root: str | None = None
+
+
+def parse_stable_study_event(body: bytes) -> StableStudyEvent:
+    try:
+        return StableStudyEvent.model_validate(_json(body))
+    except ValidationError as error:
+        raise InvalidMessage(f"stable-study event is invalid: {_problems(error)}") from error
