@@ -54,7 +54,12 @@ class _RemoteError(RadmeshError):
     """Keeps what a remote server said: its URL, status and payload."""
 
     def __init__(self, message: str, *, url: str, status: int | None, payload: Any = None) -> None:
-        super().__init__(f"{message} ({status if status is not None else 'no answer'} from {url})")
+        # The text (logged, and kept in dead-letter headers) names the URL without its query
+        # string: search parameters can carry patient identifiers or accession numbers.
+        where = url.split("?", 1)[0]
+        super().__init__(
+            f"{message} ({status if status is not None else 'no answer'} from {where})"
+        )
         self.url = url
         self.status = status
         self.payload = payload

@@ -102,17 +102,31 @@ def configure_logging(service: str, settings: TelemetrySettings) -> None:
         structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
     )
     level = logging.getLevelNamesMapping()[settings.log_level]
-    logging.basicConfig(level=level, stream=sys.stdout, format="%(name)s %(message)s")
+    shared_processors: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_ids,
+        redact_patient_data,
+    ]
+    # Libraries' standard-library log records (aiohttp, aio-pika, FastStream) go through the
+    # same processors, redaction included, and come out in the same format.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared_processors],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _add_trace_ids,
-            redact_patient_data,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared_processors, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )

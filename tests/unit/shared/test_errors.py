@@ -32,3 +32,13 @@ def test_network_failures_are_transient_and_unknown_exceptions_are_bugs() -> Non
     assert classify_error(TimeoutError()) == "transient"
     assert classify_error(InvalidMessage("bad")) == "permanent"
     assert classify_error(KeyError("x")) == "bug"
+
+
+def test_error_text_never_carries_the_query_string() -> None:
+    """Search parameters (e.g. an accession number) stay out of the logged text; the full URL is
+    kept on the error for code that needs it."""
+    url = "http://127.0.0.1/fhir/ServiceRequest?identifier=ACC-0042&_count=1"
+    error = remote_error_for(503, "FHIR GET ServiceRequest", url=url)
+    assert "ACC-0042" not in str(error)
+    assert "from http://127.0.0.1/fhir/ServiceRequest)" in str(error)
+    assert isinstance(error, RemoteUnavailable) and error.url == url
