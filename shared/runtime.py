@@ -3,7 +3,8 @@ a clean stop on SIGTERM/SIGINT.
 
 A service's `app.py` builds a `ServiceApp` (wiring only); its `__main__.py` configures logging and
 tracing and calls `run_service`. `/healthz` answers 200 while the process runs; `/readyz` answers
-200 once the service's dependencies answer (broker connected, FHIR server reachable …).
+200 while the broker answers (the
+services' other dependencies are retried per message, so they do not gate readiness).
 """
 
 from __future__ import annotations
