@@ -44,14 +44,28 @@ def _value(observation: dict[str, Any]) -> str:
 
 def _probability(observation: dict[str, Any]) -> str:
     for component in observation.get("component", []):
-        if "valueQuantity" in component:
-            return f" p={component['valueQuantity'].get('value')}"
+        value = component.get("valueQuantity", {}).get("value")
+        if isinstance(value, int | float):
+            return f" p={value:.2f}"
     return ""
+
+
+def _seeded(loaded: LoadResult) -> str:
+    """The phantom's ground truth, e.g. "3 nodules seeded" (what a perfect model would find)."""
+    if not loaded.seeded_lesions:
+        return "no lesion seeded"
+    return (
+        ", ".join(
+            f"{count} {kind}{'s' if count != 1 else ''}"
+            for kind, count in sorted(loaded.seeded_lesions.items())
+        )
+        + " seeded"
+    )
 
 
 async def _report(fhir: FhirClient, loaded: LoadResult, progress: StudyProgress) -> None:
     base = fhir.url.rstrip("/")
-    _say(f"== {loaded.scenario}: study {loaded.study_instance_uid}")
+    _say(f"== {loaded.scenario}: study {loaded.study_instance_uid} ({_seeded(loaded)})")
     _say(f"   {base}/{loaded.imaging_study_id}")
     for posted in progress.of_type("results.posted"):
         report = await fhir.read_resource(posted.diagnostic_report)

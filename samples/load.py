@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -120,6 +121,8 @@ class LoadResult:
     imaging_study_id: str | None  # "ImagingStudy/<id>" or None when FHIR was skipped
     fhir_ids: dict[str, str]
     fhir_created: dict[str, bool]
+    # Ground truth of the phantom: how many lesions of each kind were seeded ("nodule": 3).
+    seeded_lesions: dict[str, int] = field(default_factory=dict)
 
 
 def _quiet(_: str) -> None:
@@ -144,6 +147,7 @@ def load_study(
     phantom = SCENARIOS[scenario].make(seed, slices, size)
     info = dicom_series.describe_study(phantom, scenario=scenario, seed=seed)
     generate_seconds = time.perf_counter() - t0
+    seeded: dict[str, int] = dict(Counter(str(lesion.kind) for lesion in phantom.lesions))
     out(
         f"{scenario}: {info.slices} x {info.rows} x {info.columns} CT {info.body_part} "
         f"(seed {seed}) phantom in {generate_seconds:.1f} s"
@@ -194,6 +198,7 @@ def load_study(
         imaging_study_id=ids.get("ImagingStudy"),
         fhir_ids=ids,
         fhir_created=created,
+        seeded_lesions=seeded,
     )
 
 

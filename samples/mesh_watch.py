@@ -29,6 +29,12 @@ class StudyProgress:
     def of_type(self, event_type: str) -> list[Any]:
         return [event for event in self.events if event.event_type == event_type]
 
+    def caused_by(self, cause: Event, event_type: str) -> list[Any]:
+        """The events of `event_type` seen that `cause` caused (their causation id is its id)."""
+        return [
+            event for event in self.of_type(event_type) if event.causation_id == cause.message_id
+        ]
+
     def first(self, event_type: str) -> Any | None:
         found = self.of_type(event_type)
         return found[0] if found else None
@@ -122,6 +128,10 @@ class MeshWatcher:
             study = getattr(event, "study", None)
             if study is not None and study.study_instance_uid in self.studies:
                 self.studies[study.study_instance_uid].events.append(event)
+
+    async def poll(self) -> None:
+        """Take in the events published since the last look, without waiting for anything."""
+        await self._drain()
 
     async def _find_tasks(self, progress: StudyProgress) -> None:
         for posted in progress.of_type("results.posted"):
