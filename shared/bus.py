@@ -209,6 +209,12 @@ class Bus:
             f"{self.service} consume {raw.routing_key}",
             context=extract_trace_context(headers),
             kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": raw.routing_key or "",
+                "messaging.message.id": raw.message_id or "",
+                "messaging.message.conversation_id": raw.correlation_id or "",
+            },
         ) as span:
             started = asyncio.get_running_loop().time()
             try:

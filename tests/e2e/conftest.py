@@ -91,6 +91,7 @@ class SpanCollector:
     """An OTLP/HTTP trace receiver: (trace id, service name, span name) of every span exported."""
 
     spans: list[tuple[str, str, str]] = field(default_factory=list)
+    runs: dict[str, set[str]] = field(default_factory=dict)  # correlation id → trace ids
 
     async def receive(self, request: web.Request) -> web.Response:
         export = ExportTraceServiceRequest()
@@ -107,6 +108,11 @@ class SpanCollector:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     self.spans.append((span.trace_id.hex(), service, span.name))
+                    for attribute in span.attributes:
+                        if attribute.key == "messaging.message.conversation_id":
+                            self.runs.setdefault(attribute.value.string_value, set()).add(
+                                span.trace_id.hex()
+                            )
         return web.Response(
             body=ExportTraceServiceResponse().SerializeToString(),
             content_type="application/x-protobuf",
