@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from shared.bus import Bus
 from shared.errors import ConfigurationError
+from shared.operation_outcome import outcome_response
 from shared.settings import RadmeshSettings, ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing
 
@@ -100,6 +101,34 @@ def bus_service(
     )
 
 
+_ISSUE_CODES = {
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    413: "too-long",
+}
+
+
+@web.middleware
+async def _operation_outcomes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is a FHIR OperationOutcome: aiohttp's own (unknown route, wrong method,
+    body too large) and an unexpected exception (500, logged with its traceback)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return outcome_response(
+            error.status,
+            _ISSUE_CODES.get(error.status, "invalid"),
+            f"{error.reason}: {request.method} {request.path}",
+        )
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path)
+        return outcome_response(500, "exception", "internal error; see the service's log")
+
+
 def _http_application(app: ServiceApp) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": app.name})
@@ -112,7 +141,8 @@ def _http_application(app: ServiceApp) -> web.Application:
         )
 
     application = web.Application(
-        middlewares=[_trace_request, *app.middlewares], client_max_size=64 << 20
+        middlewares=[_trace_request, _operation_outcomes, *app.middlewares],
+        client_max_size=64 << 20,
     )
     application.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
     application.add_routes(list(app.routes))

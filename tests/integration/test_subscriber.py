@@ -317,7 +317,8 @@ async def test_malformed_hook_bodies_get_400_with_an_operation_outcome(
 ) -> None:
     """Bodies that are not UTF-8, a Bundle whose entries are not objects, an ImagingStudy with a
     string identifier or a text instance count, a PACS event whose modalities are a number: each
-    is a 400 OperationOutcome saying where, and nothing is published."""
+    is a 400 OperationOutcome saying where, and nothing is published. An unknown route or method
+    is a 404/405 OperationOutcome too."""
     bearer = {"Authorization": f"Bearer {HOOK_SECRET}"}
     study = {
         "resourceType": "ImagingStudy",
@@ -353,6 +354,10 @@ async def test_malformed_hook_bodies_get_400_with_an_operation_outcome(
             assert response.status == 400, (path, body, outcome)
             assert outcome["resourceType"] == "OperationOutcome"
             assert where in outcome["issue"][0]["diagnostics"], outcome
+        for method, path, status in (("GET", "/no/such/route", 404), ("GET", "/fhir", 405)):
+            response = await http.request(method, f"{subscriber.url}{path}")
+            assert response.status == status
+            assert (await response.json(content_type=None))["resourceType"] == "OperationOutcome"
         response = await subscriber.post_pacs_event(
             http, {"study_instance_uid": "1.2.3", "modalities": 5}
         )
