@@ -148,7 +148,12 @@ class StudyAnnouncer:
         params["_count"] = 100
         published = 0
         async for study in self.fhir.resources(resource_type).search(**params):
-            published += await self.announce(dict(study), source)
+            try:
+                published += await self.announce(dict(study), source)
+            except InvalidMessage as error:  # one unusable study must not hide the others
+                log.warning(
+                    "study_skipped", imaging_study=f"ImagingStudy/{study['id']}", reason=str(error)
+                )
         if since is None or since <= self._last_poll:
             self._last_poll = max(self._last_poll, started)
         return published

@@ -408,7 +408,19 @@ async def test_start_up_reconciliation_announces_studies_that_arrived_while_down
     infra: Infrastructure,
 ) -> None:
     """A study stored while no subscriber listened is announced (source reconcile) when one
-    starts with reconcile_hours > 0."""
+    starts with reconcile_hours > 0; an unusable ImagingStudy in the sweep (no DICOM UID) is
+    skipped without hiding the others."""
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        unusable = await fhir.create_resource(
+            {
+                "resourceType": "ImagingStudy",
+                "status": "available",
+                "subject": {"reference": "Patient/nobody"},
+            }
+        )
+    finally:
+        await fhir.close()
     loaded = await asyncio.to_thread(load_fresh_study, infra, "chest-normal", slices=10, size=64)
     async with running_subscriber(infra, reconcile_hours=0.05) as late:
         seen: list[StudyDetected] = []
@@ -418,6 +430,7 @@ async def test_start_up_reconciliation_announces_studies_that_arrived_while_down
                 break
     mine = [d for d in seen if d.study.study_instance_uid == loaded.study_instance_uid]
     assert [d.source for d in mine] == ["reconcile"]
+    assert all(d.study.imaging_study != f"ImagingStudy/{unusable['id']}" for d in seen)
 
 
 async def test_pacs_study_with_an_ambiguous_accession_is_refused(
