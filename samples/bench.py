@@ -18,7 +18,7 @@ import requests
 
 from samples import dicom_series, phantoms
 from samples.dicomweb import DicomWebClient
-from samples.load import Settings
+from samples.load import Settings, delete_study
 
 
 def _retrieve(settings: Settings, study_uid: str, series_uid: str) -> tuple[int, int, float]:
@@ -89,16 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         f" {count / seconds:.1f} inst/s, {size / 1e6 / seconds:.1f} MB/s"
     )
     if not args.keep:
-        lookup = requests.post(
-            f"{settings.orthanc_url}/tools/lookup",
-            data=info.study_instance_uid,
-            auth=settings.orthanc_auth,
-            timeout=10,
-        ).json()
-        for hit in lookup:
-            requests.delete(
-                f"{settings.orthanc_url}{hit['Path']}", auth=settings.orthanc_auth, timeout=120
-            )
+        delete_study(settings, info.study_instance_uid)
     return 0 if count == stow.instances == args.slices else 1
 
 

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from samples import dicom_series, phantoms
 from samples.dicomweb import DicomWebClient as StowClient
-from samples.load import Settings
+from samples.load import Settings, delete_study
 from shared.dicomweb import DicomWebClient
 from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
@@ -120,16 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("radmesh", "dicomweb-client")
         }
     finally:
-        orthanc_ids = requests.post(
-            f"{settings.orthanc_url}/tools/lookup",
-            data=info.study_instance_uid,
-            auth=settings.orthanc_auth,
-            timeout=30,
-        ).json()
-        for found in orthanc_ids:
-            requests.delete(
-                f"{settings.orthanc_url}{found['Path']}", auth=settings.orthanc_auth, timeout=60
-            )
+        delete_study(settings, info.study_instance_uid)
     for kind, result in results.items():
         print(
             f"{kind:16s} {megabytes / result['seconds']:7.1f} MB/s   "

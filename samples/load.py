@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import CTImageStorage
 
@@ -255,3 +256,18 @@ def load_real(
             f"{(time.perf_counter() - t0) * 1e3:6.0f} ms  {status}"
         )
     return results
+
+
+def delete_study(settings: Settings, study_uid: str) -> None:
+    """Remove a study from Orthanc (every resource its StudyInstanceUID resolves to)."""
+    lookup = requests.post(
+        f"{settings.orthanc_url}/tools/lookup",
+        data=study_uid,
+        auth=settings.orthanc_auth,
+        timeout=30,
+    )
+    lookup.raise_for_status()
+    for hit in lookup.json():
+        requests.delete(
+            f"{settings.orthanc_url}{hit['Path']}", auth=settings.orthanc_auth, timeout=120
+        ).raise_for_status()

@@ -11,6 +11,7 @@ import requests
 from pydantic import SecretStr
 
 from samples.load import LoadResult, Settings, load_study
+from samples.load import delete_study as samples_delete_study
 from shared.dicomweb import DicomWebClient
 from shared.settings import DicomWebSettings
 from tests.conftest import Infrastructure
@@ -74,6 +75,6 @@ def require_orthanc(infra: Infrastructure) -> None:
 
 def delete_study(orthanc_url: str, auth: tuple[str, str], study_uid: str) -> None:
     """Remove every Orthanc resource the StudyInstanceUID resolves to."""
-    lookup = requests.post(f"{orthanc_url}/tools/lookup", data=study_uid, auth=auth, timeout=10)
-    for hit in lookup.json():
-        requests.delete(f"{orthanc_url}{hit['Path']}", auth=auth, timeout=30)
+    samples_delete_study(
+        Settings(orthanc_url=orthanc_url, orthanc_auth=auth, fhir_base_url=""), study_uid
+    )
