@@ -130,27 +130,19 @@ class ReviewDesk:
             raise
         provenance = reference_of(response["entry"][-1])
         report = f"DiagnosticReport/{record.report['id']}"
-        event: Event
-        if verdict.accepted:
-            event = FindingVerified(
-                correlation_id=run.correlation_id,
-                causation_id=run.causation_id,
-                study=run.study,
-                task=f"Task/{task_id}",
-                diagnostic_report=report,
-                verifier=verdict.verifier,
-                provenance=provenance,
-            )
-        else:
-            event = FindingRejected(
-                correlation_id=run.correlation_id,
-                causation_id=run.causation_id,
-                study=run.study,
-                task=f"Task/{task_id}",
-                diagnostic_report=report,
-                verifier=verdict.verifier,
-                reason=verdict.reason or "",
-            )
+        common = {
+            "correlation_id": run.correlation_id,
+            "causation_id": run.causation_id,
+            "study": run.study,
+            "task": f"Task/{task_id}",
+            "diagnostic_report": report,
+            "verifier": verdict.verifier,
+        }
+        event: Event = (
+            FindingVerified(**common, provenance=provenance)
+            if verdict.accepted
+            else FindingRejected(**common, reason=verdict.reason or "")
+        )
         published = await self._publish(event)
         log.info(
             "verdict_recorded",
