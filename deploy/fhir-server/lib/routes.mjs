@@ -20,16 +20,23 @@ export function parseIfMatch(value) {
   return quoted ? quoted[1] : String(raw).replace(/^W\//, '').trim();
 }
 
+/** A 400 outcome when the body is not a resource of the URL's type, else null. */
+function bodyProblem(resource, resourceType) {
+  if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
+    return badRequest('Request body must be a FHIR resource');
+  }
+  if (resource.resourceType !== resourceType) {
+    return badRequest(`Incorrect resource type: expected ${resourceType}, found ${resource.resourceType ?? '<none>'}`);
+  }
+  return null;
+}
+
 async function createHandler(req, store, _router, options) {
   const { resourceType } = req.params;
   store.checkType(resourceType);
   const resource = req.body;
-  if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
-    return [badRequest('Request body must be a FHIR resource')];
-  }
-  if (resource.resourceType !== resourceType) {
-    return [badRequest(`Incorrect resource type: expected ${resourceType}, found ${resource.resourceType ?? '<none>'}`)];
-  }
+  const invalid = bodyProblem(resource, resourceType);
+  if (invalid) return [invalid];
   const batch = Boolean(options?.batch);
   if (!batch) delete resource.id; // POST always assigns a new id (HAPI); never overwrite
   const ifNoneExist = singularize(req.headers?.['if-none-exist']);
@@ -47,12 +54,8 @@ async function updateHandler(req, store) {
   const { resourceType, id } = req.params;
   store.checkType(resourceType);
   const resource = req.body;
-  if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
-    return [badRequest('Request body must be a FHIR resource')];
-  }
-  if (resource.resourceType !== resourceType) {
-    return [badRequest(`Incorrect resource type: expected ${resourceType}, found ${resource.resourceType ?? '<none>'}`)];
-  }
+  const invalid = bodyProblem(resource, resourceType);
+  if (invalid) return [invalid];
   if (!resource.id) {
     return [badRequest('Can not update resource, resource body must contain an ID element for update (PUT) operation')];
   }
