@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with radmesh and its dev tools (only when pyproject.toml changed)
 
-infra-up: ## start RabbitMQ, Orthanc, the FHIR server and the model server (idempotent)
+infra-up: ## start RabbitMQ, Orthanc, HAPI FHIR (built with Maven on first use) and the model server (idempotent)
 	@bash deploy/infra-up.sh
 
 infra-down: ## stop what infra-up started (by PID)
@@ -54,8 +54,8 @@ test-integration: install infra-up ## integration tests against the running infr
 test: install lint typecheck infra-up ## lint, typecheck, bring the infrastructure up, run every test
 	$(BIN)/pytest -q tests
 
-bench: install infra-up ## benchmarks that print figures (FHIR server, model transport, PACS, fetch)
-	$(BIN)/python deploy/fhir-server/bench.py
+bench: install infra-up ## benchmarks that print figures (HAPI FHIR, model transport, PACS, fetch)
+	$(BIN)/python deploy/hapi-fhir/bench.py
 	$(BIN)/python deploy/model-server/bench.py
 	$(BIN)/python -m samples.bench
 	$(BIN)/python -m samples.bench_fetch

@@ -21,7 +21,7 @@ export RADMESH_DICOMWEB__USERNAME="${RADMESH_DICOMWEB__USERNAME:-$RADMESH_ORTHAN
 export RADMESH_DICOMWEB__PASSWORD="${RADMESH_DICOMWEB__PASSWORD:-$RADMESH_ORTHANC_PASSWORD}"
 # Orthanc signs its stable-study webhook with RADMESH_PACS_HOOK_SECRET: the subscriber checks the same.
 export RADMESH_SUBSCRIBER_PACS_HOOK_SECRET="${RADMESH_SUBSCRIBER_PACS_HOOK_SECRET:-$RADMESH_PACS_HOOK_SECRET}"
-# The development FHIR server also holds the test suite's studies: no start-up catch-up here
+# The local HAPI FHIR server also holds the test suite's studies: no start-up catch-up here
 # unless asked for (production default: the last 24 hours).
 export RADMESH_SUBSCRIBER_RECONCILE_HOURS="${RADMESH_SUBSCRIBER_RECONCILE_HOURS:-0}"
 python="$RADMESH_ROOT/.venv/bin/python"

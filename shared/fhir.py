@@ -130,17 +130,27 @@ class FhirClient(AsyncFHIRClient):
         return response
 
 
+_PROBLEM_SEVERITIES = ("fatal", "error")
+_MAX_DIAGNOSTICS = 2000
+
+
+def _issue_text(issue: dict[str, Any]) -> str:
+    text = str(
+        issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code")
+    )
+    where = issue.get("expression") or issue.get("location")
+    return f"{text} (at {', '.join(where)})" if where else text
+
+
 def _diagnostics(payload: Any) -> str:
-    """The human part of an OperationOutcome (or the raw text)."""
+    """The human part of an OperationOutcome (or the raw text): its errors when it has any (a
+    validating server such as HAPI lists every warning beside the one error that refused the
+    request), each once, with where it is."""
     if isinstance(payload, dict) and payload.get("resourceType") == "OperationOutcome":
-        return "; ".join(
-            str(
-                issue.get("diagnostics")
-                or issue.get("details", {}).get("text")
-                or issue.get("code")
-            )
-            for issue in payload.get("issue", [])
-        )
+        issues = [issue for issue in payload.get("issue", []) if isinstance(issue, dict)]
+        problems = [issue for issue in issues if issue.get("severity") in _PROBLEM_SEVERITIES]
+        texts = list(dict.fromkeys(_issue_text(issue) for issue in problems or issues))
+        return "; ".join(texts)[:_MAX_DIAGNOSTICS]
     return str(payload)[:500]
 
 

@@ -196,27 +196,36 @@ class StudyAnnouncer:
             return 0
         candidates = self.registry.models_for(series_summaries(imaging_study))
         in_flight = [model for model in candidates if self._recently_announced(uid, model)]
-        pending = [
-            model
-            for model in candidates
-            if model not in in_flight and not await self._already_done(uid, model)
-        ]
-        if not pending:
-            reason = "no model applies"
-            if candidates:
-                reason = "run in flight" if in_flight else "every model already ran"
-            log.info("study_skipped", reason=reason, models=[model.id for model in candidates])
-            return 0
-        endpoints = await self._endpoint_addresses(imaging_study)
-        event = StudyDetected(
-            study=study_ref(imaging_study, endpoints),
-            models=tuple(ModelRef(id=model.id, version=model.version) for model in pending),
-            source=source,
-        )
-        await self.bus.publish(event)
-        now = time.monotonic()
-        for model in pending:
-            self._announced[(uid, model.id, model.version)] = now
+        # Claim the study's runs before the first await: a FHIR server may deliver two hooks
+        # for one change at once (HAPI keeps delivering through a deleted Subscription until
+        # its next registry refresh; the PACS event arrives within milliseconds too), and both
+        # would otherwise pass the check above.
+        claimed = [model for model in candidates if model not in in_flight]
+        claimed_at = time.monotonic()
+        for model in claimed:
+            self._announced[(uid, model.id, model.version)] = claimed_at
+        pending: list[ModelEntry] = []
+        published = False
+        try:
+            pending = [model for model in claimed if not await self._already_done(uid, model)]
+            if not pending:
+                reason = "no model applies"
+                if candidates:
+                    reason = "run in flight" if in_flight else "every model already ran"
+                log.info("study_skipped", reason=reason, models=[model.id for model in candidates])
+                return 0
+            endpoints = await self._endpoint_addresses(imaging_study)
+            event = StudyDetected(
+                study=study_ref(imaging_study, endpoints),
+                models=tuple(ModelRef(id=model.id, version=model.version) for model in pending),
+                source=source,
+            )
+            await self.bus.publish(event)
+            published = True
+        finally:
+            for model in claimed:  # release what was not announced (done already, or failed)
+                if not published or model not in pending:
+                    self._announced.pop((uid, model.id, model.version), None)
         log.info(
             "study_detected",
             correlation_id=str(event.correlation_id),

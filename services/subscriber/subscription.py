@@ -1,7 +1,9 @@
-"""Makes sure the FHIR server has radmesh's rest-hook Subscription (created once, by endpoint)."""
+"""Makes sure the FHIR server has radmesh's rest-hook Subscription (created once, by endpoint)
+and that the server has activated it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -47,5 +49,45 @@ async def ensure_subscription(fhir: FhirClient, settings: SubscriberSettings) ->
         updated["channel"] = {**channel, **subscription["channel"]}
         await fhir.update_resource(updated)
         log.info("subscription_updated", subscription=reference)
+    await _wait_until_active(fhir, reference, settings.subscription_activation_seconds)
     log.info("subscription_ready", subscription=reference, criteria=settings.subscription_criteria)
     return reference
+
+
+async def _wait_until_active(fhir: FhirClient, reference: str, wait_seconds: float) -> None:
+    """Wait until the server has moved the Subscription from `requested` to `active`.
+
+    HAPI activates a Subscription asynchronously and delivers nothing before; a study stored
+    in between would reach radmesh only through the reconciliation. A server that refuses the
+    Subscription sets `error` (with the reason in `Subscription.error`); one that keeps it
+    `requested` is logged, not fatal: studies still arrive by the PACS hook and the sweep."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status = "requested"
+    while True:
+        subscription = await fhir.read_resource(reference)
+        status = str(subscription.get("status"))
+        if status == "active":
+            log.info(
+                "subscription_active",
+                subscription=reference,
+                waited_seconds=round(loop.time() - started, 2),
+            )
+            return
+        if status in ("error", "off"):
+            log.error(
+                "subscription_not_delivering",
+                subscription=reference,
+                status=status,
+                reason=subscription.get("error"),
+            )
+            return
+        if loop.time() - started >= wait_seconds:
+            log.warning(
+                "subscription_not_active_yet",
+                subscription=reference,
+                status=status,
+                waited_seconds=wait_seconds,
+            )
+            return
+        await asyncio.sleep(0.2)

@@ -118,7 +118,7 @@ class ReviewDesk:
             study_instance_uid=run.study.study_instance_uid,
             task=f"Task/{task_id}",
         )
-        bundle = verdict_bundle(record, verdict, datetime.now(UTC))
+        bundle = verdict_bundle(record, verdict, datetime.now(UTC), self.fhir_base_url)
         try:
             response = await self.fhir.transaction(bundle)
         except RemoteRejected as error:

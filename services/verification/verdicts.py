@@ -105,8 +105,10 @@ def parse_verdict(body: Any, *, accepted: bool) -> Verdict:
     return Verdict(verifier=verifier, accepted=False, reason=reason.strip())
 
 
-def _update(resource: dict[str, Any]) -> dict[str, Any]:
-    """A PUT entry guarded by the version the resource was read at."""
+def _update(resource: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """A PUT entry guarded by the version the resource was read at; its fullUrl is the
+    resource's absolute URL (a transaction entry needs one, and references inside the Bundle
+    resolve against it)."""
     meta = {
         k: v
         for k, v in (resource.get("meta") or {}).items()
@@ -116,20 +118,20 @@ def _update(resource: dict[str, Any]) -> dict[str, Any]:
     body = {key: value for key, value in resource.items() if key != "meta"}
     if meta:
         body["meta"] = meta
-    request: dict[str, Any] = {
-        "method": "PUT",
-        "url": f"{resource['resourceType']}/{resource['id']}",
-    }
+    reference = f"{resource['resourceType']}/{resource['id']}"
+    request: dict[str, Any] = {"method": "PUT", "url": reference}
     if version is not None:
         request["ifMatch"] = f'W/"{version}"'
-    return {"resource": body, "request": request}
+    return {"fullUrl": f"{base_url.rstrip('/')}/{reference}", "resource": body, "request": request}
 
 
 def _reference_to(resource: dict[str, Any]) -> dict[str, str]:
     return {"reference": f"{resource['resourceType']}/{resource['id']}"}
 
 
-def verdict_bundle(record: ReviewedRecord, verdict: Verdict, now: datetime) -> dict[str, Any]:
+def verdict_bundle(
+    record: ReviewedRecord, verdict: Verdict, now: datetime, base_url: str
+) -> dict[str, Any]:
     """The transaction: PUT each Observation, the report and the Task; POST the Provenance last.
 
     Response entries come back in this order, so the Provenance is the last one.
@@ -148,12 +150,14 @@ def verdict_bundle(record: ReviewedRecord, verdict: Verdict, now: datetime) -> d
                 "text": f"Rejected: {verdict.reason}",
             }
             updated["note"] = [*observation.get("note", []), note]
-        entries.append(_update(updated))
+        entries.append(_update(updated, base_url))
     report = {**record.report, "status": status}
     if verdict.accepted and verifier not in report.get("resultsInterpreter", []):
         report["resultsInterpreter"] = [*report.get("resultsInterpreter", []), verifier]
-    entries.append(_update(report))
-    entries.append(_update(_completed_task(record.task, verdict, when, provenance_url)))
+    entries.append(_update(report, base_url))
+    entries.append(
+        _update(_completed_task(record.task, verdict, when, provenance_url), base_url)
+    )
     provenance: dict[str, Any] = {
         "resourceType": "Provenance",
         "target": [_reference_to(record.report), *map(_reference_to, record.observations)],

@@ -32,11 +32,11 @@ SNOMED = "http://snomed.info/sct"
 
 @asynccontextmanager
 async def answering_fhir_client(infra: Infrastructure) -> AsyncIterator[FhirClient]:
-    """radmesh's FhirClient on the dev server, after its metadata answers (the test fails otherwise)."""
+    """radmesh's FhirClient on the local HAPI FHIR server, after its metadata answers (the test fails otherwise)."""
     client = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
     try:
         await client.execute("metadata", "get")
-    except Exception as error:  # the server must be up: deploy/fhir-server/up.sh
+    except Exception as error:  # the server must be up: deploy/hapi-fhir/up.sh
         await client.close()
         pytest.fail(f"the FHIR server at {infra.fhir_base_url} does not answer: {error}")
     try:

@@ -44,11 +44,11 @@ async def _answers(url: str, headers: dict[str, str] | None = None) -> bool:
 
 @pytest.fixture(scope="module")
 async def servers(infra: Infrastructure) -> Infrastructure:
-    """Skip unless the FHIR server and Orthanc both answer."""
+    """The FHIR server and Orthanc, once both answer (the tests fail, never skip, otherwise)."""
     if not await _answers(f"{infra.fhir_base_url}/metadata"):
-        pytest.skip("FHIR server not answering (bash deploy/fhir-server/up.sh)")
+        pytest.fail("FHIR server not answering (bash deploy/hapi-fhir/up.sh)")
     if not await _answers(f"{infra.orthanc_url}/system", _basic(infra)):
-        pytest.skip("Orthanc not answering (bash deploy/orthanc/up.sh)")
+        pytest.fail("Orthanc not answering (bash deploy/orthanc/up.sh)")
     return infra
 
 

@@ -1,6 +1,6 @@
 """Loading sample studies (python -m samples): images in Orthanc, records on the FHIR server.
 
-Needs deploy/orthanc/up.sh and deploy/fhir-server/up.sh. Each run uses a random seed, so the
+Needs deploy/orthanc/up.sh and deploy/hapi-fhir/up.sh. Each run uses a random seed, so the
 study is new; the Orthanc copies are deleted at the end (FHIR resources stay: idempotent).
 """
 
@@ -43,7 +43,7 @@ def settings(orthanc_settings: Settings) -> Settings:
     try:
         metadata = requests.get(f"{orthanc_settings.fhir_base_url}/metadata", timeout=5)
     except requests.RequestException as exc:
-        pytest.fail(f"FHIR server not reachable (deploy/fhir-server/up.sh): {exc}")
+        pytest.fail(f"FHIR server not reachable (deploy/hapi-fhir/up.sh): {exc}")
     assert metadata.status_code == 200
     return orthanc_settings
 

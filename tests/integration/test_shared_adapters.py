@@ -112,8 +112,9 @@ async def test_conditional_transaction_creates_once(infra: Infrastructure) -> No
 async def test_fhir_errors_keep_the_operation_outcome_and_are_classified(
     infra: Infrastructure,
 ) -> None:
-    """An invalid resource is a permanent error carrying the server's OperationOutcome; a server
-    that does not answer is a transient error."""
+    """An invalid resource is a permanent error carrying the server's OperationOutcome (HAPI
+    answers a resource that fails validation with 422, and names the errors, not its warnings,
+    in the message); a server that does not answer is a transient error."""
     client = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
     try:
         with pytest.raises(RemoteRejected) as raised:
@@ -122,7 +123,7 @@ async def test_fhir_errors_keep_the_operation_outcome_and_are_classified(
                 method="post",
                 data={"resourceType": "Observation", "status": "not-a-status"},
             )
-        assert raised.value.status == 400
+        assert raised.value.status == 422
         assert isinstance(raised.value.payload, dict)
         assert raised.value.payload["resourceType"] == "OperationOutcome"
     finally:

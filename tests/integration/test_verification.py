@@ -52,7 +52,7 @@ async def _task_of(fhir: FhirClient, seeded: SeededStudy) -> dict[str, Any]:
 
 
 async def _cancel(fhir: FhirClient, task: dict[str, Any]) -> None:
-    """Leave no open Task behind on the shared dev server (its worklist would grow every run)."""
+    """Leave no open Task behind on the shared FHIR server (its worklist would grow every run)."""
     current = dict(await fhir.execute(f"Task/{task['id']}", "get"))
     if current["status"] == "requested":
         await fhir.execute(f"Task/{task['id']}", "put", data={**current, "status": "cancelled"})
@@ -192,7 +192,7 @@ OpenTask = Callable[[], Awaitable[tuple[SeededStudy, str, ResultsPosted]]]
 @pytest.fixture
 async def open_task(fhir: FhirClient) -> AsyncIterator[OpenTask]:
     """Seed a critical study and create its verification Task; Tasks a test leaves open are
-    cancelled afterwards, so the shared dev server's worklist does not grow run after run."""
+    cancelled afterwards, so the shared FHIR server's worklist does not grow run after run."""
     opened: list[str] = []
 
     async def create() -> tuple[SeededStudy, str, ResultsPosted]:

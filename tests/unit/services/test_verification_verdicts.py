@@ -18,6 +18,7 @@ from services.verification.verdicts import (
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+BASE_URL = "http://fhir.example/fhir/"
 VERIFIER = "Practitioner/rad-1"
 
 
@@ -82,8 +83,9 @@ def _record() -> ReviewedRecord:
 def test_accept_makes_everything_final_guarded_by_the_versions_read() -> None:
     """PUT each Observation, the report and the Task with If-Match on the version read; the
     report names the verifier as results interpreter; the Task is completed and owned by the
-    verifier; meta.versionId is not sent back, other meta (security labels) is."""
-    bundle = verdict_bundle(_record(), Verdict(VERIFIER, True), NOW)
+    verifier; meta.versionId is not sent back, other meta (security labels) is; each entry's
+    fullUrl is the resource's absolute URL on the FHIR server."""
+    bundle = verdict_bundle(_record(), Verdict(VERIFIER, True), NOW, BASE_URL)
     assert bundle["type"] == "transaction"
     puts = bundle["entry"][:-1]
     assert [(e["request"]["url"], e["request"]["ifMatch"]) for e in puts] == [
@@ -93,6 +95,9 @@ def test_accept_makes_everything_final_guarded_by_the_versions_read() -> None:
         ("Task/t1", 'W/"1"'),
     ]
     assert all(e["request"]["method"] == "PUT" for e in puts)
+    assert [e["fullUrl"] for e in puts] == [
+        f"http://fhir.example/fhir/{e['request']['url']}" for e in puts
+    ]
     assert [e["resource"]["status"] for e in puts[:3]] == ["final"] * 3
     assert all(e["resource"]["meta"] == {"security": [{"code": "AIAST"}]} for e in puts)
     assert puts[2]["resource"]["resultsInterpreter"] == [{"reference": VERIFIER}]
@@ -110,7 +115,7 @@ def test_accept_provenance_names_the_verifier_and_targets_the_results() -> None:
     """The Provenance is POSTed last (its response entry is the last), agent the verifier
     (type verifier), activity verify, targets the report and each Observation; the Task's
     relevantHistory points at it through its urn:uuid."""
-    bundle = verdict_bundle(_record(), Verdict(VERIFIER, True), NOW)
+    bundle = verdict_bundle(_record(), Verdict(VERIFIER, True), NOW, BASE_URL)
     entry = bundle["entry"][-1]
     assert entry["request"] == {"method": "POST", "url": "Provenance"}
     provenance = entry["resource"]
@@ -143,7 +148,7 @@ def test_reject_cancels_everything_and_records_the_reason() -> None:
     """Observations and report cancelled; the reason is in Task.statusReason, Task.output, a
     note on each Observation and the Provenance's reason; no results interpreter is named."""
     reason = "motion artefact"
-    bundle = verdict_bundle(_record(), Verdict(VERIFIER, False, reason), NOW)
+    bundle = verdict_bundle(_record(), Verdict(VERIFIER, False, reason), NOW, BASE_URL)
     observations, report, task = (
         [e["resource"] for e in bundle["entry"][:2]],
         bundle["entry"][2]["resource"],

@@ -1,0 +1,14 @@
+package org.radmesh.hapi;
+
+import org.springframework.boot.context.properties.ConfigurationProperties;
+
+/**
+ * The few settings radmesh's development server exposes ({@code radmesh.fhir.*} in
+ * application.yaml, each overridable by an environment variable; see README.md).
+ *
+ * @param database {@code h2} (a file under the run directory) or {@code postgresql}
+ * @param validateRequests validate every create, update and transaction against R4 core
+ * @param subscriptionPollMillis how often HAPI re-submits resource changes whose matching failed
+ */
+@ConfigurationProperties(prefix = "radmesh.fhir")
+public record RadmeshFhirProperties(String database, boolean validateRequests, long subscriptionPollMillis) {}

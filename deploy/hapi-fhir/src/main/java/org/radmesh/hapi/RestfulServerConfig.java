@@ -1,0 +1,72 @@
+package org.radmesh.hapi;
+
+import ca.uhn.fhir.context.support.IValidationSupport;
+import ca.uhn.fhir.interceptor.api.IInterceptorBroadcaster;
+import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
+import ca.uhn.fhir.jpa.api.dao.DaoRegistry;
+import ca.uhn.fhir.jpa.api.dao.IFhirSystemDao;
+import ca.uhn.fhir.jpa.delete.ThreadSafeResourceDeleterSvc;
+import ca.uhn.fhir.jpa.interceptor.CascadingDeleteInterceptor;
+import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
+import ca.uhn.fhir.jpa.provider.JpaSystemProvider;
+import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
+import ca.uhn.fhir.rest.server.RestfulServer;
+import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
+import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
+import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
+import ca.uhn.fhir.validation.IInstanceValidatorModule;
+import ca.uhn.fhir.validation.ResultSeverityEnum;
+import org.springframework.beans.factory.annotation.Qualifier;
+import org.springframework.boot.web.servlet.ServletRegistrationBean;
+import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
+
+/** The REST layer: HAPI's RestfulServer at /fhir/* with the JPA providers and interceptors. */
+@Configuration
+public class RestfulServerConfig {
+
+	@Bean
+	public RestfulServer restfulServer(
+			IFhirSystemDao<?, ?> systemDao,
+			@Qualifier("mySystemProviderR4") JpaSystemProvider<?, ?> systemProvider,
+			ResourceProviderFactory resourceProviderFactory,
+			DatabaseBackedPagingProvider pagingProvider,
+			JpaStorageSettings storageSettings,
+			ISearchParamRegistry searchParamRegistry,
+			IValidationSupport validationSupport,
+			@Qualifier("myInstanceValidator") IInstanceValidatorModule instanceValidator,
+			DaoRegistry daoRegistry,
+			IInterceptorBroadcaster interceptorBroadcaster,
+			ThreadSafeResourceDeleterSvc resourceDeleter,
+			RadmeshFhirProperties properties) {
+		RestfulServer server = new RestfulServer(systemDao.getContext());
+		server.setServerName("HAPI FHIR Server (radmesh development)");
+		server.registerProviders(resourceProviderFactory.createProviders());
+		server.registerProvider(systemProvider);
+		server.setPagingProvider(pagingProvider);
+		server.setServerConformanceProvider(new JpaCapabilityStatementProvider(
+				server, systemDao, storageSettings, searchParamRegistry, validationSupport));
+		server.setDefaultResponseEncoding(ca.uhn.fhir.rest.api.EncodingEnum.JSON);
+		// DELETE ...?_cascade=delete removes a resource with everything that refers to it
+		server.registerInterceptor(new CascadingDeleteInterceptor(
+				systemDao.getContext(), daoRegistry, interceptorBroadcaster, resourceDeleter));
+		if (properties.validateRequests()) {
+			RequestValidatingInterceptor validating = new RequestValidatingInterceptor();
+			validating.addValidatorModule(instanceValidator);
+			validating.setFailOnSeverity(ResultSeverityEnum.ERROR);
+			validating.setAddResponseHeaderOnSeverity(null);
+			validating.setResponseHeaderValueNoIssues(null);
+			server.registerInterceptor(validating);
+		}
+		return server;
+	}
+
+	@Bean
+	public ServletRegistrationBean<RestfulServer> fhirServlet(RestfulServer restfulServer) {
+		ServletRegistrationBean<RestfulServer> registration =
+				new ServletRegistrationBean<>(restfulServer, "/fhir/*");
+		registration.setName("fhir");
+		registration.setLoadOnStartup(1);
+		return registration;
+	}
+}
