@@ -8,6 +8,7 @@ import asyncio
 import json
 import random
 import uuid
+import warnings
 from typing import Any
 
 import aio_pika
@@ -462,3 +463,84 @@ async def test_message_failing_validation_lands_in_the_dead_letter_queue_with_it
         await channel.close()
     finally:
         await connection.close()
+
+
+RADMESH_WRITES = (
+    "Device",
+    "Observation",
+    "DiagnosticReport",
+    "Provenance",
+    "Communication",
+    "CommunicationRequest",
+    "ServiceRequest",
+    "Task",
+)
+
+
+def _written_by_radmesh(resource: dict[str, Any]) -> bool:
+    """radmesh marks everything it writes with its business identifier (Provenance: a tag);
+    the sample hospital's own records (`urn:radmesh:samples:…`: the order, the patient) are not
+    radmesh's writes."""
+    marks = [*resource.get("identifier", []), *resource.get("meta", {}).get("tag", [])]
+    systems = [str(mark.get("system", "")) for mark in marks]
+    return any(
+        system.startswith("urn:radmesh:") and not system.startswith("urn:radmesh:samples:")
+        for system in systems
+    )
+
+
+async def _radmesh_resources(mesh: Mesh, posted: ResultsPosted) -> dict[str, dict[str, Any]]:
+    """Every resource radmesh wrote for one study: the patient's results, alerts, consult and
+    Task, the model's Device and every Provenance of the report (the AI's and a verdict's)."""
+    found: dict[str, dict[str, Any]] = {}
+    patient = posted.study.patient or ""
+    searches = [(kind, {"subject": patient}) for kind in RADMESH_WRITES[1:3] + RADMESH_WRITES[4:]]
+    searches.append(("Provenance", {"target": posted.diagnostic_report}))
+    for kind, params in searches:
+        for resource in await mesh.direct_fhir.resources(kind).search(**params).fetch_all():
+            if _written_by_radmesh(dict(resource)):
+                found[f"{kind}/{resource['id']}"] = dict(resource)
+    found[posted.device] = dict(await mesh.direct_fhir.read_resource(posted.device))
+    return found
+
+
+async def test_every_resource_radmesh_wrote_passes_hapi_validate(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+) -> None:
+    """Each resource radmesh wrote for the demo's three studies (after the accept and reject
+    above: final and cancelled results and the verifiers' Provenance included) passes HAPI's
+    $validate against R4 core with zero errors; the OperationOutcome's errors are the failure
+    message, and its warnings are listed as test warnings."""
+    loaded, progress = demo_run
+    written: dict[str, dict[str, Any]] = {}
+    for result in loaded:
+        for posted in progress[result.study_instance_uid].of_type("results.posted"):
+            written.update(await _radmesh_resources(mesh, posted))
+    kinds = {reference.split("/")[0] for reference in written}
+    assert kinds == set(RADMESH_WRITES), (
+        f"not found among radmesh's writes: {set(RADMESH_WRITES) - kinds}"
+    )
+    errors: list[str] = []
+    warnings_seen: dict[str, int] = {}
+    base = str(mesh.direct_fhir.url).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        for reference, resource in sorted(written.items()):
+            response = await http.post(
+                f"{base}/{resource['resourceType']}/$validate",
+                json=resource,
+                headers={"Content-Type": "application/fhir+json"},
+            )
+            outcome = await response.json(content_type=None)
+            assert outcome.get("resourceType") == "OperationOutcome", (reference, outcome)
+            for issue in outcome.get("issue", []):
+                text = f"{issue.get('diagnostics')} (at {', '.join(issue.get('expression', []))})"
+                if issue.get("severity") in ("error", "fatal"):
+                    errors.append(f"{reference}: {text}")
+                elif issue.get("severity") == "warning":
+                    key = f"{resource['resourceType']}: {text}"
+                    warnings_seen[key] = warnings_seen.get(key, 0) + 1
+    for text, count in sorted(warnings_seen.items()):
+        warnings.warn(f"$validate warning ×{count}: {text}", stacklevel=1)
+    assert not errors, (
+        f"{len(errors)} $validate error(s) in {len(written)} resources:\n" + "\n".join(errors)
+    )

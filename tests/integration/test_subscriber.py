@@ -192,6 +192,50 @@ async def test_fhir_server_subscription_fires_the_hook_on_a_new_study(
     assert [m.id for m in detected.models] == ["lung-nodule-reference"]
 
 
+@pytest.mark.parametrize("payload", ["application/fhir+json", None], ids=["payload", "empty-post"])
+async def test_hapi_subscription_in_either_delivery_style_starts_a_run(
+    infra: Infrastructure, payload: str | None
+) -> None:
+    """A rest-hook Subscription created on HAPI, with channel.payload (HAPI PUTs
+    {endpoint}/ImagingStudy/{id} with the resource) or without (HAPI POSTs an empty body and the
+    subscriber looks up what changed), reaches the subscriber when an available head CT is
+    stored, and the subscriber publishes study.detected for the ICH model: the run starts."""
+    async with running_subscriber(infra, ensure_subscription=False) as subscriber:
+        channel: dict[str, object] = {
+            "type": "rest-hook",
+            "endpoint": f"{subscriber.url}/fhir",
+            "header": [f"Authorization: Bearer {HOOK_SECRET}"],
+        }
+        if payload is not None:
+            channel["payload"] = payload
+        fhir = FhirClient(subscriber.settings.fhir)
+        try:
+            created = await fhir.create_resource(
+                {
+                    "resourceType": "Subscription",
+                    "status": "requested",
+                    "reason": "radmesh test: both rest-hook delivery styles",
+                    "criteria": "ImagingStudy?status=available",
+                    "channel": channel,
+                }
+            )
+            reference = f"Subscription/{created['id']}"
+            deadline = asyncio.get_running_loop().time() + 30
+            while (await fhir.read_resource(reference))["status"] != "active":
+                assert asyncio.get_running_loop().time() < deadline, "HAPI never activated it"
+                await asyncio.sleep(0.2)
+        finally:
+            await fhir.close()
+        loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
+        detected = await subscriber.next_detected(
+            wait_seconds=20, study_instance_uid=loaded.study_instance_uid
+        )
+    assert detected is not None, f"HAPI's {payload or 'empty'} rest-hook started no run"
+    assert detected.source == "fhir-rest-hook"
+    assert detected.study.imaging_study == loaded.imaging_study_id
+    assert [m.id for m in detected.models] == ["ich-reference"]
+
+
 async def test_unauthenticated_hooks_get_401_and_malformed_bodies_get_400(
     subscriber: RunningSubscriber,
 ) -> None:
@@ -295,7 +339,9 @@ async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadat
         async with aiohttp.ClientSession() as http:
             response = await subscriber.post_pacs_event(http, event)
             assert response.status == 200, await response.text()
-        detected = await subscriber.next_detected(study_instance_uid=uid, source="pacs-stable-study")
+        detected = await subscriber.next_detected(
+            study_instance_uid=uid, source="pacs-stable-study"
+        )
         assert detected is not None and detected.study.imaging_study is not None
         assert detected.study.imaging_study != loaded.imaging_study_id
         assert [m.id for m in detected.models] == ["ich-reference"]
