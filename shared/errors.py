@@ -3,7 +3,10 @@
     RadmeshError
     ├── TransientError            retry with exponential backoff through the delay queues;
     │   │                         after the last retry the message is dead-lettered
-    │   └── RemoteUnavailable     a server answered 5xx/429, timed out or refused the connection
+    │   ├── RemoteUnavailable     a server answered 5xx/429, timed out or refused the connection
+    │   └── RemoteConflict        a server answered 409: a concurrent write won (e.g. two runs
+    │                             conditionally creating one Device); the retry re-reads and
+    │                             finds what the other wrote
     └── PermanentError            dead-letter at once with the reason: retrying cannot fix it
         ├── InvalidMessage        the body is not JSON or does not validate against its event model
         ├── RemoteRejected        a server answered a 4xx that retrying cannot fix (keeps its payload,
@@ -23,6 +26,7 @@ __all__ = [
     "InvalidMessage",
     "PermanentError",
     "RadmeshError",
+    "RemoteConflict",
     "RemoteRejected",
     "RemoteUnavailable",
     "TransientError",
@@ -69,12 +73,21 @@ class RemoteUnavailable(_RemoteError, TransientError):
     """The remote server is down, overloaded (5xx, 429) or too slow: retry later."""
 
 
+class RemoteConflict(_RemoteError, TransientError):
+    """409 Conflict: another request changed or created the same resource at the same moment
+    (HAPI refuses the second of two concurrent conditional creates on one identifier with
+    HAPI-2745 instead of creating a duplicate). Retrying sees the winner's write."""
+
+
 class RemoteRejected(_RemoteError, PermanentError):
     """The remote server refused the request (4xx): the payload says why (e.g. OperationOutcome)."""
 
 
 def remote_error_for(status: int, message: str, *, url: str, payload: Any = None) -> RadmeshError:
-    """The error a remote HTTP answer maps to: 5xx, 408 and 429 are transient, other 4xx permanent."""
+    """The error a remote HTTP answer maps to: 5xx, 408 and 429 are transient, 409 is a transient
+    conflict, other 4xx permanent."""
     if status >= 500 or status in (408, 425, 429):
         return RemoteUnavailable(message, url=url, status=status, payload=payload)
+    if status == 409:
+        return RemoteConflict(message, url=url, status=status, payload=payload)
     return RemoteRejected(message, url=url, status=status, payload=payload)

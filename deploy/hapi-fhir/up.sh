@@ -27,7 +27,7 @@ done
 # Build only when the sources changed since the jar was made (hash of pom.xml and src/).
 sources_hash="$(cd "$HERE" && find pom.xml src -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
 if [[ ! -f "$JAR" || "$(cat "$DIR/sources.sha256" 2>/dev/null)" != "$sources_hash" ]]; then
-  log "$NAME: building with Maven (first time ~2-4 min to fetch HAPI's dependencies into ~/.m2)"
+  log "$NAME: building with Maven (~20 s; ~2 min more when ~/.m2 lacks HAPI's dependencies)"
   build_started="$(now_ms)"
   rm -f "$DIR/sources.sha256"
   if ! (cd "$HERE" && mvn -B -q -DskipTests \

@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler, Middleware
 from services.verification.review import ReviewDesk, TaskConflict, TaskNotFound
 from services.verification.tasks import verification_task_entry
 from services.verification.verdicts import InvalidVerdict, parse_verdict
-from shared.errors import RemoteRejected, RemoteUnavailable
+from shared.errors import RemoteConflict, RemoteRejected, RemoteUnavailable
 from shared.fhir import FhirClient, reference_of, transaction_bundle
 from shared.messages import Event, ResultsPosted
 from shared.operation_outcome import outcome_response
@@ -92,7 +92,7 @@ class ReviewApi:
     async def list_tasks(self, _request: web.Request) -> web.StreamResponse:
         try:
             return web.json_response(await self.desk.open_tasks())
-        except (RemoteUnavailable, RemoteRejected) as error:
+        except (RemoteUnavailable, RemoteConflict, RemoteRejected) as error:
             return _remote_error_response(error)
 
     async def accept(self, request: web.Request) -> web.StreamResponse:
@@ -116,14 +116,16 @@ class ReviewApi:
             return outcome_response(404, "not-found", str(error))
         except TaskConflict as error:
             return outcome_response(409, "conflict", str(error))
-        except (RemoteUnavailable, RemoteRejected) as error:
+        except (RemoteUnavailable, RemoteConflict, RemoteRejected) as error:
             return _remote_error_response(error)
 
 
-def _remote_error_response(error: RemoteUnavailable | RemoteRejected) -> web.StreamResponse:
+def _remote_error_response(
+    error: RemoteUnavailable | RemoteConflict | RemoteRejected,
+) -> web.StreamResponse:
     """The FHIR server failed us: 503 (retry later) or 502 (it refused); nothing was changed."""
     log.warning("fhir_request_failed", error=str(error), status=error.status)
-    if isinstance(error, RemoteUnavailable):
+    if isinstance(error, RemoteUnavailable | RemoteConflict):
         return outcome_response(
             503,
             "transient",

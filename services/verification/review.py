@@ -28,7 +28,7 @@ from services.verification.verdicts import (
     Verdict,
     verdict_bundle,
 )
-from shared.errors import RemoteRejected
+from shared.errors import RemoteConflict, RemoteRejected
 from shared.fhir import FhirClient, reference_of
 from shared.messages import Event, FindingRejected, FindingVerified
 
@@ -121,7 +121,7 @@ class ReviewDesk:
         bundle = verdict_bundle(record, verdict, datetime.now(UTC), self.fhir_base_url)
         try:
             response = await self.fhir.transaction(bundle)
-        except RemoteRejected as error:
+        except (RemoteConflict, RemoteRejected) as error:
             if error.status in (409, 412):
                 raise TaskConflict(
                     f"Task/{task_id}, its report or an Observation changed while the verdict "

@@ -155,9 +155,7 @@ def verdict_bundle(
     if verdict.accepted and verifier not in report.get("resultsInterpreter", []):
         report["resultsInterpreter"] = [*report.get("resultsInterpreter", []), verifier]
     entries.append(_update(report, base_url))
-    entries.append(
-        _update(_completed_task(record.task, verdict, when, provenance_url), base_url)
-    )
+    entries.append(_update(_completed_task(record.task, verdict, when, provenance_url), base_url))
     provenance: dict[str, Any] = {
         "resourceType": "Provenance",
         "target": [_reference_to(record.report), *map(_reference_to, record.observations)],

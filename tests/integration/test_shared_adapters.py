@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pydantic import SecretStr
 from samples.dicom_series import describe_study, iter_encoded
 from samples.phantoms import head_ct
 from shared.dicomweb import DicomWebClient
-from shared.errors import RemoteRejected, RemoteUnavailable
+from shared.errors import RemoteConflict, RemoteRejected, RemoteUnavailable
 from shared.fhir import FhirClient, conditional_create_entry, reference_of, transaction_bundle
 from shared.settings import DicomWebSettings, FhirSettings
 from shared.storage import BlobStore
@@ -107,6 +108,52 @@ async def test_conditional_transaction_creates_once(infra: Infrastructure) -> No
         await client.close()
     assert reference_of(first["entry"][0]) == reference_of(second["entry"][0])
     assert len(found) == 1
+
+
+async def test_concurrent_conditional_creates_make_one_resource_and_the_loser_retries(
+    infra: Infrastructure,
+) -> None:
+    """Several transactions conditionally creating one Device at the same moment (two studies
+    of one model mapped at once): HAPI creates it once and refuses the others with 409, which
+    radmesh treats as a conflict to retry; the retries find the Device the winner made."""
+    value = f"race-test-{uuid.uuid4().hex}"
+    device = {
+        "resourceType": "Device",
+        "identifier": [{"system": "urn:radmesh:device", "value": value}],
+        "deviceName": [{"name": "ich-reference", "type": "model-name"}],
+    }
+    clients = [FhirClient(FhirSettings(base_url=infra.fhir_base_url)) for _ in range(4)]
+
+    async def create(client: FhirClient) -> str:
+        bundle = transaction_bundle(
+            [
+                conditional_create_entry(
+                    device, f"urn:uuid:{uuid.uuid4()}", "urn:radmesh:device", value
+                )
+            ]
+        )
+        for _ in range(5):
+            try:
+                return reference_of((await client.transaction(bundle))["entry"][0])
+            except RemoteConflict as conflict:
+                assert conflict.status == 409
+                conflicts.append(str(conflict))
+        raise AssertionError(f"still conflicting after 5 tries: {conflicts[-1]}")
+
+    conflicts: list[str] = []
+    try:
+        references = await asyncio.gather(*(create(client) for client in clients))
+        found = (
+            await clients[0]
+            .resources("Device")
+            .search(identifier=f"urn:radmesh:device|{value}")
+            .fetch_all()
+        )
+    finally:
+        for client in clients:
+            await client.close()
+    assert len(found) == 1
+    assert set(references) == {f"Device/{found[0]['id']}"}
 
 
 async def test_fhir_errors_keep_the_operation_outcome_and_are_classified(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import aiohttp
 
 from shared.bus import classify_error
-from shared.errors import InvalidMessage, RemoteRejected, RemoteUnavailable, remote_error_for
+from shared.errors import (
+    InvalidMessage,
+    RemoteConflict,
+    RemoteRejected,
+    RemoteUnavailable,
+    remote_error_for,
+)
 
 
 def test_server_errors_and_throttling_are_transient() -> None:
@@ -14,6 +20,16 @@ def test_server_errors_and_throttling_are_transient() -> None:
         error = remote_error_for(status, "FHIR write failed", url="http://127.0.0.1/fhir")
         assert isinstance(error, RemoteUnavailable)
         assert classify_error(error) == "transient"
+
+
+def test_a_conflict_is_retried_and_keeps_the_payload() -> None:
+    """409 (a concurrent write won, e.g. HAPI refusing the second of two conditional creates of
+    one Device) is retried: the retry finds the winner's resource."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}
+    error = remote_error_for(409, "FHIR transaction", url="http://127.0.0.1/fhir", payload=outcome)
+    assert isinstance(error, RemoteConflict)
+    assert error.payload == outcome and error.status == 409
+    assert classify_error(error) == "transient"
 
 
 def test_client_errors_are_permanent_and_keep_the_payload() -> None:
