@@ -8,8 +8,11 @@ Topology (declared by every service for its own queue, idempotently):
                                       keeps crashing its consumers
     exchange  radmesh.dead-letter     direct, durable
     queue     radmesh.<service>.dead-letter     what the service gave up on, with the reason
-    queues    radmesh.<service>.retry.<ms>ms    one delay queue per backoff step: TTL, then the
-                                      default exchange routes the message back to radmesh.<service>
+    queues    radmesh.<service>.delay.<ms>ms    one delay queue per backoff step, quorum: TTL, then
+                                      the default exchange routes the message back to
+                                      radmesh.<service>, dead-lettered at-least-once (a broker
+                                      restart while a message waits loses nothing; classic
+                                      queues dead-letter at-most-once and did lose messages)
 
 A handler takes the validated event and returns the events it causes; they are published (with
 publisher confirms) before the incoming message is acknowledged, so at-least-once holds end to
@@ -72,7 +75,9 @@ class ServiceQueues:
         return f"radmesh.{self.service}.dead-letter"
 
     def retry_queue(self, delay_seconds: float) -> str:
-        return f"radmesh.{self.service}.retry.{round(delay_seconds * 1000)}ms"
+        # `.delay.`, not the earlier `.retry.`: those were classic queues, and RabbitMQ refuses to
+        # redeclare a queue with other arguments; what is left in an old one still drains back.
+        return f"radmesh.{self.service}.delay.{round(delay_seconds * 1000)}ms"
 
 
 def classify_error(error: BaseException) -> str:
@@ -144,11 +149,17 @@ class Bus:
             await self.broker.declare_queue(
                 RabbitQueue(
                     self.queues.retry_queue(delay),
+                    queue_type=QueueType.QUORUM,
                     durable=True,
                     arguments={
                         "x-message-ttl": round(delay * 1000),
                         "x-dead-letter-exchange": "",
                         "x-dead-letter-routing-key": self.queues.queue,
+                        # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ
+                        # 3.10+): the message leaves the delay queue only once its own queue
+                        # has confirmed it
+                        "x-dead-letter-strategy": "at-least-once",
+                        "x-overflow": "reject-publish",
                     },
                 )
             )

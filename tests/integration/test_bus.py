@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -20,6 +24,7 @@ from tests.conftest import Infrastructure
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 RETRY_DELAYS = (0.1, 0.2)
 
 
@@ -284,3 +289,89 @@ async def test_dead_letter_is_listed_with_its_reason_and_replayed_to_its_service
         await asyncio.sleep(0.05)
     assert [event.message_id for event in under_test.received] == [sent.message_id] * 2
     assert await list_dead_letters(url, bus.service) == []
+
+
+def _restart_broker(down_seconds: float) -> None:
+    """Stop the RabbitMQ application (its Erlang node stays), keep it down, start it again."""
+    for action in ("stop_app", "start_app"):
+        done = subprocess.run(
+            ["rabbitmqctl", "-q", action], check=False, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"rabbitmqctl {action}: {done.stderr or done.stdout}"
+        if action == "stop_app":
+            time.sleep(down_seconds)
+    subprocess.run(["rabbitmqctl", "-q", "await_startup"], check=True, timeout=120)
+
+
+async def test_messages_waiting_for_their_retry_survive_a_broker_restart(
+    infra: Infrastructure,
+) -> None:
+    """Messages in their delay queue when RabbitMQ stops, whose delay runs out while it is down,
+    all come back to their service once it is up again: the delay queues are quorum queues
+    that dead-letter at-least-once (classic TTL queues dropped such messages at boot)."""
+    marker = Path(os.environ.get("RADMESH_RUN_DIR", ROOT / ".run")) / "rabbitmq/started-by-radmesh"
+    if not marker.exists():
+        pytest.skip(
+            "RabbitMQ here is not one radmesh started (no restart of someone else's broker)"
+        )
+    tag = uuid.uuid4().hex[:8]
+    delay = 1.0
+    settings = BrokerSettings(
+        url=infra.amqp_url,
+        exchange=f"radmesh.test-{tag}",
+        dead_letter_exchange=f"radmesh.test-{tag}.dead-letter",
+        retry_delays_seconds=(delay,),
+    )
+    service = f"test-{tag}"
+    sent = [_study_detected() for _ in range(20)]
+    failed: set[uuid.UUID] = set()
+
+    async def fail_once(event: StudyDetected) -> Sequence[Event]:
+        failed.add(event.message_id)
+        raise RemoteUnavailable(
+            "the FHIR server is down", url="http://127.0.0.1:9/fhir", status=503
+        )
+
+    first = Bus(settings, service=service)
+    first.consume(StudyDetected, fail_once)
+    await first.start()
+    await first.declare([StudyDetected.event_type])
+    handled: set[uuid.UUID] = set()
+    second: Bus | None = None
+    try:
+        for event in sent:
+            await first.publish(event)
+        for _ in range(200):
+            if len(failed) == len(sent):
+                break
+            await asyncio.sleep(0.05)
+        assert len(failed) == len(sent), "not every first delivery reached the handler"
+        await first.stop()  # stops consuming at once: the retries sit in the delay queue
+        await asyncio.to_thread(_restart_broker, 3 * delay)  # the delay runs out while down
+
+        async def succeed(event: StudyDetected) -> Sequence[Event]:
+            handled.add(event.message_id)
+            return []
+
+        second = Bus(settings, service=service)
+        second.consume(StudyDetected, succeed)
+        await second.start()
+        for _ in range(400):
+            if len(handled) == len(sent):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        if second is not None:
+            await second.stop()
+        connection = await aio_pika.connect_robust(infra.amqp_url)
+        channel = await connection.channel()
+        queues = first.queues
+        for name in (queues.queue, queues.dead_letter_queue, queues.retry_queue(delay)):
+            await channel.queue_delete(name)
+        for name in (settings.exchange, settings.dead_letter_exchange):
+            await channel.exchange_delete(name)
+        await connection.close()
+    lost = len(sent) - len(handled)
+    assert lost == 0, (
+        f"{lost} of {len(sent)} messages waiting for their retry were lost in the restart"
+    )
