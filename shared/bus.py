@@ -40,12 +40,20 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas import Channel, QueueType
 from opentelemetry import trace
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import InvalidMessage, PermanentError, TransientError
 from shared.messages import Event, EventT, parse_event
 from shared.settings import BrokerSettings
 from shared.telemetry import bind_message_context, extract_trace_context, inject_trace_context
 
-__all__ = ["ATTEMPT_HEADER", "REASON_HEADER", "Bus", "Handler", "ServiceQueues", "classify_error"]
+__all__ = [
+    "ATTEMPT_HEADER",
+    "REASON_HEADER",
+    "Bus",
+    "Handler",
+    "ServiceQueues",
+    "classify_error",
+    "header_count",
+]
 
 ATTEMPT_HEADER = "x-radmesh-attempt"
 REASON_HEADER = "x-radmesh-dead-letter-reason"
@@ -78,6 +86,23 @@ class ServiceQueues:
         # `.delay.`, not the earlier `.retry.`: those were classic queues, and RabbitMQ refuses to
         # redeclare a queue with other arguments; what is left in an old one still drains back.
         return f"radmesh.{self.service}.delay.{round(delay_seconds * 1000)}ms"
+
+
+_MAX_ATTEMPTS_HEADER = 10_000
+
+
+def header_count(value: Any) -> int | None:
+    """A count radmesh keeps in a header (attempts): a whole number 0–10,000, else None (a
+    header that was tampered with or corrupted)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str | bytes) and value.strip().isdigit():
+        number = int(value)
+    else:
+        return None
+    return number if 0 <= number <= _MAX_ATTEMPTS_HEADER else None
 
 
 def classify_error(error: BaseException) -> str:
@@ -214,7 +239,7 @@ class Bus:
         raw: aio_pika.abc.AbstractIncomingMessage,
     ) -> None:
         headers = dict(raw.headers or {})
-        attempt = int(str(headers.get(ATTEMPT_HEADER, 0)))
+        attempt = header_count(headers.get(ATTEMPT_HEADER, 0))
         bind_message_context(service=self.service, correlation_id=raw.correlation_id)
         with self._tracer.start_as_current_span(
             f"{self.service} consume {raw.routing_key}",
@@ -229,6 +254,11 @@ class Bus:
         ) as span:
             started = asyncio.get_running_loop().time()
             try:
+                if attempt is None:
+                    raise InvalidMessage(
+                        f"{ATTEMPT_HEADER} header is not a whole number from 0 to "
+                        f"{_MAX_ATTEMPTS_HEADER}: {str(headers.get(ATTEMPT_HEADER))[:40]!r}"
+                    )
                 event = parse_event(event_class, raw.body)
                 study = getattr(event, "study", None)
                 if study is not None:
@@ -240,7 +270,7 @@ class Bus:
                     await self.publish(next_event)
             except Exception as error:  # every outcome is routed below; nothing is dropped
                 span.record_exception(error)
-                await self._route_failure(raw, headers, attempt, error)
+                await self._route_failure(raw, headers, attempt or 0, error)
                 return
             log.info(
                 "message_handled",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.exceptions import ChannelClosed
 
-from shared.bus import ATTEMPT_HEADER, REASON_HEADER, ServiceQueues
+from shared.bus import ATTEMPT_HEADER, REASON_HEADER, ServiceQueues, header_count
 
 __all__ = ["SERVICES", "DeadLetter", "QueueStatus", "list_dead_letters", "queue_status", "replay"]
 
@@ -75,7 +75,7 @@ def _describe(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
         routing_key=str(headers.get("x-radmesh-routing-key", message.routing_key or "")),
         reason=str(reason),
         error_type=str(headers.get("x-radmesh-error-type", "")),
-        attempts=int(str(attempts)) if attempts is not None else None,
+        attempts=header_count(attempts) if attempts is not None else None,
         dead_lettered_at=str(headers.get("x-radmesh-dead-lettered-at") or "") or None,
     )
 

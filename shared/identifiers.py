@@ -7,9 +7,39 @@ existing resource instead of creating a second one. Values join their parts with
 
 from __future__ import annotations
 
-__all__ = ["DICOM_UID_SYSTEM", "business_identifier", "radmesh_system", "study_run_value"]
+import re
+
+__all__ = [
+    "DICOM_UID_MAX_LENGTH",
+    "DICOM_UID_PATTERN",
+    "DICOM_UID_SYSTEM",
+    "FHIR_ID_PATTERN",
+    "business_identifier",
+    "fhir_reference_pattern",
+    "is_dicom_uid",
+    "radmesh_system",
+    "study_run_value",
+]
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"  # ImagingStudy.identifier value: urn:oid:<StudyInstanceUID>
+
+# DICOM PS3.5 §9.1: numeric components separated by ".", no leading zeros, at most 64 characters.
+DICOM_UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
+DICOM_UID_MAX_LENGTH = 64
+# FHIR R4 id (datatypes: id): 1-64 characters of A-Z a-z 0-9 - .
+FHIR_ID_PATTERN = r"[A-Za-z0-9\-.]{1,64}"
+
+_DICOM_UID = re.compile(DICOM_UID_PATTERN)
+
+
+def is_dicom_uid(value: str) -> bool:
+    """Whether `value` is a well-formed DICOM UID (so it is safe in a QIDO/WADO path)."""
+    return len(value) <= DICOM_UID_MAX_LENGTH and bool(_DICOM_UID.match(value))
+
+
+def fhir_reference_pattern(*resource_types: str) -> str:
+    """A regular expression for a relative reference `Type/id` to one of `resource_types`."""
+    return rf"^({'|'.join(resource_types)})/{FHIR_ID_PATTERN}$"
 
 
 def radmesh_system(resource_type: str) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.errors import InvalidMessage
+from shared.identifiers import DICOM_UID_MAX_LENGTH, DICOM_UID_PATTERN, fhir_reference_pattern
 
 __all__ = [
     "EVENT_TYPES",
@@ -38,6 +39,40 @@ __all__ = [
 
 
 EventT = TypeVar("EventT", bound="Event")
+
+# Identifiers in messages are checked where they cross the process boundary: a UID goes into
+# QIDO/WADO paths and a reference into FHIR writes, so neither may be anything but what it says.
+DicomUid = Annotated[
+    str, StringConstraints(pattern=DICOM_UID_PATTERN, max_length=DICOM_UID_MAX_LENGTH)
+]
+ImagingStudyReference = Annotated[
+    str, StringConstraints(pattern=fhir_reference_pattern("ImagingStudy"))
+]
+PatientReference = Annotated[str, StringConstraints(pattern=fhir_reference_pattern("Patient"))]
+ServiceRequestReference = Annotated[
+    str, StringConstraints(pattern=fhir_reference_pattern("ServiceRequest"))
+]
+EncounterReference = Annotated[str, StringConstraints(pattern=fhir_reference_pattern("Encounter"))]
+ObservationReference = Annotated[
+    str, StringConstraints(pattern=fhir_reference_pattern("Observation"))
+]
+DiagnosticReportReference = Annotated[
+    str, StringConstraints(pattern=fhir_reference_pattern("DiagnosticReport"))
+]
+DeviceReference = Annotated[str, StringConstraints(pattern=fhir_reference_pattern("Device"))]
+ProvenanceReference = Annotated[
+    str, StringConstraints(pattern=fhir_reference_pattern("Provenance"))
+]
+CommunicationReference = Annotated[
+    str, StringConstraints(pattern=fhir_reference_pattern("Communication"))
+]
+CommunicationRequestReference = Annotated[
+    str, StringConstraints(pattern=fhir_reference_pattern("CommunicationRequest"))
+]
+TaskReference = Annotated[str, StringConstraints(pattern=fhir_reference_pattern("Task"))]
+VerifierReference = Annotated[
+    str, StringConstraints(pattern=fhir_reference_pattern("Practitioner", "PractitionerRole"))
+]
 
 
 class _Model(BaseModel):
@@ -75,11 +110,11 @@ class ModelRef(_Model):
 class StudyRef(_Model):
     """The study a run is about: its DICOM identity and its FHIR records (references, not copies)."""
 
-    study_instance_uid: str
-    imaging_study: str | None = None  # "ImagingStudy/<id>" on the FHIR server
-    patient: str | None = None  # "Patient/<id>"
-    service_request: str | None = None  # "ServiceRequest/<id>" the study is basedOn
-    encounter: str | None = None
+    study_instance_uid: DicomUid
+    imaging_study: ImagingStudyReference | None = None  # on the FHIR server
+    patient: PatientReference | None = None
+    service_request: ServiceRequestReference | None = None  # the order the study is basedOn
+    encounter: EncounterReference | None = None
     dicomweb_base_url: str | None = None  # from the ImagingStudy's dicom-wado-rs Endpoint
 
 
@@ -96,8 +131,8 @@ class StudyDetected(Event):
 class BlobInstance(_Model):
     """One stored DICOM instance in the blob store (claim check: pixels never ride the broker)."""
 
-    sop_instance_uid: str
-    sop_class_uid: str
+    sop_instance_uid: DicomUid
+    sop_class_uid: DicomUid
     instance_number: int | None = None
     blob_key: str
     size_bytes: int
@@ -106,7 +141,7 @@ class BlobInstance(_Model):
 class SeriesManifest(_Model):
     """One fetched series and where its instances are in the blob store."""
 
-    series_instance_uid: str
+    series_instance_uid: DicomUid
     modality: str
     body_part_examined: str | None = None
     series_description: str | None = None
@@ -134,8 +169,8 @@ class Finding(_Model):
     value: float | None = None
     unit: str | None = None
     center_voxel: tuple[float, float, float] | None = None
-    series_instance_uid: str | None = None
-    sop_instance_uids: tuple[str, ...] = ()
+    series_instance_uid: DicomUid | None = None
+    sop_instance_uids: tuple[DicomUid, ...] = ()
 
 
 class InferenceCompleted(Event):
@@ -154,7 +189,7 @@ class PostedFinding(_Model):
 
     finding_key: str
     index: int
-    observation: str  # "Observation/<id>"
+    observation: ObservationReference
     present: bool
     probability: float | None = None
     critical: bool = False
@@ -167,9 +202,9 @@ class ResultsPosted(Event):
     schema_version: Literal[1] = 1
     study: StudyRef
     model: ModelRef
-    diagnostic_report: str
-    device: str
-    provenance: str
+    diagnostic_report: DiagnosticReportReference
+    device: DeviceReference
+    provenance: ProvenanceReference
     findings: tuple[PostedFinding, ...]
     rollout_mode: Literal["shadow", "preliminary", "active"]
 
@@ -180,10 +215,10 @@ class AlertRaised(Event):
     event_type: ClassVar[str] = "alert.raised"
     schema_version: Literal[1] = 1
     study: StudyRef
-    diagnostic_report: str
-    communication: str
-    communication_request: str
-    consult_service_request: str | None = None
+    diagnostic_report: DiagnosticReportReference
+    communication: CommunicationReference
+    communication_request: CommunicationRequestReference
+    consult_service_request: ServiceRequestReference | None = None
 
 
 class FindingVerified(Event):
@@ -192,10 +227,10 @@ class FindingVerified(Event):
     event_type: ClassVar[str] = "finding.verified"
     schema_version: Literal[1] = 1
     study: StudyRef
-    task: str
-    diagnostic_report: str
-    verifier: str
-    provenance: str
+    task: TaskReference
+    diagnostic_report: DiagnosticReportReference
+    verifier: VerifierReference
+    provenance: ProvenanceReference
 
 
 class FindingRejected(Event):
@@ -204,9 +239,9 @@ class FindingRejected(Event):
     event_type: ClassVar[str] = "finding.rejected"
     schema_version: Literal[1] = 1
     study: StudyRef
-    task: str
-    diagnostic_report: str
-    verifier: str
+    task: TaskReference
+    diagnostic_report: DiagnosticReportReference
+    verifier: VerifierReference
     reason: str
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from shared.errors import InvalidMessage
-from shared.identifiers import DICOM_UID_SYSTEM
+from shared.identifiers import DICOM_UID_SYSTEM, is_dicom_uid
 from shared.messages import StudyRef
 from shared.registry import SeriesSummary
 
@@ -33,7 +35,13 @@ def study_instance_uid(imaging_study: dict[str, Any]) -> str:
     """The Study Instance UID from identifier `urn:dicom:uid` (value `urn:oid:<uid>`)."""
     for identifier in imaging_study.get("identifier", []):
         if identifier.get("system") == DICOM_UID_SYSTEM and identifier.get("value"):
-            return str(identifier["value"]).removeprefix("urn:oid:")
+            uid = str(identifier["value"]).removeprefix("urn:oid:")
+            if not is_dicom_uid(uid):
+                raise InvalidMessage(
+                    "ImagingStudy identifier urn:dicom:uid is not a DICOM UID (digits and dots, "
+                    f"no leading zeros, at most 64 characters): {uid[:80]!r}"
+                )
+            return uid
     raise InvalidMessage("ImagingStudy has no identifier with system urn:dicom:uid")
 
 
@@ -68,13 +76,22 @@ def study_ref(imaging_study: dict[str, Any], endpoints: dict[str, str]) -> Study
     """The study as events carry it; `endpoints` maps Endpoint references to their addresses."""
     based_on = [ref.get("reference") for ref in imaging_study.get("basedOn", [])]
     endpoint_refs = [ref.get("reference") for ref in imaging_study.get("endpoint", [])]
-    return StudyRef(
-        study_instance_uid=study_instance_uid(imaging_study),
-        imaging_study=f"ImagingStudy/{imaging_study['id']}",
-        patient=(imaging_study.get("subject") or {}).get("reference"),
-        service_request=next(
-            (ref for ref in based_on if ref and ref.startswith("ServiceRequest/")), None
-        ),
-        encounter=(imaging_study.get("encounter") or {}).get("reference"),
-        dicomweb_base_url=next((endpoints[ref] for ref in endpoint_refs if ref in endpoints), None),
-    )
+    try:
+        return StudyRef(
+            study_instance_uid=study_instance_uid(imaging_study),
+            imaging_study=f"ImagingStudy/{imaging_study['id']}",
+            patient=(imaging_study.get("subject") or {}).get("reference"),
+            service_request=next(
+                (ref for ref in based_on if ref and ref.startswith("ServiceRequest/")), None
+            ),
+            encounter=(imaging_study.get("encounter") or {}).get("reference"),
+            dicomweb_base_url=next(
+                (endpoints[ref] for ref in endpoint_refs if ref in endpoints), None
+            ),
+        )
+    except ValidationError as error:  # e.g. a subject that is not a relative Patient/<id>
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
+            for detail in error.errors()[:3]
+        )
+        raise InvalidMessage(f"ImagingStudy cannot be announced: {problems}") from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -179,6 +180,48 @@ async def test_invalid_message_is_dead_lettered_with_the_reason(
     headers = dead[0].headers or {}
     assert "study: Field required" in str(headers[REASON_HEADER])
     assert str(headers["x-radmesh-error-type"]).startswith("permanent:InvalidMessage")
+    assert under_test.received == []
+
+
+async def test_forged_attempt_header_and_bad_identifiers_are_dead_lettered_once(
+    bus_under_test: BusUnderTest,
+) -> None:
+    """A message whose x-radmesh-attempt header is not a number, and study.detected messages
+    whose study UID is `%00` or whose ImagingStudy reference is `../Patient`, never reach the
+    handler: each is dead-lettered at once (not redelivered until the delivery limit), with a
+    reason naming what is wrong."""
+    under_test = bus_under_test
+    bus = under_test.bus
+
+    async def handler(event: StudyDetected) -> Sequence[Event]:
+        under_test.received.append(event)
+        return []
+
+    await under_test.serve(handler)
+    good = _study_detected()
+    bad_uid = json.loads(good.to_json())
+    bad_uid["study"]["study_instance_uid"] = "%00"
+    bad_reference = json.loads(good.to_json())
+    bad_reference["study"]["imaging_study"] = "../Patient"
+    cases = [
+        (good.to_json(), {ATTEMPT_HEADER: "abc"}, ATTEMPT_HEADER),
+        (json.dumps(bad_uid).encode(), {}, "study.study_instance_uid"),
+        (json.dumps(bad_reference).encode(), {}, "study.imaging_study"),
+    ]
+    for body, headers, _ in cases:
+        await bus.broker.publish(
+            body,
+            exchange=bus.settings.exchange,
+            routing_key=StudyDetected.event_type,
+            headers=headers,
+            content_type="application/json",
+        )
+    dead = await under_test.messages_in(bus.queues.dead_letter_queue, expected=len(cases))
+    reasons = [str((message.headers or {})[REASON_HEADER]) for message in dead]
+    assert len(dead) == len(cases), reasons
+    for (_, _, named), reason in zip(cases, reasons, strict=True):
+        assert named in reason, reason
+    assert all((message.headers or {}).get("x-radmesh-attempts") == 1 for message in dead)
     assert under_test.received == []
 
 

@@ -276,7 +276,10 @@ def test_provenance_and_device_describe_who_did_what_when() -> None:
 
 def test_study_without_imaging_study_on_the_server_is_referenced_by_its_uid() -> None:
     """No ImagingStudy id: derivedFrom/imagingStudy/entity use the urn:dicom:uid identifier."""
-    event = _bleed(imaging_study="")
+    bleed = _bleed()
+    event = bleed.model_copy(
+        update={"study": bleed.study.model_copy(update={"imaging_study": None})}
+    )
     run = build_run(event, _model(event), RECORDED)
     validate_bundle(run.bundle)
     report = _resources(run.bundle, "DiagnosticReport")[0]

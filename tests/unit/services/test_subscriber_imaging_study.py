@@ -88,3 +88,21 @@ def test_pacs_study_becomes_an_imaging_study_with_real_instances() -> None:
     assert series["bodySite"]["code"] == "69536005"
     assert [i["uid"] for i in series["instance"]] == ["1.2.3.1.1", "1.2.3.1.2"]
     assert series_summaries(study)[0].body_part_examined == "HEAD"
+
+
+@pytest.mark.parametrize("uid", ["%00", "", "1.2.3#frag", "1.2.3; DROP TABLE", "01.2"])
+def test_an_imaging_study_whose_dicom_uid_is_malformed_is_refused(uid: str) -> None:
+    """A urn:dicom:uid identifier that is not a DICOM UID is an InvalidMessage (the hook gets a
+    400 saying so) before the UID reaches a QIDO-RS query."""
+    study = _imaging_study()
+    study["identifier"] = [{"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}]
+    with pytest.raises(InvalidMessage, match="urn:dicom:uid"):
+        study_instance_uid(study)
+
+
+def test_an_imaging_study_with_an_absolute_subject_is_refused_with_the_field() -> None:
+    """A subject that is not a relative Patient/<id> (another server's URL) cannot be carried
+    in study.detected: InvalidMessage naming the field, not a crash."""
+    study = {**_imaging_study(), "subject": {"reference": "http://elsewhere/fhir/Patient/1"}}
+    with pytest.raises(InvalidMessage, match="patient"):
+        study_ref(study, {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from shared.bus import classify_error
+from shared.bus import classify_error, header_count
 from shared.errors import (
     InvalidMessage,
     RemoteConflict,
@@ -58,3 +58,10 @@ def test_error_text_never_carries_the_query_string() -> None:
     assert "ACC-0042" not in str(error)
     assert "from http://127.0.0.1/fhir/ServiceRequest)" in str(error)
     assert isinstance(error, RemoteUnavailable) and error.url == url
+
+
+def test_attempt_header_counts_are_whole_numbers_or_none() -> None:
+    """The retry count header is read as a whole number (int or digits); anything else, a
+    negative or an absurd count is None, which the bus dead-letters instead of crashing on."""
+    assert [header_count(v) for v in (0, 3, "4", b"5")] == [0, 3, 4, 5]
+    assert [header_count(v) for v in ("abc", -1, 10**9, 1.5, None, True, "")] == [None] * 7

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shared.errors import InvalidMessage, PermanentError
@@ -78,3 +80,40 @@ def test_every_event_type_is_registered_under_its_routing_key() -> None:
         "finding.verified",
         "finding.rejected",
     }
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("study_instance_uid", "%00"),
+        ("study_instance_uid", ""),
+        ("study_instance_uid", "1.2.3#frag"),
+        ("study_instance_uid", "1.02.3"),
+        ("study_instance_uid", "1." + "2" * 70),
+        ("study_instance_uid", "1.2' OR '1'='1"),
+        ("imaging_study", "../Patient"),
+        ("imaging_study", "Patient/1"),
+        ("patient", "http://elsewhere/fhir/Patient/1"),
+        ("service_request", "ServiceRequest/"),
+    ],
+)
+def test_malformed_uids_and_references_are_invalid_messages(field: str, value: str) -> None:
+    """A study UID that is not a DICOM UID, or a reference that is not `Type/id` of the type the
+    field names, is refused where the message is read (dead letter with the field named)."""
+    message = json.loads(_detected().to_json())
+    message["study"][field] = value
+    with pytest.raises(InvalidMessage) as raised:
+        parse_event(StudyDetected, json.dumps(message).encode())
+    assert f"study.{field}" in str(raised.value)
+
+
+def test_well_formed_uids_and_references_pass() -> None:
+    """UIDs with a zero component and 64 characters, and HAPI's numeric or client ids, pass."""
+    uid = "1.2.0." + "3" * 58
+    ref = StudyRef(
+        study_instance_uid=uid,
+        imaging_study="ImagingStudy/3564",
+        patient="Patient/p-1.a",
+        service_request="ServiceRequest/sr-1",
+    )
+    assert ref.study_instance_uid == uid
