@@ -40,7 +40,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas import Channel, QueueType
 from opentelemetry import trace
 
-from shared.errors import InvalidMessage, PermanentError, TransientError
+from shared.errors import BrokerUnavailable, InvalidMessage, PermanentError, TransientError
 from shared.messages import Event, EventT, parse_event
 from shared.settings import BrokerSettings
 from shared.telemetry import bind_message_context, extract_trace_context, inject_trace_context
@@ -194,18 +194,33 @@ class Bus:
     async def publish(self, event: Event) -> None:
         """Publish an event (persistent, confirmed) with the current trace context in its headers."""
         headers = inject_trace_context({"x-radmesh-schema-version": event.schema_version})
-        await self.broker.publish(
-            event.to_json(),
-            exchange=self._exchange,
-            routing_key=event.event_type,
-            persist=True,
-            headers=headers,
-            content_type="application/json",
-            message_id=str(event.message_id),
-            correlation_id=str(event.correlation_id),
-            message_type=event.event_type,
-            timestamp=event.created_at,
-        )
+        try:
+            async with asyncio.timeout(self.settings.publish_timeout_seconds):
+                await self.broker.publish(
+                    event.to_json(),
+                    exchange=self._exchange,
+                    routing_key=event.event_type,
+                    persist=True,
+                    headers=headers,
+                    content_type="application/json",
+                    message_id=str(event.message_id),
+                    correlation_id=str(event.correlation_id),
+                    message_type=event.event_type,
+                    timestamp=event.created_at,
+                )
+        except (
+            aio_pika.exceptions.AMQPError,  # connection lost, channel closed, nack
+            aio_pika.exceptions.ChannelInvalidStateError,  # the channel is being re-opened
+            aio_pika.exceptions.AMQPException,
+            ConnectionError,
+            TimeoutError,
+        ) as error:
+            # The robust connection re-establishes itself (every few seconds); until then a
+            # publish fails, and the caller retries rather than treating it as a bug.
+            raise BrokerUnavailable(
+                f"{event.event_type} not published, the broker is unavailable: "
+                f"{type(error).__name__}: {str(error)[:200]}"
+            ) from error
 
     # -- consuming --------------------------------------------------------------------------
 

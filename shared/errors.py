@@ -4,6 +4,8 @@
     ├── TransientError            retry with exponential backoff through the delay queues;
     │   │                         after the last retry the message is dead-lettered
     │   ├── RemoteUnavailable     a server answered 5xx/429, timed out or refused the connection
+    │   ├── BrokerUnavailable     RabbitMQ did not take (confirm) a publish: connection or channel
+    │   │                         lost, or no confirm in time
     │   └── RemoteConflict        a server answered 409: a concurrent write won (e.g. two runs
     │                             conditionally creating one Device); the retry re-reads and
     │                             finds what the other wrote
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BrokerUnavailable",
     "ConfigurationError",
     "InvalidMessage",
     "PermanentError",
@@ -40,6 +43,11 @@ class RadmeshError(Exception):
 
 class TransientError(RadmeshError):
     """Retrying later may succeed: the message goes to a delay queue, then back to its queue."""
+
+
+class BrokerUnavailable(TransientError):
+    """An event could not be published (the broker is restarting, the connection is being
+    re-established): whoever asked for it should try again later (a hook answers 503)."""
 
 
 class PermanentError(RadmeshError):

@@ -38,6 +38,8 @@ class BrokerSettings(_Section):
     retry_delays_seconds: tuple[float, ...] = Field(default=(1.0, 5.0, 25.0, 120.0))
     delivery_limit: int = Field(default=10, ge=1)
     prefetch_count: int = Field(default=4, ge=1)
+    # A publish not confirmed in this time fails as BrokerUnavailable (retried by the caller).
+    publish_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class FhirSettings(_Section):

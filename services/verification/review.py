@@ -30,12 +30,13 @@ from services.verification.verdicts import (
 )
 from shared.errors import RemoteConflict, RemoteRejected
 from shared.fhir import FhirClient, reference_of
+from shared.identifiers import FHIR_ID_PATTERN
 from shared.messages import Event, FindingRejected, FindingVerified
 
 __all__ = ["ReviewDesk", "TaskConflict", "TaskNotFound"]
 
 log = structlog.get_logger(__name__)
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_FHIR_ID = re.compile(rf"^{FHIR_ID_PATTERN}$")
 _PRIORITY_ORDER = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
 
 

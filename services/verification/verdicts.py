@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared.identifiers import fhir_reference_pattern
+
 __all__ = [
     "MAX_REASON_LENGTH",
     "OUTPUT_SYSTEM",
@@ -28,7 +30,7 @@ __all__ = [
 
 OUTPUT_SYSTEM = "urn:radmesh:task-output"
 MAX_REASON_LENGTH = 2000
-_VERIFIER = re.compile(r"^Practitioner/[A-Za-z0-9\-.]{1,64}$")
+_VERIFIER = re.compile(fhir_reference_pattern("Practitioner"))
 _VERIFY_ACTIVITY = {
     "coding": [
         {

@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from shared.fhir import FhirClient
 from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
 from tests.conftest import Infrastructure
+from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
@@ -37,53 +38,6 @@ SERVICES = {
     "verification": 8095,
 }
 VERIFIER_TOKEN = "e2e-verifier-token"
-
-
-class FhirProxy:
-    """Forwards TCP to the FHIR server; `down()` refuses connections until `up()`."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(1 << 16):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass  # one side closed: the other side is closed below
-        finally:
-            writer.close()
-
-    async def _handle(
-        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            server_reader, server_writer = await asyncio.open_connection(
-                "127.0.0.1", self.target_port
-            )
-        except OSError:
-            client_writer.close()
-            return
-        self._writers.update((client_writer, server_writer))
-        await asyncio.gather(
-            self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer)
-        )
-
-    async def up(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def down(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in self._writers:  # cut the open keep-alive connections too
-                writer.close()
-            self._writers.clear()
-            self._server = None
 
 
 @dataclass
@@ -123,7 +77,7 @@ class SpanCollector:
 class Mesh:
     settings: RadmeshSettings  # as the services see it (FHIR through the proxy)
     direct_fhir: FhirClient  # the test's own view of the FHIR server
-    proxy: FhirProxy
+    proxy: TcpProxy
     spans: SpanCollector
     processes: dict[str, asyncio.subprocess.Process]
     logs: Path
@@ -201,7 +155,7 @@ async def mesh(
     tag = uuid.uuid4().hex[:8]
     work = tmp_path_factory.mktemp("mesh")
     fhir_port = int(infra.fhir_base_url.split(":")[2].split("/")[0])
-    proxy = FhirProxy(fhir_port)
+    proxy = TcpProxy(fhir_port)
     await proxy.up()
     spans = SpanCollector()
     receiver = web.Application()

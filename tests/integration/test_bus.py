@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -18,10 +19,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from shared.bus import ATTEMPT_HEADER, REASON_HEADER, Bus, Handler
 from shared.dead_letters import DeadLetter, list_dead_letters, replay
-from shared.errors import PermanentError, RemoteUnavailable
+from shared.errors import BrokerUnavailable, PermanentError, RemoteUnavailable, TransientError
 from shared.messages import Event, ModelRef, StudyDetected, StudyFetched, StudyRef
 from shared.settings import BrokerSettings
 from tests.conftest import Infrastructure
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +205,7 @@ async def test_forged_attempt_header_and_bad_identifiers_are_dead_lettered_once(
     bad_uid["study"]["study_instance_uid"] = "%00"
     bad_reference = json.loads(good.to_json())
     bad_reference["study"]["imaging_study"] = "../Patient"
-    cases = [
+    cases: list[tuple[bytes, dict[str, Any], str]] = [
         (good.to_json(), {ATTEMPT_HEADER: "abc"}, ATTEMPT_HEADER),
         (json.dumps(bad_uid).encode(), {}, "study.study_instance_uid"),
         (json.dumps(bad_reference).encode(), {}, "study.imaging_study"),
@@ -418,3 +420,48 @@ async def test_messages_waiting_for_their_retry_survive_a_broker_restart(
     assert lost == 0, (
         f"{lost} of {len(sent)} messages waiting for their retry were lost in the restart"
     )
+
+
+async def test_publish_while_the_broker_is_unreachable_is_a_transient_error(
+    infra: Infrastructure,
+) -> None:
+    """With the broker cut off (a TCP proxy between the bus and RabbitMQ taken down) a publish
+    raises BrokerUnavailable, a TransientError (a hook answers 503 and is retried, a consumer
+    retries its message), never a bug; once the broker is reachable again publishing works."""
+    proxy = TcpProxy(int(infra.amqp_url.rsplit(":", 1)[1].strip("/")))
+    await proxy.up()
+    tag = uuid.uuid4().hex[:8]
+    settings = BrokerSettings(
+        url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+        exchange=f"radmesh.test-{tag}",
+        publish_timeout_seconds=3,
+    )
+    bus = Bus(settings, service=f"test-{tag}")
+    await bus.start()
+    await bus.declare([])
+    errors: list[BaseException] = []
+    try:
+        await bus.publish(_study_detected())
+        await proxy.down()
+        for _ in range(2):  # the lost connection, then the closed channel
+            with pytest.raises(BrokerUnavailable) as raised:
+                await bus.publish(_study_detected())
+            errors.append(raised.value)
+        await proxy.up()
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # the robust connection comes back by itself
+            try:
+                await bus.publish(_study_detected())
+                break
+            except BrokerUnavailable:
+                assert asyncio.get_running_loop().time() < deadline, "never reconnected"
+                await asyncio.sleep(0.2)
+    finally:
+        await bus.stop()
+        await proxy.down()
+        connection = await aio_pika.connect_robust(infra.amqp_url)
+        channel = await connection.channel()
+        await channel.exchange_delete(settings.exchange)
+        await connection.close()
+    assert all(isinstance(error, TransientError) for error in errors)
+    assert "study.detected not published" in str(errors[0])
