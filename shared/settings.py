@@ -63,6 +63,11 @@ class StorageSettings(_Section):
     """The blob store for pixel data (claim check): a directory, a shared volume in Kubernetes."""
 
     blob_dir: Path = Path(".run/blobs")
+    # Pixels (full DICOM, patient data included) of a run are deleted this long after its last
+    # file was written; a message for a swept run fails with the reason (replay study.detected).
+    retention_minutes: float = Field(default=60.0, gt=0)
+    # How often the fetcher sweeps the store.
+    sweep_interval_seconds: float = Field(default=300.0, gt=0)
 
 
 class TelemetrySettings(_Section):

@@ -11,12 +11,26 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from shared.errors import InvalidMessage
+from shared.errors import InvalidMessage, PermanentError
 
-__all__ = ["BlobStore"]
+__all__ = ["BlobStore", "PixelsGone", "SweepResult"]
+
+
+class PixelsGone(PermanentError):
+    """A message names pixels that are no longer in the store (swept after the retention time,
+    or never written): replaying the study's study.detected fetches them again."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    runs_deleted: int
+    bytes_freed: int
+    runs_kept: int
 
 
 class BlobStore:
@@ -67,6 +81,36 @@ class BlobStore:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def existing_path(self, key: str) -> Path:
+        """The file of a key that must be there (PixelsGone when it is not)."""
+        path = self.path(key)
+        if not path.is_file():
+            raise PixelsGone(
+                f"blob {key} is not in the store (swept after the retention time, or never "
+                "written): replay the study's study.detected to fetch its pixels again"
+            )
+        return path
+
     def delete_prefix(self, prefix: str) -> None:
         """Remove every blob under a prefix (e.g. a study's pixels once its results are posted)."""
         shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+    def sweep(self, older_than_seconds: float, now: float | None = None) -> SweepResult:
+        """Delete each run's directory (`<run>/…`, one per study run) whose newest file is older
+        than `older_than_seconds`: pixel data, patient data included, does not outlive the
+        retention time. A run still being written (a recent file) is kept whole."""
+        cutoff = (time.time() if now is None else now) - older_than_seconds
+        deleted = freed = kept = 0
+        for run in self.root.iterdir():
+            if not run.is_dir() or run.name.startswith("."):
+                continue
+            files = [path for path in run.rglob("*") if path.is_file()]
+            newest = max((path.stat().st_mtime for path in files), default=run.stat().st_mtime)
+            if newest >= cutoff:
+                kept += 1
+                continue
+            size = sum(path.stat().st_size for path in files)
+            shutil.rmtree(run, ignore_errors=True)
+            deleted += 1
+            freed += size
+        return SweepResult(runs_deleted=deleted, bytes_freed=freed, runs_kept=kept)

@@ -1,8 +1,9 @@
-"""Wiring of the fetcher: bus, PACS client, blob store, registry."""
+"""Wiring of the fetcher: bus, PACS client, blob store and its retention sweep, registry."""
 
 from __future__ import annotations
 
 from services.fetcher.handlers import FetchStudy
+from services.fetcher.retention import RetentionSweep
 from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
@@ -19,6 +20,8 @@ def build_app(settings: RadmeshSettings, own: FetcherSettings) -> ServiceApp:
     registry = load_registry(settings.registry_path)
     bus = Bus(settings.broker, SERVICE)
     dicomweb = DicomWebClient(settings.dicomweb)
-    bus.consume(StudyDetected, FetchStudy(registry, dicomweb, BlobStore(settings.storage.blob_dir)))
+    store = BlobStore(settings.storage.blob_dir)
+    bus.consume(StudyDetected, FetchStudy(registry, dicomweb, store))
+    sweep = RetentionSweep(store, settings.storage)
 
-    return bus_service(SERVICE, bus, close=[dicomweb.close])
+    return bus_service(SERVICE, bus, on_start=[sweep.start], close=[sweep.stop, dicomweb.close])

@@ -30,7 +30,7 @@ def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
     slices: list[tuple[float, str, npt.NDArray[np.int16]]] = []
     pixel_spacing: Sequence[Any] | None = None
     for instance in series.instances:
-        dataset = pydicom.dcmread(store.path(instance.blob_key))
+        dataset = pydicom.dcmread(store.existing_path(instance.blob_key))
         if "PixelData" not in dataset:
             continue
         position = dataset.get("ImagePositionPatient")

@@ -4,6 +4,8 @@ findings. Also the OIP v2 client's binary and JSON paths against the real server
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from services.fetcher.handlers import FetchStudy
+from services.fetcher.retention import RetentionSweep
 from services.inference.handlers import RunModel
 from shared.errors import PermanentError, RemoteRejected
 from shared.inference_protocol import InferenceClient
@@ -24,7 +27,8 @@ from shared.messages import (
     StudyRef,
 )
 from shared.registry import load_registry
-from shared.storage import BlobStore
+from shared.settings import StorageSettings
+from shared.storage import BlobStore, PixelsGone
 from tests.conftest import Infrastructure
 from tests.integration.sample_studies import dicomweb_client, load_fresh_study
 
@@ -140,3 +144,37 @@ async def test_binary_and_json_tensors_give_the_same_outputs(infra: Infrastructu
         await plain.close()
     assert from_binary["shape"].tolist() == [4, 16, 16] == from_json["shape"].tolist()
     assert np.array_equal(from_binary["value"], from_json["value"])
+
+
+async def test_swept_pixels_are_deleted_and_a_late_message_says_to_replay(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """A fetched run whose files are older than the retention time is deleted whole by the
+    fetcher's sweep (pixel data with patient data does not stay); a study.fetched that arrives
+    for it afterwards is refused as permanent, saying to replay study.detected, not a crash."""
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", with_fhir=False)
+    detected = StudyDetected(
+        study=StudyRef(study_instance_uid=loaded.study_instance_uid),
+        models=(ModelRef(id="ich-reference", version="1"),),
+        source="manual",
+    )
+    store = BlobStore(tmp_path)
+    dicomweb = dicomweb_client(infra)
+    try:
+        (fetched,) = await FetchStudy(REGISTRY, dicomweb, store)(detected)
+    finally:
+        await dicomweb.close()
+    assert isinstance(fetched, StudyFetched)
+    run_dir = tmp_path / str(detected.correlation_id)
+    two_hours_ago = time.time() - 7200
+    for path in run_dir.rglob("*"):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    sweep = RetentionSweep(store, StorageSettings(blob_dir=tmp_path, retention_minutes=60))
+    assert await sweep.sweep_once() == 1
+    assert not run_dir.exists()
+    run_model = RunModel(REGISTRY, store)
+    try:
+        with pytest.raises(PixelsGone, match=r"replay the study's study\.detected"):
+            await run_model(fetched)
+    finally:
+        await run_model.close()

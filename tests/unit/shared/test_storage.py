@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from shared.errors import InvalidMessage
-from shared.storage import BlobStore
+from shared.errors import InvalidMessage, PermanentError
+from shared.storage import BlobStore, PixelsGone
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -44,3 +45,29 @@ def test_keys_outside_the_store_are_rejected(tmp_path: Path) -> None:
     for key in ("../etc/passwd", "/etc/passwd", ""):
         with pytest.raises(InvalidMessage):
             store.path(key)
+
+
+def test_sweep_deletes_runs_older_than_the_retention_and_keeps_the_rest(tmp_path: Path) -> None:
+    """Runs whose newest file is older than the retention time are deleted whole (bytes freed
+    counted); a run with one recent file is kept whole, even if its other files are old."""
+    store = BlobStore(tmp_path)
+    now = 1_000_000.0
+    old = store.path("run-old/1.2/1.2.3/1.2.3.4.dcm")
+    mixed_old = store.path("run-mixed/1.2/1.2.3/1.2.3.4.dcm")
+    mixed_new = store.path("run-mixed/1.2/1.2.3/1.2.3.5.dcm")
+    for path, age in ((old, 7200), (mixed_old, 7200), (mixed_new, 60)):
+        store.write_bytes(str(path.relative_to(store.root)), b"x" * 100)
+        os.utime(path, (now - age, now - age))
+    result = store.sweep(older_than_seconds=3600, now=now)
+    assert (result.runs_deleted, result.bytes_freed, result.runs_kept) == (1, 100, 1)
+    assert not (tmp_path / "run-old").exists()
+    assert mixed_old.exists() and mixed_new.exists()
+
+
+def test_a_swept_blob_is_a_permanent_error_saying_what_to_do(tmp_path: Path) -> None:
+    """Reading pixels that were swept (or never written) raises PixelsGone, a permanent error
+    that says to replay study.detected, not a FileNotFoundError crash."""
+    store = BlobStore(tmp_path)
+    with pytest.raises(PixelsGone, match=r"replay the study's study\.detected") as raised:
+        store.existing_path("run/1.2/1.2.3/1.2.3.4.dcm")
+    assert isinstance(raised.value, PermanentError)
