@@ -35,7 +35,9 @@ for service in "${services[@]}"; do
     log "$service: already running (PID $(cat "$dir/pid"))"
     continue
   fi
-  (cd "$RADMESH_ROOT" && exec "$python" -m shared.cli run "$service") >"$dir/log" 2>&1 &
+  # appended, never truncated: the log of an earlier run (a crash, a dead letter) stays readable
+  printf '\n=== %s: radmesh run %s ===\n' "$(date -u +%FT%TZ)" "$service" >>"$dir/log"
+  (cd "$RADMESH_ROOT" && exec "$python" -m shared.cli run "$service") >>"$dir/log" 2>&1 &
   echo $! >"$dir/pid"
   if ! wait_until 60 "$service" http_ok "http://127.0.0.1:$port/readyz"; then
     show_log_tail "$service" "$dir/log"

@@ -194,6 +194,14 @@ def service_main(
     except ValidationError as error:
         print(f"radmesh {name}: invalid settings, not starting:\n{error}", file=sys.stderr)
         raise SystemExit(2) from error
+    development = settings.development_secrets() + own.development_secrets()
+    if settings.environment != "development" and development:
+        print(
+            f"radmesh {name}: RADMESH_ENVIRONMENT={settings.environment} but these secrets are "
+            f"still the development defaults, not starting: {', '.join(development)}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     configure_logging(name, settings.telemetry)
     provider = configure_tracing(name, settings.telemetry)
     try:

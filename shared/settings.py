@@ -91,6 +91,21 @@ class RadmeshSettings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     registry_path: Path = Path("registry/models.yaml")
+    # Anything but `development` refuses to start with a secret still at its development
+    # default (`RADMESH_ENVIRONMENT=production`).
+    environment: Literal["development", "production"] = "development"
+
+    def development_secrets(self) -> list[str]:
+        """The shared settings whose secret is still the development default."""
+        default = DicomWebSettings().password
+        password = self.dicomweb.password
+        if (
+            default is not None
+            and password is not None
+            and password.get_secret_value() == default.get_secret_value()
+        ):
+            return ["RADMESH_DICOMWEB__PASSWORD"]
+        return []
 
 
 class ServiceSettings(BaseSettings):
@@ -101,3 +116,17 @@ class ServiceSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int
+
+    def development_secrets(self) -> list[str]:
+        """This service's secret settings still at their development defaults (by env name)."""
+        prefix = str(self.model_config.get("env_prefix", ""))
+        found = []
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if (
+                isinstance(value, SecretStr)
+                and isinstance(info.default, SecretStr)
+                and value.get_secret_value() == info.default.get_secret_value()
+            ):
+                found.append(f"{prefix}{name.upper()}")
+        return found

@@ -32,6 +32,24 @@ def test_service_refuses_to_start_with_an_invalid_registry(tmp_path: Path) -> No
     assert "models.0.rollout: Field required" in completed.stderr
 
 
+def test_production_refuses_the_development_secrets_and_names_them() -> None:
+    """`radmesh run verification` with RADMESH_ENVIRONMENT=production and the development API
+    token and PACS password exits 2 naming both settings, before it connects to anything."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "run", "verification"],
+        cwd=ROOT,
+        env={"RADMESH_ENVIRONMENT": "production", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "RADMESH_VERIFICATION_API_TOKEN" in completed.stderr
+    assert "RADMESH_DICOMWEB__PASSWORD" in completed.stderr
+    assert "radmesh-dev" not in completed.stderr  # names the settings, never the values
+
+
 def test_registry_check_lists_the_models_or_the_problems(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
