@@ -43,13 +43,17 @@ def _registry_check(settings: RadmeshSettings, path: Path | None) -> int:
 
 
 def _status(settings: RadmeshSettings) -> int:
-    statuses = asyncio.run(queue_status(settings.broker.url))
+    statuses = asyncio.run(
+        queue_status(settings.broker.url, retry_delays_seconds=settings.broker.retry_delays_seconds)
+    )
     print(f"{'queue':40} {'messages':>9} {'consumers':>9}")
     for status in statuses:
         messages = "-" if status.messages is None else str(status.messages)
         consumers = "-" if status.consumers is None else str(status.consumers)
         print(f"{status.queue:40} {messages:>9} {consumers:>9}")
     dead = sum(status.messages or 0 for status in statuses if status.queue.endswith("dead-letter"))
+    waiting = sum(status.messages or 0 for status in statuses if ".delay." in status.queue)
+    print(f"waiting for a retry: {waiting}")
     print(f"dead letters: {dead}" + ("  (radmesh dlq list SERVICE)" if dead else ""))
     return 0
 

@@ -49,14 +49,21 @@ async def _inspect(connection: aio_pika.abc.AbstractConnection, name: str) -> Qu
     return QueueStatus(name, result.message_count, result.consumer_count)
 
 
-async def queue_status(amqp_url: str, services: tuple[str, ...] = SERVICES) -> list[QueueStatus]:
-    """Depth and consumers of each service's queue and dead-letter queue."""
+async def queue_status(
+    amqp_url: str,
+    services: tuple[str, ...] = SERVICES,
+    retry_delays_seconds: tuple[float, ...] = (),
+) -> list[QueueStatus]:
+    """Depth and consumers of each service's queue, its delay queues (messages waiting for a
+    retry) and its dead-letter queue."""
     connection = await aio_pika.connect(amqp_url)
     try:
         statuses = []
         for service in services:
             queues = ServiceQueues(service)
             statuses.append(await _inspect(connection, queues.queue))
+            for delay in retry_delays_seconds:
+                statuses.append(await _inspect(connection, queues.retry_queue(delay)))
             statuses.append(await _inspect(connection, queues.dead_letter_queue))
         return statuses
     finally:

@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared.bus import ATTEMPT_HEADER, REASON_HEADER, Bus, Handler
-from shared.dead_letters import DeadLetter, list_dead_letters, replay
+from shared.dead_letters import DeadLetter, list_dead_letters, queue_status, replay
 from shared.errors import BrokerUnavailable, PermanentError, RemoteUnavailable, TransientError
 from shared.messages import Event, ModelRef, StudyDetected, StudyFetched, StudyRef
 from shared.settings import BrokerSettings
@@ -360,7 +360,7 @@ async def test_messages_waiting_for_their_retry_survive_a_broker_restart(
             "RabbitMQ here is not one radmesh started (no restart of someone else's broker)"
         )
     tag = uuid.uuid4().hex[:8]
-    delay = 1.0
+    delay = 2.0
     settings = BrokerSettings(
         url=infra.amqp_url,
         exchange=f"radmesh.test-{tag}",
@@ -392,7 +392,12 @@ async def test_messages_waiting_for_their_retry_survive_a_broker_restart(
             await asyncio.sleep(0.05)
         assert len(failed) == len(sent), "not every first delivery reached the handler"
         await first.stop()  # stops consuming at once: the retries sit in the delay queue
-        await asyncio.to_thread(_restart_broker, 3 * delay)  # the delay runs out while down
+        waiting = {
+            status.queue: status.messages
+            for status in await queue_status(infra.amqp_url, (service,), (delay,))
+        }
+        assert waiting[first.queues.retry_queue(delay)] == len(sent)  # as `radmesh status` shows
+        await asyncio.to_thread(_restart_broker, 2.5 * delay)  # the delay runs out while down
 
         async def succeed(event: StudyDetected) -> Sequence[Event]:
             handled.add(event.message_id)
