@@ -32,7 +32,7 @@ from shared.errors import InvalidMessage, PermanentError, TransientError
 from shared.fhir import FhirClient
 from shared.identifiers import business_identifier, is_dicom_uid, study_run_value
 from shared.messages import ModelRef, StudyDetected
-from shared.operation_outcome import outcome_response
+from shared.operation_outcome import media_type_refusal, outcome_response
 from shared.registry import ModelEntry, Registry
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,7 @@ class StudyAnnouncer:
                 raise InvalidMessage("resource id does not match the URL")
             return await self.announce(resource, "fhir-rest-hook")
 
-        return await self._answer(request, announce_one)
+        return await self._answer(request, announce_one, body)
 
     async def rest_hook_without_payload(self, request: web.Request) -> web.Response:
         """`POST {endpoint}`: empty (no payload: look up what changed), or an R4B/R5
@@ -98,7 +98,7 @@ class StudyAnnouncer:
                 published += await self.announce(study, "fhir-rest-hook")
             return published
 
-        return await self._answer(request, announce_all)
+        return await self._answer(request, announce_all, body)
 
     async def pacs_stable_study(self, request: web.Request) -> web.Response:
         """The PACS's signed stable-study webhook."""
@@ -111,12 +111,24 @@ class StudyAnnouncer:
             log.warning("hook_refused", status=401, path=request.path, reason="wrong signature")
             return outcome_response(401, "login", f"missing or wrong {SIGNATURE_HEADER}")
         return await self._answer(
-            request, lambda: self.announce_pacs_study(parse_stable_study_event(body))
+            request, lambda: self.announce_pacs_study(parse_stable_study_event(body)), body
         )
 
     async def _answer(
-        self, request: web.Request, action: Callable[[], Awaitable[int]]
+        self, request: web.Request, action: Callable[[], Awaitable[int]], body: bytes = b""
     ) -> web.Response:
+        """Run the action on an authenticated request: a body not labelled as JSON is 415 and
+        one that does not parse or validate 400 (nothing published); the FHIR server or PACS
+        unavailable 503."""
+        refusal = media_type_refusal(request, body)
+        if refusal is not None:
+            log.info(
+                "hook_refused",
+                status=refusal.status,
+                path=request.path,
+                reason=f"Content-Type {request.headers.get('Content-Type', '')[:100]!r}",
+            )
+            return refusal
         try:
             published = await action()
         except InvalidMessage as error:

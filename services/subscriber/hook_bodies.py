@@ -1,16 +1,21 @@
 """What inbound hooks may carry, validated before anything acts on it: an ImagingStudy (R4 rest-hook
 with payload), a subscription-notification Bundle (R4B/R5), and the PACS stable-study event. A body
-that does not fit is an InvalidMessage saying where (the caller gets a 400 OperationOutcome)."""
+that does not fit is an InvalidMessage saying where (the caller gets a 400 OperationOutcome).
+
+The JSON is read by `shared.json_input.read_json`: UTF-8, at most 64 levels deep, no lone
+surrogates, no numbers Python cannot hold, no duplicate member names, and in the two FHIR bodies
+no nulls (FHIR JSON has none), so that what passes here cannot fail later in the code that reads
+it (e.g. `"series": null` iterated as a list)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import InvalidMessage
+from shared.json_input import read_json
 
 __all__ = [
     "StableSeries",
@@ -28,13 +33,6 @@ def _problems(error: ValidationError) -> str:
     )
 
 
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError as error:  # not UTF-8, or not JSON
-        raise InvalidMessage(f"body is not JSON: {error}") from error
-
-
 def _imaging_study(resource: Any) -> dict[str, Any]:
     if not isinstance(resource, dict) or resource.get("resourceType") != "ImagingStudy":
         raise InvalidMessage("body must be an ImagingStudy resource")
@@ -47,7 +45,7 @@ def _imaging_study(resource: Any) -> dict[str, Any]:
 
 def parse_imaging_study(body: bytes) -> dict[str, Any]:
     """The ImagingStudy of a rest-hook with payload, checked against the FHIR structure."""
-    return _imaging_study(_json(body))
+    return _imaging_study(read_json(body, fhir=True))
 
 
 class _Entry(BaseModel):
@@ -66,7 +64,7 @@ class _Bundle(BaseModel):
 def parse_notification_bundle(body: bytes) -> list[dict[str, Any]]:
     """The ImagingStudies a subscription-notification Bundle carries (other entries ignored)."""
     try:
-        bundle = _Bundle.model_validate(_json(body))
+        bundle = _Bundle.model_validate(read_json(body, fhir=True))
     except ValidationError as error:
         raise InvalidMessage(
             f"a non-empty notification must be a Bundle: {_problems(error)}"
@@ -105,7 +103,8 @@ class StableStudyEvent(BaseModel):
 
 
 def parse_stable_study_event(body: bytes) -> StableStudyEvent:
+    """The PACS's event; a null where a list is expected (series, modalities) is refused."""
     try:
-        return StableStudyEvent.model_validate(_json(body))
+        return StableStudyEvent.model_validate(read_json(body))
     except ValidationError as error:
         raise InvalidMessage(f"stable-study event is invalid: {_problems(error)}") from error

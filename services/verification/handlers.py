@@ -7,13 +7,14 @@ The review API (all routes under /tasks need `Authorization: Bearer <RADMESH_VER
     POST /tasks/{id}/reject     {"verifier": "Practitioner/<id>", "reason": "..."}
 
 Every error answer is a FHIR OperationOutcome: 400 bad body, 401 no or wrong token, 404 unknown
-Task, 409 Task already decided or changed concurrently, 502/503 the FHIR server refused/is down.
+Task, 409 Task already decided or changed concurrently, 415 a body not labelled as JSON in UTF-8,
+502/503 the FHIR server refused/is down. Bodies are read by `shared.operation_outcome.read_json`
+(UTF-8, bounded nesting, no lone surrogates, no numbers out of range): hostile input is a 400.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -23,11 +24,12 @@ from aiohttp.typedefs import Handler, Middleware
 
 from services.verification.review import ReviewDesk, TaskConflict, TaskNotFound
 from services.verification.tasks import verification_task_entry
-from services.verification.verdicts import InvalidVerdict, parse_verdict
-from shared.errors import RemoteConflict, RemoteRejected, RemoteUnavailable
+from services.verification.verdicts import InvalidVerdict, Verdict, parse_verdict
+from shared.errors import InvalidMessage, RemoteConflict, RemoteRejected, RemoteUnavailable
 from shared.fhir import FhirClient, reference_of, transaction_bundle
+from shared.json_input import read_json
 from shared.messages import Event, ResultsPosted
-from shared.operation_outcome import outcome_response
+from shared.operation_outcome import media_type_refusal, outcome_response
 
 __all__ = ["CreateVerificationTask", "ReviewApi", "bearer_token_middleware"]
 
@@ -103,12 +105,10 @@ class ReviewApi:
 
     async def _decide(self, request: web.Request, *, accepted: bool) -> web.StreamResponse:
         task_id = request.match_info["task_id"]
+        verdict = await _read_verdict(request, accepted=accepted)
+        if isinstance(verdict, web.Response):
+            return verdict
         try:
-            body = json.loads(await request.text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return outcome_response(400, "invalid", f"the body is not valid JSON: {error}")
-        try:
-            verdict = parse_verdict(body, accepted=accepted)
             return web.json_response(await self.desk.decide(task_id, verdict))
         except InvalidVerdict as error:
             return outcome_response(400, "invalid", str(error))
@@ -118,6 +118,20 @@ class ReviewApi:
             return outcome_response(409, "conflict", str(error))
         except (RemoteUnavailable, RemoteConflict, RemoteRejected) as error:
             return _remote_error_response(error)
+
+
+async def _read_verdict(request: web.Request, *, accepted: bool) -> Verdict | web.Response:
+    """The verdict in the request body, or the answer refusing the body: 415 when it is not
+    labelled as JSON in UTF-8, 400 when it is not JSON (or hostile JSON) or not a verdict."""
+    body = await request.read()
+    refusal = media_type_refusal(request, body)
+    if refusal is not None:
+        return refusal
+    try:
+        value = read_json(body, not_json="the body is not valid JSON")
+        return parse_verdict(value, accepted=accepted)
+    except (InvalidMessage, InvalidVerdict) as error:
+        return outcome_response(400, "invalid", str(error))
 
 
 def _remote_error_response(
