@@ -12,7 +12,13 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
-from services.subscriber.hook_auth import SIGNATURE_HEADER, bearer_matches, signature_matches
+from services.subscriber.hook_auth import (
+    SIGNATURE_HEADER,
+    HookRefused,
+    ReplayGuard,
+    bearer_matches,
+    signature_matches,
+)
 from services.subscriber.hook_bodies import (
     StableStudyEvent,
     parse_imaging_study,
@@ -56,6 +62,7 @@ class StudyAnnouncer:
         self.dicomweb = dicomweb
         self.bus = bus
         self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self._replays = ReplayGuard(settings.pacs_hook_max_age_seconds)
         self._announced: dict[tuple[str, str, str], float] = {}  # (study, model, version) → when
         self._reconciliation: asyncio.Task[int] | None = None
 
@@ -110,9 +117,15 @@ class StudyAnnouncer:
         ):
             log.warning("hook_refused", status=401, path=request.path, reason="wrong signature")
             return outcome_response(401, "login", f"missing or wrong {SIGNATURE_HEADER}")
-        return await self._answer(
-            request, lambda: self.announce_pacs_study(parse_stable_study_event(body)), body
-        )
+
+        async def announce_event() -> int:
+            event = parse_stable_study_event(body)
+            self._replays.check(event.event_id, event.emitted_at)
+            published = await self.announce_pacs_study(event)
+            self._replays.remember(event.event_id)
+            return published
+
+        return await self._answer(request, announce_event, body)
 
     async def _answer(
         self, request: web.Request, action: Callable[[], Awaitable[int]], body: bytes = b""
@@ -131,6 +144,9 @@ class StudyAnnouncer:
             return refusal
         try:
             published = await action()
+        except HookRefused as error:
+            log.warning("hook_refused", status=error.status, path=request.path, reason=str(error))
+            return outcome_response(error.status, error.code, str(error))
         except InvalidMessage as error:
             log.info("hook_refused", status=400, path=request.path, reason=str(error))
             return outcome_response(400, "invalid", str(error))

@@ -9,6 +9,7 @@ it (e.g. `"series": null` iterated as a list)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fhir.resources.R4B.imagingstudy import ImagingStudy
@@ -93,6 +94,9 @@ class StableStudyEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    # signed with the rest of the body: what the replay protection checks (hook_auth.ReplayGuard)
+    event_id: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    emitted_at: datetime
     study_instance_uid: str = Field(min_length=1)
     accession_number: str | None = None
     modalities: list[str] = []

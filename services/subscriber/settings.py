@@ -19,6 +19,9 @@ class SubscriberSettings(ServiceSettings):
     hook_secret: SecretStr = SecretStr("radmesh-dev-hook-secret")
     # Key of the PACS webhook's HMAC-SHA256 signature (header X-Radmesh-Signature: sha256=<hex>).
     pacs_hook_secret: SecretStr = SecretStr("radmesh-dev-pacs-secret")
+    # A signed PACS event emitted longer ago than this is refused (401), as is an event id seen
+    # within it (409): a captured request cannot be replayed.
+    pacs_hook_max_age_seconds: float = 300.0
     subscription_criteria: str = "ImagingStudy?status=available"
     # A study announced by this replica is not announced again for this long while its run is in
     # flight (the FHIR hook and the PACS stable event usually both arrive for one new study).

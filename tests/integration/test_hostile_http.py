@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -80,7 +81,13 @@ def _bundle(resource: Any) -> dict[str, Any]:
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 HUGE_INTEGER = b"9" * 4301
-EVENT = {"study_instance_uid": "2.25.2", "accession_number": "A1", "modalities": ["CT"]}
+EVENT = {
+    "event_id": "hostile-http-test-event",
+    "emitted_at": datetime.now(UTC).isoformat(),
+    "study_instance_uid": "2.25.2",
+    "accession_number": "A1",
+    "modalities": ["CT"],
+}
 
 # (case, route, body, Content-Type, status, what the diagnostics say)
 HOOK_CASES: list[tuple[str, str, bytes, str | None, int, str]] = [

@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import aiohttp
@@ -69,8 +70,10 @@ class RunningSubscriber:
     async def post_pacs_event(
         self, http: aiohttp.ClientSession, event: Mapping[str, object], secret: str = PACS_SECRET
     ) -> aiohttp.ClientResponse:
-        """POST a stable-study event to the PACS hook, signed with `secret`."""
-        body = json.dumps(event).encode()
+        """POST a stable-study event to the PACS hook, signed with `secret`; a fresh event id
+        and emission time are added (as the PACS does) unless the event names its own."""
+        fresh = {"event_id": uuid.uuid4().hex, "emitted_at": datetime.now(UTC).isoformat()}
+        body = json.dumps({**fresh, **event}).encode()
         return await http.post(
             f"{self.url}/pacs/stable-study",
             data=body,
@@ -307,6 +310,43 @@ async def test_empty_post_hook_announces_studies_updated_since_the_last_look(
         )
         assert response.status == 200, await response.text()
     assert await subscriber.next_detected(study_instance_uid=uid) is not None
+
+
+async def test_pacs_events_that_are_stale_or_replayed_are_refused(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> None:
+    """A correctly signed PACS event emitted longer ago than the replay window gets 401, and
+    the same event (same event id) sent a second time gets 409, each with an OperationOutcome
+    saying why; only the first delivery announces the study."""
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+    uid = loaded.study_instance_uid
+    assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
+    event = {
+        "study_instance_uid": uid,
+        "accession_number": loaded.accession_number,
+        "modalities": ["CT"],
+    }
+    async with aiohttp.ClientSession() as http:
+        stale = await subscriber.post_pacs_event(
+            http,
+            {
+                **event,
+                "event_id": "stale-event-0001",
+                "emitted_at": (datetime.now(UTC) - timedelta(days=9000)).isoformat(),
+            },
+        )
+        stale_outcome = await stale.json(content_type=None)
+        once = {**event, "event_id": f"replayed-{uuid.uuid4().hex}"}
+        first = await subscriber.post_pacs_event(http, once)
+        assert first.status == 200, await first.text()
+        again = await subscriber.post_pacs_event(http, once)
+        again_outcome = await again.json(content_type=None)
+    assert stale.status == 401
+    assert "older than the 300 s replay window" in stale_outcome["issue"][0]["diagnostics"]
+    assert again.status == 409
+    assert "already received" in again_outcome["issue"][0]["diagnostics"]
+    assert await subscriber.next_detected(study_instance_uid=uid, source="pacs-stable-study")
+    assert await subscriber.next_detected(wait_seconds=1, study_instance_uid=uid) is None
 
 
 async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadata(

@@ -21,6 +21,9 @@ from shared.errors import InvalidMessage
 from shared.json_input import MAX_INTEGER_DIGITS, MAX_JSON_DEPTH, read_json
 from shared.operation_outcome import media_type_refusal
 
+# what the PACS signs with every event (replay protection)
+SIGNED = {"event_id": "0123456789abcdef", "emitted_at": "2026-12-01T10:00:00.000+00:00"}
+
 
 def _study(**changes: Any) -> dict[str, Any]:
     study: dict[str, Any] = {
@@ -69,7 +72,9 @@ def test_valid_hook_bodies_parse_as_before() -> None:
     assert parse_imaging_study(emoji)["description"] == "head 😀"
     bundle = {"resourceType": "Bundle", "type": "history", "entry": [{"resource": _study()}]}
     assert parse_notification_bundle(_bytes(bundle)) == [_study()]
-    event = parse_stable_study_event(_bytes({"study_instance_uid": "1.2.3", "series": []}))
+    event = parse_stable_study_event(
+        _bytes({**SIGNED, "study_instance_uid": "1.2.3", "series": []})
+    )
     assert event.study_instance_uid == "1.2.3"
     assert read_json(_nested(MAX_JSON_DEPTH).encode()) is not None
 
@@ -83,7 +88,9 @@ def test_fhir_nulls_that_align_primitives_with_their_extensions_are_allowed() ->
 def test_nulls_are_left_to_the_model_outside_fhir() -> None:
     """Without `fhir`, null is a JSON value like any other (the PACS event's optional fields)."""
     assert read_json(b'{"accession_number": null}') == {"accession_number": None}
-    event = parse_stable_study_event(b'{"study_instance_uid": "1.2.3", "accession_number": null}')
+    event = parse_stable_study_event(
+        _bytes({**SIGNED, "study_instance_uid": "1.2.3", "accession_number": None})
+    )
     assert event.accession_number is None
 
 
@@ -189,7 +196,7 @@ def test_hostile_stable_study_event_is_refused_saying_where(
 ) -> None:
     """PACS events with a null where a list belongs, a lone surrogate or a huge integer are an
     InvalidMessage naming the field."""
-    body = _bytes({"study_instance_uid": "1.2.3", **event}).replace(b'"@"', b"7" * 5000)
+    body = _bytes({**SIGNED, "study_instance_uid": "1.2.3", **event}).replace(b'"@"', b"7" * 5000)
     assert expected in _refusal(parse_stable_study_event, body)
 
 

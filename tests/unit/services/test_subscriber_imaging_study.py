@@ -3,6 +3,7 @@ ImagingStudies built from the PACS."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -69,7 +70,12 @@ def test_imaging_study_without_dicom_uid_is_invalid() -> None:
 def test_pacs_study_becomes_an_imaging_study_with_real_instances() -> None:
     """The PACS event plus QIDO-RS give identifiers, the order, body site and every instance."""
     event = StableStudyEvent(
-        study_instance_uid="1.2.3", accession_number="ACC1", modalities=["CT"], instance_count=2
+        event_id="0123456789abcdef",
+        emitted_at=datetime(2026, 12, 1, 10, 0, tzinfo=UTC),
+        study_instance_uid="1.2.3",
+        accession_number="ACC1",
+        modalities=["CT"],
+        instance_count=2,
     )
     details = [
         (
