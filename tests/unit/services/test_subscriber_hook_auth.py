@@ -1,8 +1,19 @@
-"""services.subscriber.hook_auth: only the exact secret and the exact signature pass."""
+"""services.subscriber.hook_auth: only the exact secret and the exact signature pass, and a
+signed PACS event only once, within its replay window."""
 
 from __future__ import annotations
 
-from services.subscriber.hook_auth import bearer_matches, sign, signature_matches
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.subscriber.hook_auth import (
+    HookRefused,
+    ReplayGuard,
+    bearer_matches,
+    sign,
+    signature_matches,
+)
 
 
 def test_bearer_secret_must_match_exactly() -> None:
@@ -22,3 +33,24 @@ def test_signature_covers_the_exact_body() -> None:
     assert not signature_matches(body + b" ", signature, "key")
     assert not signature_matches(body, sign(body, "other-key"), "key")
     assert not signature_matches(body, None, "key")
+
+
+def test_replay_guard_refuses_old_future_and_repeated_events() -> None:
+    """Within the window an event is taken once: older → 401, from the future beyond the skew
+    → 401, an id already remembered → 409; an id only checked (not handled) may come again."""
+    guard = ReplayGuard(max_age_seconds=300, future_skew_seconds=60)
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    guard.check("event-a", now - timedelta(seconds=299), now)
+    guard.check("event-a", now - timedelta(seconds=299), now)  # not remembered yet: a retry
+    guard.remember("event-a")
+    refusals = []
+    for event_id, emitted in (
+        ("event-a", now),
+        ("event-b", now - timedelta(seconds=301)),
+        ("event-c", now + timedelta(seconds=61)),
+        ("event-d", datetime(2026, 12, 1, 12, 0)),  # no time zone
+    ):
+        with pytest.raises(HookRefused) as raised:
+            guard.check(event_id, emitted, now)
+        refusals.append(raised.value.status)
+    assert refusals == [409, 401, 401, 401]
