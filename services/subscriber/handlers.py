@@ -21,8 +21,8 @@ from services.subscriber.hook_auth import (
 )
 from services.subscriber.hook_bodies import (
     StableStudyEvent,
+    imaging_study_of,
     parse_imaging_study,
-    parse_notification_bundle,
     parse_stable_study_event,
 )
 from services.subscriber.imaging_study import (
@@ -30,11 +30,12 @@ from services.subscriber.imaging_study import (
     study_instance_uid,
     study_ref,
 )
+from services.subscriber.notifications import Notification, parse_posted_body
 from services.subscriber.pacs_study import find_or_register_imaging_study
 from services.subscriber.settings import SubscriberSettings
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
-from shared.errors import InvalidMessage, PermanentError, TransientError
+from shared.errors import InvalidMessage, PermanentError, RemoteRejected, TransientError
 from shared.fhir import FhirClient
 from shared.identifiers import business_identifier, is_dicom_uid, study_run_value
 from shared.messages import ModelRef, StudyDetected
@@ -63,6 +64,7 @@ class StudyAnnouncer:
         self.bus = bus
         self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
         self._replays = ReplayGuard(settings.pacs_hook_max_age_seconds)
+        self._event_counters: dict[str, int] = {}  # Subscription → eventsSinceSubscriptionStart
         self._announced: dict[tuple[str, str, str], float] = {}  # (study, model, version) → when
         self._reconciliation: asyncio.Task[int] | None = None
 
@@ -91,8 +93,9 @@ class StudyAnnouncer:
         return await self._answer(request, announce_one, body)
 
     async def rest_hook_without_payload(self, request: web.Request) -> web.Response:
-        """`POST {endpoint}`: empty (no payload: look up what changed), or an R4B/R5
-        subscription-notification Bundle carrying the ImagingStudies."""
+        """`POST {endpoint}`: empty (no payload: look up what changed), a Subscriptions
+        Backport notification (R4/R4B: handshake, heartbeat, events with full-resource, id-only
+        or empty payloads), another Bundle of ImagingStudies, or a bare ImagingStudy."""
         if not self._authorised(request):
             return outcome_response(401, "login", "missing or wrong hook secret")
         body = await request.read()
@@ -100,10 +103,7 @@ class StudyAnnouncer:
             return await self._answer(request, lambda: self.poll_updated("fhir-rest-hook"))
 
         async def announce_all() -> int:
-            published = 0
-            for study in parse_notification_bundle(body):
-                published += await self.announce(study, "fhir-rest-hook")
-            return published
+            return await self.announce_notification(parse_posted_body(body))
 
         return await self._answer(request, announce_all, body)
 
@@ -302,6 +302,58 @@ class StudyAnnouncer:
                 if endpoint.get("address"):
                     addresses[reference] = str(endpoint["address"])
         return addresses
+
+    async def announce_notification(self, notification: Notification) -> int:
+        """Act on one POSTed notification: announce the ImagingStudies it carries or names
+        (reading id-only focuses), search what changed when it names none (empty payload), and
+        recover by that search when the event counter shows notifications were missed."""
+        log.info(
+            "notification_received",
+            kind=notification.kind,
+            subscription=notification.subscription,
+            events_since_start=notification.events_since_start,
+            events=notification.event_count,
+        )
+        published = 0
+        if self._missed_events(notification):
+            published += await self.poll_updated("fhir-rest-hook")
+        if not notification.carries_events:
+            return published  # handshake, heartbeat, query-status: nothing changed
+        for study in notification.imaging_studies:
+            published += await self.announce(study, "fhir-rest-hook")
+        for reference in notification.focus_references:
+            try:
+                study = imaging_study_of(dict(await self.fhir.read_resource(reference)))
+            except RemoteRejected as error:
+                if error.status not in (404, 410):
+                    raise
+                log.info("study_skipped", imaging_study=reference, reason="no longer on the server")
+                continue
+            published += await self.announce(study, "fhir-rest-hook")
+        if not notification.imaging_studies and not notification.focus_references:
+            published += await self.poll_updated("fhir-rest-hook")  # empty payload
+        return published
+
+    def _missed_events(self, notification: Notification) -> bool:
+        """Whether the Subscription's event counter skipped numbers since its last notification
+        (logged; the caller recovers). The first notification of a Subscription sets the base."""
+        since, subscription = notification.events_since_start, notification.subscription
+        if since is None or subscription is None:
+            return False
+        last = self._event_counters.get(subscription)
+        self._event_counters[subscription] = max(since, last or 0)
+        if last is None:
+            return False
+        expected = last + (notification.event_count if notification.carries_events else 0)
+        if since <= expected:
+            return False
+        log.warning(
+            "notification_gap",
+            subscription=subscription,
+            missed_events=since - expected,
+            recovery="search for ImagingStudies updated since the last look",
+        )
+        return True
 
     async def announce_pacs_study(self, event: StableStudyEvent) -> int:
         """A stable study from the PACS: find (or create, DICOMcast style) its ImagingStudy."""

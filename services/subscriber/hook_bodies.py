@@ -1,5 +1,5 @@
 """What inbound hooks may carry, validated before anything acts on it: an ImagingStudy (R4 rest-hook
-with payload), a subscription-notification Bundle (R4B/R5), and the PACS stable-study event. A body
+with payload; notification Bundles are read by `notifications`), and the PACS stable-study event. A body
 that does not fit is an InvalidMessage saying where (the caller gets a 400 OperationOutcome).
 
 The JSON is read by `shared.json_input.read_json`: UTF-8, at most 64 levels deep, no lone
@@ -21,8 +21,8 @@ from shared.json_input import read_json
 __all__ = [
     "StableSeries",
     "StableStudyEvent",
+    "imaging_study_of",
     "parse_imaging_study",
-    "parse_notification_bundle",
     "parse_stable_study_event",
 ]
 
@@ -34,7 +34,9 @@ def _problems(error: ValidationError) -> str:
     )
 
 
-def _imaging_study(resource: Any) -> dict[str, Any]:
+def imaging_study_of(resource: Any) -> dict[str, Any]:
+    """`resource` when it is an ImagingStudy valid against the FHIR structure (InvalidMessage
+    saying what is wrong otherwise)."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "ImagingStudy":
         raise InvalidMessage("body must be an ImagingStudy resource")
     try:
@@ -46,35 +48,7 @@ def _imaging_study(resource: Any) -> dict[str, Any]:
 
 def parse_imaging_study(body: bytes) -> dict[str, Any]:
     """The ImagingStudy of a rest-hook with payload, checked against the FHIR structure."""
-    return _imaging_study(read_json(body, fhir=True))
-
-
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    resource: dict[str, Any] | None = None
-
-
-class _Bundle(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    resource_type: str = Field(alias="resourceType", pattern="^Bundle$")
-    entry: list[_Entry] = []
-
-
-def parse_notification_bundle(body: bytes) -> list[dict[str, Any]]:
-    """The ImagingStudies a subscription-notification Bundle carries (other entries ignored)."""
-    try:
-        bundle = _Bundle.model_validate(read_json(body, fhir=True))
-    except ValidationError as error:
-        raise InvalidMessage(
-            f"a non-empty notification must be a Bundle: {_problems(error)}"
-        ) from error
-    return [
-        _imaging_study(entry.resource)
-        for entry in bundle.entry
-        if entry.resource is not None and entry.resource.get("resourceType") == "ImagingStudy"
-    ]
+    return imaging_study_of(read_json(body, fhir=True))
 
 
 class StableSeries(BaseModel):

@@ -27,6 +27,7 @@ from shared.runtime import start_http
 from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
 from tests.conftest import Infrastructure
 from tests.integration.sample_studies import load_fresh_study
+from tests.subscriptions_backport import r4_notification, r4b_notification
 
 pytestmark = pytest.mark.integration
 
@@ -237,6 +238,64 @@ async def test_hapi_subscription_in_either_delivery_style_starts_a_run(
     assert detected.source == "fhir-rest-hook"
     assert detected.study.imaging_study == loaded.imaging_study_id
     assert [m.id for m in detected.models] == ["ich-reference"]
+
+
+async def _post_notification(subscriber: RunningSubscriber, document: dict[str, object]) -> str:
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"{subscriber.url}/fhir",
+            json=document,
+            headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+        )
+        outcome = await response.json(content_type=None)
+    assert response.status == 200, outcome
+    return str(outcome["issue"][0]["diagnostics"])
+
+
+async def test_backport_notifications_start_runs_and_a_gap_is_recovered(
+    infra: Infrastructure,
+) -> None:
+    """Subscriptions Backport IG (R4) notifications: a handshake starts nothing; an id-only
+    event-notification makes the subscriber read its focus and announce that study; a heartbeat
+    whose event counter skipped two events makes it search what changed, which announces the
+    study whose notification never came."""
+    async with running_subscriber(infra, ensure_subscription=False) as subscriber:
+        notified = await asyncio.to_thread(
+            load_fresh_study, infra, "head-bleed", slices=10, size=64
+        )
+        missed = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+        assert notified.imaging_study_id and missed.imaging_study_id
+        handshake = await _post_notification(subscriber, r4_notification("handshake", 0))
+        assert handshake == "0 study.detected published"
+        event = r4_notification("event-notification", 1, [notified.imaging_study_id])
+        assert await _post_notification(subscriber, event) == "1 study.detected published"
+        first = await subscriber.next_detected(study_instance_uid=notified.study_instance_uid)
+        assert first is not None and first.study.imaging_study == notified.imaging_study_id
+        await _post_notification(subscriber, r4_notification("heartbeat", 3))
+        recovered = await subscriber.next_detected(study_instance_uid=missed.study_instance_uid)
+    assert recovered is not None, "the gap in event numbers did not recover the missed study"
+    assert recovered.study.imaging_study == missed.imaging_study_id
+
+
+async def test_full_resource_r4b_notification_and_a_bare_resource_start_runs(
+    infra: Infrastructure,
+) -> None:
+    """An R4B full-resource event-notification carrying the ImagingStudy, and an ImagingStudy
+    POSTed by itself (a server that sends the changed resource), each announce their study."""
+    async with running_subscriber(infra, ensure_subscription=False) as subscriber:
+        carried = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
+        bare = await asyncio.to_thread(load_fresh_study, infra, "chest-nodules", slices=10, size=64)
+        studies = [
+            await _imaging_study(infra, loaded.imaging_study_id or "") for loaded in (carried, bare)
+        ]
+        event = r4b_notification(
+            "event-notification", 1, [carried.imaging_study_id or ""], [studies[0]]
+        )
+        assert await _post_notification(subscriber, event) == "1 study.detected published"
+        assert await _post_notification(subscriber, studies[1]) == "1 study.detected published"
+        for loaded, model in ((carried, "ich-reference"), (bare, "lung-nodule-reference")):
+            detected = await subscriber.next_detected(study_instance_uid=loaded.study_instance_uid)
+            assert detected is not None and [m.id for m in detected.models] == [model]
 
 
 async def test_unauthenticated_hooks_get_401_and_malformed_bodies_get_400(

@@ -14,9 +14,9 @@ from multidict import CIMultiDict
 
 from services.subscriber.hook_bodies import (
     parse_imaging_study,
-    parse_notification_bundle,
     parse_stable_study_event,
 )
+from services.subscriber.notifications import parse_posted_body
 from shared.errors import InvalidMessage
 from shared.json_input import MAX_INTEGER_DIGITS, MAX_JSON_DEPTH, read_json
 from shared.operation_outcome import media_type_refusal
@@ -71,7 +71,7 @@ def test_valid_hook_bodies_parse_as_before() -> None:
     assert parse_imaging_study(b"\xef\xbb\xbf" + _bytes(_study()))["id"] == "is-1"
     assert parse_imaging_study(emoji)["description"] == "head 😀"
     bundle = {"resourceType": "Bundle", "type": "history", "entry": [{"resource": _study()}]}
-    assert parse_notification_bundle(_bytes(bundle)) == [_study()]
+    assert parse_posted_body(_bytes(bundle)).imaging_studies == (_study(),)
     event = parse_stable_study_event(
         _bytes({**SIGNED, "study_instance_uid": "1.2.3", "series": []})
     )
@@ -171,7 +171,7 @@ def test_hostile_imaging_study_is_refused_saying_what_and_where(body: bytes, exp
 def test_null_series_inside_a_notification_bundle_is_refused_with_its_path() -> None:
     """A null inside a Bundle's ImagingStudy is refused with the path from the Bundle down."""
     bundle = {"resourceType": "Bundle", "entry": [{"resource": _study(series=None)}]}
-    message = _refusal(parse_notification_bundle, _bytes(bundle))
+    message = _refusal(parse_posted_body, _bytes(bundle))
     assert message.startswith("entry.0.resource.series: null is not allowed in FHIR JSON")
 
 

@@ -1,0 +1,166 @@
+"""What a FHIR server POSTs to the rest-hook endpoint, read into one `Notification`:
+
+- a Subscriptions Backport IG notification Bundle (`type` history): R4 carries its status as a
+  `Parameters` resource first, R4B as a `SubscriptionStatus`; its type is `handshake`,
+  `heartbeat`, `event-notification`, `query-status` or `query-event`, and each event's `focus`
+  names the resource that changed. With payload `full-resource` the ImagingStudies are entries
+  too; with `id-only` only the focus references are there (radmesh reads them); with `empty`
+  neither (radmesh searches what changed);
+- any other Bundle with ImagingStudy entries (R5-style or a plain batch of them);
+- a bare ImagingStudy (a server that POSTs the changed resource itself).
+
+Anything else is an InvalidMessage saying what was expected (the caller gets a 400).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.subscriber.hook_bodies import imaging_study_of
+from shared.errors import InvalidMessage
+from shared.identifiers import FHIR_ID_PATTERN
+from shared.json_input import read_json
+
+__all__ = ["NOTIFICATION_TYPES", "Notification", "parse_posted_body"]
+
+NOTIFICATION_TYPES = ("handshake", "heartbeat", "event-notification", "query-status", "query-event")
+_STATUS_RESOURCES = ("Parameters", "SubscriptionStatus")
+_FHIR_ID = re.compile(FHIR_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One POSTed body: what kind, of which Subscription, and the studies it names."""
+
+    kind: str  # a NOTIFICATION_TYPES value, or "resources" (no status: a Bundle or a resource)
+    subscription: str | None = None
+    events_since_start: int | None = None  # the server's counter of this Subscription's events
+    event_count: int = 0  # how many events this notification carries
+    imaging_studies: tuple[dict[str, Any], ...] = ()  # full-resource (or a bare resource)
+    focus_references: tuple[str, ...] = field(default=())  # id-only: ImagingStudy/<id> to read
+
+    @property
+    def carries_events(self) -> bool:
+        return self.kind in ("event-notification", "query-event", "resources")
+
+
+def _reference(value: Any) -> str | None:
+    if isinstance(value, dict) and isinstance(value.get("reference"), str):
+        return str(value["reference"])
+    return None
+
+
+def _counter(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(str(value))
+    except ValueError as error:
+        raise InvalidMessage(f"{where} is not a whole number: {str(value)[:40]!r}") from error
+    if number < 0:
+        raise InvalidMessage(f"{where} is negative")
+    return number
+
+
+def _status_r4(parameters: dict[str, Any]) -> tuple[str | None, str | None, int | None, list[str]]:
+    """type, subscription, eventsSinceSubscriptionStart and focus references of an R4 status."""
+    kind = subscription = None
+    since = None
+    focuses: list[str] = []
+    for parameter in parameters.get("parameter", []):
+        if not isinstance(parameter, dict):
+            raise InvalidMessage("Parameters.parameter entries must be objects")
+        name = parameter.get("name")
+        if name == "type":
+            kind = parameter.get("valueCode")
+        elif name == "subscription":
+            subscription = _reference(parameter.get("valueReference"))
+        elif name == "events-since-subscription-start":
+            since = _counter(
+                parameter.get("valueString", parameter.get("valueInteger64")),
+                "events-since-subscription-start",
+            )
+        elif name == "notification-event":
+            for part in parameter.get("part", []):
+                if isinstance(part, dict) and part.get("name") == "focus":
+                    focus = _reference(part.get("valueReference"))
+                    if focus:
+                        focuses.append(focus)
+    return kind, subscription, since, focuses
+
+
+def _status_r4b(status: dict[str, Any]) -> tuple[str | None, str | None, int | None, list[str]]:
+    focuses = [
+        focus
+        for event in status.get("notificationEvent", [])
+        if isinstance(event, dict) and (focus := _reference(event.get("focus")))
+    ]
+    since = _counter(status.get("eventsSinceSubscriptionStart"), "eventsSinceSubscriptionStart")
+    return status.get("type"), _reference(status.get("subscription")), since, focuses
+
+
+def _imaging_study_focus(reference: str) -> str | None:
+    """`ImagingStudy/<id>` of a focus reference (relative or absolute, without _history)."""
+    path = reference.split("/_history/", 1)[0].rstrip("/").split("/")
+    if len(path) >= 2 and path[-2] == "ImagingStudy" and _FHIR_ID.fullmatch(path[-1]):
+        return f"ImagingStudy/{path[-1]}"
+    return None
+
+
+def parse_posted_body(body: bytes) -> Notification:
+    """Read a non-empty POST to the rest-hook endpoint (see the module docstring)."""
+    document = read_json(body, fhir=True)
+    if not isinstance(document, dict):
+        raise InvalidMessage("the body must be a FHIR resource (a notification Bundle)")
+    resource_type = document.get("resourceType")
+    if resource_type == "ImagingStudy":
+        return Notification(kind="resources", imaging_studies=(imaging_study_of(document),))
+    if resource_type != "Bundle":
+        raise InvalidMessage(
+            "the body must be a notification Bundle or an ImagingStudy, "
+            f"not {str(resource_type)[:40]!r}"
+        )
+    entries = document.get("entry", [])
+    if not isinstance(entries, list):
+        raise InvalidMessage("Bundle.entry must be a list of objects")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InvalidMessage(f"Bundle.entry.{index} must be an object")
+        if entry.get("resource") is not None and not isinstance(entry["resource"], dict):
+            raise InvalidMessage(f"Bundle.entry.{index}.resource must be an object")
+    resources = [entry.get("resource") for entry in entries]
+    studies = tuple(
+        imaging_study_of(resource)
+        for resource in resources
+        if resource is not None and resource.get("resourceType") == "ImagingStudy"
+    )
+    status = next(
+        (r for r in resources if r is not None and r.get("resourceType") in _STATUS_RESOURCES),
+        None,
+    )
+    if status is None:
+        return Notification(kind="resources", imaging_studies=studies, event_count=len(studies))
+    reader = _status_r4 if status["resourceType"] == "Parameters" else _status_r4b
+    kind, subscription, since, focuses = reader(status)
+    if kind not in NOTIFICATION_TYPES:
+        raise InvalidMessage(
+            f"notification type {str(kind)[:40]!r} is not one of {', '.join(NOTIFICATION_TYPES)}"
+        )
+    carried = {f"ImagingStudy/{study.get('id')}" for study in studies}
+    to_read = tuple(
+        dict.fromkeys(
+            focus
+            for reference in focuses
+            if (focus := _imaging_study_focus(reference)) is not None and focus not in carried
+        )
+    )
+    return Notification(
+        kind=kind,
+        subscription=subscription,
+        events_since_start=since,
+        event_count=max(len(focuses), len(studies)),
+        imaging_studies=studies,
+        focus_references=to_read,
+    )
