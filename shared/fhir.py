@@ -108,6 +108,22 @@ class FhirClient(AsyncFHIRClient):
         )
         return created
 
+    async def create_once(
+        self, resource: dict[str, Any], if_none_exist: str
+    ) -> tuple[dict[str, Any], bool]:
+        """Conditional create that says who won: (the resource, True) when this call created it
+        (201), (the existing one, False) when the search found one (200). Two concurrent calls
+        never both win on a server that keeps conditional URLs unique (HAPI: the loser gets 409,
+        a RemoteConflict to retry, and then sees the winner's)."""
+        body, status = await self._do_request(
+            "post",
+            resource["resourceType"],
+            data=resource,
+            extra_headers={"If-None-Exist": if_none_exist},
+            returning_status=True,
+        )
+        return dict(body), status == 201
+
     async def update_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
         """PUT a resource read earlier, only if nobody changed it since (If-Match on its
         meta.versionId; a concurrent change is a 412 RemoteRejected)."""

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
+from services.subscriber.claims import claim_run
 from services.subscriber.hook_auth import (
     SIGNATURE_HEADER,
     HookRefused,
@@ -35,7 +36,13 @@ from services.subscriber.pacs_study import find_or_register_imaging_study
 from services.subscriber.settings import SubscriberSettings
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
-from shared.errors import InvalidMessage, PermanentError, RemoteRejected, TransientError
+from shared.errors import (
+    InvalidMessage,
+    PermanentError,
+    RadmeshError,
+    RemoteRejected,
+    TransientError,
+)
 from shared.fhir import FhirClient
 from shared.identifiers import business_identifier, is_dicom_uid, study_run_value
 from shared.messages import ModelRef, StudyDetected
@@ -248,7 +255,19 @@ class StudyAnnouncer:
                 models=tuple(ModelRef(id=model.id, version=model.version) for model in pending),
                 source=source,
             )
-            await self.bus.publish(event)
+            won: list[str] = []  # the claim Tasks this call created
+            if self.settings.claim_runs:
+                pending, won = await self._claim(imaging_study, uid, pending, event)
+                if not pending:
+                    return 0
+                event = event.model_copy(
+                    update={"models": tuple(ModelRef(id=m.id, version=m.version) for m in pending)}
+                )
+            try:
+                await self.bus.publish(event)
+            except Exception:
+                await self._release_claims(won)  # or no hook would ever start this run again
+                raise
             published = True
         finally:
             for model in claimed:  # release what was not announced (done already, or failed)
@@ -261,6 +280,43 @@ class StudyAnnouncer:
             models=[model.id for model in pending],
         )
         return 1
+
+    async def _claim(
+        self,
+        imaging_study: dict[str, Any],
+        uid: str,
+        models: list[ModelEntry],
+        event: StudyDetected,
+    ) -> tuple[list[ModelEntry], list[str]]:
+        """The models whose run this call claimed on the FHIR server, and their claim Tasks;
+        a run another hook or replica claimed first is logged and left to it."""
+        won_models: list[ModelEntry] = []
+        won_tasks: list[str] = []
+        lost: list[str] = []
+        for model in models:
+            created, task = await claim_run(
+                self.fhir, imaging_study, uid, model, str(event.correlation_id)
+            )
+            if created:
+                won_models.append(model)
+                won_tasks.append(task)
+            else:
+                lost.append(f"{model.id} ({task})")
+        if lost:
+            log.info("study_skipped", reason="run already claimed", claims=lost)
+        return won_models, won_tasks
+
+    async def _release_claims(self, tasks: list[str]) -> None:
+        for task in tasks:
+            try:
+                await self.fhir.execute(task, method="delete")
+            except RadmeshError as error:
+                log.error(
+                    "claim_orphaned",
+                    claim=task,
+                    error=str(error),
+                    action="delete the claim Task by hand, then the next hook starts the run",
+                )
 
     def _recently_announced(self, uid: str, model: ModelEntry) -> bool:
         window = self.settings.reannounce_after_seconds

@@ -31,6 +31,9 @@ class SubscriberSettings(ServiceSettings):
     # no subscriber was listening); 0 turns the start-up reconciliation off.
     reconcile_hours: float = 24.0
     ensure_subscription: bool = True
+    # Claim each model's run on the FHIR server (a Task with a unique identifier) before
+    # announcing it, so that hooks, notifications, sweeps and replicas start one run together.
+    claim_runs: bool = True
     # How long start-up waits for the FHIR server to activate the Subscription (HAPI does so
     # asynchronously, within a second or two, and delivers nothing before).
     subscription_activation_seconds: float = 30.0

@@ -111,6 +111,7 @@ async def running_subscriber(
         "pacs_hook_secret": SecretStr(PACS_SECRET),
         "reannounce_after_seconds": 0,  # each test's hooks are announced as they come
         "reconcile_hours": 0,  # the start-up sweep has its own test
+        "claim_runs": False,  # tests send one study's hooks again on purpose; claims have theirs
         **overrides,
     }
     own = SubscriberSettings.model_validate(options)
@@ -296,6 +297,60 @@ async def test_full_resource_r4b_notification_and_a_bare_resource_start_runs(
         for loaded, model in ((carried, "ich-reference"), (bare, "lung-nodule-reference")):
             detected = await subscriber.next_detected(study_instance_uid=loaded.study_instance_uid)
             assert detected is not None and [m.id for m in detected.models] == [model]
+
+
+async def test_hooks_and_replicas_racing_for_one_study_start_exactly_one_run(
+    infra: Infrastructure,
+) -> None:
+    """Two subscriber replicas receive, at the same moment, the FHIR rest-hook (each), the
+    PACS event and the ImagingStudy POSTed by itself: the run is claimed once on the FHIR
+    server, so exactly one study.detected is published, and the claim Task names the run."""
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
+    study = await _imaging_study(infra, loaded.imaging_study_id or "")
+    bearer = {"Authorization": f"Bearer {HOOK_SECRET}"}
+    event = {
+        "study_instance_uid": loaded.study_instance_uid,
+        "accession_number": loaded.accession_number,
+        "modalities": ["CT"],
+    }
+    options = {"ensure_subscription": False, "claim_runs": True}
+    async with (
+        running_subscriber(infra, **options) as first,
+        running_subscriber(infra, **options) as second,
+        aiohttp.ClientSession() as http,
+    ):
+        answers = await asyncio.gather(
+            http.put(f"{first.url}/fhir/{loaded.imaging_study_id}", json=study, headers=bearer),
+            http.put(f"{second.url}/fhir/{loaded.imaging_study_id}", json=study, headers=bearer),
+            first.post_pacs_event(http, event),
+            http.post(f"{second.url}/fhir", json=study, headers=bearer),
+        )
+        statuses = [answer.status for answer in answers]
+        announced = []
+        for replica in (first, second):
+            while (
+                detected := await replica.next_detected(
+                    wait_seconds=2, study_instance_uid=loaded.study_instance_uid
+                )
+            ) is not None:
+                announced.append(detected)
+    # a loser of HAPI's uniqueness check may be told to retry (503): the retry finds the claim
+    assert set(statuses) <= {200, 503}, statuses
+    assert len(announced) == 1, [d.source for d in announced]
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        claims = (
+            await fhir.resources("Task")
+            .search(
+                identifier=f"urn:radmesh:analysis-claim|{loaded.study_instance_uid}/ich-reference/1"
+            )
+            .fetch_all()
+        )
+    finally:
+        await fhir.close()
+    assert len(claims) == 1
+    assert claims[0]["focus"]["reference"] == loaded.imaging_study_id
+    assert str(announced[0].correlation_id) in claims[0]["description"]
 
 
 async def test_unauthenticated_hooks_get_401_and_malformed_bodies_get_400(
