@@ -194,16 +194,34 @@ class StudyAnnouncer:
         return published
 
     def start_reconciliation(self) -> None:
-        """Run `reconcile` in the background (hooks are served meanwhile); failures are logged."""
-        if self.settings.reconcile_hours <= 0:
+        """In the background (hooks are served meanwhile): the start-up catch-up, then a sweep
+        every `reconcile_interval_seconds` of what changed since the last look, so a study whose
+        hook never came (a lost notification, a server that gave up retrying) is still
+        analysed. Failures are logged and the next sweep tries again."""
+        if self.settings.reconcile_hours <= 0 and self.settings.reconcile_interval_seconds <= 0:
             return
 
         def report(task: asyncio.Task[int]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 log.error("reconcile_failed", error=str(task.exception()))
 
-        self._reconciliation = asyncio.create_task(self.reconcile())
+        self._reconciliation = asyncio.create_task(self._reconcile_then_sweep())
         self._reconciliation.add_done_callback(report)
+
+    async def _reconcile_then_sweep(self) -> int:
+        published = await self.reconcile() if self.settings.reconcile_hours > 0 else 0
+        interval = self.settings.reconcile_interval_seconds
+        while interval > 0:
+            await asyncio.sleep(interval)
+            try:
+                swept = await self.poll_updated("reconcile")
+            except RadmeshError as error:  # the FHIR server away: the next sweep looks again
+                log.warning("sweep_failed", error=str(error), next_in_seconds=interval)
+                continue
+            if swept:
+                log.info("swept", published=swept)
+            published += swept
+        return published
 
     async def stop_reconciliation(self) -> None:
         if self._reconciliation is not None and not self._reconciliation.done():

@@ -30,6 +30,9 @@ class SubscriberSettings(ServiceSettings):
     # On start, look for available studies updated in the last hours (those that arrived while
     # no subscriber was listening); 0 turns the start-up reconciliation off.
     reconcile_hours: float = 24.0
+    # Then, while running, look this often for available studies updated since the last look
+    # (what a lost hook would have announced); claimed or finished runs are skipped. 0: off.
+    reconcile_interval_seconds: float = 300.0
     ensure_subscription: bool = True
     # Claim each model's run on the FHIR server (a Task with a unique identifier) before
     # announcing it, so that hooks, notifications, sweeps and replicas start one run together.

@@ -111,6 +111,7 @@ async def running_subscriber(
         "pacs_hook_secret": SecretStr(PACS_SECRET),
         "reannounce_after_seconds": 0,  # each test's hooks are announced as they come
         "reconcile_hours": 0,  # the start-up sweep has its own test
+        "reconcile_interval_seconds": 0,  # so has the periodic one
         "claim_runs": False,  # tests send one study's hooks again on purpose; claims have theirs
         **overrides,
     }
@@ -659,6 +660,30 @@ async def test_start_up_reconciliation_announces_studies_that_arrived_while_down
     mine = [d for d in seen if d.study.study_instance_uid == loaded.study_instance_uid]
     assert "reconcile" in [d.source for d in mine]
     assert all(d.study.imaging_study != f"ImagingStudy/{unusable['id']}" for d in seen)
+
+
+async def test_the_periodic_sweep_announces_a_study_whose_hook_never_came(
+    infra: Infrastructure,
+) -> None:
+    """With no Subscription calling it at all (as when the FHIR server gave up retrying), a
+    subscriber sweeping every second announces a study that became available after it started,
+    once (source reconcile), and claims it: the next sweeps start nothing more."""
+    async with running_subscriber(
+        infra, ensure_subscription=False, reconcile_interval_seconds=1, claim_runs=True
+    ) as subscriber:
+        loaded = await asyncio.to_thread(
+            load_fresh_study, infra, "chest-nodules", slices=10, size=64
+        )
+        detected = await subscriber.next_detected(
+            wait_seconds=20, study_instance_uid=loaded.study_instance_uid
+        )
+        again = await subscriber.next_detected(
+            wait_seconds=3, study_instance_uid=loaded.study_instance_uid
+        )
+    assert detected is not None, "the sweep never announced the study"
+    assert detected.source == "reconcile"
+    assert [m.id for m in detected.models] == ["lung-nodule-reference"]
+    assert again is None, "a later sweep announced the study a second time"
 
 
 async def test_pacs_study_with_an_ambiguous_accession_is_refused(
