@@ -16,13 +16,13 @@ import aiohttp
 import pytest
 
 from services.subscriber.hook_auth import SIGNATURE_HEADER, sign
-from services.verification.handlers import ReviewApi, bearer_token_middleware
 from services.verification.review import ReviewDesk
 from shared.fhir import FhirClient
 from shared.messages import Event
-from shared.runtime import ServiceApp, start_http
+from shared.runtime import start_http
 from shared.settings import FhirSettings
 from tests.conftest import Infrastructure
+from tests.integration.review_app import review_app
 from tests.integration.test_subscriber import (
     HOOK_SECRET,
     PACS_SECRET,
@@ -281,22 +281,9 @@ async def review_api(infra: Infrastructure) -> AsyncIterator[ReviewApiUnderTest]
     async def publish(event: Event) -> None:
         published.append(event)
 
-    async def nothing() -> None:
-        return None
-
-    async def ready() -> bool:
-        return True
-
     fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
     desk = ReviewDesk(fhir, publish, infra.fhir_base_url)
-    app = ServiceApp(
-        name="verification-hostile-test",
-        start=nothing,
-        stop=nothing,
-        ready=ready,
-        routes=ReviewApi(desk).routes(),
-        middlewares=[bearer_token_middleware(REVIEW_TOKEN)],
-    )
+    app = review_app(desk, REVIEW_TOKEN, "verification-hostile-test")
     runner = await start_http(app, "127.0.0.1", 0)
     try:
         yield ReviewApiUnderTest(f"http://127.0.0.1:{runner.addresses[0][1]}", published)

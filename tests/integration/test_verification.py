@@ -16,14 +16,12 @@ import pytest
 
 from services.verification.handlers import (
     CreateVerificationTask,
-    ReviewApi,
-    bearer_token_middleware,
 )
 from services.verification.review import ReviewDesk
 from shared.bus import Bus
 from shared.fhir import FhirClient
 from shared.messages import FindingRejected, FindingVerified, ResultsPosted
-from shared.runtime import ServiceApp, start_http
+from shared.runtime import start_http
 from shared.settings import BrokerSettings, FhirSettings
 from tests.conftest import Infrastructure
 from tests.integration.fhir_seed import (
@@ -32,6 +30,7 @@ from tests.integration.fhir_seed import (
     search_resources,
     seed_study,
 )
+from tests.integration.review_app import review_app
 
 pytestmark = pytest.mark.integration
 
@@ -152,20 +151,7 @@ async def _review_service(infra: Infrastructure, fhir: FhirClient) -> AsyncItera
     await bus.start()
     desk = ReviewDesk(fhir, bus.publish, infra.fhir_base_url)
 
-    async def nothing() -> None:
-        return None
-
-    async def ready() -> bool:
-        return True
-
-    app = ServiceApp(
-        name="verification-test",
-        start=nothing,
-        stop=nothing,
-        ready=ready,
-        routes=ReviewApi(desk).routes(),
-        middlewares=[bearer_token_middleware(TOKEN)],
-    )
+    app = review_app(desk, TOKEN, "verification-test")
     runner = await start_http(app, "127.0.0.1", 0)
     port = runner.addresses[0][1]
     http = aiohttp.ClientSession()
