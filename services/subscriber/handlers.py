@@ -47,7 +47,7 @@ from shared.fhir import FhirClient
 from shared.identifiers import business_identifier, is_dicom_uid, study_run_value
 from shared.messages import ModelRef, StudyDetected
 from shared.operation_outcome import media_type_refusal, outcome_response
-from shared.registry import ModelEntry, Registry
+from shared.registry import ModelEntry, Registry, SeriesSummary
 
 log = structlog.get_logger(__name__)
 Source = Literal["fhir-rest-hook", "pacs-stable-study", "reconcile", "manual"]
@@ -247,7 +247,8 @@ class StudyAnnouncer:
         if await self._opted_out(imaging_study):
             log.info("study_skipped", reason="patient opted out (active Consent with deny)")
             return 0
-        candidates = self.registry.models_for(series_summaries(imaging_study))
+        summaries = series_summaries(imaging_study) or await self._series_from_pacs(uid)
+        candidates = self.registry.models_for(summaries)
         in_flight = [model for model in candidates if self._recently_announced(uid, model)]
         # Claim the study's runs before the first await: a FHIR server may deliver two hooks
         # for one change at once (HAPI keeps delivering through a deleted Subscription until
@@ -335,6 +336,26 @@ class StudyAnnouncer:
                     error=str(error),
                     action="delete the claim Task by hand, then the next hook starts the run",
                 )
+
+    async def _series_from_pacs(self, uid: str) -> list[SeriesSummary]:
+        """What an ImagingStudy that lists no series would have said, from QIDO-RS: a FHIR
+        server may announce a study before its series are recorded, while the PACS has them."""
+        summaries = []
+        for series in await self.dicomweb.search_series(uid):
+            instances = await self.dicomweb.search_instances(uid, series.series_instance_uid)
+            summaries.append(
+                SeriesSummary(
+                    modality=series.modality,
+                    body_part_examined=series.body_part_examined,
+                    series_description=series.series_description,
+                    sop_class_uids=tuple(sorted({i.sop_class_uid for i in instances})),
+                    number_of_instances=len(instances),
+                )
+            )
+        log.info(
+            "series_from_pacs", reason="the ImagingStudy lists no series", series=len(summaries)
+        )
+        return summaries
 
     def _recently_announced(self, uid: str, model: ModelEntry) -> bool:
         window = self.settings.reannounce_after_seconds

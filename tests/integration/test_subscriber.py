@@ -354,6 +354,28 @@ async def test_hooks_and_replicas_racing_for_one_study_start_exactly_one_run(
     assert str(announced[0].correlation_id) in claims[0]["description"]
 
 
+async def test_an_imaging_study_without_series_is_completed_from_the_pacs(
+    infra: Infrastructure,
+) -> None:
+    """A rest-hook for an available ImagingStudy that lists no series (a FHIR server that
+    announces the study before its series are recorded) is not skipped as "no model applies":
+    the subscriber asks the PACS (QIDO-RS) which series it holds and selects the ICH model."""
+    async with running_subscriber(infra, ensure_subscription=False) as subscriber:
+        loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
+        study = await _imaging_study(infra, loaded.imaging_study_id or "")
+        bare = {key: value for key, value in study.items() if key != "series"}
+        async with aiohttp.ClientSession() as http:
+            response = await http.put(
+                f"{subscriber.url}/fhir/{loaded.imaging_study_id}",
+                json=bare,
+                headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+            )
+            assert response.status == 200, await response.text()
+        detected = await subscriber.next_detected(study_instance_uid=loaded.study_instance_uid)
+    assert detected is not None, "an ImagingStudy without series was skipped"
+    assert [m.id for m in detected.models] == ["ich-reference"]
+
+
 async def test_unauthenticated_hooks_get_401_and_malformed_bodies_get_400(
     subscriber: RunningSubscriber,
 ) -> None:
