@@ -1,7 +1,7 @@
 """python -m samples: load sample studies into the local PACS (Orthanc) and FHIR server.
 
 python -m samples --list
-python -m samples load head-bleed [--slices N --size N --seed N] [--no-fhir]
+python -m samples load head-bleed [--slices N --size N --seed N] [--no-fhir | --pacs-only]
 python -m samples load-real
 python -m samples demo [--seed N --slices N --size N]   (needs the running mesh: make demo)
 """
@@ -33,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--size", type=int, default=256, help="rows = columns (default 256)")
     load.add_argument("--seed", type=int, default=1, help="seed of the phantom and identifiers")
     load.add_argument("--batch", type=int, default=24, help="instances per STOW-RS request")
-    load.add_argument("--no-fhir", action="store_true", help="store the images only")
+    arrival = load.add_mutually_exclusive_group()
+    arrival.add_argument("--no-fhir", action="store_true", help="store the images only")
+    arrival.add_argument(
+        "--pacs-only",
+        action="store_true",
+        help="images, and the order on the FHIR server, but no ImagingStudy (no DICOM-FHIR sync)",
+    )
     sub.add_parser("load-real", help="store the real CT/MR files shipped by pydicom(-data)")
     demo = sub.add_parser(
         "demo", help="load three studies into a running mesh and show the results"
@@ -74,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                 size=args.size,
                 batch_size=args.batch,
                 with_fhir=not args.no_fhir,
+                with_imaging_study=not args.pacs_only,
                 out=_print,
             )
             print(f"StudyInstanceUID {result.study_instance_uid}")
-            print(f"ImagingStudy {result.imaging_study_id or '(FHIR skipped)'}")
+            print(f"ImagingStudy {result.imaging_study_id or '(none on the FHIR server)'}")
             return 0
         results = load_real(settings=settings, out=_print)
         failed = [r for r in results if r.error]

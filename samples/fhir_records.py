@@ -102,8 +102,10 @@ def imaging_study_bundle(
     *,
     dicomweb_root: str,
     modality: str = "CT",
+    with_imaging_study: bool = True,
 ) -> dict[str, Any]:
-    """The transaction Bundle registering `info`'s order and imaging study."""
+    """The transaction Bundle registering `info`'s order and imaging study (the order only,
+    without `with_imaging_study`: a site whose PACS does not sync DICOM to FHIR)."""
     patient = info.patient
     patient_url = _uuid("Patient", patient.patient_id)
     practitioner_url = _uuid("Practitioner", info.referring_physician)
@@ -225,10 +227,16 @@ def imaging_study_bundle(
             ),
             _entry(endpoint_url, endpoint, _token(ENDPOINT_ID_SYSTEM, endpoint_id)),
             _entry(request_url, service_request, _token(ACCESSION_SYSTEM, info.accession_number)),
-            _entry(
-                study_url,
-                imaging_study,
-                _token(DICOM_UID_SYSTEM, f"urn:oid:{info.study_instance_uid}"),
+            *(
+                [
+                    _entry(
+                        study_url,
+                        imaging_study,
+                        _token(DICOM_UID_SYSTEM, f"urn:oid:{info.study_instance_uid}"),
+                    )
+                ]
+                if with_imaging_study
+                else []
             ),
         ],
     }

@@ -139,9 +139,12 @@ def load_study(
     size: int = 256,
     batch_size: int = 24,
     with_fhir: bool = True,
+    with_imaging_study: bool = True,
     out: Printer = _quiet,
 ) -> LoadResult:
-    """Generate `scenario`, store it in Orthanc (STOW-RS) and register it on the FHIR server."""
+    """Generate `scenario`, store it in Orthanc (STOW-RS) and register it on the FHIR server:
+    the order and the ImagingStudy, or (`with_imaging_study=False`, `--pacs-only`) the order
+    only, as a site without DICOM-to-FHIR sync has it; `with_fhir=False`: the images only."""
     if scenario not in SCENARIOS:
         raise KeyError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     t0 = time.perf_counter()
@@ -180,7 +183,9 @@ def load_study(
             fhir_records.InstanceRef(info.sop_instance_uid(i), str(CTImageStorage), i + 1)
             for i in range(info.slices)
         ]
-        bundle = fhir_records.imaging_study_bundle(info, refs, dicomweb_root=settings.dicomweb_root)
+        bundle = fhir_records.imaging_study_bundle(
+            info, refs, dicomweb_root=settings.dicomweb_root, with_imaging_study=with_imaging_study
+        )
         t1 = time.perf_counter()
         result = fhir_records.post_transaction(settings.fhir_base_url, bundle)
         ids, created = result.ids, result.created

@@ -42,6 +42,7 @@ def load_fresh_study(
     slices: int = 32,
     size: int = 256,
     with_fhir: bool = True,
+    with_imaging_study: bool = True,
 ) -> LoadResult:
     """`scenario` generated and loaded; a random seed (unless given) makes it a study of its own."""
     return load_study(
@@ -51,6 +52,7 @@ def load_fresh_study(
         slices=slices,
         size=size,
         with_fhir=with_fhir,
+        with_imaging_study=with_imaging_study,
     )
 
 

@@ -126,6 +126,31 @@ def test_loaded_study_has_linked_fhir_records(
     assert endpoint["connectionType"]["code"] == "dicom-wado-rs"
 
 
+def test_pacs_only_load_puts_the_order_on_the_fhir_server_but_no_imaging_study(
+    settings: Settings,
+) -> None:
+    """`--pacs-only`: the images are in Orthanc and the order (ServiceRequest with the
+    accession, its patient) on the FHIR server, but no ImagingStudy: a site without DICOM-to-FHIR
+    sync, where radmesh learns of the study from the PACS alone."""
+    result = load_study(
+        "head-normal",
+        settings=settings,
+        seed=random.randrange(10**9),
+        slices=SLICES,
+        size=SIZE,
+        with_imaging_study=False,
+    )
+    try:
+        assert result.imaging_study_id is None
+        assert "ServiceRequest" in result.fhir_ids and "Patient" in result.fhir_ids
+        uid = f"urn:dicom:uid|urn:oid:{result.study_instance_uid}"
+        assert _search_count(settings, "ImagingStudy", uid) == 0
+        request = _fhir(settings, result.fhir_ids["ServiceRequest"])
+        assert any(i["value"] == result.accession_number for i in request["identifier"])
+    finally:
+        delete_study(settings.orthanc_url, settings.orthanc_auth, result.study_instance_uid)
+
+
 def test_loading_twice_creates_no_duplicate_resources(
     settings: Settings, loaded: tuple[LoadResult, int]
 ) -> None:
