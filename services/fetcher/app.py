@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.fetcher.handlers import FetchStudy
+from services.fetcher.pacs import PacsDirectory
 from services.fetcher.retention import RetentionSweep
 from services.fetcher.settings import FetcherSettings
 from shared.bus import Bus
@@ -21,7 +22,10 @@ def build_app(settings: RadmeshSettings, own: FetcherSettings) -> ServiceApp:
     bus = Bus(settings.broker, SERVICE)
     dicomweb = DicomWebClient(settings.dicomweb)
     store = BlobStore(settings.storage.blob_dir)
-    bus.consume(StudyDetected, FetchStudy(registry, dicomweb, store))
+    pacs = PacsDirectory(dicomweb, settings.dicomweb, own.allowed_pacs)
+    bus.consume(StudyDetected, FetchStudy(registry, dicomweb, store, pacs))
     sweep = RetentionSweep(store, settings.storage)
 
-    return bus_service(SERVICE, bus, on_start=[sweep.start], close=[sweep.stop, dicomweb.close])
+    return bus_service(
+        SERVICE, bus, on_start=[sweep.start], close=[sweep.stop, pacs.close, dicomweb.close]
+    )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from services.fetcher.pacs import PacsDirectory
 from services.fetcher.series_selection import select_series
 from shared.dicomweb import DicomWebClient, RetrievedInstance, SeriesInfo
 from shared.errors import PermanentError
@@ -20,15 +21,22 @@ log = structlog.get_logger(__name__)
 class FetchStudy:
     """Handler of study.detected: one study.fetched per model, each series fetched once."""
 
-    def __init__(self, registry: Registry, dicomweb: DicomWebClient, store: BlobStore) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        dicomweb: DicomWebClient,
+        store: BlobStore,
+        pacs: PacsDirectory | None = None,
+    ) -> None:
         self.registry = registry
-        self.dicomweb = dicomweb
+        self.pacs = pacs or PacsDirectory(dicomweb)
         self.store = store
 
     async def __call__(self, event: StudyDetected) -> Sequence[Event]:
         study_uid = event.study.study_instance_uid
         started = time.perf_counter()
-        series = await self.dicomweb.search_series(study_uid)
+        dicomweb = self.pacs.client_for(event.study.dicomweb_base_url)
+        series = await dicomweb.search_series(study_uid)
         if not series:
             raise PermanentError(f"the PACS has no series for study {study_uid}")
         fetched: dict[str, list[RetrievedInstance]] = {}
@@ -38,13 +46,13 @@ class FetchStudy:
                 model = self.registry.get(model_ref.id, model_ref.version)
             except KeyError as error:
                 raise PermanentError(str(error)) from error
-            chosen = await select_series(self.dicomweb, study_uid, series, model.selector)
+            chosen = await select_series(dicomweb, study_uid, series, model.selector)
             if chosen is None:
                 raise PermanentError(
                     f"no series of study {study_uid} matches the selector of {model.id} {model.version}"
                 )
             if chosen.series_instance_uid not in fetched:
-                fetched[chosen.series_instance_uid] = await self._fetch(event, chosen)
+                fetched[chosen.series_instance_uid] = await self._fetch(dicomweb, event, chosen)
             manifest = _manifest(chosen, fetched[chosen.series_instance_uid])
             caused.append(
                 event.follow(
@@ -57,12 +65,14 @@ class FetchStudy:
             )
         return caused
 
-    async def _fetch(self, event: StudyDetected, series: SeriesInfo) -> list[RetrievedInstance]:
+    async def _fetch(
+        self, dicomweb: DicomWebClient, event: StudyDetected, series: SeriesInfo
+    ) -> list[RetrievedInstance]:
         started = time.perf_counter()
         prefix = (
             f"{event.correlation_id}/{event.study.study_instance_uid}/{series.series_instance_uid}"
         )
-        instances = await self.dicomweb.retrieve_series(
+        instances = await dicomweb.retrieve_series(
             event.study.study_instance_uid, series.series_instance_uid, self.store, prefix
         )
         seconds = time.perf_counter() - started

@@ -11,3 +11,6 @@ class FetcherSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RADMESH_FETCHER_", extra="ignore", frozen=True)
 
     port: int = 8091
+    # DICOMweb roots besides RADMESH_DICOMWEB__BASE_URL that a study's Endpoint may name (the
+    # same credentials are sent); any other address is refused with a permanent error.
+    allowed_pacs: tuple[str, ...] = ()
