@@ -104,7 +104,8 @@ async def test_head_ct_with_bleed_gives_preliminary_results_an_alert_and_a_task(
 ) -> None:
     """Hemorrhage Observation (preliminary, SNOMED 1386000, linked to the study, the order and the
     patient), a preliminary DiagnosticReport, Device and Provenance, a Communication and a
-    CommunicationRequest to the ordering Practitioner, a consult ServiceRequest and a Task."""
+    CommunicationRequest to the ordering Practitioner, a consult ServiceRequest, a verification
+    Task, and the run's analysis claim completed with the report."""
     loaded, progress = _by_scenario(demo_run, "head-bleed")
     (posted,) = progress.of_type("results.posted")
     observations = await _observations(mesh, posted)
@@ -139,6 +140,17 @@ async def test_head_ct_with_bleed_gives_preliminary_results_an_alert_and_a_task(
     task = await mesh.direct_fhir.read_resource(progress.tasks[posted.diagnostic_report])
     assert task["status"] == "requested" and task["priority"] == "stat"
     assert task["focus"]["reference"] == posted.diagnostic_report
+    # the subscriber's analysis claim, completed by the mapper with the report as its output
+    (claim,) = (
+        await mesh.direct_fhir.resources("Task")
+        .search(
+            identifier=f"urn:radmesh:analysis-claim|{loaded.study_instance_uid}/ich-reference/1"
+        )
+        .fetch_all()
+    )
+    assert claim["status"] == "completed"
+    assert claim["focus"]["reference"] == loaded.imaging_study_id
+    assert claim["output"][0]["valueReference"]["reference"] == posted.diagnostic_report
 
 
 async def test_chest_ct_gives_nodule_observations_with_diameters(

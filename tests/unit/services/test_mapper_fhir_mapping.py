@@ -97,19 +97,28 @@ def test_every_resource_of_a_run_validates_as_fhir() -> None:
 
 
 def test_bundle_is_one_transaction_of_conditional_creates_on_business_identifiers() -> None:
-    """Every entry is a POST with ifNoneExist on its radmesh identifier (Provenance: on its tag),
-    in the order Device, Observations, DiagnosticReport, Provenance."""
+    """Every result entry is a POST with ifNoneExist on its radmesh identifier (Provenance: on
+    its tag), in the order Device, Observations, DiagnosticReport, Provenance; last, the run's
+    analysis claim Task is completed by a conditional update, its output the report."""
     bundle = build_run(_bleed(), _model(_bleed()), RECORDED).bundle
     assert bundle["type"] == "transaction"
     run = f"{STUDY}/ich-reference/1"
-    assert [entry["request"]["ifNoneExist"] for entry in bundle["entry"]] == [
+    *creates, claim = bundle["entry"]
+    assert [entry["request"]["ifNoneExist"] for entry in creates] == [
         "identifier=urn:radmesh:device|ich-reference/1",
         f"identifier=urn:radmesh:observation|{run}/intracranial-hemorrhage/0",
         f"identifier=urn:radmesh:observation|{run}/hemorrhage-volume/0",
         f"identifier=urn:radmesh:diagnosticreport|{run}",
         f"_tag=urn:radmesh:provenance|{run}",
     ]
-    assert {entry["request"]["method"] for entry in bundle["entry"]} == {"POST"}
+    assert {entry["request"]["method"] for entry in creates} == {"POST"}
+    assert claim["request"] == {
+        "method": "PUT",
+        "url": f"Task?identifier=urn:radmesh:analysis-claim|{run}",
+    }
+    assert claim["resource"]["status"] == "completed"
+    report_url = creates[3]["fullUrl"]
+    assert claim["resource"]["output"][0]["valueReference"] == {"reference": report_url}
     assert all(entry["fullUrl"].startswith("urn:uuid:") for entry in bundle["entry"])
 
 

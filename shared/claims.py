@@ -1,0 +1,60 @@
+"""The analysis claim: a FHIR Task "radmesh AI analysis" per model run on a study, identified by
+`urn:radmesh:analysis-claim|<study>/<model>/<version>`. The subscriber creates it (status
+`in-progress`) before announcing the run, so that one run starts per study however many hooks
+arrive; the mapper completes it when the results are posted (output: the DiagnosticReport), so
+the record never shows an analysis "in progress" that finished."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, study_run_value
+
+__all__ = ["analysis_claim_search", "analysis_claim_task", "analysis_claim_value"]
+
+
+def analysis_claim_value(study_instance_uid: str, model_id: str, model_version: str) -> str:
+    return study_run_value(study_instance_uid, model_id, model_version)
+
+
+def analysis_claim_search(value: str) -> str:
+    """The search that finds the claim (for If-None-Exist and conditional updates)."""
+    return f"identifier={ANALYSIS_CLAIM_SYSTEM}|{value}"
+
+
+def analysis_claim_task(
+    *,
+    value: str,
+    imaging_study: str,
+    patient: str | None,
+    model_id: str,
+    model_version: str,
+    correlation_id: str,
+    diagnostic_report: str | None = None,
+) -> dict[str, Any]:
+    """The claim Task: `in-progress`, or `completed` with the report as its output."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "identifier": [{"system": ANALYSIS_CLAIM_SYSTEM, "value": value}],
+        "status": "in-progress" if diagnostic_report is None else "completed",
+        "intent": "order",
+        "code": {"text": "radmesh AI analysis of an imaging study"},
+        "description": f"{model_id} {model_version} on this study (run {correlation_id})",
+        "focus": {"reference": imaging_study},
+        "input": [{"type": {"text": "correlation-id"}, "valueString": correlation_id}],
+    }
+    if diagnostic_report is None:
+        task["authoredOn"] = now
+    else:
+        task["lastModified"] = now
+        task["output"] = [
+            {
+                "type": {"text": "diagnostic-report"},
+                "valueReference": {"reference": diagnostic_report},
+            }
+        ]
+    if patient:
+        task["for"] = {"reference": patient}
+    return task
