@@ -35,6 +35,7 @@ __all__ = [
     "StudyFetched",
     "StudyRef",
     "parse_event",
+    "validation_problems",
 ]
 
 
@@ -259,13 +260,19 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+def validation_problems(error: ValidationError, *, limit: int = 5, root: str = "<body>") -> str:
+    """The first problems of a pydantic error as `field.path: message` (never the input values,
+    which can hold patient data)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in detail['loc']) or root}: {detail['msg']}"
+        for detail in error.errors()[:limit]
+    )
+
+
 def parse_event(event_class: type[EventT], body: bytes) -> EventT:
     """Validate a message body against its event model; raise InvalidMessage saying what is wrong."""
     try:
         return event_class.model_validate_json(body)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in detail['loc']) or '<body>'}: {detail['msg']}"
-            for detail in error.errors()[:5]
-        )
+        problems = validation_problems(error)
         raise InvalidMessage(f"{event_class.event_type} message is invalid: {problems}") from error

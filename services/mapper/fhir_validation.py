@@ -21,6 +21,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from shared.errors import PermanentError
+from shared.messages import validation_problems
 
 __all__ = ["validate_bundle", "validate_resource"]
 
@@ -52,10 +53,7 @@ def validate_resource(resource: dict[str, Any], types_by_url: dict[str, str]) ->
     try:
         model_class.model_validate(resource)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in detail['loc']) or '<resource>'}: {detail['msg']}"
-            for detail in error.errors()[:5]
-        )
+        problems = validation_problems(error, root="<resource>")
         raise PermanentError(
             f"{_name(resource)} is not valid FHIR ({problems}); not sent, message dead-lettered"
         ) from error

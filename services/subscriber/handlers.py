@@ -44,7 +44,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.fhir import FhirClient
-from shared.identifiers import business_identifier, is_dicom_uid, study_run_value
+from shared.identifiers import business_identifier, study_run_value
 from shared.messages import ModelRef, StudyDetected
 from shared.operation_outcome import media_type_refusal, outcome_response
 from shared.registry import ModelEntry, Registry, SeriesSummary
@@ -452,12 +452,7 @@ class StudyAnnouncer:
 
     async def announce_pacs_study(self, event: StableStudyEvent) -> int:
         """A stable study from the PACS: find (or create, DICOMcast style) its ImagingStudy."""
-        uid = event.study_instance_uid
-        if not is_dicom_uid(uid):  # it goes into QIDO-RS paths and queries
-            raise InvalidMessage(
-                "study_instance_uid is not a DICOM UID (digits and dots, no leading zeros, at "
-                f"most 64 characters): {uid[:80]!r}"
-            )
+        uid = event.study_instance_uid  # a DICOM UID: StableStudyEvent checks it
         structlog.contextvars.bind_contextvars(study_instance_uid=uid)
         if event.modalities and set(event.modalities) <= {"SR", "KO", "PR"}:
             log.info("study_skipped", reason="only SR/KO/PR objects (radmesh's own output)")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import InvalidMessage
 from shared.json_input import read_json
+from shared.messages import DicomUid, validation_problems
 
 __all__ = [
     "StableSeries",
@@ -27,13 +28,6 @@ __all__ = [
 ]
 
 
-def _problems(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in detail['loc']) or '<body>'}: {detail['msg']}"
-        for detail in error.errors()[:5]
-    )
-
-
 def imaging_study_of(resource: Any) -> dict[str, Any]:
     """`resource` when it is an ImagingStudy valid against the FHIR structure (InvalidMessage
     saying what is wrong otherwise)."""
@@ -42,7 +36,7 @@ def imaging_study_of(resource: Any) -> dict[str, Any]:
     try:
         ImagingStudy.model_validate(resource)
     except ValidationError as error:
-        raise InvalidMessage(f"ImagingStudy is invalid: {_problems(error)}") from error
+        raise InvalidMessage(f"ImagingStudy is invalid: {validation_problems(error)}") from error
     return resource
 
 
@@ -71,7 +65,7 @@ class StableStudyEvent(BaseModel):
     # signed with the rest of the body: what the replay protection checks (hook_auth.ReplayGuard)
     event_id: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     emitted_at: datetime
-    study_instance_uid: str = Field(min_length=1)
+    study_instance_uid: DicomUid  # it goes into QIDO-RS paths and queries
     accession_number: str | None = None
     modalities: list[str] = []
     series_count: int | None = Field(default=None, ge=0)
@@ -85,4 +79,6 @@ def parse_stable_study_event(body: bytes) -> StableStudyEvent:
     try:
         return StableStudyEvent.model_validate(read_json(body))
     except ValidationError as error:
-        raise InvalidMessage(f"stable-study event is invalid: {_problems(error)}") from error
+        raise InvalidMessage(
+            f"stable-study event is invalid: {validation_problems(error)}"
+        ) from error

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from shared.errors import InvalidMessage
 from shared.identifiers import DICOM_UID_SYSTEM, is_dicom_uid
-from shared.messages import StudyRef
+from shared.messages import StudyRef, validation_problems
 from shared.registry import SeriesSummary
 
 __all__ = [
@@ -90,8 +90,6 @@ def study_ref(imaging_study: dict[str, Any], endpoints: dict[str, str]) -> Study
             ),
         )
     except ValidationError as error:  # e.g. a subject that is not a relative Patient/<id>
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
-            for detail in error.errors()[:3]
-        )
-        raise InvalidMessage(f"ImagingStudy cannot be announced: {problems}") from error
+        raise InvalidMessage(
+            f"ImagingStudy cannot be announced: {validation_problems(error, limit=3)}"
+        ) from error
