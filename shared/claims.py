@@ -9,13 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, study_run_value
+from shared.identifiers import ANALYSIS_CLAIM_SYSTEM
 
-__all__ = ["analysis_claim_search", "analysis_claim_task", "analysis_claim_value"]
-
-
-def analysis_claim_value(study_instance_uid: str, model_id: str, model_version: str) -> str:
-    return study_run_value(study_instance_uid, model_id, model_version)
+__all__ = ["analysis_claim_search", "analysis_claim_task"]
 
 
 def analysis_claim_search(value: str) -> str:
@@ -33,7 +29,8 @@ def analysis_claim_task(
     correlation_id: str,
     diagnostic_report: str | None = None,
 ) -> dict[str, Any]:
-    """The claim Task: `in-progress`, or `completed` with the report as its output."""
+    """The claim Task: `in-progress`, or `completed` with the report as its output. `value` is
+    the run's `shared.identifiers.study_run_value`."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     task: dict[str, Any] = {
         "resourceType": "Task",

@@ -35,7 +35,7 @@ from services.mapper.observations import (
     imaging_study_reference,
     presence_urls,
 )
-from shared.claims import analysis_claim_search, analysis_claim_task, analysis_claim_value
+from shared.claims import analysis_claim_search, analysis_claim_task
 from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
@@ -207,8 +207,8 @@ def build_run(event: InferenceCompleted, model: ModelEntry, recorded: datetime) 
     ]
     entries.append(_entry(report, report_url, report_identifier))
     entries.append(_tagged_entry(provenance, provenance_url, provenance_identifier))
-    if event.study.imaging_study is not None:
-        entries.append(_completed_claim(event, report_url))
+    if event.study.imaging_study is not None:  # claims are on an ImagingStudy
+        entries.append(_completed_claim(event, run, event.study.imaging_study, report_url))
     return MappedRun(
         bundle=transaction_bundle(entries),
         device_url=device_url,
@@ -218,16 +218,14 @@ def build_run(event: InferenceCompleted, model: ModelEntry, recorded: datetime) 
     )
 
 
-def _completed_claim(event: InferenceCompleted, report_url: str) -> dict[str, Any]:
+def _completed_claim(
+    event: InferenceCompleted, run: str, imaging_study: str, report_url: str
+) -> dict[str, Any]:
     """The run's analysis claim, completed with the report (a conditional update: it also
     records the run when the subscriber did not claim it)."""
-    assert event.study.imaging_study is not None
-    value = analysis_claim_value(
-        event.study.study_instance_uid, event.model.id, event.model.version
-    )
     task = analysis_claim_task(
-        value=value,
-        imaging_study=event.study.imaging_study,
+        value=run,
+        imaging_study=imaging_study,
         patient=event.study.patient,
         model_id=event.model.id,
         model_version=event.model.version,
@@ -235,9 +233,9 @@ def _completed_claim(event: InferenceCompleted, report_url: str) -> dict[str, An
         diagnostic_report=report_url,
     )
     return {
-        "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, ANALYSIS_CLAIM_SYSTEM + value)}",
+        "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, ANALYSIS_CLAIM_SYSTEM + run)}",
         "resource": task,
-        "request": {"method": "PUT", "url": f"Task?{analysis_claim_search(value)}"},
+        "request": {"method": "PUT", "url": f"Task?{analysis_claim_search(run)}"},
     }
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.claims import analysis_claim_search, analysis_claim_task, analysis_claim_value
+from shared.claims import analysis_claim_search, analysis_claim_task
 from shared.fhir import FhirClient
+from shared.identifiers import study_run_value
 from shared.registry import ModelEntry
 
 __all__ = ["claim_run"]
@@ -23,7 +24,7 @@ async def claim_run(
     correlation_id: str,
 ) -> tuple[bool, str]:
     """Claim `model`'s run on the study; returns (whether this call won, the claim Task)."""
-    value = analysis_claim_value(study_instance_uid, model.id, model.version)
+    value = study_run_value(study_instance_uid, model.id, model.version)
     task = analysis_claim_task(
         value=value,
         imaging_study=f"ImagingStudy/{imaging_study['id']}",
