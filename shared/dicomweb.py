@@ -239,19 +239,20 @@ class DicomWebClient:
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": DICOM_JSON,
         }
-        # A keep-alive connection the PACS closed while it sat idle in the pool (Orthanc closes
-        # them after about a second) fails at once with ServerDisconnectedError: that attempt
-        # reached nobody, and storing the same instances again is idempotent, so it is retried
-        # once on a fresh connection rather than costing the message a retry delay.
-        for attempt in (1, 2):
+        try:
             try:
-                async with self._http().post(url, data=bytes(body), headers=headers) as response:
-                    await self._check(response, "STOW-RS")
-                    result: dict[str, Any] = await response.json(content_type=None)
-                    return result
-            except aiohttp.ServerDisconnectedError as error:
-                if attempt == 2:
-                    raise RemoteUnavailable(f"STOW-RS: {error!r}", url=url, status=None) from error
-            except (aiohttp.ClientConnectionError, TimeoutError) as error:
-                raise RemoteUnavailable(f"STOW-RS: {error!r}", url=url, status=None) from error
-        raise AssertionError("unreachable")  # pragma: no cover
+                return await self._stow(url, bytes(body), headers)
+            except aiohttp.ServerDisconnectedError:
+                # A keep-alive connection the PACS closed while it sat idle in the pool (Orthanc
+                # closes them after about a second): that attempt reached nobody, and storing
+                # the same instances again is idempotent, so it goes again on a fresh
+                # connection rather than costing the message a retry delay.
+                return await self._stow(url, bytes(body), headers)
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise RemoteUnavailable(f"STOW-RS: {error!r}", url=url, status=None) from error
+
+    async def _stow(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        async with self._http().post(url, data=body, headers=headers) as response:
+            await self._check(response, "STOW-RS")
+            result: dict[str, Any] = await response.json(content_type=None)
+            return result

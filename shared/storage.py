@@ -104,12 +104,12 @@ class BlobStore:
         for run in self.root.iterdir():
             if not run.is_dir() or run.name.startswith("."):
                 continue
-            files = [path for path in run.rglob("*") if path.is_file()]
-            newest = max((path.stat().st_mtime for path in files), default=run.stat().st_mtime)
+            stats = [path.stat() for path in run.rglob("*") if path.is_file()]
+            newest = max((stat.st_mtime for stat in stats), default=run.stat().st_mtime)
             if newest >= cutoff:
                 kept += 1
                 continue
-            size = sum(path.stat().st_size for path in files)
+            size = sum(stat.st_size for stat in stats)
             shutil.rmtree(run, ignore_errors=True)
             deleted += 1
             freed += size

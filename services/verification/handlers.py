@@ -8,7 +8,7 @@ The review API (all routes under /tasks need `Authorization: Bearer <RADMESH_VER
 
 Every error answer is a FHIR OperationOutcome: 400 bad body, 401 no or wrong token, 404 unknown
 Task, 409 Task already decided or changed concurrently, 415 a body not labelled as JSON in UTF-8,
-502/503 the FHIR server refused/is down. Bodies are read by `shared.operation_outcome.read_json`
+502/503 the FHIR server refused/is down. Bodies are read by `shared.json_input.read_json`
 (UTF-8, bounded nesting, no lone surrogates, no numbers out of range): hostile input is a 400.
 """
 
