@@ -28,6 +28,7 @@ from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, Radm
 from tests.conftest import Infrastructure
 from tests.integration.sample_studies import load_fresh_study
 from tests.subscriptions_backport import r4_notification, r4b_notification
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -91,14 +92,18 @@ def _free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def running_subscriber(
-    infra: Infrastructure, **overrides: object
+    infra: Infrastructure, *, broker_url: str | None = None, **overrides: object
 ) -> AsyncIterator[RunningSubscriber]:
     """A subscriber on its own port and its own exchange, with an observer queue on study.detected."""
     tag = uuid.uuid4().hex[:8]
     port = _free_port()
     user, password = infra.orthanc_auth
     settings = RadmeshSettings(
-        broker=BrokerSettings(url=infra.amqp_url, exchange=f"radmesh.test-{tag}"),
+        broker=BrokerSettings(
+            url=broker_url or infra.amqp_url,
+            exchange=f"radmesh.test-{tag}",
+            publish_timeout_seconds=3,
+        ),
         fhir=FhirSettings(base_url=infra.fhir_base_url),
         dicomweb=DicomWebSettings(
             base_url=infra.orthanc_dicomweb_url, username=user, password=SecretStr(password)
@@ -314,10 +319,9 @@ async def test_hooks_and_replicas_racing_for_one_study_start_exactly_one_run(
         "accession_number": loaded.accession_number,
         "modalities": ["CT"],
     }
-    options = {"ensure_subscription": False, "claim_runs": True}
     async with (
-        running_subscriber(infra, **options) as first,
-        running_subscriber(infra, **options) as second,
+        running_subscriber(infra, ensure_subscription=False, claim_runs=True) as first,
+        running_subscriber(infra, ensure_subscription=False, claim_runs=True) as second,
         aiohttp.ClientSession() as http,
     ):
         answers = await asyncio.gather(
@@ -374,6 +378,50 @@ async def test_an_imaging_study_without_series_is_completed_from_the_pacs(
         detected = await subscriber.next_detected(study_instance_uid=loaded.study_instance_uid)
     assert detected is not None, "an ImagingStudy without series was skipped"
     assert [m.id for m in detected.models] == ["ich-reference"]
+
+
+async def test_a_claim_whose_announcement_failed_is_withdrawn_so_the_retry_runs(
+    infra: Infrastructure,
+) -> None:
+    """With the broker unreachable (a TCP proxy between the subscriber and RabbitMQ taken
+    down), a hook is answered 503 and the run's claim Task is deleted again; once the broker is
+    back, the FHIR server's retry of the same hook claims the run and announces it."""
+    proxy = TcpProxy(int(infra.amqp_url.rsplit(":", 1)[1].strip("/")))
+    await proxy.up()
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
+    study = await _imaging_study(infra, loaded.imaging_study_id or "")
+    claim = f"urn:radmesh:analysis-claim|{loaded.study_instance_uid}/ich-reference/1"
+    bearer = {"Authorization": f"Bearer {HOOK_SECRET}"}
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        async with (
+            running_subscriber(
+                infra,
+                broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+                ensure_subscription=False,
+                claim_runs=True,
+            ) as subscriber,
+            aiohttp.ClientSession() as http,
+        ):
+            hook = f"{subscriber.url}/fhir/{loaded.imaging_study_id}"
+            await proxy.down()
+            refused = await http.put(hook, json=study, headers=bearer)
+            outcome = await refused.json(content_type=None)
+            claims_while_down = await fhir.resources("Task").search(identifier=claim).fetch_all()
+            await proxy.up()
+            deadline = asyncio.get_running_loop().time() + 30
+            while (retried := await http.put(hook, json=study, headers=bearer)).status != 200:
+                assert asyncio.get_running_loop().time() < deadline, await retried.text()
+                await asyncio.sleep(0.5)  # as the FHIR server retries a hook answered 503
+            detected = await subscriber.next_detected(study_instance_uid=loaded.study_instance_uid)
+        claims = await fhir.resources("Task").search(identifier=claim).fetch_all()
+    finally:
+        await fhir.close()
+        await proxy.down()
+    assert refused.status == 503
+    assert "not published" in outcome["issue"][0]["diagnostics"]
+    assert claims_while_down == []
+    assert detected is not None and len(claims) == 1
 
 
 async def test_unauthenticated_hooks_get_401_and_malformed_bodies_get_400(
