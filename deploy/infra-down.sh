@@ -3,7 +3,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 components=("$@")
-(( ${#components[@]} )) || components=(model-server hapi-fhir orthanc rabbitmq)
+(( ${#components[@]} )) || components=(keycloak model-server hapi-fhir orthanc rabbitmq)
 status=0
 for component in "${components[@]}"; do
   bash "$RADMESH_ROOT/deploy/$component/down.sh" || status=1

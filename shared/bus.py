@@ -137,6 +137,10 @@ class Bus:
             settings.dead_letter_exchange, type=ExchangeType.DIRECT, durable=True
         )
         self.consumed: list[str] = []  # the event types registered with `consume`
+        # event type → (its class, its handler): one queue per service, one consumer on it that
+        # dispatches each message by its type (a queue shared by several subscribers would hand
+        # each message to whichever is next, whatever its type).
+        self._handlers: dict[str, tuple[type[Event], Handler[Any]]] = {}
 
     # -- topology ---------------------------------------------------------------------------
 
@@ -226,11 +230,17 @@ class Bus:
 
     def consume(self, event_class: type[EventT], handler: Handler[EventT]) -> None:
         """Register `handler` for `event_class` on this service's queue (before `start`)."""
+        if event_class.event_type in self._handlers:
+            raise ValueError(f"{self.service} already consumes {event_class.event_type}")
         self.consumed.append(event_class.event_type)
+        self._handlers[event_class.event_type] = (event_class, handler)
+        if len(self._handlers) > 1:
+            return
 
         async def on_message(message: RabbitMessage) -> None:
+            raw = message.raw_message
             try:
-                await self._handle(event_class, handler, message.raw_message)
+                await self._dispatch(raw)
             except Exception:
                 # Retry/dead-letter publishing itself failed (broker trouble): give the message back
                 # to the queue; the quorum queue's delivery limit stops an endless loop.
@@ -246,6 +256,23 @@ class Bus:
             decoder=_raw_body,
             no_reply=True,
         )(on_message)
+
+    async def _dispatch(self, raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+        """Hand the message to the handler of its type (the AMQP `type` property, which retries
+        keep; the routing key of a first delivery otherwise); a type this service does not
+        consume is dead-lettered saying so."""
+        event_type = raw.type or raw.routing_key or ""
+        registered = self._handlers.get(event_type)
+        if registered is None:
+            headers = dict(raw.headers or {})
+            error = InvalidMessage(
+                f"{self.service} does not consume {event_type!r} messages "
+                f"(it consumes {sorted(self._handlers)})"
+            )
+            await self._route_failure(raw, headers, 0, error)
+            return
+        event_class, handler = registered
+        await self._handle(event_class, handler, raw)
 
     async def _handle(
         self,

@@ -4,6 +4,7 @@ radmesh registry check [PATH]        validate the model registry (exit 1 listing
 radmesh status                       queue depths, consumers and dead letters per service
 radmesh dlq list SERVICE             the dead letters of a service, with their reasons
 radmesh dlq replay SERVICE [--limit N]   send them back to that service's queue
+radmesh dev-token ACCOUNT            an access token of a development account (last line)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import runpy
 import sys
 from pathlib import Path
 
+from shared.auth import IdentityProviderUnavailable, Unauthenticated, development_token
 from shared.dead_letters import SERVICES, list_dead_letters, queue_status, replay
 from shared.errors import ConfigurationError
 from shared.registry import load_registry
@@ -77,6 +79,23 @@ def _dlq_replay(settings: RadmeshSettings, service: str, limit: int | None) -> i
     return 0
 
 
+def _dev_token(settings: RadmeshSettings, account: str, password: str) -> int:
+    if settings.environment != "development":
+        print("dev-token: only in development (RADMESH_ENVIRONMENT)", file=sys.stderr)
+        return 2
+    try:
+        token = asyncio.run(development_token(settings.oidc, account, password))
+    except Unauthenticated as error:
+        print(f"dev-token: {error}", file=sys.stderr)
+        return 1
+    except IdentityProviderUnavailable as error:
+        print(f"dev-token: the identity provider is unavailable: {error}", file=sys.stderr)
+        return 1
+    print(f"access token of {account} from {settings.oidc.issuer}:", file=sys.stderr)
+    print(token)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radmesh", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     dlq_replay = dlq_commands.add_parser("replay", help="replay a service's dead letters")
     dlq_replay.add_argument("service", choices=SERVICES)
     dlq_replay.add_argument("--limit", type=int, default=None)
+    dev_token = commands.add_parser(
+        "dev-token", help="print an access token of a development account (rad1, clin1, ops1, ...)"
+    )
+    dev_token.add_argument("account")
+    dev_token.add_argument("--password", default="radmesh-dev")
     arguments = parser.parse_args(argv)
 
     if arguments.command == "run":
@@ -104,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return _registry_check(settings, arguments.path)
     if arguments.command == "status":
         return _status(settings)
+    if arguments.command == "dev-token":
+        return _dev_token(settings, arguments.account, arguments.password)
     if arguments.dlq_command == "list":
         return _dlq_list(settings, arguments.service)
     return _dlq_replay(settings, arguments.service, arguments.limit)

@@ -140,9 +140,18 @@ class FhirClient(AsyncFHIRClient):
         found: dict[str, Any] = await self._do_request("get", reference)
         return found
 
-    async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
-        """POST a transaction Bundle to the base URL; returns the transaction-response Bundle."""
-        response: dict[str, Any] = await self._do_request("post", "", data=bundle)
+    async def transaction(
+        self, bundle: dict[str, Any], *, replace_security_labels: bool = False
+    ) -> dict[str, Any]:
+        """POST a transaction Bundle to the base URL; returns the transaction-response Bundle.
+
+        FHIR lets a server carry security labels forward across an update (HAPI does); with
+        `replace_security_labels` the updates' `meta.security` replaces the previous one
+        (HAPI's `X-Meta-Snapshot-Mode: SECURITY_LABEL`), as relabelling an AI result needs."""
+        headers = {"X-Meta-Snapshot-Mode": "SECURITY_LABEL"} if replace_security_labels else None
+        response: dict[str, Any] = await self._do_request(
+            "post", "", data=bundle, extra_headers=headers
+        )
         return response
 
 
@@ -192,6 +201,28 @@ def conditional_create_entry(
     return conditional_entry(
         resource, full_url, f"identifier={identifier_system}|{identifier_value}"
     )
+
+
+def versioned_update_entry(resource: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """A transaction PUT of a resource read earlier, guarded by the version it was read at
+    (`ifMatch`; a concurrent change fails the transaction with 412). meta.versionId and
+    lastUpdated are not sent back; the rest of meta (security labels, tags) is. The fullUrl is
+    the resource's absolute URL: a transaction entry needs one, and references inside the
+    Bundle resolve against it."""
+    meta = {
+        k: v
+        for k, v in (resource.get("meta") or {}).items()
+        if k not in ("versionId", "lastUpdated")
+    }
+    version = (resource.get("meta") or {}).get("versionId")
+    body = {key: value for key, value in resource.items() if key != "meta"}
+    if meta:
+        body["meta"] = meta
+    reference = f"{resource['resourceType']}/{resource['id']}"
+    request: dict[str, Any] = {"method": "PUT", "url": reference}
+    if version is not None:
+        request["ifMatch"] = f'W/"{version}"'
+    return {"fullUrl": f"{base_url.rstrip('/')}/{reference}", "resource": body, "request": request}
 
 
 def transaction_bundle(entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -223,7 +223,8 @@ class AlertRaised(Event):
 
 
 class FindingVerified(Event):
-    """verification: a radiologist accepted a report; its results are final."""
+    """verification: a radiologist accepted a report (or accepted it with an amended
+    measurement); its results are final."""
 
     event_type: ClassVar[str] = "finding.verified"
     schema_version: Literal[1] = 1
@@ -232,10 +233,12 @@ class FindingVerified(Event):
     diagnostic_report: DiagnosticReportReference
     verifier: VerifierReference
     provenance: ProvenanceReference
+    amended: bool = False
 
 
 class FindingRejected(Event):
-    """verification: a radiologist rejected a report; its results are cancelled."""
+    """verification: a radiologist rejected a report; its results are cancelled or entered in
+    error, and the alerts raised on it are to be withdrawn."""
 
     event_type: ClassVar[str] = "finding.rejected"
     schema_version: Literal[1] = 1
@@ -243,7 +246,10 @@ class FindingRejected(Event):
     task: TaskReference
     diagnostic_report: DiagnosticReportReference
     verifier: VerifierReference
-    reason: str
+    reason: str  # the words, for people
+    # The coded reason (services/verification/verdicts.py REJECT_REASONS); None from older senders.
+    reason_code: str | None = None
+    provenance: ProvenanceReference | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

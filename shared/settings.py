@@ -18,6 +18,7 @@ __all__ = [
     "BrokerSettings",
     "DicomWebSettings",
     "FhirSettings",
+    "OidcSettings",
     "RadmeshSettings",
     "ServiceSettings",
     "StorageSettings",
@@ -59,6 +60,26 @@ class DicomWebSettings(_Section):
     timeout_seconds: float = Field(default=60.0, gt=0)
 
 
+class OidcSettings(_Section):
+    """The identity provider whose access tokens radmesh's HTTP APIs accept
+    (`RADMESH_OIDC__ISSUER`, `RADMESH_OIDC__AUDIENCE`, ...)."""
+
+    issuer: str = "http://127.0.0.1:8180/realms/radmesh"
+    audience: str = "radmesh"
+    # None: the `jwks_uri` of the issuer's discovery document (<issuer>/.well-known/openid-configuration)
+    jwks_url: str | None = None
+    roles_claim: str = "realm_access.roles"  # a dotted path into the token's claims
+    # A claim naming the user's FHIR resource (SMART's `fhirUser`, e.g. "Practitioner/123").
+    fhir_user_claim: str = "fhirUser"
+    algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256")
+    leeway_seconds: float = Field(default=10.0, ge=0)  # clock skew allowed on exp/iat/nbf
+    # An unknown key id fetches the JWKS again, but not more often than this.
+    jwks_refetch_seconds: float = Field(default=30.0, ge=0)
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    # The public client the review page signs in with (authorization code + PKCE).
+    page_client_id: str = "radmesh-review"
+
+
 class StorageSettings(_Section):
     """The blob store for pixel data (claim check): a directory, a shared volume in Kubernetes."""
 
@@ -89,6 +110,7 @@ class RadmeshSettings(BaseSettings):
     fhir: FhirSettings = FhirSettings()
     dicomweb: DicomWebSettings = DicomWebSettings()
     storage: StorageSettings = StorageSettings()
+    oidc: OidcSettings = OidcSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     registry_path: Path = Path("registry/models.yaml")
     # Anything but `development` refuses to start with a secret still at its development
@@ -96,7 +118,10 @@ class RadmeshSettings(BaseSettings):
     environment: Literal["development", "production"] = "development"
 
     def development_secrets(self) -> list[str]:
-        """The shared settings whose secret is still the development default."""
+        """The shared settings still at a development default that must not reach production:
+        the PACS password, and the development identity provider (whose accounts and
+        passwords are public)."""
+        found = []
         default = DicomWebSettings().password
         password = self.dicomweb.password
         if (
@@ -104,8 +129,10 @@ class RadmeshSettings(BaseSettings):
             and password is not None
             and password.get_secret_value() == default.get_secret_value()
         ):
-            return ["RADMESH_DICOMWEB__PASSWORD"]
-        return []
+            found.append("RADMESH_DICOMWEB__PASSWORD")
+        if self.oidc.issuer == OidcSettings().issuer:
+            found.append("RADMESH_OIDC__ISSUER")
+        return found
 
 
 class ServiceSettings(BaseSettings):

@@ -26,6 +26,7 @@ class Infrastructure:
     fhir_base_url: str
     triton_http_url: str
     triton_grpc_address: str
+    oidc_issuer: str  # the development Keycloak's realm radmesh
 
 
 def _env(name: str, default: str) -> str:
@@ -51,6 +52,7 @@ def infra() -> Infrastructure:
         fhir_base_url=f"http://127.0.0.1:{_env('RADMESH_FHIR_PORT', '8080')}/fhir",
         triton_http_url=f"http://127.0.0.1:{_env('RADMESH_TRITON_HTTP_PORT', '8000')}",
         triton_grpc_address=f"127.0.0.1:{_env('RADMESH_TRITON_GRPC_PORT', '8001')}",
+        oidc_issuer=f"http://127.0.0.1:{_env('RADMESH_KEYCLOAK_PORT', '8180')}/realms/radmesh",
     )
 
 

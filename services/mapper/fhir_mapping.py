@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.mapper.observations import (
-    AI_ASSERTED,
     OBSERVATION_CATEGORY,
     build_observation,
     codeable_concept,
@@ -35,6 +34,7 @@ from services.mapper.observations import (
     imaging_study_reference,
     presence_urls,
 )
+from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_CONCLUSION
 from shared.claims import analysis_claim_search, analysis_claim_task
 from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
@@ -73,7 +73,7 @@ def conclusion_text(model: ModelEntry, findings: tuple[Finding, ...]) -> str:
     """The report's readable conclusion: what the model found, and that nobody verified it yet."""
     summaries = [finding_summary(model.finding(f.finding_key), f) for f in findings]
     return (
-        f"AI result, preliminary, not verified by a radiologist — {model.display}, "
+        f"{PRELIMINARY_CONCLUSION} — {model.display}, "
         f"version {model.version}: " + "; ".join(summaries) + "."
     )
 

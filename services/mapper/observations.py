@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_NOTE, UNVERIFIED
 from shared.errors import InvalidMessage
 from shared.identifiers import DICOM_UID_SYSTEM, business_identifier
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import SNOMED_CT, UCUM, Coding, FindingMapping, ModelEntry
 
 __all__ = [
-    "AI_ASSERTED",
     "DICOM_IMAGE_EXTENSION",
     "OBSERVATION_CATEGORY",
     "PROBABILITY_CODE",
@@ -40,11 +40,6 @@ __all__ = [
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 
-AI_ASSERTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "AIAST",
-    "display": "Artificial Intelligence asserted",
-}
 PROBABILITY_CODE = {"system": DCM, "code": "122157", "display": "Probability"}
 PRESENT = {"system": SNOMED_CT, "code": "52101004", "display": "Present"}
 ABSENT = {"system": SNOMED_CT, "code": "2667000", "display": "Absent"}
@@ -128,8 +123,8 @@ def build_observation(
     if presence_url is not None:
         derived_from.append({"reference": presence_url})
     note = (
-        f"AI-generated preliminary finding ({model.display}, version {model.version}); "
-        f"not verified by a radiologist. {finding_summary(mapping, finding)}."
+        f"{PRELIMINARY_NOTE} ({model.display}, version {model.version}); "
+        f"{UNVERIFIED}. {finding_summary(mapping, finding)}."
     )
     if finding.center_voxel is not None:
         z, y, x = finding.center_voxel

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared.ai_transparency import AI_ASSERTED
 from shared.fhir import conditional_create_entry
 from shared.identifiers import business_identifier, study_run_value
 from shared.messages import PostedFinding, ResultsPosted
 from shared.registry import SNOMED_CT, Coding, FindingMapping, ModelEntry, Registry
 
 __all__ = [
-    "AI_ASSERTED",
     "ALERT_CATEGORY",
     "AlertContext",
     "AlertEntries",
@@ -43,12 +43,6 @@ ALERT_CATEGORY = {
             "display": "Alert",
         }
     ]
-}
-# meta.security: the content was asserted by an AI (HL7 v3 ObservationValue AIAST).
-AI_ASSERTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "AIAST",
-    "display": "artificial intelligence asserted",
 }
 
 

@@ -1,12 +1,12 @@
-"""Wiring of the notifier: bus, FHIR client, registry."""
+"""Wiring of the notifier: bus, FHIR client, registry; it raises alerts and withdraws them."""
 
 from __future__ import annotations
 
-from services.notifier.handlers import RaiseAlerts
+from services.notifier.handlers import RaiseAlerts, WithdrawAlerts
 from services.notifier.settings import NotifierSettings
 from shared.bus import Bus
 from shared.fhir import FhirClient
-from shared.messages import ResultsPosted
+from shared.messages import FindingRejected, ResultsPosted
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -19,5 +19,6 @@ def build_app(settings: RadmeshSettings, own: NotifierSettings) -> ServiceApp:
     bus = Bus(settings.broker, SERVICE)
     fhir = FhirClient(settings.fhir)
     bus.consume(ResultsPosted, RaiseAlerts(registry, fhir, own.fallback_recipient))
+    bus.consume(FindingRejected, WithdrawAlerts(fhir, settings.fhir.base_url))
 
     return bus_service(SERVICE, bus, close=[fhir.close])

@@ -1,4 +1,5 @@
-"""results.posted → alerts for critical findings (one FHIR transaction) → alert.raised."""
+"""results.posted → alerts for critical findings (one FHIR transaction) → alert.raised;
+finding.rejected → those alerts withdrawn (one FHIR transaction)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from services.notifier.alerts import (
     alert_entries,
     critical_findings,
 )
+from services.notifier.withdrawals import RaisedAlert, alert_key, withdrawal_entries
 from shared.fhir import FhirClient, reference_of, transaction_bundle
-from shared.messages import AlertRaised, Event, ResultsPosted
+from shared.identifiers import business_identifier
+from shared.messages import AlertRaised, Event, FindingRejected, ResultsPosted
 from shared.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -117,3 +120,69 @@ def _alerts_raised(
             )
         )
     return raised
+
+
+class WithdrawAlerts:
+    """Handler of finding.rejected: the alerts raised on the rejected report are withdrawn
+    (CommunicationRequest and consult revoked, a withdrawal Communication to the recipient),
+    in one transaction. A report without alerts changes nothing and says so."""
+
+    def __init__(self, fhir: FhirClient, base_url: str) -> None:
+        self.fhir = fhir
+        self.base_url = base_url
+
+    async def __call__(self, event: FindingRejected) -> Sequence[Event]:
+        report = dict(await self.fhir.execute(event.diagnostic_report, "get"))
+        ids = [
+            str(ref["reference"]).removeprefix("Observation/")
+            for ref in report.get("result", [])
+            if str(ref.get("reference", "")).startswith("Observation/")
+        ]
+        observations: list[dict[str, Any]] = []
+        if ids:
+            found = await self.fhir.execute(
+                "Observation", "get", params={"_id": ",".join(ids), "_count": len(ids)}
+            )
+            observations = [e["resource"] for e in found.get("entry", []) if "resource" in e]
+        alerts = [
+            alert
+            for key in filter(None, map(alert_key, observations))
+            if (alert := await self._alert(key)) is not None
+        ]
+        if not alerts:
+            log.info("no_alert_to_withdraw", reason="the rejected report raised no alert")
+            return []
+        now = datetime.now(UTC)
+        entries = [
+            entry
+            for alert in alerts
+            for entry in withdrawal_entries(event, alert, now, self.base_url)
+        ]
+        await self.fhir.transaction(transaction_bundle(entries))
+        log.info(
+            "alerts_withdrawn",
+            alerts=len(alerts),
+            revoked=sum(1 for e in entries if e["request"]["method"] == "PUT"),
+            reason_code=event.reason_code,
+        )
+        return []
+
+    async def _alert(self, key: str) -> RaisedAlert | None:
+        async def one(resource_type: str) -> dict[str, Any] | None:
+            identifier = business_identifier(resource_type, key)
+            bundle = await self.fhir.execute(
+                resource_type,
+                "get",
+                params={"identifier": f"{identifier['system']}|{identifier['value']}"},
+            )
+            return next((e["resource"] for e in bundle.get("entry", []) if "resource" in e), None)
+
+        alert = RaisedAlert(
+            key=key,
+            communication=await one("Communication"),
+            communication_request=await one("CommunicationRequest"),
+            consult=await one("ServiceRequest"),
+        )
+        if alert.communication is None and alert.communication_request is None:
+            return None
+        return alert

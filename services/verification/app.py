@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from services.verification.handlers import (
-    CreateVerificationTask,
-    ReviewApi,
-    bearer_token_middleware,
-)
+from services.verification.handlers import PROTECTED_PATHS, CreateVerificationTask, ReviewApi
 from services.verification.review import ReviewDesk
+from services.verification.reviewers import ReviewerDirectory
 from services.verification.settings import VerificationSettings
+from shared.auth import TokenVerifier, oidc_middleware
 from shared.bus import Bus
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted
@@ -23,11 +21,12 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
     fhir = FhirClient(settings.fhir)
     bus.consume(ResultsPosted, CreateVerificationTask(fhir))
     desk = ReviewDesk(fhir, bus.publish, settings.fhir.base_url, own.worklist_limit)
+    tokens = TokenVerifier(settings.oidc)
 
     return bus_service(
         SERVICE,
         bus,
-        close=[fhir.close],
-        routes=ReviewApi(desk).routes(),
-        middlewares=[bearer_token_middleware(own.api_token.get_secret_value())],
+        close=[fhir.close, tokens.close],
+        routes=ReviewApi(desk, ReviewerDirectory(fhir)).routes(),
+        middlewares=[oidc_middleware(tokens, PROTECTED_PATHS)],
     )

@@ -1,37 +1,57 @@
 """results.posted → a verification Task; HTTP review requests → the review desk → events.
 
-The review API (all routes under /tasks need `Authorization: Bearer <RADMESH_VERIFICATION_API_TOKEN>`):
+The review API. Every route under /tasks, /reports and /ops needs an OpenID Connect access
+token (`Authorization: Bearer <JWT>`, see shared/auth.py), and a role:
 
-    GET  /tasks                 open Tasks with their report's findings and links
-    POST /tasks/{id}/accept     {"verifier": "Practitioner/<id>"}
-    POST /tasks/{id}/reject     {"verifier": "Practitioner/<id>", "reason": "..."}
+    GET  /tasks                 radiologist  open Tasks with their report's findings and links
+    GET  /tasks/{id}            radiologist  one Task (open or decided) with its findings
+    POST /tasks/{id}/accept     radiologist  {}
+    POST /tasks/{id}/reject     radiologist  {"reason": <code>, "note": <text>}
+    POST /tasks/{id}/amend      radiologist  {"observation": "Observation/<id>", "value": <n>,
+                                              "note": <text>}
+    GET  /reports/{id}          clinician or radiologist when final; radiologist only while
+                                preliminary (AI results nobody verified yet)
+    GET  /ops/worklist          operator     open Tasks per priority and the oldest; no patient data
 
-Every error answer is a FHIR OperationOutcome: 400 bad body, 401 no or wrong token, 404 unknown
-Task, 409 Task already decided or changed concurrently, 415 a body not labelled as JSON in UTF-8,
-502/503 the FHIR server refused/is down. Bodies are read by `shared.json_input.read_json`
-(UTF-8, bounded nesting, no lone surrogates, no numbers out of range): hostile input is a 400.
+Reject reason codes: false-positive, wrong-location, poor-image-quality, other (needs a note).
+The verifier is always the signed-in user; a body naming another verifier is a 400.
+
+Every error answer is a FHIR OperationOutcome: 400 bad body, 401 no or bad token, 403 missing
+role, 404 unknown Task, 409 Task already decided or changed concurrently, 415 a body not
+labelled as JSON in UTF-8, 502/503 the FHIR server (or the identity provider) refused/is down.
+Bodies are read by `shared.json_input.read_json` (UTF-8, bounded nesting, no lone surrogates,
+no numbers out of range): hostile input is a 400.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from services.verification.review import ReviewDesk, TaskConflict, TaskNotFound
+from services.verification.reviewers import ReviewerDirectory, UnknownReviewer
 from services.verification.tasks import verification_task_entry
-from services.verification.verdicts import InvalidVerdict, Verdict, parse_verdict
+from services.verification.verdicts import (
+    InvalidVerdict,
+    Reviewer,
+    Verdict,
+    VerdictKind,
+    parse_verdict,
+)
+from shared.auth import CLINICIAN, OPERATOR, RADIOLOGIST, Forbidden, require_role
 from shared.errors import InvalidMessage, RemoteConflict, RemoteRejected, RemoteUnavailable
 from shared.fhir import FhirClient, reference_of, transaction_bundle
 from shared.json_input import read_json
 from shared.messages import Event, ResultsPosted
 from shared.operation_outcome import media_type_refusal, outcome_response
 
-__all__ = ["CreateVerificationTask", "ReviewApi", "bearer_token_middleware"]
+__all__ = ["PROTECTED_PATHS", "CreateVerificationTask", "ReviewApi"]
+
+PROTECTED_PATHS = ("/tasks", "/reports", "/ops")
 
 log = structlog.get_logger(__name__)
 
@@ -58,78 +78,118 @@ class CreateVerificationTask:
         return []
 
 
-def bearer_token_middleware(token: str, prefix: str = "/tasks") -> Middleware:
-    """401 with an OperationOutcome unless the request under `prefix` carries the bearer token."""
-    expected = f"Bearer {token}".encode()
-
-    @web.middleware
-    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == prefix or request.path.startswith(f"{prefix}/"):
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return outcome_response(
-                    401,
-                    "login",
-                    "a valid bearer token is required (Authorization: Bearer <token>)",
-                    headers={"WWW-Authenticate": 'Bearer realm="radmesh-verification"'},
-                )
-        return await handler(request)
-
-    return check_token
-
-
 class ReviewApi:
     """The HTTP routes of the review desk."""
 
-    def __init__(self, desk: ReviewDesk) -> None:
+    def __init__(self, desk: ReviewDesk, reviewers: ReviewerDirectory) -> None:
         self.desk = desk
+        self.reviewers = reviewers
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/tasks", self.list_tasks),
+            web.get("/tasks/{task_id}", self.show_task),
             web.post("/tasks/{task_id}/accept", self.accept),
             web.post("/tasks/{task_id}/reject", self.reject),
+            web.post("/tasks/{task_id}/amend", self.amend),
+            web.get("/reports/{report_id}", self.show_report),
+            web.get("/ops/worklist", self.worklist_counts),
         ]
 
-    async def list_tasks(self, _request: web.Request) -> web.StreamResponse:
+    async def list_tasks(self, request: web.Request) -> web.StreamResponse:
+        require_role(request, RADIOLOGIST)
+        return await _answer(self.desk.open_tasks())
+
+    async def show_task(self, request: web.Request) -> web.StreamResponse:
+        require_role(request, RADIOLOGIST)
+        return await _answer(self.desk.task_view(request.match_info["task_id"]))
+
+    async def show_report(self, request: web.Request) -> web.StreamResponse:
+        principal = require_role(request, RADIOLOGIST, CLINICIAN)
         try:
-            return web.json_response(await self.desk.open_tasks())
-        except (RemoteUnavailable, RemoteConflict, RemoteRejected) as error:
-            return _remote_error_response(error)
+            view = await self.desk.report_view(request.match_info["report_id"])
+        except _DESK_ERRORS as error:
+            return _error_response(error)
+        if view["status"] in ("registered", "partial", "preliminary") and not principal.has_any(
+            [RADIOLOGIST]
+        ):
+            raise Forbidden(
+                f"{view['diagnostic_report']} is {view['status']}: AI results nobody has verified "
+                "yet are shown to radiologists only"
+            )
+        return web.json_response(view)
+
+    async def worklist_counts(self, request: web.Request) -> web.StreamResponse:
+        require_role(request, OPERATOR)
+        return await _answer(self.desk.open_task_counts())
 
     async def accept(self, request: web.Request) -> web.StreamResponse:
-        return await self._decide(request, accepted=True)
+        return await self._decide(request, "accepted")
 
     async def reject(self, request: web.Request) -> web.StreamResponse:
-        return await self._decide(request, accepted=False)
+        return await self._decide(request, "rejected")
 
-    async def _decide(self, request: web.Request, *, accepted: bool) -> web.StreamResponse:
-        task_id = request.match_info["task_id"]
-        verdict = await _read_verdict(request, accepted=accepted)
+    async def amend(self, request: web.Request) -> web.StreamResponse:
+        return await self._decide(request, "amended")
+
+    async def _decide(self, request: web.Request, kind: VerdictKind) -> web.StreamResponse:
+        principal = require_role(request, RADIOLOGIST)
+        try:
+            reviewer = await self.reviewers.reviewer(principal)
+        except UnknownReviewer as error:
+            raise Forbidden(str(error)) from error
+        except _DESK_ERRORS as error:
+            return _error_response(error)
+        verdict = await _read_verdict(request, kind, reviewer)
         if isinstance(verdict, web.Response):
             return verdict
-        try:
-            return web.json_response(await self.desk.decide(task_id, verdict))
-        except InvalidVerdict as error:
-            return outcome_response(400, "invalid", str(error))
-        except TaskNotFound as error:
-            return outcome_response(404, "not-found", str(error))
-        except TaskConflict as error:
-            return outcome_response(409, "conflict", str(error))
-        except (RemoteUnavailable, RemoteConflict, RemoteRejected) as error:
-            return _remote_error_response(error)
+        return await _answer(self.desk.decide(request.match_info["task_id"], verdict))
 
 
-async def _read_verdict(request: web.Request, *, accepted: bool) -> Verdict | web.Response:
+_DESK_ERRORS = (
+    InvalidVerdict,
+    TaskNotFound,
+    TaskConflict,
+    RemoteUnavailable,
+    RemoteConflict,
+    RemoteRejected,
+)
+
+
+def _error_response(error: Exception) -> web.StreamResponse:
+    """What the caller is told when the desk could not do it; nothing was changed."""
+    if isinstance(error, InvalidVerdict):
+        return outcome_response(400, "invalid", str(error))
+    if isinstance(error, TaskNotFound):
+        return outcome_response(404, "not-found", str(error))
+    if isinstance(error, TaskConflict):
+        return outcome_response(409, "conflict", str(error))
+    if isinstance(error, RemoteUnavailable | RemoteConflict | RemoteRejected):
+        return _remote_error_response(error)
+    raise error
+
+
+async def _answer(work: Awaitable[dict[str, Any]]) -> web.StreamResponse:
+    """The JSON of what the desk did or read, or the OperationOutcome of why it could not."""
+    try:
+        return web.json_response(await work)
+    except _DESK_ERRORS as error:
+        return _error_response(error)
+
+
+async def _read_verdict(
+    request: web.Request, kind: VerdictKind, reviewer: Reviewer
+) -> Verdict | web.Response:
     """The verdict in the request body, or the answer refusing the body: 415 when it is not
-    labelled as JSON in UTF-8, 400 when it is not JSON (or hostile JSON) or not a verdict."""
+    labelled as JSON in UTF-8, 400 when it is not JSON (or hostile JSON) or not a verdict.
+    An empty body is the accept's `{}`."""
     body = await request.read()
     refusal = media_type_refusal(request, body)
     if refusal is not None:
         return refusal
     try:
-        value = read_json(body, not_json="the body is not valid JSON")
-        return parse_verdict(value, accepted=accepted)
+        value = read_json(body, not_json="the body is not valid JSON") if body.strip() else {}
+        return parse_verdict(value, kind, reviewer)
     except (InvalidMessage, InvalidVerdict) as error:
         return outcome_response(400, "invalid", str(error))
 

@@ -18,6 +18,7 @@ import structlog
 
 from services.verification.tasks import (
     TASK_CODE,
+    finding_view,
     is_verification_task,
     task_run,
     worklist_item,
@@ -101,6 +102,7 @@ class ReviewDesk:
             resources[f"{resource.get('resourceType')}/{resource.get('id')}"] = resource
             if resource.get("resourceType") == "Task" and is_verification_task(resource):
                 tasks.append(resource)
+        await self._read_missing(tasks, resources)
         items = []
         for task in tasks:
             report = resources.get((task.get("focus") or {}).get("reference", ""))
@@ -109,6 +111,99 @@ class ReviewDesk:
             items.append(worklist_item(task, report, observations, self.fhir_base_url))
         more = any(link.get("relation") == "next" for link in bundle.get("link", []))
         return items, more
+
+    async def _read_missing(
+        self, tasks: list[dict[str, Any]], resources: dict[str, dict[str, Any]]
+    ) -> None:
+        """Reports and Observations the search did not include (a server that ignores
+        `_include`, or `_include:iterate`, as R4 lets it), read by reference: one search by
+        `_id` per resource type and step."""
+        reports = [(t.get("focus") or {}).get("reference", "") for t in tasks]
+        await self._read_by_id("DiagnosticReport", reports, resources)
+        results = [
+            str(ref.get("reference", ""))
+            for report in reports
+            for ref in resources.get(report, {}).get("result", [])
+        ]
+        await self._read_by_id("Observation", results, resources)
+
+    async def _read_by_id(
+        self, resource_type: str, references: list[str], resources: dict[str, dict[str, Any]]
+    ) -> None:
+        prefix = f"{resource_type}/"
+        ids = sorted(
+            {
+                ref.removeprefix(prefix)
+                for ref in references
+                if ref.startswith(prefix) and ref not in resources
+            }
+        )
+        for start in range(0, len(ids), 50):
+            chunk = ids[start : start + 50]
+            bundle = await self.fhir.execute(
+                resource_type, "get", params={"_id": ",".join(chunk), "_count": len(chunk)}
+            )
+            for entry in bundle.get("entry", []):
+                resource = entry.get("resource") or {}
+                resources[f"{resource.get('resourceType')}/{resource.get('id')}"] = resource
+
+    async def task_view(self, task_id: str) -> dict[str, Any]:
+        """One verification Task (open or decided) as the worklist shows it."""
+        if not _FHIR_ID.match(task_id):
+            raise TaskNotFound(f"{task_id!r} is not a FHIR id")
+        task = await self._get(f"Task/{task_id}")
+        if task is None or not is_verification_task(task):
+            raise TaskNotFound(f"there is no verification Task/{task_id}")
+        resources: dict[str, dict[str, Any]] = {}
+        await self._read_missing([task], resources)
+        report = resources.get((task.get("focus") or {}).get("reference", ""))
+        results = [ref.get("reference", "") for ref in (report or {}).get("result", [])]
+        observations = [resources[ref] for ref in results if ref in resources]
+        return worklist_item(task, report, observations, self.fhir_base_url)
+
+    async def report_view(self, report_id: str) -> dict[str, Any]:
+        """A DiagnosticReport with its findings, whatever its status (the caller decides who
+        may see which status)."""
+        if not _FHIR_ID.match(report_id):
+            raise TaskNotFound(f"{report_id!r} is not a FHIR id")
+        report = await self._get(f"DiagnosticReport/{report_id}")
+        if report is None:
+            raise TaskNotFound(f"there is no DiagnosticReport/{report_id}")
+        resources: dict[str, dict[str, Any]] = {}
+        references = [str(ref.get("reference", "")) for ref in report.get("result", [])]
+        await self._read_by_id("Observation", references, resources)
+        return {
+            "diagnostic_report": f"DiagnosticReport/{report_id}",
+            "status": report.get("status"),
+            "code": (report.get("code") or {}).get("text")
+            or next((c.get("display") for c in report.get("code", {}).get("coding", [])), None),
+            "conclusion": report.get("conclusion"),
+            "issued": report.get("issued"),
+            "findings": [finding_view(resources[r]) for r in references if r in resources],
+        }
+
+    async def open_task_counts(self) -> dict[str, Any]:
+        """How many verification Tasks wait, per priority, and since when (no patient data)."""
+        counts: dict[str, Any] = {}
+        for priority in ("stat", "asap", "urgent", "routine"):
+            bundle = await self.fhir.execute(
+                "Task",
+                "get",
+                params={
+                    "status": "requested",
+                    "code": f"{TASK_CODE['system']}|{TASK_CODE['code']}",
+                    "priority": priority,
+                    "_sort": "authored-on",
+                    "_count": 1,
+                    "_total": "accurate",
+                    "_elements": "authoredOn",
+                },
+            )
+            oldest = next(
+                (e.get("resource", {}).get("authoredOn") for e in bundle.get("entry", [])), None
+            )
+            counts[priority] = {"waiting": bundle.get("total"), "oldest_authored_on": oldest}
+        return {"open_verification_tasks": counts}
 
     async def decide(self, task_id: str, verdict: Verdict) -> dict[str, Any]:
         """Record the verdict on the Task; returns what was written and the event published."""
@@ -121,7 +216,7 @@ class ReviewDesk:
         )
         bundle = verdict_bundle(record, verdict, datetime.now(UTC), self.fhir_base_url)
         try:
-            response = await self.fhir.transaction(bundle)
+            response = await self.fhir.transaction(bundle, replace_security_labels=True)
         except (RemoteConflict, RemoteRejected) as error:
             if error.status in (409, 412):
                 raise TaskConflict(
@@ -137,24 +232,30 @@ class ReviewDesk:
             "study": run.study,
             "task": f"Task/{task_id}",
             "diagnostic_report": report,
-            "verifier": verdict.verifier,
+            "verifier": verdict.verifier.reference,
+            "provenance": provenance,
         }
         event: Event = (
-            FindingVerified(**common, provenance=provenance)
+            FindingVerified(**common, amended=verdict.kind == "amended")
             if verdict.accepted
-            else FindingRejected(**common, reason=verdict.reason or "")
+            else FindingRejected(
+                **common,
+                reason=verdict.reason_text or "",
+                reason_code=verdict.reason.code if verdict.reason else None,
+            )
         )
         published = await self._publish(event)
         log.info(
             "verdict_recorded",
-            verdict="accepted" if verdict.accepted else "rejected",
+            verdict=verdict.kind,
             observations=len(record.observations),
             event_published=published,
         )
         return {
             "task": f"Task/{task_id}",
             "status": "completed",
-            "verdict": "accepted" if verdict.accepted else "rejected",
+            "verdict": verdict.kind,
+            "verifier": verdict.verifier.reference,
             "diagnostic_report": report,
             "observations": [f"Observation/{o['id']}" for o in record.observations],
             "provenance": provenance,
@@ -185,8 +286,10 @@ class ReviewDesk:
             raise TaskConflict(
                 f"Task/{task_id} is {task.get('status')}: it was already decided, nothing changed"
             )
-        if await self._get(verdict.verifier) is None:
-            raise InvalidVerdict(f"verifier {verdict.verifier} does not exist on the FHIR server")
+        if await self._get(verdict.verifier.reference) is None:
+            raise InvalidVerdict(
+                f"verifier {verdict.verifier.reference} does not exist on the FHIR server"
+            )
         report_reference = (task.get("focus") or {}).get("reference")
         report = await self._get(report_reference) if report_reference else None
         if report is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -14,7 +14,4 @@ class VerificationSettings(ServiceSettings):
     )
 
     port: int = 8095
-    # Static bearer token of the review API until the JWT + `radiologist` role check (DESIGN.md
-    # Security) lands. The default is for development only.
-    api_token: SecretStr = SecretStr("radmesh-dev-verifier")
     worklist_limit: int = Field(default=200, ge=1, le=1000)  # open Tasks one GET /tasks returns

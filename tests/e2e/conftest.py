@@ -37,7 +37,6 @@ SERVICES = {
     "notifier": 8094,
     "verification": 8095,
 }
-VERIFIER_TOKEN = "e2e-verifier-token"
 
 
 @dataclass
@@ -181,7 +180,7 @@ async def mesh(
         "RADMESH_REGISTRY_PATH": str(ROOT / "registry" / "models.yaml"),
         "RADMESH_TELEMETRY__LOG_FORMAT": "json",
         "RADMESH_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}/v1/traces",
-        "RADMESH_VERIFICATION_API_TOKEN": VERIFIER_TOKEN,
+        "RADMESH_OIDC__ISSUER": infra.oidc_issuer,
         # Earlier tests leave unprocessed studies on the shared FHIR server; the mesh here reads
         # only what this module loads.
         "RADMESH_SUBSCRIBER_RECONCILE_HOURS": "0",

@@ -21,7 +21,9 @@ from samples.mesh_watch import MeshWatcher, StudyProgress
 from shared.bus import Bus
 from shared.dead_letters import list_dead_letters
 from shared.messages import InferenceCompleted, ResultsPosted, StudyDetected
-from tests.e2e.conftest import VERIFIER_TOKEN, Mesh
+from tests.conftest import Infrastructure
+from tests.e2e.conftest import Mesh
+from tests.identity import access_token
 
 pytestmark = pytest.mark.integration
 
@@ -190,31 +192,35 @@ async def test_normal_head_ct_gives_a_negative_result_and_no_alert(
     assert task["priority"] == "routine"
 
 
-async def _verify(task: str, verdict: str, body: dict[str, str]) -> tuple[int, dict[str, Any]]:
+async def _verify(
+    token: str, task: str, verdict: str, body: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http:
         response = await http.post(
             f"http://127.0.0.1:8095/tasks/{task.split('/')[1]}/{verdict}",
             json=body,
-            headers={"Authorization": f"Bearer {VERIFIER_TOKEN}"},
+            headers={"Authorization": f"Bearer {token}"},
         )
         return response.status, await response.json(content_type=None)
 
 
 async def test_accepting_a_task_makes_results_final_and_rejecting_cancels_them(
-    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+    mesh: Mesh,
+    demo_run: tuple[list[LoadResult], dict[str, StudyProgress]],
+    infra: Infrastructure,
 ) -> None:
-    """Accept the bleed's Task: report and Observations final. Reject the chest's: cancelled."""
+    """rad1 accepts the bleed's Task: report and Observations final. Rejects the chest's for
+    poor image quality: cancelled."""
     loaded, _ = demo_run
     _, bleed = _by_scenario(demo_run, "head-bleed")
     _, chest = _by_scenario(demo_run, "chest-nodules")
-    verifier = (await mesh.direct_fhir.resources("Practitioner").limit(1).fetch())[0]
-    verifier_reference = f"Practitioner/{verifier['id']}"
+    token = await access_token(infra, "rad1")
     for progress, verdict, status in ((bleed, "accept", "final"), (chest, "reject", "cancelled")):
         (posted,) = progress.of_type("results.posted")
-        body = {"verifier": verifier_reference}
+        body = {}
         if verdict == "reject":
-            body["reason"] = "motion artefact mimics nodules"
-        code, answer = await _verify(progress.tasks[posted.diagnostic_report], verdict, body)
+            body = {"reason": "poor-image-quality", "note": "motion artefact mimics nodules"}
+        code, answer = await _verify(token, progress.tasks[posted.diagnostic_report], verdict, body)
         assert code == 200, answer
         report = await mesh.direct_fhir.read_resource(posted.diagnostic_report)
         assert report["status"] == status

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_CONCLUSION, PRELIMINARY_NOTE, UNVERIFIED
 from shared.fhir import FhirClient, reference_of
+from shared.identifiers import business_identifier
 from shared.messages import ModelRef, PostedFinding, ResultsPosted, StudyRef
 from shared.settings import FhirSettings
 from tests.conftest import Infrastructure
@@ -111,7 +113,8 @@ class SeededStudy:
 
 def _entry(resource: dict[str, Any], tag: str) -> tuple[str, dict[str, Any]]:
     full_url = f"urn:uuid:{uuid.uuid4()}"
-    resource = {**resource, "meta": {"tag": [{"system": TEST_TAG_SYSTEM, "code": tag}]}}
+    meta = {**resource.get("meta", {}), "tag": [{"system": TEST_TAG_SYSTEM, "code": tag}]}
+    resource = {**resource, "meta": meta}
     return full_url, {
         "fullUrl": full_url,
         "resource": resource,
@@ -125,7 +128,11 @@ def _observation(
     """A presence finding as the mapper writes it: Present/Absent plus a probability component."""
     return {
         "resourceType": "Observation",
+        "meta": {"security": [AI_ASSERTED]},
         "status": "preliminary",
+        "note": [
+            {"text": f"{PRELIMINARY_NOTE} (ich-reference, version 1); {UNVERIFIED}. {display}."}
+        ],
         "category": [
             {
                 "coding": [
@@ -218,21 +225,25 @@ async def seed_study(
             "version": [{"value": "1"}],
         },
     )
-    add(
-        "hemorrhage",
-        _observation(
-            "intracranial-hemorrhage",
-            "Intracranial hemorrhage",
-            "1386000",
-            present=critical,
-            probability=probability if critical else 0.04,
-            refs=refs,
-        ),
+    hemorrhage = _observation(
+        "intracranial-hemorrhage",
+        "Intracranial hemorrhage",
+        "1386000",
+        present=critical,
+        probability=probability if critical else 0.04,
+        refs=refs,
     )
+    # The identifier the mapper gives a finding's Observation, which its alert shares.
+    run = (study_uid, "ich-reference", "1")
+    hemorrhage["identifier"] = [
+        business_identifier("Observation", *run, "intracranial-hemorrhage", 0)
+    ]
+    add("hemorrhage", hemorrhage)
     volume = _observation(
         "hemorrhage-volume", "Volume", "118565006", present=critical, probability=0.9, refs=refs
     )
     del volume["valueCodeableConcept"], volume["component"]
+    volume["identifier"] = [business_identifier("Observation", *run, "hemorrhage-volume", 0)]
     volume["valueQuantity"] = {
         "value": 12.5,
         "unit": "mL",
@@ -250,7 +261,9 @@ async def seed_study(
             "basedOn": [{"reference": refs["service_request"]}],
             "imagingStudy": [{"reference": refs["imaging_study"]}],
             "result": [{"reference": refs["hemorrhage"]}, {"reference": refs["volume"]}],
-            "conclusion": "AI: intracranial hemorrhage" if critical else "AI: no hemorrhage",
+            "meta": {"security": [AI_ASSERTED]},
+            "conclusion": f"{PRELIMINARY_CONCLUSION} — ich-reference, version 1: "
+            + ("intracranial hemorrhage present" if critical else "no intracranial hemorrhage"),
         },
     )
     response = await fhir.transaction(

@@ -1,16 +1,21 @@
 """The verification service's review API as a bare HTTP app around a ReviewDesk (no bus
-lifecycle of its own), for the tests that call the API."""
+lifecycle of its own), behind the real token check, for the tests that call the API."""
 
 from __future__ import annotations
 
-from services.verification.handlers import ReviewApi, bearer_token_middleware
+from services.verification.handlers import PROTECTED_PATHS, ReviewApi
 from services.verification.review import ReviewDesk
+from services.verification.reviewers import ReviewerDirectory
+from shared.auth import TokenVerifier, oidc_middleware
 from shared.runtime import ServiceApp
+from shared.settings import OidcSettings
 
 __all__ = ["review_app"]
 
 
-def review_app(desk: ReviewDesk, token: str, name: str) -> ServiceApp:
+def review_app(desk: ReviewDesk, oidc: OidcSettings, name: str) -> ServiceApp:
+    tokens = TokenVerifier(oidc)
+
     async def nothing() -> None:
         return None
 
@@ -20,8 +25,8 @@ def review_app(desk: ReviewDesk, token: str, name: str) -> ServiceApp:
     return ServiceApp(
         name=name,
         start=nothing,
-        stop=nothing,
+        stop=tokens.close,
         ready=ready,
-        routes=ReviewApi(desk).routes(),
-        middlewares=[bearer_token_middleware(token)],
+        routes=ReviewApi(desk, ReviewerDirectory(desk.fhir)).routes(),
+        middlewares=[oidc_middleware(tokens, PROTECTED_PATHS)],
     )

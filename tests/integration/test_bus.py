@@ -470,3 +470,54 @@ async def test_publish_while_the_broker_is_unreachable_is_a_transient_error(
         await connection.close()
     assert all(isinstance(error, TransientError) for error in errors)
     assert "study.detected not published" in str(errors[0])
+
+
+async def test_a_service_consuming_two_event_types_hands_each_to_its_own_handler(
+    bus_under_test: BusUnderTest,
+) -> None:
+    """One queue, two event types: 10 of each, interleaved, each reach the handler of their
+    type and no other (also after a retry through the delay queue, which keeps the type);
+    none is dead-lettered."""
+    under_test = bus_under_test
+    bus = under_test.bus
+    detected: list[StudyDetected] = []
+    fetched: list[StudyFetched] = []
+    failed_once: set[uuid.UUID] = set()
+    all_handled = asyncio.Event()
+
+    def check() -> None:
+        if len(detected) >= 10 and len(fetched) >= 10:
+            all_handled.set()
+
+    async def on_detected(event: StudyDetected) -> Sequence[Event]:
+        detected.append(event)
+        check()
+        return []
+
+    async def on_fetched(event: StudyFetched) -> Sequence[Event]:
+        if event.message_id not in failed_once:
+            failed_once.add(event.message_id)
+            raise TransientError("first try fails")
+        fetched.append(event)
+        check()
+        return []
+
+    bus.consume(StudyDetected, on_detected)
+    bus.consume(StudyFetched, on_fetched)
+    await bus.start()
+    await bus.declare()
+    sent_fetched = []
+    for _ in range(10):
+        first = _study_detected()
+        await bus.publish(first)
+        second = first.follow(
+            StudyFetched, study=first.study, model=first.models[0], series=(), fetch_duration_ms=1
+        )
+        sent_fetched.append(second.message_id)
+        await bus.publish(second)
+
+    async with asyncio.timeout(15):
+        await all_handled.wait()
+    assert all(isinstance(event, StudyDetected) for event in detected) and len(detected) == 10
+    assert sorted(event.message_id for event in fetched) == sorted(sent_fetched)
+    assert await under_test.messages_in(bus.queues.dead_letter_queue, 1, wait_seconds=0.5) == []

@@ -22,6 +22,7 @@ from shared.messages import Event
 from shared.runtime import start_http
 from shared.settings import FhirSettings
 from tests.conftest import Infrastructure
+from tests.identity import access_token, oidc_settings
 from tests.integration.review_app import review_app
 from tests.integration.test_subscriber import (
     HOOK_SECRET,
@@ -35,7 +36,6 @@ pytestmark = pytest.mark.integration
 FHIR_JSON = "application/fhir+json"
 JSON = "application/json"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-REVIEW_TOKEN = "hostile-test-token"
 
 
 def _study(uid: str = "2.25.1", **changes: Any) -> dict[str, Any]:
@@ -270,6 +270,7 @@ async def test_hostile_hook_bodies_get_their_4xx_outcome_and_publish_nothing(
 class ReviewApiUnderTest:
     url: str
     published: list[Event]
+    token: str  # rad1's, from the development Keycloak
 
 
 @pytest.fixture
@@ -283,31 +284,33 @@ async def review_api(infra: Infrastructure) -> AsyncIterator[ReviewApiUnderTest]
 
     fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
     desk = ReviewDesk(fhir, publish, infra.fhir_base_url)
-    app = review_app(desk, REVIEW_TOKEN, "verification-hostile-test")
+    app = review_app(desk, oidc_settings(infra), "verification-hostile-test")
     runner = await start_http(app, "127.0.0.1", 0)
+    token = await access_token(infra, "rad1")
     try:
-        yield ReviewApiUnderTest(f"http://127.0.0.1:{runner.addresses[0][1]}", published)
+        yield ReviewApiUnderTest(f"http://127.0.0.1:{runner.addresses[0][1]}", published, token)
     finally:
         await runner.cleanup()
+        await app.stop()
         await fhir.close()
 
 
-VERDICT = {"verifier": "Practitioner/hostile-nobody"}
+VERDICT = {"note": "hostile test"}
 # (case, action, body, Content-Type, status, what the diagnostics say)
 VERDICT_CASES: list[tuple[str, str, bytes, str | None, int, str]] = [
     ("deep-nesting", "accept", DEEP, JSON, 400, "deeper than 64 levels"),
     ("unknown-charset", "accept", _json(VERDICT), f"{JSON}; charset=foo", 415, "charset 'foo'"),
-    ("4301-digit-integer", "accept", _with({"verifier": "@"}, HUGE_INTEGER), JSON, 400, "4301"),
+    ("4301-digit-integer", "accept", _with({"note": "@"}, HUGE_INTEGER), JSON, 400, "4301"),
     (
         "lone-surrogate",
         "reject",
-        _json({**VERDICT, "reason": "misread \ud800"}),
+        _json({"reason": "other", "note": "misread \ud800"}),
         JSON,
         400,
-        "reason: a lone UTF-16 surrogate",
+        "note: a lone UTF-16 surrogate",
     ),
-    ("nan", "accept", _with({"verifier": "@"}, b"NaN"), JSON, 400, "NaN"),
-    ("not-utf-8", "accept", b'{"verifier": "\xff"}', JSON, 400, "not valid JSON: it is not UTF-8"),
+    ("nan", "accept", _with({"note": "@"}, b"NaN"), JSON, 400, "NaN"),
+    ("not-utf-8", "accept", b'{"note": "\xff"}', JSON, 400, "not valid JSON: it is not UTF-8"),
     ("json-as-image/png", "accept", _json(VERDICT), "image/png", 415, "'image/png' is not JSON"),
 ]
 
@@ -321,7 +324,7 @@ async def test_hostile_verdict_bodies_get_their_4xx_outcome_and_change_nothing(
     is published. A well-formed verdict, labelled as JSON or unlabelled text, still reaches the
     desk (404 for a Task that does not exist)."""
     task = f"/tasks/{uuid.uuid4()}"
-    bearer = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
+    bearer = {"Authorization": f"Bearer {review_api.token}"}
     wrong: list[tuple[str, int, str]] = []
     async with aiohttp.ClientSession() as http:
         for case, action, body, content_type, status, expected in VERDICT_CASES:

@@ -1,5 +1,6 @@
 """The notifier against the real FHIR server: alerts for critical findings reach the ordering
-Practitioner, once, and nothing is written for a result without a critical finding."""
+Practitioner, once, nothing is written for a result without a critical finding, and a
+rejected report's alerts are withdrawn."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.notifier.handlers import RaiseAlerts
+from services.notifier.handlers import RaiseAlerts, WithdrawAlerts
 from shared.fhir import FhirClient
-from shared.messages import AlertRaised
+from shared.messages import AlertRaised, FindingRejected, StudyRef
 from shared.registry import Registry, load_registry
 from tests.conftest import Infrastructure
 from tests.integration.fhir_seed import (
@@ -165,3 +166,72 @@ async def test_order_without_requester_alerts_the_fallback_recipient_or_nobody(
     assert "recipient" not in communication
     assert "recipient" not in request
     assert communication["status"] == "completed"
+
+
+def _rejected(
+    seeded: SeededStudy, verifier: str, reason_code: str = "false-positive"
+) -> FindingRejected:
+    return FindingRejected(
+        study=StudyRef(
+            study_instance_uid=seeded.study_instance_uid,
+            imaging_study=seeded.imaging_study,
+            patient=seeded.patient,
+            service_request=seeded.service_request,
+        ),
+        task="Task/rejected-in-test",
+        diagnostic_report=seeded.diagnostic_report,
+        verifier=verifier,
+        reason="False positive: the finding is not there: calcified falx",
+        reason_code=reason_code,
+    )
+
+
+async def test_rejected_report_withdraws_its_alert_once(
+    fhir: FhirClient, registry: Registry, infra: Infrastructure
+) -> None:
+    """finding.rejected for a report whose bleed raised an alert: the CommunicationRequest and
+    the stat consult are revoked, and one withdrawal Communication (in response to the alert)
+    tells the same recipient it was withdrawn and why, from the radiologist; handling the event
+    again writes nothing more."""
+    seeded = await seed_study(fhir, critical=True)
+    (alert,) = await RaiseAlerts(registry, fhir)(seeded.results_posted())
+    assert isinstance(alert, AlertRaised) and alert.consult_service_request
+    radiologist = seeded.practitioner  # any Practitioner stands in for the one who rejected
+    withdraw = WithdrawAlerts(fhir, infra.fhir_base_url)
+    event = _rejected(seeded, radiologist)
+    assert await withdraw(event) == []
+    await withdraw(event)
+
+    assert (await fhir.execute(alert.communication_request, "get"))["status"] == "revoked"
+    assert (await fhir.execute(alert.consult_service_request, "get"))["status"] == "revoked"
+    original = dict(await fhir.execute(alert.communication, "get"))
+    assert original["status"] == "completed"  # what was sent stays as sent
+    withdrawals = await search_resources(
+        fhir, "Communication", identifier=f"{_alert_identifier(seeded, 'Communication')}/withdrawal"
+    )
+    assert len(withdrawals) == 1
+    (withdrawal,) = withdrawals
+    assert withdrawal["inResponseTo"] == [{"reference": alert.communication}]
+    assert withdrawal["recipient"] == original["recipient"]
+    assert withdrawal["sender"] == {"reference": radiologist}
+    assert withdrawal["priority"] == "stat"
+    text = withdrawal["payload"][0]["contentString"]
+    assert text.startswith("WITHDRAWN")
+    assert "calcified falx" in text and "consult it requested is revoked" in text
+    for patient_data in ("Test", "Seed", seeded.patient.split("/")[1], seeded.study_instance_uid):
+        assert patient_data not in text
+
+
+async def test_rejected_report_without_alerts_changes_nothing(
+    fhir: FhirClient, infra: Infrastructure
+) -> None:
+    """A rejected report that raised no alert (no critical finding) writes no withdrawal."""
+    seeded = await seed_study(fhir, critical=False)
+    assert (
+        await WithdrawAlerts(fhir, infra.fhir_base_url)(_rejected(seeded, seeded.practitioner))
+        == []
+    )
+    withdrawals = await search_resources(
+        fhir, "Communication", identifier=f"{_alert_identifier(seeded, 'Communication')}/withdrawal"
+    )
+    assert withdrawals == []

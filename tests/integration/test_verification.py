@@ -1,10 +1,12 @@
-"""The verification service against the real FHIR server and RabbitMQ: one Task per report, and
-the review API (token, bad input, accept, reject, conflicts) with its events on the bus."""
+"""The verification service against the real FHIR server, RabbitMQ and Keycloak: one Task per
+report, and the review API (tokens and roles, bad input, accept, reject, amend, conflicts) with
+its events on the bus."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+import jwt
 import pytest
 
 from services.verification.handlers import (
@@ -24,6 +27,7 @@ from shared.messages import FindingRejected, FindingVerified, ResultsPosted
 from shared.runtime import start_http
 from shared.settings import BrokerSettings, FhirSettings
 from tests.conftest import Infrastructure
+from tests.identity import TokenCache, access_token, forged_token, oidc_settings
 from tests.integration.fhir_seed import (
     SeededStudy,
     answering_fhir_client,
@@ -33,8 +37,6 @@ from tests.integration.fhir_seed import (
 from tests.integration.review_app import review_app
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "test-verifier-token"
 
 
 @pytest.fixture
@@ -102,6 +104,11 @@ async def test_shadow_rollout_creates_no_task(fhir: FhirClient) -> None:
 # -- the review API ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def tokens(infra: Infrastructure) -> TokenCache:
+    return TokenCache(infra)
+
+
 @dataclass
 class ReviewService:
     """The review API on an ephemeral port, publishing to a test exchange we observe."""
@@ -111,10 +118,21 @@ class ReviewService:
     fhir: FhirClient
     channel: aio_pika.abc.AbstractChannel
     observed: aio_pika.abc.AbstractQueue
+    tokens: TokenCache
 
     async def call(
-        self, method: str, path: str, body: Any = None, token: str | None = TOKEN
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        account: str | None = "rad1",
+        token: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
+        """Call as a development account (default rad1), with a given token, or with none
+        (account=None)."""
+        if token is None and account is not None:
+            token = await self.tokens(account)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         data = body if isinstance(body, str | bytes) or body is None else json.dumps(body)
         async with self.http.request(
@@ -137,7 +155,9 @@ class ReviewService:
         return taken
 
 
-async def _review_service(infra: Infrastructure, fhir: FhirClient) -> AsyncIterator[ReviewService]:
+async def _review_service(
+    infra: Infrastructure, fhir: FhirClient, tokens: TokenCache
+) -> AsyncIterator[ReviewService]:
     tag = uuid.uuid4().hex[:8]
     settings = BrokerSettings(url=infra.amqp_url, exchange=f"radmesh.test-{tag}")
     connection = await aio_pika.connect_robust(infra.amqp_url)
@@ -151,15 +171,17 @@ async def _review_service(infra: Infrastructure, fhir: FhirClient) -> AsyncItera
     await bus.start()
     desk = ReviewDesk(fhir, bus.publish, infra.fhir_base_url)
 
-    app = review_app(desk, TOKEN, "verification-test")
+    # No clock-skew leeway, so a token is refused the second it expires.
+    app = review_app(desk, oidc_settings(infra, leeway_seconds=0), "verification-test")
     runner = await start_http(app, "127.0.0.1", 0)
     port = runner.addresses[0][1]
     http = aiohttp.ClientSession()
     try:
-        yield ReviewService(f"http://127.0.0.1:{port}", http, fhir, channel, observed)
+        yield ReviewService(f"http://127.0.0.1:{port}", http, fhir, channel, observed, tokens)
     finally:
         await http.close()
         await runner.cleanup()
+        await app.stop()
         await bus.stop()
         await observed.delete(if_unused=False, if_empty=False)
         await exchange.delete()
@@ -167,8 +189,10 @@ async def _review_service(infra: Infrastructure, fhir: FhirClient) -> AsyncItera
 
 
 @pytest.fixture
-async def review(infra: Infrastructure, fhir: FhirClient) -> AsyncIterator[ReviewService]:
-    async for service in _review_service(infra, fhir):
+async def review(
+    infra: Infrastructure, fhir: FhirClient, tokens: TokenCache
+) -> AsyncIterator[ReviewService]:
+    async for service in _review_service(infra, fhir, tokens):
         yield service
 
 
@@ -194,51 +218,125 @@ async def open_task(fhir: FhirClient) -> AsyncIterator[OpenTask]:
         await _cancel(fhir, {"id": task_id})
 
 
-async def test_requests_without_the_bearer_token_are_refused(review: ReviewService) -> None:
-    """No token or a wrong token: 401 with an OperationOutcome, for listing and deciding."""
-    for token in (None, "wrong-token"):
-        status, body = await review.call("GET", "/tasks", token=token)
-        assert status == 401
-        assert body["resourceType"] == "OperationOutcome"
-        assert body["issue"][0]["code"] == "login"
-    status, body = await review.call(
-        "POST", "/tasks/x/accept", {"verifier": "Practitioner/x"}, token=None
+async def _signed_in_practitioner(fhir: FhirClient, infra: Infrastructure, token: str) -> str:
+    """The Practitioner radmesh keeps for the account of `token` (identifier issuer|sub)."""
+    subject = jwt.decode(token, options={"verify_signature": False})["sub"]
+    (practitioner,) = await search_resources(
+        fhir, "Practitioner", identifier=f"{infra.oidc_issuer}|{subject}"
     )
-    assert status == 401
+    return f"Practitioner/{practitioner['id']}"
+
+
+async def _expired_token(infra: Infrastructure) -> str:
+    """A real Keycloak token of rad1 from the client whose tokens live 2 s, once it expired."""
+    token = await access_token(infra, "rad1", client="radmesh-short-lived")
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    await asyncio.sleep(max(0.0, expires + 1 - time.time()))  # exp has whole-second resolution
+    return token
+
+
+async def test_requests_without_a_valid_access_token_are_refused_with_401(
+    review: ReviewService, infra: Infrastructure
+) -> None:
+    """No token, a token that is not a JWT, an expired Keycloak token, a token signed by
+    another issuer's key, and one forged in Keycloak's name: each a 401 OperationOutcome
+    (code login) saying why, for listing and deciding alike."""
+    cases = {
+        "not-a-jwt": ("wrong-token", "not a JWT"),
+        "expired": (await _expired_token(infra), "expired"),
+        "foreign issuer": (forged_token("http://127.0.0.1:1/realms/elsewhere"), "does not publish"),
+        "forged in keycloak's name": (forged_token(infra.oidc_issuer), "does not publish"),
+    }
+    status, body = await review.call("GET", "/tasks", account=None)
+    assert (status, body["issue"][0]["code"]) == (401, "login")
+    assert "access token is required" in body["issue"][0]["diagnostics"]
+    for name, (token, expected) in cases.items():
+        for method, path in (("GET", "/tasks"), ("POST", "/tasks/x/accept")):
+            status, body = await review.call(method, path, {}, token=token)
+            assert status == 401, name
+            assert body["resourceType"] == "OperationOutcome"
+            assert body["issue"][0]["code"] == "login"
+            assert expected in body["issue"][0]["diagnostics"], (name, body)
+
+
+async def test_roles_decide_what_each_account_sees(
+    review: ReviewService, open_task: OpenTask
+) -> None:
+    """A clinician is refused the worklist and preliminary results (403) and sees the report
+    once a radiologist accepted it (200); an operator sees the worklist counts, without
+    patient data, and no results; an account without a radmesh role sees nothing."""
+    seeded, task_id, _ = await open_task()
+    report = f"/reports/{seeded.diagnostic_report.split('/')[1]}"
+    for account, path, expected in (
+        ("clin1", "/tasks", 403),
+        ("clin1", f"/tasks/{task_id}", 403),
+        ("clin1", report, 403),
+        ("ops1", "/tasks", 403),
+        ("ops1", report, 403),
+        ("guest1", "/tasks", 403),
+        ("guest1", report, 403),
+        ("guest1", "/ops/worklist", 403),
+        ("rad1", "/ops/worklist", 403),
+        ("rad1", report, 200),
+        ("rad1", f"/tasks/{task_id}", 200),
+    ):
+        status, body = await review.call("GET", path, account=account)
+        assert status == expected, (account, path, body)
+        if expected == 403:
+            assert body["issue"][0]["code"] == "forbidden"
+    status, body = await review.call("POST", f"/tasks/{task_id}/accept", {}, account="clin1")
+    assert status == 403
+
+    status, counts = await review.call("GET", "/ops/worklist", account="ops1")
+    assert status == 200
+    assert counts["open_verification_tasks"]["stat"]["waiting"] >= 1
+    text = json.dumps(counts)
+    assert "Patient" not in text and seeded.study_instance_uid not in text
+
+    status, _ = await review.call("POST", f"/tasks/{task_id}/accept", {})
+    assert status == 200
+    status, view = await review.call("GET", report, account="clin1")
+    assert status == 200
+    assert view["status"] == "final"
+    assert [f["observation"] for f in view["findings"]] == list(seeded.observations)
 
 
 async def test_bad_verdict_bodies_are_answered_with_400_saying_what_is_wrong(
     review: ReviewService, open_task: OpenTask
 ) -> None:
-    """Not JSON, no verifier, a verifier that is not a Practitioner, a reject without reason and
-    a verifier that does not exist are each a 400 OperationOutcome naming the problem; the Task
-    stays open."""
+    """Not JSON, a verifier other than the signed-in user, a reject without a reason code or
+    with an unknown one, "other" without a note, an unknown field, and amendments of a finding
+    not in the report, of a finding without a measured value, or without a number are each a
+    400 OperationOutcome naming the problem; the Task stays open."""
     seeded, task_id, _ = await open_task()
+    volume, hemorrhage = seeded.observations[1], seeded.observations[0]
     cases: list[tuple[str, Any, str]] = [
         ("accept", "{not json", "not valid JSON"),
-        ("accept", {}, "verifier"),
-        ("accept", {"verifier": "Patient/abc"}, "Practitioner/<id>"),
-        ("reject", {"verifier": seeded.practitioner}, "reason is required"),
-        ("reject", {"verifier": seeded.practitioner, "reason": "  "}, "reason is required"),
-        ("accept", {"verifier": "Practitioner/does-not-exist"}, "does not exist"),
-        ("accept", {"verifier": seeded.practitioner, "extra": 1}, "unknown field"),
+        ("accept", {"verifier": seeded.practitioner}, "the signed-in user"),
+        ("reject", {}, "reason must be one of"),
+        ("reject", {"reason": "looks odd"}, "reason must be one of"),
+        ("reject", {"reason": "other"}, "needs a note"),
+        ("accept", {"extra": 1}, "unknown field"),
+        ("amend", {"observation": "Observation/not-in-report", "value": 3}, "not one of"),
+        ("amend", {"observation": hemorrhage, "value": 3}, "no measured value"),
+        ("amend", {"observation": volume, "value": "9 mL"}, "finite number"),
+        ("amend", {"observation": volume}, "finite number"),
     ]
     for action, body, expected in cases:
         status, outcome = await review.call("POST", f"/tasks/{task_id}/{action}", body)
-        assert status == 400, (action, body)
+        assert status == 400, (action, body, outcome)
         assert outcome["resourceType"] == "OperationOutcome"
         assert expected in outcome["issue"][0]["diagnostics"], (action, body, outcome)
     assert (await _task_of(review.fhir, seeded))["status"] == "requested"
 
 
-async def test_unknown_task_is_404(review: ReviewService, fhir: FhirClient) -> None:
-    """Deciding a Task the server does not have answers 404 with an OperationOutcome."""
-    seeded = await seed_study(fhir, critical=False)
-    status, outcome = await review.call(
-        "POST", f"/tasks/{uuid.uuid4()}/accept", {"verifier": seeded.practitioner}
-    )
-    assert status == 404
-    assert outcome["issue"][0]["code"] == "not-found"
+async def test_unknown_task_is_404(review: ReviewService) -> None:
+    """Deciding or showing a Task the server does not have answers 404 with an
+    OperationOutcome."""
+    for method, path in (("POST", f"/tasks/{uuid.uuid4()}/accept"), ("GET", "/tasks/nope")):
+        status, outcome = await review.call(method, path, {})
+        assert status == 404
+        assert outcome["issue"][0]["code"] == "not-found"
 
 
 async def test_worklist_lists_the_open_task_with_its_findings(
@@ -268,28 +366,71 @@ async def test_worklist_lists_the_open_task_with_its_findings(
     assert stat_first == sorted(stat_first, key=lambda p: p != "stat")
 
 
-async def test_accept_makes_results_final_with_provenance_and_publishes_finding_verified(
-    review: ReviewService, open_task: OpenTask
+class _NoIncludes(FhirClient):
+    """A FHIR client that drops `_include` from searches, as an R4 server that does not
+    support it answers (R4 lets a server ignore it)."""
+
+    async def execute(
+        self,
+        path: str,
+        method: str = "post",
+        data: dict[Any, Any] | None = None,
+        params: dict[Any, Any] | None = None,
+    ) -> Any:
+        if params is not None:
+            params = {k: v for k, v in params.items() if not k.startswith("_include")}
+        return await super().execute(path, method, data=data, params=params)
+
+
+async def test_worklist_reads_findings_by_reference_when_the_server_ignores_include(
+    infra: Infrastructure, tokens: TokenCache, open_task: OpenTask
 ) -> None:
-    """Accept: every Observation and the report become final, the Task completed, a Provenance
-    names the verifier as agent with the report and Observations as targets, and
-    finding.verified is published in the study's run; a second accept answers 409."""
+    """On a server that ignores `_include`/`_include:iterate`, the worklist still shows each
+    Task's report and findings (read by reference), not `findings: 0`."""
+    seeded, task_id, _ = await open_task()
+    plain = _NoIncludes(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        async for service in _review_service(infra, plain, tokens):
+            status, body = await service.call("GET", "/tasks")
+            assert status == 200
+            (item,) = [item for item in body["tasks"] if item["id"] == task_id]
+            assert item["diagnostic_report"]["status"] == "preliminary"
+            assert [f["observation"] for f in item["findings"]] == list(seeded.observations)
+    finally:
+        await plain.close()
+
+
+async def test_accept_makes_results_final_verified_and_clinician_asserted(
+    review: ReviewService, open_task: OpenTask, infra: Infrastructure
+) -> None:
+    """Accept by rad1: every Observation and the report become final; the conclusion and the
+    notes say verified by Rita Adler instead of "not verified"; AIAST becomes CLINAST_AIRPT;
+    rad1's Practitioner (created on first sign-in, identified by issuer and subject) is the
+    report's interpreter, the Task's owner and the Provenance's verifier; finding.verified is
+    published in the study's run; a second accept answers 409."""
     seeded, task_id, event = await open_task()
-    status, body = await review.call(
-        "POST", f"/tasks/{task_id}/accept", {"verifier": seeded.practitioner}
-    )
+    status, body = await review.call("POST", f"/tasks/{task_id}/accept", {})
     assert status == 200, body
     fhir = review.fhir
-    for observation in seeded.observations:
-        assert (await fhir.execute(observation, "get"))["status"] == "final"
+    verifier = await _signed_in_practitioner(fhir, infra, await review.tokens("rad1"))
+    assert body["verifier"] == verifier
+    for reference in seeded.observations:
+        observation = await fhir.execute(reference, "get")
+        assert observation["status"] == "final"
+        assert [s["code"] for s in observation["meta"]["security"]] == ["CLINAST_AIRPT"]
+        (note,) = observation["note"]
+        assert "verified by Rita Adler on" in note["text"]
+        assert "not verified" not in note["text"] and "preliminary" not in note["text"]
     report = await fhir.execute(seeded.diagnostic_report, "get")
     assert report["status"] == "final"
-    assert report["resultsInterpreter"] == [{"reference": seeded.practitioner}]
+    assert report["conclusion"].startswith("AI result, verified by Rita Adler on ")
+    assert [s["code"] for s in report["meta"]["security"]] == ["CLINAST_AIRPT"]
+    assert report["resultsInterpreter"] == [{"reference": verifier, "display": "Rita Adler"}]
     task = await fhir.execute(f"Task/{task_id}", "get")
     assert task["status"] == "completed"
-    assert task["owner"] == {"reference": seeded.practitioner}
+    assert task["owner"]["reference"] == verifier
     provenance = await fhir.execute(body["provenance"], "get")
-    assert provenance["agent"][0]["who"] == {"reference": seeded.practitioner}
+    assert provenance["agent"][0]["who"]["reference"] == verifier
     assert provenance["agent"][0]["type"]["coding"][0]["code"] == "verifier"
     assert provenance["activity"]["text"] == "verify"
     assert sorted(target["reference"] for target in provenance["target"]) == sorted(
@@ -304,43 +445,96 @@ async def test_accept_makes_results_final_with_provenance_and_publishes_finding_
     assert verified.correlation_id == event.correlation_id
     assert verified.causation_id == event.message_id
     assert verified.task == f"Task/{task_id}"
-    assert verified.verifier == seeded.practitioner
+    assert verified.verifier == verifier
     assert verified.provenance == body["provenance"]
     assert verified.study.study_instance_uid == seeded.study_instance_uid
+    assert not verified.amended
 
-    status, outcome = await review.call(
-        "POST", f"/tasks/{task_id}/accept", {"verifier": seeded.practitioner}
-    )
+    status, outcome = await review.call("POST", f"/tasks/{task_id}/accept", {}, account="rad2")
     assert status == 409
     assert outcome["issue"][0]["code"] == "conflict"
     assert await review.published(expected=1, wait_seconds=0.5) == []
 
 
-async def test_reject_cancels_results_with_the_reason_and_publishes_finding_rejected(
+async def test_reject_as_false_positive_enters_results_in_error_and_publishes_the_code(
     review: ReviewService, open_task: OpenTask
 ) -> None:
-    """Reject: Observations and report cancelled, the Task completed with the reason in its
-    statusReason and output, and finding.rejected published with the reason."""
+    """Reject with reason false-positive: Observations and report entered-in-error, the
+    conclusion says rejected and why, the Task completed with the coded reason, and
+    finding.rejected carries the code and the words."""
     seeded, task_id, event = await open_task()
-    reason = "Calcification of the falx, not hemorrhage"
+    note = "Calcification of the falx, not hemorrhage"
     status, body = await review.call(
-        "POST", f"/tasks/{task_id}/reject", {"verifier": seeded.practitioner, "reason": reason}
+        "POST", f"/tasks/{task_id}/reject", {"reason": "false-positive", "note": note}
     )
     assert status == 200, body
     fhir = review.fhir
-    for observation in seeded.observations:
-        assert (await fhir.execute(observation, "get"))["status"] == "cancelled"
-    assert (await fhir.execute(seeded.diagnostic_report, "get"))["status"] == "cancelled"
+    for reference in seeded.observations:
+        observation = await fhir.execute(reference, "get")
+        assert observation["status"] == "entered-in-error"
+        assert note in observation["note"][-1]["text"]
+    report = await fhir.execute(seeded.diagnostic_report, "get")
+    assert report["status"] == "entered-in-error"
+    assert report["conclusion"].startswith("AI result rejected by Rita Adler")
+    assert note in report["conclusion"]
     task = await fhir.execute(f"Task/{task_id}", "get")
     assert task["status"] == "completed"
-    assert task["statusReason"]["text"] == reason
-    assert reason in [output.get("valueString") for output in task["output"]]
+    assert task["statusReason"]["coding"][0]["code"] == "false-positive"
+    assert note in task["statusReason"]["text"]
 
     messages = await review.published(expected=1)
     assert [message.routing_key for message in messages] == ["finding.rejected"]
     rejected = FindingRejected.model_validate_json(messages[0].body)
-    assert rejected.reason == reason
+    assert rejected.reason_code == "false-positive"
+    assert note in rejected.reason
     assert rejected.correlation_id == event.correlation_id
+
+
+async def test_reject_for_poor_image_quality_cancels_the_results(
+    review: ReviewService, open_task: OpenTask
+) -> None:
+    """A reason that does not say the finding was wrong (poor image quality) cancels the
+    results instead of entering them in error."""
+    seeded, task_id, _ = await open_task()
+    status, _ = await review.call(
+        "POST", f"/tasks/{task_id}/reject", {"reason": "poor-image-quality"}
+    )
+    assert status == 200
+    assert (await review.fhir.execute(seeded.diagnostic_report, "get"))["status"] == "cancelled"
+
+
+async def test_amend_corrects_a_measurement_and_keeps_the_ai_value_in_the_history(
+    review: ReviewService, open_task: OpenTask
+) -> None:
+    """Amend the hemorrhage volume from 12.5 to 9 mL: that Observation is amended with the new
+    value and a note naming both values, its previous version still holds 12.5; the other
+    finding is final; the report is final with the amendment in its conclusion; the
+    Provenance's activity is amend; finding.verified says amended."""
+    seeded, task_id, _ = await open_task()
+    hemorrhage, volume = seeded.observations
+    status, body = await review.call(
+        "POST",
+        f"/tasks/{task_id}/amend",
+        {"observation": volume, "value": 9, "note": "measured on the thin slices"},
+    )
+    assert status == 200, body
+    fhir = review.fhir
+    amended = await fhir.execute(volume, "get")
+    assert amended["status"] == "amended"
+    assert amended["valueQuantity"]["value"] == 9
+    assert "the AI measured 12.5 mL, the radiologist 9 mL" in amended["note"][-1]["text"]
+    history = await fhir.execute(f"{volume}/_history", "get")
+    values = [e["resource"].get("valueQuantity", {}).get("value") for e in history["entry"]]
+    assert 12.5 in values and 9 in values
+    assert (await fhir.execute(hemorrhage, "get"))["status"] == "final"
+    report = await fhir.execute(seeded.diagnostic_report, "get")
+    assert report["status"] == "final"
+    assert "Amended by the radiologist" in report["conclusion"]
+    assert "9 mL" in report["conclusion"]
+    provenance = await fhir.execute(body["provenance"], "get")
+    assert provenance["activity"]["text"] == "amend"
+    (message,) = await review.published(expected=1)
+    assert FindingVerified.model_validate_json(message.body).amended
 
 
 class _ConcurrentWriter(FhirClient):
@@ -349,15 +543,17 @@ class _ConcurrentWriter(FhirClient):
 
     observation: str = ""
 
-    async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+    async def transaction(
+        self, bundle: dict[str, Any], *, replace_security_labels: bool = False
+    ) -> dict[str, Any]:
         current = dict(await self.execute(self.observation, "get"))
         current["note"] = [{"text": "edited concurrently"}]
         await self.execute(self.observation, "put", data=current)
-        return await super().transaction(bundle)
+        return await super().transaction(bundle, replace_security_labels=replace_security_labels)
 
 
 async def test_concurrent_change_answers_409_and_writes_nothing(
-    infra: Infrastructure, fhir: FhirClient, open_task: OpenTask
+    infra: Infrastructure, fhir: FhirClient, open_task: OpenTask, tokens: TokenCache
 ) -> None:
     """When a resource changes between the read and the write, the version-guarded transaction
     fails: the API answers 409, the Task stays requested and the report preliminary."""
@@ -365,10 +561,8 @@ async def test_concurrent_change_answers_409_and_writes_nothing(
     racing = _ConcurrentWriter(FhirSettings(base_url=infra.fhir_base_url))
     racing.observation = seeded.observations[0]
     try:
-        async for service in _review_service(infra, racing):
-            status, outcome = await service.call(
-                "POST", f"/tasks/{task_id}/accept", {"verifier": seeded.practitioner}
-            )
+        async for service in _review_service(infra, racing, tokens):
+            status, outcome = await service.call("POST", f"/tasks/{task_id}/accept", {})
             assert status == 409
             assert "changed while" in outcome["issue"][0]["diagnostics"]
             assert await service.published(expected=1, wait_seconds=0.5) == []

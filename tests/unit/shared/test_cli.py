@@ -33,8 +33,9 @@ def test_service_refuses_to_start_with_an_invalid_registry(tmp_path: Path) -> No
 
 
 def test_production_refuses_the_development_secrets_and_names_them() -> None:
-    """`radmesh run verification` with RADMESH_ENVIRONMENT=production and the development API
-    token and PACS password exits 2 naming both settings, before it connects to anything."""
+    """`radmesh run verification` with RADMESH_ENVIRONMENT=production, the development
+    identity provider and PACS password exits 2 naming both settings, before it connects to
+    anything."""
     completed = subprocess.run(
         [sys.executable, "-m", "shared.cli", "run", "verification"],
         cwd=ROOT,
@@ -45,7 +46,7 @@ def test_production_refuses_the_development_secrets_and_names_them() -> None:
         check=False,
     )
     assert completed.returncode == 2
-    assert "RADMESH_VERIFICATION_API_TOKEN" in completed.stderr
+    assert "RADMESH_OIDC__ISSUER" in completed.stderr
     assert "RADMESH_DICOMWEB__PASSWORD" in completed.stderr
     assert "radmesh-dev" not in completed.stderr  # names the settings, never the values
 

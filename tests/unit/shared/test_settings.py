@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from services.subscriber.settings import SubscriberSettings
-from shared.settings import DicomWebSettings, RadmeshSettings
+from shared.settings import DicomWebSettings, OidcSettings, RadmeshSettings
 
 
 def test_development_secrets_are_found_by_setting_name() -> None:
@@ -20,8 +20,15 @@ def test_development_secrets_are_found_by_setting_name() -> None:
     assert rotated.development_secrets() == ["RADMESH_SUBSCRIBER_PACS_HOOK_SECRET"]
 
 
-def test_the_development_pacs_password_is_found_and_a_set_one_is_not() -> None:
-    """The shared DICOMweb password at its development default is listed; another is not."""
-    assert RadmeshSettings().development_secrets() == ["RADMESH_DICOMWEB__PASSWORD"]
-    custom = RadmeshSettings(dicomweb=DicomWebSettings(password=SecretStr("from-the-vault")))
+def test_the_development_pacs_password_and_identity_provider_are_found_and_set_ones_not() -> None:
+    """The shared DICOMweb password and the OIDC issuer at their development defaults are
+    listed; a set password and the hospital's issuer are not."""
+    assert RadmeshSettings().development_secrets() == [
+        "RADMESH_DICOMWEB__PASSWORD",
+        "RADMESH_OIDC__ISSUER",
+    ]
+    custom = RadmeshSettings(
+        dicomweb=DicomWebSettings(password=SecretStr("from-the-vault")),
+        oidc=OidcSettings(issuer="https://login.hospital.example/realms/radiology"),
+    )
     assert custom.development_secrets() == []

@@ -1,0 +1,107 @@
+"""Withdrawing the alerts of a rejected report (pure, no I/O).
+
+When a radiologist rejects AI results (finding.rejected), each critical finding's alert is
+withdrawn: its CommunicationRequest and its consult ServiceRequest become `revoked`, and a new
+Communication tells the alert's recipient that the alert was withdrawn, why, and by whom
+(`inResponseTo` the alert, identifier `<alert identifier value>/withdrawal`). The alert's
+resources are found by the identifier value the finding's Observation shares with them
+(`<study UID>/<model>/<version>/<finding key>/<index>`, see alerts.py), so this works on any R4
+server. Every step is idempotent: a revoked resource is left alone, the withdrawal is a
+conditional create.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.notifier.alerts import ALERT_CATEGORY
+from shared.ai_transparency import AI_ASSERTED
+from shared.fhir import conditional_create_entry, versioned_update_entry
+from shared.identifiers import business_identifier, radmesh_system
+from shared.messages import FindingRejected
+
+__all__ = ["RaisedAlert", "alert_key", "withdrawal_entries", "withdrawal_text"]
+
+
+@dataclass(frozen=True)
+class RaisedAlert:
+    """The resources of one alert as read from the FHIR server (any may be missing)."""
+
+    key: str  # the identifier value shared with the finding's Observation
+    communication: dict[str, Any] | None
+    communication_request: dict[str, Any] | None
+    consult: dict[str, Any] | None
+
+
+def alert_key(observation: dict[str, Any]) -> str | None:
+    """The identifier value of a finding's Observation, which its alert's resources share."""
+    system = radmesh_system("Observation")
+    return next(
+        (str(i["value"]) for i in observation.get("identifier", []) if i.get("system") == system),
+        None,
+    )
+
+
+def _revoked(resource: dict[str, Any], base_url: str) -> dict[str, Any]:
+    return versioned_update_entry({**resource, "status": "revoked"}, base_url)
+
+
+def withdrawal_text(event: FindingRejected, alert: RaisedAlert) -> str:
+    """What the recipient reads: withdrawn, why, by whom, and what the alert said. No patient
+    identifiers."""
+    said = ""
+    for resource in (alert.communication, alert.communication_request):
+        payload = (resource or {}).get("payload") or []
+        if payload and payload[0].get("contentString"):
+            said = f' The withdrawn alert read: "{payload[0]["contentString"]}"'
+            break
+    consult = " The stat consult it requested is revoked." if alert.consult else ""
+    return (
+        "WITHDRAWN: a radiologist reviewed this AI critical-finding alert and rejected it "
+        f"({event.reason}). Do not act on it.{consult}{said}"
+    )
+
+
+def withdrawal_entries(
+    event: FindingRejected, alert: RaisedAlert, now: datetime, base_url: str
+) -> list[dict[str, Any]]:
+    """The transaction entries withdrawing one alert: revoke what is still open, and tell the
+    recipient (conditional create, so a repeated finding.rejected writes it once)."""
+    entries = [
+        _revoked(resource, base_url)
+        for resource in (alert.communication_request, alert.consult)
+        if resource is not None
+        and resource.get("status") not in ("revoked", "completed", "entered-in-error")
+    ]
+    original = alert.communication or alert.communication_request or {}
+    identifier = business_identifier("Communication", alert.key, "withdrawal")
+    withdrawal: dict[str, Any] = {
+        "resourceType": "Communication",
+        "meta": {"security": [AI_ASSERTED]},
+        "identifier": [identifier],
+        "status": "completed",
+        "category": [ALERT_CATEGORY],
+        "priority": "stat",
+        "sent": now.isoformat(),
+        "sender": {"reference": event.verifier},
+        "about": [
+            *original.get("about", []),
+            {"reference": event.task},
+            *([{"reference": event.provenance}] if event.provenance else []),
+        ],
+        "payload": [{"contentString": withdrawal_text(event, alert)}],
+    }
+    for key in ("subject", "encounter", "recipient"):
+        if original.get(key):
+            withdrawal[key] = original[key]
+    if alert.communication is not None:
+        withdrawal["inResponseTo"] = [{"reference": f"Communication/{alert.communication['id']}"}]
+    entries.append(
+        conditional_create_entry(
+            withdrawal, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
+        )
+    )
+    return entries
