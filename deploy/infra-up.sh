@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Starts the local infrastructure radmesh talks to, each component once (a second run is a
-# no-op): RabbitMQ, Orthanc + DICOMweb, HAPI FHIR, the Triton model server, Keycloak.
-# Usage: deploy/infra-up.sh [component ...]   (default: all five)
+# no-op): RabbitMQ, Orthanc + DICOMweb, HAPI FHIR, the Triton model server, Keycloak, and
+# Debian's Chromium for the browser tests.
+# Usage: deploy/infra-up.sh [component ...]   (default: all six)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 components=("$@")
-(( ${#components[@]} )) || components=(rabbitmq orthanc hapi-fhir model-server keycloak)
+(( ${#components[@]} )) || components=(rabbitmq orthanc hapi-fhir model-server keycloak chromium)
 mkdir -p "$RADMESH_RUN_DIR"
 started="$(now_ms)"
 for component in "${components[@]}"; do

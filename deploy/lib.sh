@@ -112,6 +112,20 @@ already_running() {
   return 1
 }
 
+# apt_install NAME LOGFILE PKG... -> installs Debian packages (apt-get update first only when the
+# plain install fails, e.g. on a machine whose package lists are stale); fails naming the log.
+apt_install() {
+  local name="$1" logfile="$2"; shift 2
+  log "$name: installing $* (Debian packages)"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -q --no-install-recommends "$@" >>"$logfile" 2>&1; then
+    log "$name: install failed, running apt-get update first"
+    apt-get update -q >>"$logfile" 2>&1
+    apt-get install -y -q --no-install-recommends "$@" >>"$logfile" 2>&1 || {
+      show_log_tail "$name (apt-get install)" "$logfile"; return 1; }
+  fi
+}
+
 # ports_free NAME PORT... -> fails naming the first port another process already listens on
 ports_free() {
   local name="$1" port; shift

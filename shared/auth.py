@@ -116,6 +116,7 @@ class TokenVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._discovery: dict[str, Any] | None = None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -140,9 +141,9 @@ class TokenVerifier:
             raise IdentityProviderUnavailable(f"{url} did not answer a JSON object")
         return body
 
-    async def _fetch_keys(self) -> None:
-        jwks_url = self.settings.jwks_url
-        if jwks_url is None:
+    async def discovery(self) -> dict[str, Any]:
+        """The issuer's OpenID Connect discovery document (fetched once)."""
+        if self._discovery is None:
             issuer = self.settings.issuer.rstrip("/")
             discovery = await self._get_json(f"{issuer}/.well-known/openid-configuration")
             if discovery.get("issuer") != self.settings.issuer:
@@ -150,6 +151,13 @@ class TokenVerifier:
                     f"the discovery document names issuer {discovery.get('issuer')!r}, "
                     f"not the configured {self.settings.issuer!r} (RADMESH_OIDC__ISSUER)"
                 )
+            self._discovery = discovery
+        return self._discovery
+
+    async def _fetch_keys(self) -> None:
+        jwks_url = self.settings.jwks_url
+        if jwks_url is None:
+            discovery = await self.discovery()
             jwks_url = _text(discovery.get("jwks_uri"))
             if jwks_url is None:
                 raise IdentityProviderUnavailable("the discovery document has no jwks_uri")

@@ -107,6 +107,30 @@ class DicomWebClient:
         except (aiohttp.ClientConnectionError, TimeoutError) as error:
             raise RemoteUnavailable(f"QIDO-RS {path}: {error!r}", url=url, status=None) from error
 
+    async def rendered_instance(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_instance_uid: str,
+        window: tuple[float, float] | None = None,
+    ) -> bytes:
+        """WADO-RS `/rendered` of one instance as PNG, with a VOI window (center, width) when
+        given: a picture for people, never pixel data for a model."""
+        path = (
+            f"studies/{study_instance_uid}/series/{series_instance_uid}"
+            f"/instances/{sop_instance_uid}/rendered"
+        )
+        url = f"{self.base_url}/{path}"
+        params = [("window", f"{window[0]:g},{window[1]:g},linear")] if window else []
+        try:
+            async with self._http().get(
+                url, params=params, headers={"Accept": "image/png"}
+            ) as response:
+                await self._check(response, "WADO-RS rendered")
+                return await response.read()
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise RemoteUnavailable(f"WADO-RS rendered: {error!r}", url=url, status=None) from error
+
     async def search_series(self, study_instance_uid: str) -> list[SeriesInfo]:
         """QIDO-RS: the series of a study with modality, body part, description and size."""
         found = await self._get_json(

@@ -135,6 +135,19 @@ class FhirClient(AsyncFHIRClient):
         )
         return updated
 
+    async def next_page(self, bundle: dict[str, Any]) -> dict[str, Any] | None:
+        """The next page of a searchset Bundle (its `next` link, on this server only), or None
+        on the last page. Servers cap `_count` (HAPI: 50 per page), so a search that wants more
+        follows these."""
+        link = next(
+            (str(li["url"]) for li in bundle.get("link", []) if li.get("relation") == "next"),
+            None,
+        )
+        if link is None:
+            return None
+        page: dict[str, Any] = await self._do_request("get", link)
+        return page
+
     async def read_resource(self, reference: str) -> dict[str, Any]:
         """GET one resource by 'Type/id'."""
         found: dict[str, Any] = await self._do_request("get", reference)

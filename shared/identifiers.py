@@ -11,6 +11,7 @@ import re
 
 __all__ = [
     "ANALYSIS_CLAIM_SYSTEM",
+    "DICOM_IMAGE_EXTENSION",
     "DICOM_UID_MAX_LENGTH",
     "DICOM_UID_PATTERN",
     "DICOM_UID_SYSTEM",
@@ -25,6 +26,8 @@ __all__ = [
 DICOM_UID_SYSTEM = "urn:dicom:uid"  # ImagingStudy.identifier value: urn:oid:<StudyInstanceUID>
 # The subscriber's claim of one model's run on one study (a Task; value: study_run_value)
 ANALYSIS_CLAIM_SYSTEM = "urn:radmesh:analysis-claim"
+# The Observation extension naming the DICOM series, instances and centre voxel of a finding.
+DICOM_IMAGE_EXTENSION = "urn:radmesh:extension:dicom-image-reference"
 
 # DICOM PS3.5 §9.1: numeric components separated by ".", no leading zeros, at most 64 characters.
 DICOM_UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"

@@ -171,6 +171,9 @@ class ModelEntry(_Strict):
     diagnostic_report_code: Coding
     rollout: Literal["shadow", "preliminary", "active"]
     approval: Approval | None = None
+    # The model's maker says its results are not for clinical decisions (research, reference
+    # algorithms): the review page labels its results so.
+    not_for_clinical_use: bool = False
 
     @model_validator(mode="after")
     def _approved_unless_shadow(self) -> ModelEntry:

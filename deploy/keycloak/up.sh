@@ -25,9 +25,10 @@ started="$(now_ms)"
 already_running "$NAME" "$PIDFILE" "$WHERE" http_ok "$ISSUER/.well-known/openid-configuration" && exit 0
 ports_free "$NAME" "$RADMESH_KEYCLOAK_PORT" || exit 1
 
-for tool in java mvn unzip; do
-  command -v "$tool" >/dev/null || { fail "$NAME: $tool is not installed (Java 17+, Maven, unzip needed)"; exit 1; }
+for tool in java mvn; do
+  command -v "$tool" >/dev/null || { fail "$NAME: $tool is not installed (Java 17+ and Maven needed)"; exit 1; }
 done
+command -v unzip >/dev/null || apt_install "$NAME" "$DIR/apt.log" unzip || exit 1
 
 if [[ ! -x "$DIST/bin/kc.sh" ]]; then
   log "$NAME: fetching keycloak-quarkus-dist $VERSION from Maven (~180 MB, once)"

@@ -26,14 +26,7 @@ install_packages() {
            && -f $PLUGINS/libOrthancPython.so ]]; then
     return 0
   fi
-  log "$NAME: installing ${pkgs[*]} (Debian packages)"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y --no-install-recommends "${pkgs[@]}" >>"$DIR/apt.log" 2>&1; then
-    log "$NAME: install failed, running apt-get update first"
-    apt-get update >>"$DIR/apt.log" 2>&1
-    apt-get install -y --no-install-recommends "${pkgs[@]}" >>"$DIR/apt.log" 2>&1 || {
-      fail "apt-get install failed; see $DIR/apt.log"; tail -n 20 "$DIR/apt.log" >&2; exit 1; }
-  fi
+  apt_install "$NAME" "$DIR/apt.log" "${pkgs[@]}" || exit 1
 }
 install_packages
 

@@ -14,11 +14,7 @@ if port_open "$RADMESH_RABBITMQ_PORT"; then
   exit 0
 fi
 if ! command -v rabbitmq-server >/dev/null 2>&1; then
-  log "rabbitmq: installing the Debian package"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >"$dir/apt.log" 2>&1 \
-    || { apt-get update -q >>"$dir/apt.log" 2>&1 \
-         && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >>"$dir/apt.log" 2>&1; } \
-    || { show_log_tail rabbitmq "$dir/apt.log"; exit 1; }
+  apt_install rabbitmq "$dir/apt.log" rabbitmq-server || exit 1
 fi
 # rabbitmq-server -detached daemonises itself; it is the machine's broker, so infra-down leaves it
 # running unless this script started it (marker file below).

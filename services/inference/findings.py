@@ -5,6 +5,10 @@
   order); when there is none, one negative finding (index 0) carrying the highest probability;
 - quantity finding: its value, only where the presence finding it depends on is present (the
   hemorrhage volume of a present bleed; the diameter of each reported nodule).
+
+A present finding with a location (its centre voxel, z y x in the series volume whose slices are
+ordered by position) names the SOP Instance UID of the slice it lies on; a quantity finding
+names the slice of the finding it measures.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def decode_findings(
 ) -> tuple[Finding, ...]:
     """The findings of one model run, in registry order."""
     positive_rows: dict[str, list[int]] = {}
+    slices: dict[str, list[tuple[str, ...]]] = {}  # finding key → key slice of each positive row
     findings: list[Finding] = []
     for mapping in model.findings:
         values = np.asarray(_tensor(outputs, mapping.output, model), dtype=np.float64).ravel()
@@ -63,13 +68,30 @@ def decode_findings(
             _tensor(outputs, mapping.location_output, model) if mapping.location_output else None
         )
         if mapping.value_type == "presence":
-            findings.extend(
-                _presence(mapping, values, locations, positive_rows, series_instance_uid)
-            )
+            found = _presence(mapping, values, locations, positive_rows, series_instance_uid)
+            found = [_on_slice(finding, sop_instance_uids) for finding in found]
+            slices[mapping.key] = [f.sop_instance_uids for f in found if f.present]
+            findings.extend(found)
         else:
-            findings.extend(_quantity(mapping, values, positive_rows, series_instance_uid))
-    del sop_instance_uids  # kept in the signature for slice-level references (SR) to come
+            measured = slices.get(mapping.depends_on or "", [])
+            findings.extend(
+                finding.model_copy(update={"sop_instance_uids": measured[finding.index]})
+                if finding.index < len(measured)
+                else finding
+                for finding in _quantity(mapping, values, positive_rows, series_instance_uid)
+            )
     return tuple(findings)
+
+
+def _on_slice(finding: Finding, sop_instance_uids: tuple[str, ...]) -> Finding:
+    """The finding with the SOP Instance UID of the slice its centre lies on (none without a
+    centre, or when the centre is outside the volume)."""
+    if finding.center_voxel is None or not sop_instance_uids:
+        return finding
+    z = round(finding.center_voxel[0])
+    if not 0 <= z < len(sop_instance_uids):
+        return finding
+    return finding.model_copy(update={"sop_instance_uids": (sop_instance_uids[z],)})
 
 
 def _presence(

@@ -8,8 +8,9 @@ measures (the hemorrhage whose volume it is, the nodule whose diameter it is). `
 used: R4 allows ImagingStudy there, but it means "the event this observation is a step of",
 while the images are the observation's *source*. The DICOM series and instance UIDs the finding
 came from ride in the complex extension `urn:radmesh:extension:dicom-image-reference`
-(`seriesInstanceUid`, `sopInstanceUid`, each a valueOid `urn:oid:<UID>`) because R4's
-Reference cannot point inside an ImagingStudy.
+(`seriesInstanceUid`, `sopInstanceUid`, each a valueOid `urn:oid:<UID>`; `centreVoxel`, the
+finding's centre as "z y x" voxel indices of the series volume, slices ordered by position,
+when the model locates it) because R4's Reference cannot point inside an ImagingStudy.
 
 Observations carry `meta.security` AIAST (AI asserted). When the study has no ImagingStudy on
 the FHIR server, references to it — here and in the report and Provenance — are logical (its
@@ -22,12 +23,11 @@ from typing import Any
 
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_NOTE, UNVERIFIED
 from shared.errors import InvalidMessage
-from shared.identifiers import DICOM_UID_SYSTEM, business_identifier
+from shared.identifiers import DICOM_IMAGE_EXTENSION, DICOM_UID_SYSTEM, business_identifier
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import SNOMED_CT, UCUM, Coding, FindingMapping, ModelEntry
 
 __all__ = [
-    "DICOM_IMAGE_EXTENSION",
     "OBSERVATION_CATEGORY",
     "PROBABILITY_CODE",
     "build_observation",
@@ -43,7 +43,6 @@ DCM = "http://dicom.nema.org/resources/ontology/DCM"
 PROBABILITY_CODE = {"system": DCM, "code": "122157", "display": "Probability"}
 PRESENT = {"system": SNOMED_CT, "code": "52101004", "display": "Present"}
 ABSENT = {"system": SNOMED_CT, "code": "2667000", "display": "Absent"}
-DICOM_IMAGE_EXTENSION = "urn:radmesh:extension:dicom-image-reference"
 
 
 def _coding(coding: Coding) -> dict[str, str]:
@@ -94,6 +93,9 @@ def _image_extension(finding: Finding) -> list[dict[str, Any]]:
         return []
     parts = [{"url": "seriesInstanceUid", "valueOid": _oid(finding.series_instance_uid)}]
     parts += [{"url": "sopInstanceUid", "valueOid": _oid(uid)} for uid in finding.sop_instance_uids]
+    if finding.center_voxel is not None:
+        centre = " ".join(f"{coordinate:g}" for coordinate in finding.center_voxel)
+        parts.append({"url": "centreVoxel", "valueString": centre})
     return [{"url": DICOM_IMAGE_EXTENSION, "extension": parts}]
 
 

@@ -1,15 +1,20 @@
-"""Wiring of the verification service: bus, FHIR client, the review desk and its HTTP API."""
+"""Wiring of the verification service: bus, FHIR client, PACS (key images), registry, the
+review desk, its HTTP API and its web page."""
 
 from __future__ import annotations
 
+from services.verification.audit import AuditTrail
 from services.verification.handlers import PROTECTED_PATHS, CreateVerificationTask, ReviewApi
+from services.verification.page import ReviewPage
 from services.verification.review import ReviewDesk
 from services.verification.reviewers import ReviewerDirectory
 from services.verification.settings import VerificationSettings
 from shared.auth import TokenVerifier, oidc_middleware
 from shared.bus import Bus
+from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted
+from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
 
@@ -20,13 +25,24 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
     bus = Bus(settings.broker, SERVICE)
     fhir = FhirClient(settings.fhir)
     bus.consume(ResultsPosted, CreateVerificationTask(fhir))
-    desk = ReviewDesk(fhir, bus.publish, settings.fhir.base_url, own.worklist_limit)
+    pacs = DicomWebClient(settings.dicomweb)
+    desk = ReviewDesk(
+        fhir,
+        bus.publish,
+        settings.fhir.base_url,
+        own.worklist_limit,
+        registry=load_registry(settings.registry_path),
+        pacs=pacs,
+    )
     tokens = TokenVerifier(settings.oidc)
 
     return bus_service(
         SERVICE,
         bus,
-        close=[fhir.close, tokens.close],
-        routes=ReviewApi(desk, ReviewerDirectory(fhir)).routes(),
+        close=[fhir.close, tokens.close, pacs.close],
+        routes=[
+            *ReviewApi(desk, ReviewerDirectory(fhir), AuditTrail(fhir)).routes(),
+            *ReviewPage(tokens, own.viewer_url).routes(),
+        ],
         middlewares=[oidc_middleware(tokens, PROTECTED_PATHS)],
     )

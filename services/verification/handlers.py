@@ -5,6 +5,8 @@ token (`Authorization: Bearer <JWT>`, see shared/auth.py), and a role:
 
     GET  /tasks                 radiologist  open Tasks with their report's findings and links
     GET  /tasks/{id}            radiologist  one Task (open or decided) with its findings
+    GET  /tasks/{id}/images/{series}/{sop}
+                                radiologist  a key image (PNG, windowed) a finding lies on
     POST /tasks/{id}/accept     radiologist  {}
     POST /tasks/{id}/reject     radiologist  {"reason": <code>, "note": <text>}
     POST /tasks/{id}/amend      radiologist  {"observation": "Observation/<id>", "value": <n>,
@@ -25,13 +27,14 @@ no numbers out of range): hostile input is a 400.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from services.verification.audit import AuditTrail, Interaction, audit_event
 from services.verification.review import ReviewDesk, TaskConflict, TaskNotFound
 from services.verification.reviewers import ReviewerDirectory, UnknownReviewer
 from services.verification.tasks import verification_task_entry
@@ -42,7 +45,7 @@ from services.verification.verdicts import (
     VerdictKind,
     parse_verdict,
 )
-from shared.auth import CLINICIAN, OPERATOR, RADIOLOGIST, Forbidden, require_role
+from shared.auth import CLINICIAN, OPERATOR, RADIOLOGIST, Forbidden, Principal, require_role
 from shared.errors import InvalidMessage, RemoteConflict, RemoteRejected, RemoteUnavailable
 from shared.fhir import FhirClient, reference_of, transaction_bundle
 from shared.json_input import read_json
@@ -79,16 +82,18 @@ class CreateVerificationTask:
 
 
 class ReviewApi:
-    """The HTTP routes of the review desk."""
+    """The HTTP routes of the review desk; every read of results and every verdict is audited."""
 
-    def __init__(self, desk: ReviewDesk, reviewers: ReviewerDirectory) -> None:
+    def __init__(self, desk: ReviewDesk, reviewers: ReviewerDirectory, audit: AuditTrail) -> None:
         self.desk = desk
         self.reviewers = reviewers
+        self.audit = audit
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/tasks", self.list_tasks),
             web.get("/tasks/{task_id}", self.show_task),
+            web.get("/tasks/{task_id}/images/{series}/{sop}", self.key_image),
             web.post("/tasks/{task_id}/accept", self.accept),
             web.post("/tasks/{task_id}/reject", self.reject),
             web.post("/tasks/{task_id}/amend", self.amend),
@@ -96,31 +101,125 @@ class ReviewApi:
             web.get("/ops/worklist", self.worklist_counts),
         ]
 
+    async def _audited(
+        self,
+        request: web.Request,
+        principal: Principal,
+        interaction: Interaction,
+        work: Awaitable[dict[str, Any]],
+        entities: Callable[[dict[str, Any]], list[str]],
+        *,
+        requested: list[str],
+        practitioner: str | None = None,
+    ) -> web.StreamResponse:
+        """Do `work`, answer its JSON (or why it failed), and record the AuditEvent: the
+        resources it returned or changed, else the ones asked for."""
+        try:
+            body = await work
+            response: web.StreamResponse = web.json_response(body)
+            touched = entities(body)
+        except _DESK_ERRORS as error:
+            response = _error_response(error)
+            touched = requested
+        await self.audit.record(
+            audit_event(
+                principal,
+                interaction,
+                touched,
+                status=response.status,
+                address=request.remote,
+                query=request.path_qs if interaction == "search-type" else None,
+                practitioner=practitioner,
+            )
+        )
+        return response
+
     async def list_tasks(self, request: web.Request) -> web.StreamResponse:
-        require_role(request, RADIOLOGIST)
-        return await _answer(self.desk.open_tasks())
+        principal = require_role(request, RADIOLOGIST)
+        return await self._audited(
+            request,
+            principal,
+            "search-type",
+            self.desk.open_tasks(),
+            lambda body: [ref for item in body["tasks"] for ref in _item_entities(item)],
+            requested=[],
+        )
 
     async def show_task(self, request: web.Request) -> web.StreamResponse:
-        require_role(request, RADIOLOGIST)
-        return await _answer(self.desk.task_view(request.match_info["task_id"]))
+        principal = require_role(request, RADIOLOGIST)
+        task_id = request.match_info["task_id"]
+        return await self._audited(
+            request,
+            principal,
+            "read",
+            self.desk.task_view(task_id),
+            _item_entities,
+            requested=[f"Task/{task_id}"],
+        )
+
+    async def key_image(self, request: web.Request) -> web.StreamResponse:
+        principal = require_role(request, RADIOLOGIST)
+        match = request.match_info
+        task = f"Task/{match['task_id']}"
+        try:
+            image = await self.desk.key_image(match["task_id"], match["series"], match["sop"])
+            response: web.StreamResponse = web.Response(
+                body=image,
+                content_type="image/png",
+                headers={"Cache-Control": "private, max-age=300"},
+            )
+        except _DESK_ERRORS as error:
+            response = _error_response(error)
+        await self.audit.record(
+            audit_event(
+                principal,
+                "read",
+                [task],
+                status=response.status,
+                address=request.remote,
+                description=f"key image {match['sop']} of series {match['series']}",
+            )
+        )
+        return response
 
     async def show_report(self, request: web.Request) -> web.StreamResponse:
         principal = require_role(request, RADIOLOGIST, CLINICIAN)
+        report_id = request.match_info["report_id"]
+
+        async def read() -> dict[str, Any]:
+            view = await self.desk.report_view(report_id)
+            preliminary = view["status"] in ("registered", "partial", "preliminary")
+            if preliminary and not principal.has_any([RADIOLOGIST]):
+                raise Forbidden(
+                    f"{view['diagnostic_report']} is {view['status']}: AI results nobody has "
+                    "verified yet are shown to radiologists only"
+                )
+            return view
+
         try:
-            view = await self.desk.report_view(request.match_info["report_id"])
-        except _DESK_ERRORS as error:
-            return _error_response(error)
-        if view["status"] in ("registered", "partial", "preliminary") and not principal.has_any(
-            [RADIOLOGIST]
-        ):
-            raise Forbidden(
-                f"{view['diagnostic_report']} is {view['status']}: AI results nobody has verified "
-                "yet are shown to radiologists only"
+            return await self._audited(
+                request,
+                principal,
+                "read",
+                read(),
+                lambda view: [view["diagnostic_report"], view.get("patient") or ""],
+                requested=[f"DiagnosticReport/{report_id}"],
             )
-        return web.json_response(view)
+        except Forbidden:
+            await self.audit.record(
+                audit_event(
+                    principal,
+                    "read",
+                    [f"DiagnosticReport/{report_id}"],
+                    status=403,
+                    address=request.remote,
+                    description="refused: preliminary results are for radiologists",
+                )
+            )
+            raise
 
     async def worklist_counts(self, request: web.Request) -> web.StreamResponse:
-        require_role(request, OPERATOR)
+        require_role(request, OPERATOR)  # no patient data: nothing to audit
         return await _answer(self.desk.open_task_counts())
 
     async def accept(self, request: web.Request) -> web.StreamResponse:
@@ -134,6 +233,7 @@ class ReviewApi:
 
     async def _decide(self, request: web.Request, kind: VerdictKind) -> web.StreamResponse:
         principal = require_role(request, RADIOLOGIST)
+        task_id = request.match_info["task_id"]
         try:
             reviewer = await self.reviewers.reviewer(principal)
         except UnknownReviewer as error:
@@ -143,7 +243,25 @@ class ReviewApi:
         verdict = await _read_verdict(request, kind, reviewer)
         if isinstance(verdict, web.Response):
             return verdict
-        return await _answer(self.desk.decide(request.match_info["task_id"], verdict))
+        return await self._audited(
+            request,
+            principal,
+            "update",
+            self.desk.decide(task_id, verdict),
+            lambda done: [
+                done["task"],
+                done["diagnostic_report"],
+                *done["observations"],
+                done["provenance"],
+            ],
+            requested=[f"Task/{task_id}"],
+            practitioner=reviewer.reference,
+        )
+
+
+def _item_entities(item: dict[str, Any]) -> list[str]:
+    """The resources one worklist item shows: its Task, report and patient."""
+    return [item["task"], item["diagnostic_report"]["reference"] or "", item.get("patient") or ""]
 
 
 _DESK_ERRORS = (

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from services.verification.key_images import display_window
 from services.verification.tasks import (
     TASK_CODE,
     finding_view,
@@ -29,10 +30,12 @@ from services.verification.verdicts import (
     Verdict,
     verdict_bundle,
 )
+from shared.dicomweb import DicomWebClient
 from shared.errors import RemoteConflict, RemoteRejected
 from shared.fhir import FhirClient, reference_of
 from shared.identifiers import FHIR_ID_PATTERN
 from shared.messages import Event, FindingRejected, FindingVerified
+from shared.registry import ModelEntry, Registry
 
 __all__ = ["ReviewDesk", "TaskConflict", "TaskNotFound"]
 
@@ -58,11 +61,40 @@ class ReviewDesk:
         publish: Callable[[Event], Awaitable[None]],
         fhir_base_url: str,
         worklist_limit: int = 200,
+        *,
+        registry: Registry | None = None,
+        pacs: DicomWebClient | None = None,
     ) -> None:
         self.fhir = fhir
         self.publish = publish
         self.fhir_base_url = fhir_base_url
         self.worklist_limit = worklist_limit
+        self.registry = registry
+        self.pacs = pacs
+
+    def _model(self, task: dict[str, Any]) -> ModelEntry | None:
+        """The registry entry of the model whose results the Task holds ("<id>/<version>")."""
+        model = task_run(task).model
+        if self.registry is None or not model or "/" not in model:
+            return None
+        model_id, version = model.split("/", 1)
+        try:
+            return self.registry.get(model_id, version)
+        except KeyError:
+            return None
+
+    async def key_image(self, task_id: str, series: str, sop: str) -> bytes:
+        """The PACS's rendering of an instance a finding of the Task lies on, windowed for the
+        model's body part; TaskNotFound for any other instance."""
+        task, view = await self._task_and_view(task_id)
+        named = {(i["series"], i["sop"]) for f in view["findings"] for i in f["images"]}
+        if (series, sop) not in named:
+            raise TaskNotFound(f"no finding of Task/{task_id} lies on instance {sop}")
+        if self.pacs is None:
+            raise TaskNotFound("no PACS is configured to render key images")
+        model = self._model(task)
+        window = display_window(model.selector.body_parts if model else ())
+        return await self.pacs.rendered_instance(view["study_instance_uid"], series, sop, window)
 
     async def open_tasks(self) -> dict[str, Any]:
         """Open (requested) verification Tasks with findings: stat/asap/urgent first, then
@@ -82,7 +114,7 @@ class ReviewDesk:
     async def _open_tasks_page(
         self, priorities: str, count: int
     ) -> tuple[list[dict[str, Any]], bool]:
-        bundle = await self.fhir.execute(
+        bundle: dict[str, Any] | None = await self.fhir.execute(
             "Task",
             "get",
             params={
@@ -97,19 +129,29 @@ class ReviewDesk:
         )
         resources: dict[str, dict[str, Any]] = {}
         tasks: list[dict[str, Any]] = []
-        for entry in bundle.get("entry", []):
-            resource = entry.get("resource") or {}
-            resources[f"{resource.get('resourceType')}/{resource.get('id')}"] = resource
-            if resource.get("resourceType") == "Task" and is_verification_task(resource):
-                tasks.append(resource)
+        more = False
+        while bundle is not None:
+            for entry in bundle.get("entry", []):
+                resource = entry.get("resource") or {}
+                resources[f"{resource.get('resourceType')}/{resource.get('id')}"] = resource
+                if resource.get("resourceType") == "Task" and is_verification_task(resource):
+                    tasks.append(resource)
+            if len(tasks) >= count:
+                more = len(tasks) > count or any(
+                    link.get("relation") == "next" for link in bundle.get("link", [])
+                )
+                break
+            bundle = await self.fhir.next_page(bundle)  # the server's page may be smaller
+        tasks = tasks[:count]
         await self._read_missing(tasks, resources)
         items = []
         for task in tasks:
             report = resources.get((task.get("focus") or {}).get("reference", ""))
             results = [ref.get("reference", "") for ref in (report or {}).get("result", [])]
             observations = [resources[ref] for ref in results if ref in resources]
-            items.append(worklist_item(task, report, observations, self.fhir_base_url))
-        more = any(link.get("relation") == "next" for link in bundle.get("link", []))
+            items.append(
+                worklist_item(task, report, observations, self.fhir_base_url, self._model(task))
+            )
         return items, more
 
     async def _read_missing(
@@ -149,6 +191,9 @@ class ReviewDesk:
 
     async def task_view(self, task_id: str) -> dict[str, Any]:
         """One verification Task (open or decided) as the worklist shows it."""
+        return (await self._task_and_view(task_id))[1]
+
+    async def _task_and_view(self, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if not _FHIR_ID.match(task_id):
             raise TaskNotFound(f"{task_id!r} is not a FHIR id")
         task = await self._get(f"Task/{task_id}")
@@ -159,7 +204,8 @@ class ReviewDesk:
         report = resources.get((task.get("focus") or {}).get("reference", ""))
         results = [ref.get("reference", "") for ref in (report or {}).get("result", [])]
         observations = [resources[ref] for ref in results if ref in resources]
-        return worklist_item(task, report, observations, self.fhir_base_url)
+        view = worklist_item(task, report, observations, self.fhir_base_url, self._model(task))
+        return task, view
 
     async def report_view(self, report_id: str) -> dict[str, Any]:
         """A DiagnosticReport with its findings, whatever its status (the caller decides who
@@ -174,6 +220,7 @@ class ReviewDesk:
         await self._read_by_id("Observation", references, resources)
         return {
             "diagnostic_report": f"DiagnosticReport/{report_id}",
+            "patient": (report.get("subject") or {}).get("reference"),
             "status": report.get("status"),
             "code": (report.get("code") or {}).get("text")
             or next((c.get("display") for c in report.get("code", {}).get("coding", [])), None),

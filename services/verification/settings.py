@@ -15,3 +15,6 @@ class VerificationSettings(ServiceSettings):
 
     port: int = 8095
     worklist_limit: int = Field(default=200, ge=1, le=1000)  # open Tasks one GET /tasks returns
+    # An external viewer the review page links each study to, OHIF's form
+    # (`<viewer_url>?StudyInstanceUIDs=<uid>`), e.g. http://ohif.hospital/viewer; None: no link.
+    viewer_url: str | None = None

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.verification.key_images import image_references
 from shared.fhir import conditional_create_entry
 from shared.identifiers import business_identifier, radmesh_system, study_run_value
 from shared.messages import ResultsPosted, StudyRef
+from shared.registry import ModelEntry
 
 __all__ = [
     "INPUT_SYSTEM",
@@ -192,14 +194,17 @@ def _probability(observation: dict[str, Any]) -> float | None:
 
 
 def finding_view(observation: dict[str, Any]) -> dict[str, Any]:
-    """One finding as the reviewer sees it: what, value, probability, status."""
+    """One finding as the reviewer sees it: what, value, probability, status, and the slices
+    it lies on (with its centre) when the model located it."""
     return {
         "observation": f"Observation/{observation.get('id')}",
         "code": _display(observation.get("code")),
         "value": _value(observation),
+        "measured": "valueQuantity" in observation,  # a value a radiologist may amend
         "probability": _probability(observation),
         "status": observation.get("status"),
         "body_site": _display(observation.get("bodySite")),
+        "images": image_references(observation),
     }
 
 
@@ -208,8 +213,10 @@ def worklist_item(
     report: dict[str, Any] | None,
     observations: list[dict[str, Any]],
     fhir_base_url: str,
+    model: ModelEntry | None = None,
 ) -> dict[str, Any]:
-    """One open Task with its report's findings and the links to act on it."""
+    """One open Task with its report's findings and the links to act on it; `model` is the
+    registry's entry of the model that made them (None when the registry no longer has it)."""
     task_id = str(task.get("id"))
     run = task_run(task)
     report_reference = (task.get("focus") or {}).get("reference")
@@ -222,7 +229,10 @@ def worklist_item(
         "authored_on": task.get("authoredOn"),
         "description": task.get("description"),
         "study_instance_uid": run.study.study_instance_uid,
+        "patient": run.study.patient,  # a reference, for the audit trail; no name or identifier
         "model": run.model,
+        "model_display": model.display if model else run.model,
+        "not_for_clinical_use": model.not_for_clinical_use if model else False,
         "diagnostic_report": {
             "reference": report_reference,
             "status": report.get("status") if report else None,

@@ -3,6 +3,7 @@ lifecycle of its own), behind the real token check, for the tests that call the 
 
 from __future__ import annotations
 
+from services.verification.audit import AuditTrail
 from services.verification.handlers import PROTECTED_PATHS, ReviewApi
 from services.verification.review import ReviewDesk
 from services.verification.reviewers import ReviewerDirectory
@@ -27,6 +28,6 @@ def review_app(desk: ReviewDesk, oidc: OidcSettings, name: str) -> ServiceApp:
         start=nothing,
         stop=tokens.close,
         ready=ready,
-        routes=ReviewApi(desk, ReviewerDirectory(desk.fhir)).routes(),
+        routes=ReviewApi(desk, ReviewerDirectory(desk.fhir), AuditTrail(desk.fhir)).routes(),
         middlewares=[oidc_middleware(tokens, PROTECTED_PATHS)],
     )

@@ -180,6 +180,7 @@ async def test_head_bleed_results_land_on_the_fhir_server_once_with_every_link(
     assert ich["extension"][0]["extension"] == [
         {"url": "seriesInstanceUid", "valueOid": f"urn:oid:{loaded.series_instance_uid}"},
         *({"url": "sopInstanceUid", "valueOid": f"urn:oid:{uid}"} for uid in slices),
+        {"url": "centreVoxel", "valueString": "4 30 22"},
     ]
 
     assert vol["valueQuantity"] == {

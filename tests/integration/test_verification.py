@@ -571,3 +571,50 @@ async def test_concurrent_change_answers_409_and_writes_nothing(
     assert (await fhir.execute(f"Task/{task_id}", "get"))["status"] == "requested"
     assert (await fhir.execute(seeded.diagnostic_report, "get"))["status"] == "preliminary"
     assert (await fhir.execute(seeded.observations[1], "get"))["status"] == "preliminary"
+
+
+async def _audit_events(fhir: FhirClient, entity: str) -> list[dict[str, Any]]:
+    return await search_resources(fhir, "AuditEvent", entity=entity)
+
+
+async def test_reads_and_verdicts_are_audited_with_who_what_and_outcome(
+    review: ReviewService, open_task: OpenTask, infra: Infrastructure
+) -> None:
+    """Reading a Task, its key image list, a refused read of its preliminary report by a
+    clinician and the verdict each write an AuditEvent (BALP rest: read / update) naming the
+    user by issuer and subject, the Task, report and patient, the network address and the
+    outcome (0, or 4 for the refusal); each validates on the FHIR server."""
+    seeded, task_id, _ = await open_task()
+    task = f"Task/{task_id}"
+    report_path = f"/reports/{seeded.diagnostic_report.split('/')[1]}"
+    assert (await review.call("GET", f"/tasks/{task_id}"))[0] == 200
+    assert (await review.call("GET", report_path, account="clin1"))[0] == 403
+    assert (await review.call("POST", f"/tasks/{task_id}/accept", {}))[0] == 200
+    rad1 = jwt.decode(await review.tokens("rad1"), options={"verify_signature": False})
+
+    events = await _audit_events(review.fhir, task)
+    by_interaction = {e["subtype"][0]["code"]: e for e in events}
+    assert set(by_interaction) == {"read", "update"}
+    for event in by_interaction.values():
+        (agent,) = event["agent"]
+        assert agent["who"]["identifier"] == {"system": infra.oidc_issuer, "value": rad1["sub"]}
+        assert agent["who"]["display"] == "rad1"
+        assert agent["requestor"] is True
+        assert agent["network"]["address"] == "127.0.0.1"
+        assert event["outcome"] == "0"
+        entities = {entity["what"]["reference"] for entity in event["entity"]}
+        assert {task, seeded.diagnostic_report} <= entities
+    assert seeded.patient in {e["what"]["reference"] for e in by_interaction["read"]["entity"]}
+    assert by_interaction["update"]["action"] == "U"
+    assert by_interaction["update"]["agent"][0]["type"]["coding"][0]["code"] == "VRF"
+
+    refusals = [
+        e for e in await _audit_events(review.fhir, seeded.diagnostic_report) if e["outcome"] == "4"
+    ]
+    assert len(refusals) == 1
+    assert refusals[0]["agent"][0]["who"]["display"] == "clin1"
+
+    for event in [*events, *refusals]:
+        outcome = await review.fhir.execute(f"AuditEvent/{event['id']}/$validate", "get")
+        errors = [i for i in outcome.get("issue", []) if i["severity"] in ("error", "fatal")]
+        assert errors == [], errors

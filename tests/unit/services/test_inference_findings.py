@@ -88,3 +88,36 @@ def test_missing_output_tensor_is_a_permanent_error_naming_it() -> None:
 def test_output_names_lists_every_tensor_the_registry_reads() -> None:
     """The inference request asks for exactly the mapped outputs."""
     assert output_names(ICH) == ["probability", "centroid", "volume_ml"]
+
+
+def test_each_located_finding_and_its_measurement_name_the_slice_its_centre_lies_on() -> None:
+    """Nodules centred on slices 5 and 20 (of 24, ordered by position) name those slices'
+    SOP Instance UIDs, and so do their diameters; a centre outside the volume names none; a
+    negative finding names none."""
+    uids = tuple(f"1.2.3.4.{z}" for z in range(24))
+    outputs = {
+        "centroids": np.array([[5.4, 40, 60], [19.6, 30, 30], [31, 1, 1]], dtype=np.float32),
+        "diameters_mm": np.array([8.0, 12.5, 3.0], dtype=np.float32),
+        "probabilities": np.array([0.9, 0.7, 0.8], dtype=np.float32),
+    }
+    findings = decode_findings(NODULES, outputs, "1.2.3", uids)
+    slices = [(f.finding_key, f.index, f.sop_instance_uids) for f in findings]
+    assert slices == [
+        ("lung-nodule", 0, ("1.2.3.4.5",)),
+        ("lung-nodule", 1, ("1.2.3.4.20",)),
+        ("lung-nodule", 2, ()),
+        ("lung-nodule-diameter", 0, ("1.2.3.4.5",)),
+        ("lung-nodule-diameter", 1, ("1.2.3.4.20",)),
+        ("lung-nodule-diameter", 2, ()),
+    ]
+    negative = decode_findings(
+        NODULES,
+        {
+            "centroids": np.zeros((0, 3), dtype=np.float32),
+            "diameters_mm": np.zeros(0, dtype=np.float32),
+            "probabilities": np.zeros(0, dtype=np.float32),
+        },
+        "1.2.3",
+        uids,
+    )
+    assert [f.sop_instance_uids for f in negative] == [()]

@@ -10,8 +10,8 @@ import pytest
 
 from services.mapper.fhir_mapping import build_run
 from services.mapper.fhir_validation import validate_bundle
-from services.mapper.observations import DICOM_IMAGE_EXTENSION
 from shared.errors import InvalidMessage
+from shared.identifiers import DICOM_IMAGE_EXTENSION
 from shared.messages import Finding, InferenceCompleted, ModelRef, StudyRef
 from shared.registry import ModelEntry, Registry, load_registry
 

@@ -14,6 +14,7 @@ from services.verification.tasks import (
     verification_task_entry,
     worklist_item,
 )
+from shared.identifiers import DICOM_IMAGE_EXTENSION
 from shared.messages import ModelRef, PostedFinding, ResultsPosted, StudyRef
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -173,9 +174,29 @@ def test_finding_view_shows_code_value_and_status() -> None:
         "probability": None,
         "status": "preliminary",
         "body_site": None,
+        "measured": False,
+        "images": [],
     }
     quantity = finding_view(_observation(valueQuantity={"value": 4.5, "unit": "mL"}))
     assert quantity["value"] == {"value": 4.5, "unit": "mL"}
+    assert quantity["measured"] is True
+
+
+def test_finding_view_names_the_key_slices_and_the_centre_from_the_image_extension() -> None:
+    """The series, each SOP instance and the centre voxel the mapper wrote; an extension
+    without instances names none."""
+    extension = {
+        "url": DICOM_IMAGE_EXTENSION,
+        "extension": [
+            {"url": "seriesInstanceUid", "valueOid": "urn:oid:1.2.3"},
+            {"url": "sopInstanceUid", "valueOid": "urn:oid:1.2.3.9"},
+            {"url": "centreVoxel", "valueString": "9 139.2 166.1"},
+        ],
+    }
+    view = finding_view(_observation(extension=[extension]))
+    assert view["images"] == [{"series": "1.2.3", "sop": "1.2.3.9", "centre": [9.0, 139.2, 166.1]}]
+    bare = {"url": DICOM_IMAGE_EXTENSION, "extension": extension["extension"][:1]}
+    assert finding_view(_observation(extension=[bare]))["images"] == []
 
 
 def test_worklist_item_links_the_task_report_and_actions() -> None:

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# Nothing to stop: Chromium runs only inside the browser tests, which close it.
+exit 0

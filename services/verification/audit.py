@@ -1,0 +1,156 @@
+"""The audit trail of the review desk: a FHIR AuditEvent for every read of AI results and every
+verdict, after IHE Basic Audit Log Patterns (BALP): a RESTful-operation event (DICOM/BALP type
+`rest`, subtype the FHIR interaction), the signed-in user as the requesting agent (by their
+issuer and subject, with their account name and network address), radmesh's verification
+service as the source, and the Task, report and patient read or changed as entities.
+
+Recording is best effort and never blocks the clinical work: a FHIR server that refuses an
+AuditEvent is logged as an error (`audit_event_not_recorded`), and the read or verdict stands.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+
+from shared.auth import Principal
+from shared.fhir import FhirClient
+
+__all__ = ["AuditTrail", "audit_event"]
+
+log = structlog.get_logger(__name__)
+
+Interaction = Literal["read", "search-type", "update"]
+_ACTIONS = {"read": "R", "search-type": "E", "update": "U"}
+_REST = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+    "code": "rest",
+    "display": "Restful Operation",
+}
+_ROLE = {  # the entity's role (BALP: object-role)
+    "Patient": ("1", "Patient"),
+    "Task": ("4", "Domain Resource"),
+    "DiagnosticReport": ("3", "Report"),
+    "Observation": ("4", "Domain Resource"),
+    "ImagingStudy": ("4", "Domain Resource"),
+    "Practitioner": ("4", "Domain Resource"),
+}
+_SOURCE = {
+    "observer": {"display": "radmesh verification service"},
+    "type": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+            "code": "4",
+            "display": "Application Server",
+        }
+    ],
+}
+
+
+def _outcome(status: int) -> str:
+    """AuditEvent.outcome: 0 success, 4 minor failure (the request was refused), 8 serious."""
+    if status < 400:
+        return "0"
+    return "4" if status < 500 else "8"
+
+
+def audit_event(
+    principal: Principal,
+    interaction: Interaction,
+    entities: Iterable[str],
+    *,
+    status: int,
+    address: str | None,
+    query: str | None = None,
+    description: str | None = None,
+    practitioner: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """One AuditEvent (pure): who did what to which resources, when, from where, with what
+    outcome. A reader is the information recipient (IRCP), a decider the verifier (VRF)."""
+    role = ("IRCP", "information recipient") if interaction != "update" else ("VRF", "verifier")
+    who: dict[str, Any] = {
+        "identifier": {"system": principal.issuer, "value": principal.subject},
+        "display": principal.label,
+    }
+    if practitioner:
+        who["reference"] = practitioner
+    agent: dict[str, Any] = {
+        "type": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                    "code": role[0],
+                    "display": role[1],
+                }
+            ]
+        },
+        "who": who,
+        "altId": principal.label,
+        "requestor": True,
+    }
+    if address:
+        agent["network"] = {"address": address, "type": "2"}
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": _REST,
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+        "action": _ACTIONS[interaction],
+        "recorded": (now or datetime.now(UTC)).isoformat(),
+        "outcome": _outcome(status),
+        "agent": [agent],
+        "source": _SOURCE,
+        "entity": [],
+    }
+    if description:
+        event["outcomeDesc"] = description
+    seen: set[str] = set()
+    for reference in entities:
+        if not reference or reference in seen:
+            continue
+        seen.add(reference)
+        code, display = _ROLE.get(reference.split("/", 1)[0], ("4", "Domain Resource"))
+        event["entity"].append(
+            {
+                "what": {"reference": reference},
+                "role": {
+                    "system": "http://terminology.hl7.org/CodeSystem/object-role",
+                    "code": code,
+                    "display": display,
+                },
+            }
+        )
+    if query:
+        event["entity"].append(
+            {
+                "type": {
+                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                    "code": "2",
+                    "display": "System Object",
+                },
+                "query": base64.b64encode(query.encode()).decode("ascii"),
+            }
+        )
+    return event
+
+
+class AuditTrail:
+    def __init__(self, fhir: FhirClient) -> None:
+        self.fhir = fhir
+
+    async def record(self, event: dict[str, Any]) -> str | None:
+        """POST the AuditEvent; its reference, or None when the server refused it (logged)."""
+        try:
+            created = await self.fhir.create_resource(event)
+        except Exception as error:  # an unrecorded audit never undoes the read or verdict
+            log.error(
+                "audit_event_not_recorded",
+                error=str(error)[:500],
+                action="the read or verdict stands; the FHIR server's AuditEvent store needs a look",
+            )
+            return None
+        return f"AuditEvent/{created['id']}"

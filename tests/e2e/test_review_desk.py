@@ -1,0 +1,239 @@
+"""The review desk in a real browser (Debian's Chromium driven by Playwright) against the whole
+mesh: a radiologist signs in through Keycloak, works the worklist, sees the key image with the
+finding's location, accepts one bleed, rejects another, amends a nodule diameter; then the FHIR
+server shows what each verdict changed. Screenshots go to .run/test-output/review-desk/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from samples.demo import run_demo
+from samples.load import LoadResult
+from samples.mesh_watch import StudyProgress
+from shared.fhir import FhirClient
+from shared.messages import ResultsPosted
+from tests.e2e.conftest import ROOT, SERVICES, Mesh
+from tests.identity import DEV_PASSWORD
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("RADMESH_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+# What this machine's closed network needs (no background connections, no sandbox as root).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CHROMIUM_INSTALLED = Path(CHROMIUM).exists()
+PAGE = f"http://127.0.0.1:{SERVICES['verification']}/review"
+SCREENSHOTS = ROOT / ".run" / "test-output" / "review-desk"
+
+Studies = dict[str, tuple[LoadResult, StudyProgress]]
+
+
+@pytest.fixture(scope="module")
+async def studies(mesh: Mesh) -> Studies:
+    """Two bleeds and a chest CT through the mesh, each with its verification Task."""
+    loaded, progress, incomplete = await run_demo(
+        mesh.settings,
+        ("head-bleed", "head-bleed", "chest-nodules"),
+        slices=32,
+        size=256,
+        timeout_seconds=180,
+    )
+    assert not incomplete, [p.missing() for p in incomplete]
+    names = ("bleed-to-accept", "bleed-to-reject", "chest-to-amend")
+    return {
+        name: (result, progress[result.study_instance_uid])
+        for name, result in zip(names, loaded, strict=True)
+    }
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM_INSTALLED:
+        pytest.fail(f"Chromium is not installed at {CHROMIUM} (Debian package chromium)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = await context.new_page()
+    yield opened
+    await context.close()
+
+
+def _posted(progress: StudyProgress) -> ResultsPosted:
+    (posted,) = progress.of_type("results.posted")
+    assert isinstance(posted, ResultsPosted)
+    return posted
+
+
+def _task_id(progress: StudyProgress) -> str:
+    return progress.tasks[_posted(progress).diagnostic_report].split("/")[1]
+
+
+async def _sign_in(page: Page, account: str) -> None:
+    """Through Keycloak's own login form, as a person would."""
+    await page.goto(PAGE)
+    await page.get_by_test_id("sign-in").click()
+    await page.fill("#username", account)
+    await page.fill("#password", DEV_PASSWORD)
+    await page.click("#kc-login")
+    await expect(page.get_by_test_id("user")).to_contain_text("radiologist")
+
+
+async def _open_study(page: Page, study_instance_uid: str) -> None:
+    """Click the study's row in the worklist; wait for its view (with that Task's data)."""
+    await page.goto(f"{PAGE}#/")
+    row = page.locator(f'tr[data-testid="task"][data-study="{study_instance_uid}"]')
+    task_id = await row.get_attribute("data-task")
+    await row.click()
+    await expect(page.locator(f'[data-testid="study"][data-task="{task_id}"]')).to_be_visible()
+
+
+async def _recorded(page: Page, verdict: str) -> None:
+    await expect(page.get_by_test_id("message")).to_contain_text(f"Recorded: {verdict}")
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"not within {seconds} s: {what}")
+        await asyncio.sleep(0.2)
+
+
+async def _one(fhir: FhirClient, resource_type: str, **params: str) -> dict[str, Any]:
+    """The one resource the search finds, as plain JSON."""
+    bundle = await fhir.execute(resource_type, "get", params=params)
+    found = [entry["resource"] for entry in bundle.get("entry", [])]
+    assert len(found) == 1, (resource_type, params, len(found))
+    plain: dict[str, Any] = json.loads(json.dumps(found[0]))
+    return plain
+
+
+async def test_a_radiologist_reviews_the_worklist_in_the_browser_and_every_verdict_reaches_fhir(
+    mesh: Mesh, studies: Studies, page: Page
+) -> None:
+    """rad1 signs in (Keycloak, authorization code + PKCE); the worklist puts every stat Task
+    (the bleeds) before any routine one; the bleed's study view shows the model, its "not for
+    clinical use" label, its findings and the key image from the PACS with the bleed's location
+    drawn over it. rad1 accepts the first bleed, rejects the second as a false positive, amends
+    the chest's first nodule diameter. On the FHIR server: the accepted report is final and
+    says verified by Rita Adler, clinician-asserted, with a Provenance naming her; the
+    rejected one is entered-in-error, its CommunicationRequest and stat consult revoked and a
+    withdrawal Communication sent to the ordering clinician; the diameter is amended with the
+    AI's value in its note. Screenshots of the worklist and the study view are written."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    fhir = mesh.direct_fhir
+    accept_load, accept = studies["bleed-to-accept"]
+    reject_load, reject = studies["bleed-to-reject"]
+    amend_load, amend = studies["chest-to-amend"]
+
+    await _sign_in(page, "rad1")
+    rows = page.get_by_test_id("task")
+    await expect(rows.first).to_be_visible()
+    priorities = [p.strip().lower() for p in await rows.locator("td.priority").all_inner_texts()]
+    studies_shown = [await row.get_attribute("data-study") for row in await rows.all()]
+    assert priorities[0] == "stat"
+    assert priorities == sorted(priorities, key=lambda p: p != "stat"), "stat first"
+    for load in (accept_load, reject_load):
+        assert priorities[studies_shown.index(load.study_instance_uid)] == "stat"
+    await page.screenshot(path=str(SCREENSHOTS / "worklist.png"))
+
+    await _open_study(page, accept_load.study_instance_uid)
+    await expect(page.get_by_test_id("study-model")).to_contain_text("Intracranial hemorrhage")
+    await expect(page.get_by_test_id("not-for-clinical-use")).to_be_visible()
+    await expect(page.get_by_test_id("finding").first).to_contain_text("Present")
+    image = page.locator('[data-testid="key-image"][data-loaded="true"]')
+    await expect(image).to_have_count(1)
+    await expect(image.get_by_test_id("finding-location")).to_have_count(1)
+    width = await image.locator("img").evaluate("img => img.naturalWidth")
+    assert width == 256  # the PACS rendered the slice itself
+    await page.screenshot(path=str(SCREENSHOTS / "study.png"), full_page=True)
+    await page.get_by_test_id("accept").click()
+    await _recorded(page, "accepted")
+
+    await _open_study(page, reject_load.study_instance_uid)
+    await page.get_by_test_id("reject-reason").select_option("false-positive")
+    await page.get_by_test_id("reject-note").fill("calcified falx, not blood")
+    await page.get_by_test_id("reject").click()
+    await _recorded(page, "rejected")
+
+    await _open_study(page, amend_load.study_instance_uid)
+    diameter_row = page.locator('[data-testid="finding"]', has_text="Diameter").first
+    observation = await diameter_row.get_attribute("data-observation")
+    ai_value = float(await diameter_row.get_by_test_id("amend-value").input_value())
+    corrected = round(ai_value + 1.5, 2)
+    await diameter_row.get_by_test_id("amend-value").fill(str(corrected))
+    await diameter_row.get_by_test_id("amend").click()
+    await _recorded(page, "amended")
+
+    await _assert_accepted(fhir, _posted(accept))
+    await _assert_rejected_and_withdrawn(fhir, reject)
+    await _assert_amended(fhir, _posted(amend), str(observation), ai_value, corrected)
+    assert (SCREENSHOTS / "worklist.png").stat().st_size > 10_000
+    assert (SCREENSHOTS / "study.png").stat().st_size > 10_000
+
+
+async def _assert_accepted(fhir: FhirClient, posted: ResultsPosted) -> None:
+    accepted = await fhir.read_resource(posted.diagnostic_report)
+    assert accepted["status"] == "final"
+    assert accepted["conclusion"].startswith("AI result, verified by Rita Adler on ")
+    assert [s["code"] for s in accepted["meta"]["security"]] == ["CLINAST_AIRPT"]
+    verifier = accepted["resultsInterpreter"][-1]["reference"]
+    provenance = await _one(fhir, "Provenance", target=posted.diagnostic_report, agent=verifier)
+    assert provenance["activity"]["text"] == "verify"
+
+
+async def _assert_rejected_and_withdrawn(fhir: FhirClient, progress: StudyProgress) -> None:
+    posted = _posted(progress)
+    rejected = await fhir.read_resource(posted.diagnostic_report)
+    assert rejected["status"] == "entered-in-error"
+    assert "calcified falx" in rejected["conclusion"]
+    (alert,) = progress.of_type("alert.raised")
+
+    async def alert_withdrawn() -> bool:
+        request = await fhir.read_resource(alert.communication_request)
+        return bool(request["status"] == "revoked")
+
+    await _until(alert_withdrawn, "the notifier revokes the rejected bleed's CommunicationRequest")
+    assert (await fhir.read_resource(alert.consult_service_request))["status"] == "revoked"
+    original = await fhir.read_resource(alert.communication)
+    (key,) = [i for i in original["identifier"] if i["system"] == "urn:radmesh:communication"]
+    withdrawal = await _one(
+        fhir, "Communication", identifier=f"{key['system']}|{key['value']}/withdrawal"
+    )
+    assert withdrawal["inResponseTo"] == [{"reference": alert.communication}]
+    assert withdrawal["recipient"] == original["recipient"]
+    assert "calcified falx" in withdrawal["payload"][0]["contentString"]
+
+
+async def _assert_amended(
+    fhir: FhirClient, posted: ResultsPosted, observation: str, ai_value: float, corrected: float
+) -> None:
+    amended = await fhir.read_resource(observation)
+    assert amended["status"] == "amended"
+    assert amended["valueQuantity"]["value"] == corrected
+    assert f"the AI measured {ai_value:g} mm" in amended["note"][-1]["text"]
+    assert (await fhir.read_resource(posted.diagnostic_report))["status"] == "final"
