@@ -71,6 +71,7 @@ CommunicationRequestReference = Annotated[
     str, StringConstraints(pattern=fhir_reference_pattern("CommunicationRequest"))
 ]
 TaskReference = Annotated[str, StringConstraints(pattern=fhir_reference_pattern("Task"))]
+FlagReference = Annotated[str, StringConstraints(pattern=fhir_reference_pattern("Flag"))]
 VerifierReference = Annotated[
     str, StringConstraints(pattern=fhir_reference_pattern("Practitioner", "PractitionerRole"))
 ]
@@ -220,6 +221,8 @@ class AlertRaised(Event):
     communication: CommunicationReference
     communication_request: CommunicationRequestReference
     consult_service_request: ServiceRequestReference | None = None
+    # The patient's Flag "open critical AI finding" (none when the study has no patient).
+    flag: FlagReference | None = None
 
 
 class FindingVerified(Event):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from services.mapper.handlers import MapResults
+from services.mapper.handlers import MapResults, SupersedeReports
 from services.mapper.settings import MapperSettings
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
-from shared.messages import InferenceCompleted
+from shared.messages import FindingRejected, FindingVerified, InferenceCompleted
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -21,6 +21,10 @@ def build_app(settings: RadmeshSettings, own: MapperSettings) -> ServiceApp:
     fhir = FhirClient(settings.fhir)
     dicomweb = DicomWebClient(settings.dicomweb) if own.write_structured_report else None
     bus.consume(InferenceCompleted, MapResults(registry, fhir, dicomweb))
+    if dicomweb is not None:
+        supersede = SupersedeReports(registry, fhir, dicomweb, own.verifying_organization)
+        bus.consume(FindingVerified, supersede.on_verified)
+        bus.consume(FindingRejected, supersede.on_rejected)
 
     close = [fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
     return bus_service(SERVICE, bus, close=close)

@@ -1,4 +1,6 @@
-"""inference.completed → FHIR transaction (+ DICOM SR to the PACS) → results.posted.
+"""inference.completed → FHIR transaction (+ DICOM SR to the PACS) → results.posted;
+finding.verified → the verified SR that supersedes the preliminary one in the PACS;
+finding.rejected → an IOCM rejection note for it.
 
 - Rollout `shadow`: the findings are logged (keys, present/absent, probability — nothing about the
   patient) and nothing is written anywhere clinical; no event follows.
@@ -22,15 +24,35 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
 
 from services.mapper.fhir_mapping import MappedRun, build_run
 from services.mapper.fhir_validation import validate_bundle
-from services.mapper.structured_report import build_structured_report, dataset_from_metadata
+from services.mapper.rejection_note import rejection_note
+from services.mapper.structured_report import (
+    build_structured_report,
+    dataset_from_metadata,
+    sr_uids,
+    tracking_uid,
+)
+from services.mapper.verified_report import (
+    Amendment,
+    verified_sr_uid,
+    verified_structured_report,
+)
 from shared.dicomweb import DicomWebClient
-from shared.errors import InvalidMessage, PermanentError
+from shared.errors import InvalidMessage, PermanentError, RemoteRejected
 from shared.fhir import FhirClient, reference_of
-from shared.messages import Event, InferenceCompleted, PostedFinding, ResultsPosted
+from shared.identifiers import radmesh_system
+from shared.messages import (
+    Event,
+    FindingRejected,
+    FindingVerified,
+    InferenceCompleted,
+    PostedFinding,
+    ResultsPosted,
+)
 from shared.registry import ModelEntry, Registry
 
 log = structlog.get_logger(__name__)
@@ -161,3 +183,165 @@ class MapResults:
             series_instance_uid=str(structured_report.SeriesInstanceUID),
             sop_instance_uid=str(structured_report.SOPInstanceUID),
         )
+
+
+def _person_name(practitioner: dict[str, Any]) -> str:
+    """DICOM PN (Family^Given) of a Practitioner, from its first name."""
+    name = (practitioner.get("name") or [{}])[0]
+    family = str(name.get("family") or "")
+    given = " ".join(str(g) for g in name.get("given", []))
+    if not family and not given:
+        return str(name.get("text") or "Unknown")[:64]
+    return f"{family}^{given}".rstrip("^")[:64]
+
+
+class SupersedeReports:
+    """The radiologist's verdict reaches the PACS: `on_verified` (finding.verified) stores the
+    run's SR again as VERIFIED, with the radiologist as Verifying Observer, the preliminary SR
+    as predecessor and any amended measurement corrected (verified_report.py); `on_rejected`
+    (finding.rejected) stores an IOCM rejection note for it (rejection_note.py). A run without
+    a preliminary SR in the PACS (SR writing off, or the SR could not be made) stores nothing
+    and says so."""
+
+    def __init__(
+        self, registry: Registry, fhir: FhirClient, dicomweb: DicomWebClient, organization: str
+    ) -> None:
+        self.registry = registry
+        self.fhir = fhir
+        self.dicomweb = dicomweb
+        self.organization = organization
+
+    async def _run(
+        self, diagnostic_report: str
+    ) -> tuple[dict[str, Any], str, ModelEntry, Dataset] | None:
+        """(the report, its study UID, its model, the AI's SR), or None (logged) without one."""
+        report = await self.fhir.read_resource(diagnostic_report)
+        run = next(
+            (
+                str(i["value"])
+                for i in report.get("identifier", [])
+                if i.get("system") == radmesh_system("DiagnosticReport")
+            ),
+            None,
+        )
+        if run is None or run.count("/") < 2:
+            raise InvalidMessage(f"{diagnostic_report} has no radmesh run identifier")
+        study_uid, model_id, version = run.rsplit("/", 2)
+        try:
+            model = self.registry.get(model_id, version)
+        except KeyError:
+            log.error(
+                "superseding_report_not_stored", reason=f"{model_id} {version} not in registry"
+            )
+            return None
+        preliminary = await self._preliminary(study_uid, model)
+        if preliminary is None:
+            log.warning(
+                "superseding_report_not_stored",
+                reason="no preliminary SR of this run in the PACS",
+                model=model.id,
+            )
+            return None
+        return report, study_uid, model, preliminary
+
+    async def _store(self, dataset: Dataset) -> None:
+        buffer = io.BytesIO()
+        dcmwrite(buffer, dataset, enforce_file_format=True)
+        await self.dicomweb.store_instances([buffer.getvalue()])
+
+    async def on_verified(self, event: FindingVerified) -> Sequence[Event]:
+        found = await self._run(event.diagnostic_report)
+        if found is None:
+            return []
+        report, study_uid, model, preliminary = found
+        amendments = await self._amendments(report, study_uid, model)
+        verifier = await self.fhir.read_resource(event.verifier)
+        verified, applied = verified_structured_report(
+            preliminary,
+            sop_instance_uid=verified_sr_uid(study_uid, model),
+            verifier_name=_person_name(verifier),
+            organization=self.organization,
+            verified_at=event.created_at,
+            amendments=amendments,
+        )
+        if len(applied) < len(amendments):
+            log.warning(
+                "amendment_not_in_structured_report",
+                amendments=len(amendments),
+                applied=len(applied),
+                action="the FHIR record holds the amended value; the SR keeps the AI's",
+            )
+        await self._store(verified)
+        log.info(
+            "verified_report_stored",
+            model=model.id,
+            sop_instance_uid=str(verified.SOPInstanceUID),
+            predecessor=str(preliminary.SOPInstanceUID),
+            amended=len(applied),
+        )
+        return []
+
+    async def on_rejected(self, event: FindingRejected) -> Sequence[Event]:
+        found = await self._run(event.diagnostic_report)
+        if found is None:
+            return []
+        _, _, model, preliminary = found
+        verifier = await self.fhir.read_resource(event.verifier)
+        note = rejection_note(
+            preliminary,
+            model,
+            reason=event.reason or event.reason_code or "rejected",
+            verifier_name=_person_name(verifier),
+        )
+        await self._store(note)
+        log.info(
+            "rejection_note_stored",
+            model=model.id,
+            sop_instance_uid=str(note.SOPInstanceUID),
+            rejected=str(preliminary.SOPInstanceUID),
+        )
+        return []
+
+    async def _preliminary(self, study_uid: str, model: ModelEntry) -> Dataset | None:
+        series_uid, sop_uid = sr_uids(study_uid, model)
+        try:
+            metadata = await self.dicomweb.retrieve_series_metadata(study_uid, series_uid)
+        except RemoteRejected as error:
+            if error.status == 404:
+                return None
+            raise
+        for item in metadata:
+            if (item.get("00080018") or {}).get("Value", [None])[0] == sop_uid:
+                return dataset_from_metadata(item)
+        return None
+
+    async def _amendments(
+        self, report: dict[str, Any], study_uid: str, model: ModelEntry
+    ) -> list[Amendment]:
+        """The measurements the radiologist corrected: amended Observations of the report."""
+        found: list[Amendment] = []
+        for reference in report.get("result", []):
+            observation = await self.fhir.read_resource(str(reference.get("reference")))
+            quantity = observation.get("valueQuantity") or {}
+            value = next(
+                (
+                    str(i["value"])
+                    for i in observation.get("identifier", [])
+                    if i.get("system") == radmesh_system("Observation")
+                ),
+                "",
+            )
+            measured = quantity.get("value")
+            if observation.get("status") != "amended" or value.count("/") < 4 or measured is None:
+                continue
+            finding_key, index = value.rsplit("/", 2)[1:]
+            mapping = model.finding(finding_key)
+            group = mapping.depends_on or finding_key
+            found.append(
+                Amendment(
+                    tracking_uid=tracking_uid(study_uid, model, group, int(index)),
+                    code_value=mapping.codes[0].code,
+                    value=float(measured),
+                )
+            )
+        return found

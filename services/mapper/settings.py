@@ -12,3 +12,5 @@ class MapperSettings(ServiceSettings):
 
     port: int = 8093
     write_structured_report: bool = True  # False: FHIR only, no DICOM SR to the PACS
+    # The Verifying Organization of the verified SR (DICOM LO, the radiologists' department).
+    verifying_organization: str = "radmesh review desk (development)"

@@ -26,7 +26,13 @@ from shared.errors import PermanentError
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import Coding, ModelEntry
 
-__all__ = ["SR_SERIES_NUMBER", "build_structured_report", "dataset_from_metadata", "sr_uids"]
+__all__ = [
+    "SR_SERIES_NUMBER",
+    "build_structured_report",
+    "dataset_from_metadata",
+    "sr_uids",
+    "tracking_uid",
+]
 
 SR_SERIES_NUMBER = 9001
 _SCHEME = {"http://snomed.info/sct": "SCT", "http://radlex.org": "RADLEX", "http://loinc.org": "LN"}
@@ -44,6 +50,21 @@ def sr_uids(study_instance_uid: str, model: ModelEntry) -> tuple[str, str]:
     return (
         generate_uid(entropy_srcs=[*parts, "series"]),
         generate_uid(entropy_srcs=[*parts, "instance"]),
+    )
+
+
+def tracking_uid(study_instance_uid: str, model: ModelEntry, finding_key: str, index: int) -> str:
+    """The Tracking Unique Identifier of one finding's measurement group: the same on every
+    run, so a later SR (the verified one) can find the group again."""
+    return generate_uid(
+        entropy_srcs=[
+            "radmesh-sr-tracking",
+            study_instance_uid,
+            model.id,
+            model.version,
+            finding_key,
+            str(index),
+        ]
     )
 
 
@@ -99,22 +120,15 @@ def _group(
             )
         )
     label = f"{finding.finding_key} {finding.index + 1}"
-    tracking_uid = generate_uid(
-        entropy_srcs=[
-            "radmesh-sr-tracking",
-            event.study.study_instance_uid,
-            model.id,
-            model.version,
-            finding.finding_key,
-            str(finding.index),
-        ]
+    tracking = tracking_uid(
+        event.study.study_instance_uid, model, finding.finding_key, finding.index
     )
     source_images = [
         hd.sr.SourceImageForMeasurementGroup(source_sop_class_uid, sop_instance_uid)
         for sop_instance_uid in finding.sop_instance_uids
     ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=_lo(label)),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking, identifier=_lo(label)),
         finding_type=finding_type,
         algorithm_id=algorithm,
         finding_sites=sites,

@@ -7,7 +7,9 @@ Every alert is three resources written with conditional creates on deterministic
 
 - Communication (completed): the alert as sent, from the model's Device to the ordering provider;
 - CommunicationRequest (active): the closed loop, open until the provider acknowledges receipt;
-- ServiceRequest (active order, stat): the consult the registry names for the finding, if any.
+- ServiceRequest (active order, stat): the consult the registry names for the finding, if any;
+- Flag (active) on the patient: an open critical AI finding, until the alert is acknowledged
+  or withdrawn (when the study has a patient: a Flag needs one).
 
 The payload text names the finding, the model and the probability, never the patient.
 """
@@ -20,13 +22,13 @@ from datetime import datetime
 from typing import Any
 
 from shared.ai_transparency import AI_ASSERTED
+from shared.alerts import ALERT_CATEGORY, FLAG_CATEGORY
 from shared.fhir import conditional_create_entry
 from shared.identifiers import business_identifier, study_run_value
 from shared.messages import PostedFinding, ResultsPosted
 from shared.registry import SNOMED_CT, Coding, FindingMapping, ModelEntry, Registry
 
 __all__ = [
-    "ALERT_CATEGORY",
     "AlertContext",
     "AlertEntries",
     "CriticalFinding",
@@ -34,16 +36,6 @@ __all__ = [
     "alert_text",
     "critical_findings",
 ]
-
-ALERT_CATEGORY = {
-    "coding": [
-        {
-            "system": "http://terminology.hl7.org/CodeSystem/communication-category",
-            "code": "alert",
-            "display": "Alert",
-        }
-    ]
-}
 
 
 @dataclass(frozen=True)
@@ -76,11 +68,14 @@ class AlertEntries:
     communication: dict[str, Any]
     communication_request: dict[str, Any]
     consult_service_request: dict[str, Any] | None
+    flag: dict[str, Any] | None = None
 
     def entries(self) -> list[dict[str, Any]]:
         entries = [self.communication, self.communication_request]
         if self.consult_service_request is not None:
             entries.append(self.consult_service_request)
+        if self.flag is not None:
+            entries.append(self.flag)
         return entries
 
 
@@ -222,9 +217,27 @@ def alert_entries(
                 "note": [{"text": text}],
             }
         )
+    flag = None
+    if context.patient is not None:
+        flag = entry(
+            {
+                "resourceType": "Flag",
+                "status": "active",
+                "category": [FLAG_CATEGORY],
+                "code": {
+                    "text": f"Open critical AI finding: {critical.display} "
+                    "(awaiting acknowledgement)"
+                },
+                "subject": {"reference": context.patient},
+                "encounter": _reference(context.encounter),
+                "period": {"start": when},
+                "author": {"reference": event.device},
+            }
+        )
     return AlertEntries(
         critical=critical,
         communication=communication,
         communication_request=communication_request,
         consult_service_request=consult,
+        flag=flag,
     )

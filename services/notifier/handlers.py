@@ -15,7 +15,8 @@ from services.notifier.alerts import (
     alert_entries,
     critical_findings,
 )
-from services.notifier.withdrawals import RaisedAlert, alert_key, withdrawal_entries
+from services.notifier.withdrawals import RaisedAlert, withdrawal_entries
+from shared.alerts import alert_key
 from shared.fhir import FhirClient, reference_of, transaction_bundle
 from shared.identifiers import business_identifier
 from shared.messages import AlertRaised, Event, FindingRejected, ResultsPosted
@@ -109,6 +110,7 @@ def _alerts_raised(
         communication = next(references)
         communication_request = next(references)
         consult = next(references) if alert.consult_service_request is not None else None
+        flag = next(references) if alert.flag is not None else None
         raised.append(
             event.follow(
                 AlertRaised,
@@ -117,6 +119,7 @@ def _alerts_raised(
                 communication=communication,
                 communication_request=communication_request,
                 consult_service_request=consult,
+                flag=flag,
             )
         )
     return raised
@@ -124,7 +127,8 @@ def _alerts_raised(
 
 class WithdrawAlerts:
     """Handler of finding.rejected: the alerts raised on the rejected report are withdrawn
-    (CommunicationRequest and consult revoked, a withdrawal Communication to the recipient),
+    (CommunicationRequest and consult revoked, Flag inactive, a withdrawal Communication to
+    the recipient),
     in one transaction. A report without alerts changes nothing and says so."""
 
     def __init__(self, fhir: FhirClient, base_url: str) -> None:
@@ -182,6 +186,7 @@ class WithdrawAlerts:
             communication=await one("Communication"),
             communication_request=await one("CommunicationRequest"),
             consult=await one("ServiceRequest"),
+            flag=await one("Flag"),
         )
         if alert.communication is None and alert.communication_request is None:
             return None

@@ -1,7 +1,8 @@
 """Withdrawing the alerts of a rejected report (pure, no I/O).
 
 When a radiologist rejects AI results (finding.rejected), each critical finding's alert is
-withdrawn: its CommunicationRequest and its consult ServiceRequest become `revoked`, and a new
+withdrawn: its CommunicationRequest and its consult ServiceRequest become `revoked`, the
+patient's Flag `inactive`, and a new
 Communication tells the alert's recipient that the alert was withdrawn, why, and by whom
 (`inResponseTo` the alert, identifier `<alert identifier value>/withdrawal`). The alert's
 resources are found by the identifier value the finding's Observation shares with them
@@ -17,13 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.notifier.alerts import ALERT_CATEGORY
 from shared.ai_transparency import AI_ASSERTED
+from shared.alerts import ALERT_CATEGORY, closed_flag_entry
 from shared.fhir import conditional_create_entry, versioned_update_entry
-from shared.identifiers import business_identifier, radmesh_system
+from shared.identifiers import business_identifier
 from shared.messages import FindingRejected
 
-__all__ = ["RaisedAlert", "alert_key", "withdrawal_entries", "withdrawal_text"]
+__all__ = ["RaisedAlert", "withdrawal_entries", "withdrawal_text"]
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,7 @@ class RaisedAlert:
     communication: dict[str, Any] | None
     communication_request: dict[str, Any] | None
     consult: dict[str, Any] | None
-
-
-def alert_key(observation: dict[str, Any]) -> str | None:
-    """The identifier value of a finding's Observation, which its alert's resources share."""
-    system = radmesh_system("Observation")
-    return next(
-        (str(i["value"]) for i in observation.get("identifier", []) if i.get("system") == system),
-        None,
-    )
+    flag: dict[str, Any] | None = None
 
 
 def _revoked(resource: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -76,6 +69,9 @@ def withdrawal_entries(
         if resource is not None
         and resource.get("status") not in ("revoked", "completed", "entered-in-error")
     ]
+    closed = closed_flag_entry(alert.flag, now.isoformat(), base_url) if alert.flag else None
+    if closed is not None:
+        entries.append(closed)
     original = alert.communication or alert.communication_request or {}
     identifier = business_identifier("Communication", alert.key, "withdrawal")
     withdrawal: dict[str, Any] = {

@@ -50,6 +50,8 @@ from shared.operation_outcome import media_type_refusal, outcome_response
 from shared.registry import ModelEntry, Registry, SeriesSummary
 
 log = structlog.get_logger(__name__)
+# Pauses between attempts to release a claim (a DELETE HAPI may refuse while it writes).
+_RELEASE_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
 Source = Literal["fhir-rest-hook", "pacs-stable-study", "reconcile", "manual"]
 
 
@@ -326,16 +328,31 @@ class StudyAnnouncer:
         return won_models, won_tasks
 
     async def _release_claims(self, tasks: list[str]) -> None:
+        """Delete the claims of a run that was not announced, so the retried hook can claim it.
+        A transient failure (HAPI answers a DELETE racing its own write of the Task with a
+        409 version-constraint failure) is retried; an orphaned claim would block the study for
+        good, so it is logged as an error naming what to do."""
         for task in tasks:
-            try:
-                await self.fhir.execute(task, method="delete")
-            except RadmeshError as error:
-                log.error(
-                    "claim_orphaned",
-                    claim=task,
-                    error=str(error),
-                    action="delete the claim Task by hand, then the next hook starts the run",
-                )
+            for attempt, pause in enumerate(_RELEASE_BACKOFF_SECONDS):
+                try:
+                    await self.fhir.execute(task, method="delete")
+                    break
+                except TransientError as error:
+                    if attempt + 1 < len(_RELEASE_BACKOFF_SECONDS):
+                        await asyncio.sleep(pause)
+                        continue
+                    self._orphaned(task, error)
+                except RadmeshError as error:
+                    self._orphaned(task, error)
+                    break
+
+    def _orphaned(self, task: str, error: Exception) -> None:
+        log.error(
+            "claim_orphaned",
+            claim=task,
+            error=str(error),
+            action="delete the claim Task by hand, then the next hook starts the run",
+        )
 
     async def _series_from_pacs(self, uid: str) -> list[SeriesSummary]:
         """What an ImagingStudy that lists no series would have said, from QIDO-RS: a FHIR

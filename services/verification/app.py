@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from services.verification.audit import AuditTrail
 from services.verification.handlers import PROTECTED_PATHS, CreateVerificationTask, ReviewApi
+from services.verification.outbox import VerdictOutbox
 from services.verification.page import ReviewPage
 from services.verification.review import ReviewDesk
 from services.verification.reviewers import ReviewerDirectory
@@ -26,6 +27,7 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
     fhir = FhirClient(settings.fhir)
     bus.consume(ResultsPosted, CreateVerificationTask(fhir))
     pacs = DicomWebClient(settings.dicomweb)
+    outbox = VerdictOutbox(fhir, bus.publish, own.outbox_sweep_seconds, own.outbox_grace_seconds)
     desk = ReviewDesk(
         fhir,
         bus.publish,
@@ -33,13 +35,15 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
         own.worklist_limit,
         registry=load_registry(settings.registry_path),
         pacs=pacs,
+        outbox=outbox,
     )
     tokens = TokenVerifier(settings.oidc)
 
     return bus_service(
         SERVICE,
         bus,
-        close=[fhir.close, tokens.close, pacs.close],
+        on_start=[outbox.start],
+        close=[outbox.stop, fhir.close, tokens.close, pacs.close],
         routes=[
             *ReviewApi(desk, ReviewerDirectory(fhir), AuditTrail(fhir)).routes(),
             *ReviewPage(tokens, own.viewer_url).routes(),

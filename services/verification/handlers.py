@@ -14,6 +14,10 @@ token (`Authorization: Bearer <JWT>`, see shared/auth.py), and a role:
     GET  /reports/{id}          clinician or radiologist when final; radiologist only while
                                 preliminary (AI results nobody verified yet)
     GET  /ops/worklist          operator     open Tasks per priority and the oldest; no patient data
+    GET  /alerts                clinician or radiologist  open critical alerts, newest first
+    POST /alerts/{id}/acknowledge
+                                clinician or radiologist  {} — the alert (CommunicationRequest)
+                                was received; a second acknowledgement answers the first
 
 Reject reason codes: false-positive, wrong-location, poor-image-quality, other (needs a note).
 The verifier is always the signed-in user; a body naming another verifier is a 400.
@@ -34,6 +38,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from services.verification.acknowledgements import AlertDesk
 from services.verification.audit import AuditTrail, Interaction, audit_event
 from services.verification.review import ReviewDesk, TaskConflict, TaskNotFound
 from services.verification.reviewers import ReviewerDirectory, UnknownReviewer
@@ -54,7 +59,7 @@ from shared.operation_outcome import media_type_refusal, outcome_response
 
 __all__ = ["PROTECTED_PATHS", "CreateVerificationTask", "ReviewApi"]
 
-PROTECTED_PATHS = ("/tasks", "/reports", "/ops")
+PROTECTED_PATHS = ("/tasks", "/reports", "/ops", "/alerts")
 
 log = structlog.get_logger(__name__)
 
@@ -82,12 +87,20 @@ class CreateVerificationTask:
 
 
 class ReviewApi:
-    """The HTTP routes of the review desk; every read of results and every verdict is audited."""
+    """The HTTP routes of the review desk and of alert acknowledgement; every read of results,
+    every verdict and every acknowledgement is audited."""
 
-    def __init__(self, desk: ReviewDesk, reviewers: ReviewerDirectory, audit: AuditTrail) -> None:
+    def __init__(
+        self,
+        desk: ReviewDesk,
+        reviewers: ReviewerDirectory,
+        audit: AuditTrail,
+        alerts: AlertDesk | None = None,
+    ) -> None:
         self.desk = desk
         self.reviewers = reviewers
         self.audit = audit
+        self.alerts = alerts or AlertDesk(desk.fhir, desk.fhir_base_url)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -99,6 +112,8 @@ class ReviewApi:
             web.post("/tasks/{task_id}/amend", self.amend),
             web.get("/reports/{report_id}", self.show_report),
             web.get("/ops/worklist", self.worklist_counts),
+            web.get("/alerts", self.list_alerts),
+            web.post("/alerts/{request_id}/acknowledge", self.acknowledge),
         ]
 
     async def _audited(
@@ -217,6 +232,44 @@ class ReviewApi:
                 )
             )
             raise
+
+    async def list_alerts(self, request: web.Request) -> web.StreamResponse:
+        principal = require_role(request, CLINICIAN, RADIOLOGIST)
+        return await self._audited(
+            request,
+            principal,
+            "search-type",
+            self.alerts.open_alerts(),
+            lambda body: [
+                ref
+                for item in body["alerts"]
+                for ref in (item["communication_request"], item.get("patient") or "")
+            ],
+            requested=[],
+        )
+
+    async def acknowledge(self, request: web.Request) -> web.StreamResponse:
+        principal = require_role(request, CLINICIAN, RADIOLOGIST)
+        request_id = request.match_info["request_id"]
+        try:
+            reviewer = await self.reviewers.reviewer(principal)
+        except UnknownReviewer as error:
+            raise Forbidden(str(error)) from error
+        except _DESK_ERRORS as error:
+            return _error_response(error)
+        return await self._audited(
+            request,
+            principal,
+            "update",
+            self.alerts.acknowledge(request_id, reviewer, datetime.now(UTC)),
+            lambda done: [
+                done["communication_request"],
+                done.get("acknowledgement") or "",
+                done.get("patient") or "",
+            ],
+            requested=[f"CommunicationRequest/{request_id}"],
+            practitioner=reviewer.reference,
+        )
 
     async def worklist_counts(self, request: web.Request) -> web.StreamResponse:
         require_role(request, OPERATOR)  # no patient data: nothing to audit

@@ -64,6 +64,7 @@ class ReviewPage:
             {
                 "issuer": self.tokens.settings.issuer,
                 "client_id": self.tokens.settings.page_client_id,
+                "roles_claim": self.tokens.settings.roles_claim,
                 "authorization_endpoint": discovery.get("authorization_endpoint"),
                 "token_endpoint": discovery.get("token_endpoint"),
                 "end_session_endpoint": discovery.get("end_session_endpoint"),

@@ -3,7 +3,8 @@
 Deciding reads the Task, the report and its Observations (remembering their versions), checks
 that the Task is still open and the verifier exists, writes the verdict in one transaction
 guarded by those versions (`verdicts.verdict_bundle`), and only then publishes
-finding.verified / finding.rejected in the study's run (the Task keeps its correlation id).
+finding.verified / finding.rejected in the study's run (the Task keeps its correlation id)
+through the outbox (`outbox.py`): an event the broker did not take is published by its sweep.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import structlog
 
 from services.verification.key_images import display_window
+from services.verification.outbox import VerdictOutbox
 from services.verification.tasks import (
     TASK_CODE,
     finding_view,
@@ -34,7 +36,7 @@ from shared.dicomweb import DicomWebClient
 from shared.errors import RemoteConflict, RemoteRejected
 from shared.fhir import FhirClient, reference_of
 from shared.identifiers import FHIR_ID_PATTERN
-from shared.messages import Event, FindingRejected, FindingVerified
+from shared.messages import Event
 from shared.registry import ModelEntry, Registry
 
 __all__ = ["ReviewDesk", "TaskConflict", "TaskNotFound"]
@@ -64,6 +66,7 @@ class ReviewDesk:
         *,
         registry: Registry | None = None,
         pacs: DicomWebClient | None = None,
+        outbox: VerdictOutbox | None = None,
     ) -> None:
         self.fhir = fhir
         self.publish = publish
@@ -71,6 +74,8 @@ class ReviewDesk:
         self.worklist_limit = worklist_limit
         self.registry = registry
         self.pacs = pacs
+        # The live path of the outbox; its sweep runs where the service wires it (app.py).
+        self.outbox = outbox or VerdictOutbox(fhir, publish, sweep_seconds=0)
 
     def _model(self, task: dict[str, Any]) -> ModelEntry | None:
         """The registry entry of the model whose results the Task holds ("<id>/<version>")."""
@@ -273,25 +278,9 @@ class ReviewDesk:
             raise
         provenance = reference_of(response["entry"][-1])
         report = f"DiagnosticReport/{record.report['id']}"
-        common = {
-            "correlation_id": run.correlation_id,
-            "causation_id": run.causation_id,
-            "study": run.study,
-            "task": f"Task/{task_id}",
-            "diagnostic_report": report,
-            "verifier": verdict.verifier.reference,
-            "provenance": provenance,
-        }
-        event: Event = (
-            FindingVerified(**common, amended=verdict.kind == "amended")
-            if verdict.accepted
-            else FindingRejected(
-                **common,
-                reason=verdict.reason_text or "",
-                reason_code=verdict.reason.code if verdict.reason else None,
-            )
+        event, published = await self.outbox.release(
+            await self.fhir.read_resource(f"Task/{task_id}")
         )
-        published = await self._publish(event)
         log.info(
             "verdict_recorded",
             verdict=verdict.kind,
@@ -309,19 +298,6 @@ class ReviewDesk:
             "event": event.event_type,
             "event_published": published,
         }
-
-    async def _publish(self, event: Event) -> bool:
-        try:
-            await self.publish(event)
-        except Exception as error:  # the verdict is stored; losing the event must not hide that
-            log.error(
-                "verdict_event_not_published",
-                event_type=event.event_type,
-                error=str(error),
-                action="the verdict is stored in FHIR; publish the event again (replay) by hand",
-            )
-            return False
-        return True
 
     async def _read(self, task_id: str, verdict: Verdict) -> ReviewedRecord:
         if not _FHIR_ID.match(task_id):

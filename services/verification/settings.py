@@ -18,3 +18,7 @@ class VerificationSettings(ServiceSettings):
     # An external viewer the review page links each study to, OHIF's form
     # (`<viewer_url>?StudyInstanceUIDs=<uid>`), e.g. http://ohif.hospital/viewer; None: no link.
     viewer_url: str | None = None
+    # The verdict outbox's sweep: how often, and how old a pending verdict event must be before
+    # the sweep publishes it (the live path's chance); 0 turns the sweep off.
+    outbox_sweep_seconds: float = Field(default=60.0, ge=0)
+    outbox_grace_seconds: float = Field(default=30.0, ge=0)

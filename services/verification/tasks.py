@@ -24,6 +24,7 @@ from shared.registry import ModelEntry
 
 __all__ = [
     "INPUT_SYSTEM",
+    "OUTBOX_TAG",
     "TASK_CODE",
     "TaskRun",
     "finding_view",
@@ -39,6 +40,12 @@ TASK_CODE = {
     "display": "Activate/approve the focal resource",
 }
 INPUT_SYSTEM = "urn:radmesh:task-input"
+# On a decided Task until its verdict's event is published (services/verification/outbox.py).
+OUTBOX_TAG = {
+    "system": "urn:radmesh:outbox",
+    "code": "pending",
+    "display": "verdict event not yet published",
+}
 # The mapper codes the probability component DICOM DCM 122157 "Probability"; other writers are
 # recognised by the words of their component code.
 _PROBABILITY_CODE = ("http://dicom.nema.org/resources/ontology/DCM", "122157")

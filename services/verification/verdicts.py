@@ -19,7 +19,7 @@ read (a concurrent change fails the whole transaction with 412 and nothing is wr
   amendment; labels as for accept.
 
 Each verdict completes the Task (businessStatus accepted / rejected / amended, the verifier as
-owner) and adds a Provenance naming the verifier (agent type verifier) with every changed
+owner, tagged for the outbox until its event is published: outbox.py) and adds a Provenance naming the verifier (agent type verifier) with every changed
 resource as target.
 """
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from services.verification.tasks import OUTBOX_TAG
 from shared.ai_transparency import CLINICIAN_ASSERTED_FROM_AI, relabelled, verified_text
 from shared.fhir import versioned_update_entry
 from shared.identifiers import fhir_reference_pattern
@@ -412,8 +413,10 @@ def _completed_task(
         _output("verdict", valueCode=verdict.kind),
         _output("verifier", valueReference=verifier),
     ]
+    meta = task.get("meta") or {}
     completed = {
         **task,
+        "meta": {**meta, "tag": [*meta.get("tag", []), OUTBOX_TAG]},
         "status": "completed",
         "businessStatus": {"text": verdict.kind},
         "lastModified": when,

@@ -19,8 +19,14 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from samples.demo import run_demo
 from samples.load import LoadResult
 from samples.mesh_watch import StudyProgress
+from services.mapper.rejection_note import rejection_note_uids
+from services.mapper.structured_report import dataset_from_metadata, sr_uids
+from services.mapper.verified_report import verified_sr_uid
+from shared.dicomweb import DicomWebClient
+from shared.errors import RemoteRejected
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted
+from shared.registry import load_registry
 from tests.e2e.conftest import ROOT, SERVICES, Mesh
 from tests.identity import DEV_PASSWORD
 
@@ -138,7 +144,7 @@ async def test_a_radiologist_reviews_the_worklist_in_the_browser_and_every_verdi
     """rad1 signs in (Keycloak, authorization code + PKCE); the worklist puts every stat Task
     (the bleeds) before any routine one; the bleed's study view shows the model, its "not for
     clinical use" label, its findings and the key image from the PACS with the bleed's location
-    drawn over it. rad1 accepts the first bleed, rejects the second as a false positive, amends
+    drawn over it. rad1 accepts the first bleed (and the mapper stores the verified SR), rejects the second as a false positive (an IOCM rejection note for its SR), amends
     the chest's first nodule diameter. On the FHIR server: the accepted report is final and
     says verified by Rita Adler, clinician-asserted, with a Provenance naming her; the
     rejected one is entered-in-error, its CommunicationRequest and stat consult revoked and a
@@ -190,7 +196,9 @@ async def test_a_radiologist_reviews_the_worklist_in_the_browser_and_every_verdi
     await _recorded(page, "amended")
 
     await _assert_accepted(fhir, _posted(accept))
+    await _assert_verified_sr_in_the_pacs(mesh, _posted(accept))
     await _assert_rejected_and_withdrawn(fhir, reject)
+    await _assert_rejection_note_in_the_pacs(mesh, _posted(reject))
     await _assert_amended(fhir, _posted(amend), str(observation), ai_value, corrected)
     assert (SCREENSHOTS / "worklist.png").stat().st_size > 10_000
     assert (SCREENSHOTS / "study.png").stat().st_size > 10_000
@@ -204,6 +212,62 @@ async def _assert_accepted(fhir: FhirClient, posted: ResultsPosted) -> None:
     verifier = accepted["resultsInterpreter"][-1]["reference"]
     provenance = await _one(fhir, "Provenance", target=posted.diagnostic_report, agent=verifier)
     assert provenance["activity"]["text"] == "verify"
+
+
+async def _assert_verified_sr_in_the_pacs(mesh: Mesh, posted: ResultsPosted) -> None:
+    """The mapper stored the verified SR beside the AI's: VERIFIED, Rita Adler verifying, the
+    preliminary SR as predecessor."""
+    model = load_registry(ROOT / "registry" / "models.yaml").get(
+        posted.model.id, posted.model.version
+    )
+    study = posted.study.study_instance_uid
+    series, preliminary = sr_uids(study, model)
+    pacs = DicomWebClient(mesh.settings.dicomweb)
+    reports: dict[str, Any] = {}
+
+    async def stored() -> bool:
+        metadata = await pacs.retrieve_series_metadata(study, series)
+        reports.update({str(d.SOPInstanceUID): d for d in map(dataset_from_metadata, metadata)})
+        return verified_sr_uid(study, model) in reports
+
+    try:
+        await _until(stored, "the mapper stores the verified SR")
+    finally:
+        await pacs.close()
+    verified = reports[verified_sr_uid(study, model)]
+    assert verified.VerificationFlag == "VERIFIED"
+    assert str(verified.VerifyingObserverSequence[0].VerifyingObserverName) == "Adler^Rita"
+    predecessor = verified.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert predecessor.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == preliminary
+    assert reports[preliminary].VerificationFlag == "UNVERIFIED"
+
+
+async def _assert_rejection_note_in_the_pacs(mesh: Mesh, posted: ResultsPosted) -> None:
+    """The mapper stored an IOCM rejection note (KO, 113001) referencing the AI's SR."""
+    model = load_registry(ROOT / "registry" / "models.yaml").get(
+        posted.model.id, posted.model.version
+    )
+    study = posted.study.study_instance_uid
+    series, note_uid = rejection_note_uids(study, model)
+    pacs = DicomWebClient(mesh.settings.dicomweb)
+    notes: list[Any] = []
+
+    async def stored() -> bool:
+        try:
+            metadata = await pacs.retrieve_series_metadata(study, series)
+        except RemoteRejected:
+            return False
+        notes[:] = [d for d in map(dataset_from_metadata, metadata) if d.SOPInstanceUID == note_uid]
+        return bool(notes)
+
+    try:
+        await _until(stored, "the mapper stores the rejection note")
+    finally:
+        await pacs.close()
+    (note,) = notes
+    assert note.ConceptNameCodeSequence[0].CodeValue == "113001"
+    evidence = note.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sr_uids(study, model)[1]
 
 
 async def _assert_rejected_and_withdrawn(fhir: FhirClient, progress: StudyProgress) -> None:
@@ -237,3 +301,39 @@ async def _assert_amended(
     assert amended["valueQuantity"]["value"] == corrected
     assert f"the AI measured {ai_value:g} mm" in amended["note"][-1]["text"]
     assert (await fhir.read_resource(posted.diagnostic_report))["status"] == "final"
+
+
+async def test_a_clinician_acknowledges_a_critical_alert_on_the_page_and_the_flag_clears(
+    mesh: Mesh, studies: Studies, page: Page
+) -> None:
+    """clin1 signs in and lands on the open alerts (a clinician sees no worklist), finds the
+    bleed's alert and acknowledges it: the CommunicationRequest is completed, the patient's
+    Flag inactive, an acknowledgement Communication names the clinician; the alert leaves the
+    list. A screenshot of the alerts is written."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    fhir = mesh.direct_fhir
+    _, progress = studies["bleed-to-accept"]
+    (alert,) = progress.of_type("alert.raised")
+    request_id = alert.communication_request.split("/")[1]
+    await page.goto(PAGE)
+    await page.get_by_test_id("sign-in").click()
+    await page.fill("#username", "clin1")
+    await page.fill("#password", DEV_PASSWORD)
+    await page.click("#kc-login")
+    await expect(page.get_by_test_id("user")).to_contain_text("clinician")
+    row = page.locator(f'tr[data-testid="alert"][data-alert="{request_id}"]')
+    await expect(row).to_contain_text("Intracranial hemorrhage")
+    await page.screenshot(path=str(SCREENSHOTS / "alerts.png"))
+    await row.get_by_test_id("acknowledge").click()
+    await expect(page.get_by_test_id("message")).to_contain_text("Acknowledged")
+    await expect(row).to_have_count(0)
+
+    assert (await fhir.read_resource(alert.communication_request))["status"] == "completed"
+    assert alert.flag is not None
+    assert (await fhir.read_resource(alert.flag))["status"] == "inactive"
+    original = await fhir.read_resource(alert.communication)
+    (key,) = [i for i in original["identifier"] if i["system"] == "urn:radmesh:communication"]
+    acknowledgement = await _one(
+        fhir, "Communication", identifier=f"{key['system']}|{key['value']}/acknowledgement"
+    )
+    assert acknowledgement["sender"]["display"] == "Clara Linde"

@@ -11,10 +11,18 @@ import pytest
 
 from samples.dicom_series import derive_uid
 from samples.load import LoadResult
-from services.mapper.handlers import MapResults
+from services.mapper.handlers import MapResults, SupersedeReports
 from services.mapper.structured_report import dataset_from_metadata, sr_uids
+from services.mapper.verified_report import verified_sr_uid
 from shared.fhir import FhirClient
-from shared.messages import Finding, InferenceCompleted, ModelRef, ResultsPosted, StudyRef
+from shared.messages import (
+    Finding,
+    FindingVerified,
+    InferenceCompleted,
+    ModelRef,
+    ResultsPosted,
+    StudyRef,
+)
 from shared.registry import Registry, load_registry
 from shared.settings import FhirSettings
 from tests.conftest import Infrastructure
@@ -279,6 +287,92 @@ async def test_structured_report_is_stored_in_the_study_once(
     assert report.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == (
         loaded.study_instance_uid
     )
+
+
+async def test_verified_results_store_a_verified_sr_naming_the_radiologist_and_its_predecessor(
+    servers: Infrastructure, clients: _Clients
+) -> None:
+    """After a radiologist amended the nodule diameter from 8.4 to 9.1 mm and accepted,
+    finding.verified stores a second SR in the run's series: VERIFIED, COMPLETE, the
+    radiologist as Verifying Observer, the AI's SR as predecessor, the diameter corrected;
+    the AI's SR stays as stored; a redelivery stores no third instance."""
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "chest-nodule", slices=8, size=64)
+    registry = load_registry(REGISTRY_PATH)
+    model = registry.get("lung-nodule-reference", "1")
+    event = _event(
+        loaded,
+        model.id,
+        (
+            Finding(
+                finding_key="lung-nodule",
+                present=True,
+                probability=0.77,
+                center_voxel=(3.0, 30.0, 30.0),
+                series_instance_uid=loaded.series_instance_uid,
+                sop_instance_uids=(derive_uid(loaded.series_instance_uid, "instance", 3),),
+            ),
+            Finding(
+                finding_key="lung-nodule-diameter",
+                present=True,
+                value=8.4,
+                unit="mm",
+                series_instance_uid=loaded.series_instance_uid,
+            ),
+        ),
+    )
+    (posted,) = await clients.handler(registry)(event)
+    assert isinstance(posted, ResultsPosted)
+    fhir = clients.fhir
+    diameter = dict(await fhir.execute(posted.findings[1].observation, "get"))
+    diameter["status"] = "amended"
+    diameter["valueQuantity"] = {**diameter["valueQuantity"], "value": 9.1}
+    await fhir.execute(posted.findings[1].observation, "put", data=diameter)
+    verifier = loaded.fhir_ids["Practitioner"]
+    verified_event = posted.follow(
+        FindingVerified,
+        study=posted.study,
+        task="Task/verified-in-test",
+        diagnostic_report=posted.diagnostic_report,
+        verifier=verifier,
+        provenance=posted.provenance,
+        amended=True,
+    )
+    supersede = SupersedeReports(registry, fhir, clients.dicomweb, "Radiology, Test Hospital")
+    assert await supersede.on_verified(verified_event) == []
+    await supersede.on_verified(verified_event)
+
+    series_uid, preliminary_uid = sr_uids(loaded.study_instance_uid, model)
+    metadata = await clients.dicomweb.retrieve_series_metadata(
+        loaded.study_instance_uid, series_uid
+    )
+    reports = {str(ds.SOPInstanceUID): ds for ds in map(dataset_from_metadata, metadata)}
+    assert set(reports) == {preliminary_uid, verified_sr_uid(loaded.study_instance_uid, model)}
+    preliminary = reports[preliminary_uid]
+    verified = reports[verified_sr_uid(loaded.study_instance_uid, model)]
+    assert (preliminary.VerificationFlag, verified.VerificationFlag) == ("UNVERIFIED", "VERIFIED")
+    assert verified.CompletionFlag == "COMPLETE"
+    observer = verified.VerifyingObserverSequence[0]
+    practitioner = await fhir.read_resource(verifier)
+    assert str(observer.VerifyingObserverName).split("^")[0] == practitioner["name"][0]["family"]
+    assert observer.VerifyingOrganization == "Radiology, Test Hospital"
+    predecessor = verified.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert predecessor.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == preliminary_uid
+    diameters = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for report in (preliminary, verified)
+        for item in _walk(report)
+        if item.get("ValueType") == "NUM"
+        and item.ConceptNameCodeSequence[0].CodeValue == "81827009"
+    ]
+    assert diameters == [8.4, 9.1]
+
+
+def _walk(dataset: Any) -> list[Any]:
+    items: list[Any] = []
+    for item in dataset.get("ContentSequence", []):
+        items.append(item)
+        items.extend(_walk(item))
+    return items
 
 
 async def test_shadow_model_posts_nothing_to_the_clinical_record(

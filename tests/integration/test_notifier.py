@@ -47,8 +47,9 @@ async def test_critical_finding_alerts_the_ordering_practitioner(
 ) -> None:
     """A present intracranial hemorrhage yields a completed stat alert Communication from the
     model's Device to the ServiceRequest's requester about the Observation and the report, an
-    active CommunicationRequest to the same Practitioner, and a stat neurosurgery consult
-    ServiceRequest based on the study's order; the alert text names no patient."""
+    active CommunicationRequest to the same Practitioner, a stat neurosurgery consult
+    ServiceRequest based on the study's order, and an active Flag on the patient; the alert
+    text names no patient."""
     seeded = await seed_study(fhir, critical=True)
     events = await RaiseAlerts(registry, fhir)(seeded.results_posted())
 
@@ -92,6 +93,12 @@ async def test_critical_finding_alerts_the_ordering_practitioner(
     assert consult["subject"] == {"reference": seeded.patient}
     assert consult["basedOn"] == [{"reference": seeded.service_request}]
     assert consult["reasonReference"] == [{"reference": seeded.observations[0]}]
+
+    assert alert.flag is not None  # the patient's chart shows an open critical AI finding
+    flag = dict(await fhir.execute(alert.flag, "get"))
+    assert (flag["status"], flag["subject"]) == ("active", {"reference": seeded.patient})
+    assert flag["code"]["text"].startswith("Open critical AI finding: Intracranial hemorrhage")
+    assert "end" not in flag["period"]
 
 
 async def test_duplicate_results_posted_creates_no_second_alert(
@@ -190,7 +197,7 @@ async def test_rejected_report_withdraws_its_alert_once(
     fhir: FhirClient, registry: Registry, infra: Infrastructure
 ) -> None:
     """finding.rejected for a report whose bleed raised an alert: the CommunicationRequest and
-    the stat consult are revoked, and one withdrawal Communication (in response to the alert)
+    the stat consult are revoked, the patient's Flag closed, and one withdrawal Communication (in response to the alert)
     tells the same recipient it was withdrawn and why, from the radiologist; handling the event
     again writes nothing more."""
     seeded = await seed_study(fhir, critical=True)
@@ -204,6 +211,9 @@ async def test_rejected_report_withdraws_its_alert_once(
 
     assert (await fhir.execute(alert.communication_request, "get"))["status"] == "revoked"
     assert (await fhir.execute(alert.consult_service_request, "get"))["status"] == "revoked"
+    assert alert.flag is not None
+    flag = dict(await fhir.execute(alert.flag, "get"))
+    assert flag["status"] == "inactive" and "end" in flag["period"]
     original = dict(await fhir.execute(alert.communication, "get"))
     assert original["status"] == "completed"  # what was sent stays as sent
     withdrawals = await search_resources(

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -17,13 +18,19 @@ import aiohttp
 import jwt
 import pytest
 
+from services.notifier.handlers import RaiseAlerts, WithdrawAlerts
 from services.verification.handlers import (
     CreateVerificationTask,
 )
+from services.verification.outbox import VerdictOutbox
 from services.verification.review import ReviewDesk
+from services.verification.tasks import OUTBOX_TAG
+from services.verification.verdicts import Reviewer, Verdict
 from shared.bus import Bus
+from shared.errors import BrokerUnavailable
 from shared.fhir import FhirClient
-from shared.messages import FindingRejected, FindingVerified, ResultsPosted
+from shared.messages import AlertRaised, Event, FindingRejected, FindingVerified, ResultsPosted
+from shared.registry import load_registry
 from shared.runtime import start_http
 from shared.settings import BrokerSettings, FhirSettings
 from tests.conftest import Infrastructure
@@ -37,6 +44,8 @@ from tests.integration.fhir_seed import (
 from tests.integration.review_app import review_app
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -429,6 +438,8 @@ async def test_accept_makes_results_final_verified_and_clinician_asserted(
     task = await fhir.execute(f"Task/{task_id}", "get")
     assert task["status"] == "completed"
     assert task["owner"]["reference"] == verifier
+    # published at once: out of the outbox again
+    assert OUTBOX_TAG["code"] not in [t["code"] for t in task["meta"].get("tag", [])]
     provenance = await fhir.execute(body["provenance"], "get")
     assert provenance["agent"][0]["who"]["reference"] == verifier
     assert provenance["agent"][0]["type"]["coding"][0]["code"] == "verifier"
@@ -618,3 +629,135 @@ async def test_reads_and_verdicts_are_audited_with_who_what_and_outcome(
         outcome = await review.fhir.execute(f"AuditEvent/{event['id']}/$validate", "get")
         errors = [i for i in outcome.get("issue", []) if i["severity"] in ("error", "fatal")]
         assert errors == [], errors
+
+
+async def test_a_verdict_whose_event_the_broker_refused_is_published_by_the_outbox_sweep(
+    fhir: FhirClient, open_task: OpenTask, infra: Infrastructure
+) -> None:
+    """The broker refuses finding.verified: the verdict is stored, the answer says the event is
+    not published yet, and the Task stays tagged in the outbox. The sweep (grace 0) publishes
+    the event rebuilt from the Task — same run, same verifier and Provenance, a message id
+    derived from the Task — and untags it; a second sweep publishes nothing more for it."""
+    seeded, task_id, event = await open_task()
+
+    async def broker_down(_event: Event) -> None:
+        raise BrokerUnavailable("finding.verified not published, the broker is unavailable")
+
+    desk = ReviewDesk(fhir, broker_down, infra.fhir_base_url)
+    verdict = Verdict("accepted", Reviewer(seeded.practitioner, "Dr Seed"))
+    answer = await desk.decide(task_id, verdict)
+    assert answer["event_published"] is False
+    task = await fhir.read_resource(f"Task/{task_id}")
+    assert task["status"] == "completed"
+    assert OUTBOX_TAG["code"] in [t["code"] for t in task["meta"].get("tag", [])]
+
+    published: list[Event] = []
+
+    async def broker_up(sent: Event) -> None:
+        published.append(sent)
+
+    outbox = VerdictOutbox(fhir, broker_up, sweep_seconds=0, grace_seconds=0)
+    await outbox.sweep_once()
+    ours = [e for e in published if getattr(e, "task", None) == f"Task/{task_id}"]
+    assert len(ours) == 1
+    (sent,) = ours
+    assert isinstance(sent, FindingVerified)
+    assert sent.correlation_id == event.correlation_id
+    assert (sent.verifier, sent.provenance) == (seeded.practitioner, answer["provenance"])
+    assert sent.message_id == uuid.uuid5(uuid.NAMESPACE_URL, f"radmesh:verdict:Task/{task_id}")
+    task = await fhir.read_resource(f"Task/{task_id}")
+    assert OUTBOX_TAG["code"] not in [t["code"] for t in task["meta"].get("tag", [])]
+    published.clear()
+    await outbox.sweep_once()
+    assert [e for e in published if getattr(e, "task", None) == f"Task/{task_id}"] == []
+
+
+# -- acknowledging critical alerts ----------------------------------------------------------
+
+
+async def test_a_clinician_acknowledges_an_alert_once_and_the_flag_clears(
+    review: ReviewService, fhir: FhirClient, infra: Infrastructure
+) -> None:
+    """clin1 sees the bleed's open alert and acknowledges it: the CommunicationRequest is
+    completed, the patient's Flag inactive, and one acknowledgement Communication names clin1's
+    Practitioner, in response to the alert, with the minutes it took. clin2's second
+    acknowledgement records nothing more and answers the first; an operator may not
+    acknowledge; an unknown alert is 404."""
+    registry = load_registry(ROOT / "registry" / "models.yaml")
+    seeded = await seed_study(fhir, critical=True)
+    (alert,) = await RaiseAlerts(registry, fhir)(seeded.results_posted())
+    assert isinstance(alert, AlertRaised) and alert.flag
+    request_id = alert.communication_request.split("/")[1]
+
+    status, body = await review.call("GET", "/alerts", account="clin1")
+    assert status == 200
+    assert request_id in [item["id"] for item in body["alerts"]]
+    assert (await review.call("POST", f"/alerts/{request_id}/acknowledge", {}, account="ops1"))[
+        0
+    ] == 403
+    status, first = await review.call(
+        "POST", f"/alerts/{request_id}/acknowledge", {}, account="clin1"
+    )
+    assert status == 200, first
+    assert first["already_acknowledged"] is False
+    clin1 = await _signed_in_practitioner(fhir, infra, await review.tokens("clin1"))
+    assert first["acknowledged_by"] == clin1
+    status, second = await review.call(
+        "POST", f"/alerts/{request_id}/acknowledge", {}, account="clin2"
+    )
+    assert status == 200
+    assert second["already_acknowledged"] is True
+    assert (second["acknowledgement"], second["acknowledged_by"]) == (
+        first["acknowledgement"],
+        clin1,
+    )
+
+    assert (await fhir.read_resource(alert.communication_request))["status"] == "completed"
+    flag = await fhir.read_resource(alert.flag)
+    assert flag["status"] == "inactive" and "end" in flag["period"]
+    acknowledgements = await search_resources(
+        fhir,
+        "Communication",
+        identifier=f"{_alert_identifier_of(await fhir.read_resource(alert.communication))}"
+        "/acknowledgement",
+    )
+    assert len(acknowledgements) == 1
+    (acknowledgement,) = acknowledgements
+    assert acknowledgement["inResponseTo"] == [{"reference": alert.communication}]
+    assert acknowledgement["sender"]["reference"] == clin1
+    assert "minutes after the alert" in acknowledgement["payload"][0]["contentString"]
+    status, body = await review.call("GET", "/alerts", account="clin1")
+    assert request_id not in [item["id"] for item in body["alerts"]]
+    status, outcome = await review.call("POST", "/alerts/nope/acknowledge", {}, account="clin1")
+    assert (status, outcome["issue"][0]["code"]) == (404, "not-found")
+
+
+async def test_a_withdrawn_alert_cannot_be_acknowledged(
+    review: ReviewService, fhir: FhirClient, infra: Infrastructure
+) -> None:
+    """Once the notifier withdrew the alert (the report was rejected), acknowledging it is a
+    409 saying so, and no acknowledgement is recorded."""
+    registry = load_registry(ROOT / "registry" / "models.yaml")
+    seeded = await seed_study(fhir, critical=True)
+    (alert,) = await RaiseAlerts(registry, fhir)(seeded.results_posted())
+    assert isinstance(alert, AlertRaised)
+    rejected = FindingRejected(
+        study=seeded.results_posted().study,
+        task="Task/withdrawn-in-test",
+        diagnostic_report=seeded.diagnostic_report,
+        verifier=seeded.practitioner,
+        reason="False positive",
+        reason_code="false-positive",
+    )
+    await WithdrawAlerts(fhir, infra.fhir_base_url)(rejected)
+    request_id = alert.communication_request.split("/")[1]
+    status, outcome = await review.call(
+        "POST", f"/alerts/{request_id}/acknowledge", {}, account="clin1"
+    )
+    assert status == 409
+    assert "withdrawn" in outcome["issue"][0]["diagnostics"]
+
+
+def _alert_identifier_of(resource: dict[str, Any]) -> str:
+    (identifier,) = [i for i in resource["identifier"] if i["system"].startswith("urn:radmesh:")]
+    return f"{identifier['system']}|{identifier['value']}"

@@ -10,7 +10,7 @@ const state = { config: null, token: null, user: null };
 const $ = (id) => document.getElementById(id);
 
 function show(...ids) {
-  for (const id of ["signed-out", "worklist", "study"]) $(id).hidden = !ids.includes(id);
+  for (const id of ["signed-out", "worklist", "study", "alerts"]) $(id).hidden = !ids.includes(id);
 }
 
 function say(text, isError = false) {
@@ -28,6 +28,14 @@ function base64url(bytes) {
 function claims(jwt) {
   const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
   return JSON.parse(decodeURIComponent(escape(atob(part))));
+}
+
+function rolesOf(user) {
+  let value = user;
+  for (const part of (state.config.roles_claim || "realm_access.roles").split(".")) {
+    value = value && typeof value === "object" ? value[part] : undefined;
+  }
+  return Array.isArray(value) ? value : [];
 }
 
 function redirectUri() {
@@ -336,10 +344,47 @@ async function showStudy(taskId) {
   for (const image of keyImagesOf(task)) images.appendChild(await keyImage(task, image));
 }
 
+async function showAlerts() {
+  show("alerts");
+  const body = await apiJson("/alerts");
+  const rows = $("alert-rows");
+  rows.replaceChildren();
+  $("alerts-count").textContent = `${body.count} open${body.truncated ? ", newest shown" : ""}`;
+  for (const alert of body.alerts) {
+    const row = document.createElement("tr");
+    row.dataset.testid = "alert";
+    row.dataset.alert = alert.id;
+    cell(row, alert.priority || "", `priority ${alert.priority}`);
+    cell(row, `${waited(alert.authored_on)} ago`);
+    cell(row, alert.text || "");
+    const action = cell(row, "");
+    const button = document.createElement("button");
+    button.textContent = "Acknowledge";
+    button.className = "accept";
+    button.dataset.testid = "acknowledge";
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const done = await apiJson(`/alerts/${alert.id}/acknowledge`, {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+        });
+        say(`Acknowledged (${done.acknowledgement}).`);
+        await showAlerts();
+      } catch (error) {
+        button.disabled = false;
+        say(`Not acknowledged: ${error.message}`, true);
+      }
+    });
+    action.appendChild(button);
+    rows.appendChild(row);
+  }
+}
+
 async function route() {
   try {
     const match = location.hash.match(/^#\/task\/([A-Za-z0-9.-]+)$/);
     if (match) await showStudy(match[1]);
+    else if (location.hash === "#/alerts" || (!location.hash.startsWith("#/") && !state.radiologist)) await showAlerts();
     else await showWorklist();
   } catch (error) {
     if (error.message !== "signed out") say(error.message, true);
@@ -370,7 +415,10 @@ async function main() {
   const token = await accessToken();
   if (!token) return showSignedOut();
   const user = claims(token);
-  $("user").textContent = `${user.name || user.preferred_username} (${((user.realm_access || {}).roles || []).join(", ") || "no role"})`;
+  const roles = rolesOf(user);
+  state.radiologist = roles.includes("radiologist");
+  $("nav").hidden = false;
+  $("user").textContent = `${user.name || user.preferred_username} (${roles.join(", ") || "no role"})`;
   $("user").hidden = false;
   $("sign-out").hidden = false;
   window.addEventListener("hashchange", route);

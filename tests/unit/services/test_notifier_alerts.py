@@ -149,7 +149,12 @@ def test_alert_resources_point_at_the_requester_the_device_and_the_results() -> 
     assert consult["code"]["text"] == "neurosurgery consultation"
     assert consult["basedOn"] == [{"reference": "ServiceRequest/order-1"}]
     assert consult["reasonReference"] == [{"reference": "Observation/intracranial-hemorrhage-0"}]
-    assert len(alert.entries()) == 3
+    assert alert.flag is not None
+    flag = alert.flag["resource"]
+    assert (flag["status"], flag["subject"]) == ("active", {"reference": "Patient/p1"})
+    assert flag["category"][0]["coding"][0]["code"] == "clinical"
+    assert flag["code"]["text"].startswith("Open critical AI finding: Intracranial hemorrhage")
+    assert len(alert.entries()) == 4
 
 
 def test_alert_identifiers_are_deterministic_and_conditional() -> None:
@@ -181,7 +186,8 @@ def test_alert_identifiers_are_deterministic_and_conditional() -> None:
 
 def test_alert_without_recipient_omits_it_and_without_patient_has_no_consult() -> None:
     """No requester and no fallback: no recipient element at all. No patient: the consult
-    ServiceRequest (whose subject is required) is left out; the alert itself stays."""
+    ServiceRequest and the Flag (whose subject is required) are left out; the alert itself
+    stays."""
     event = _event(_finding(), patient=None)
     critical = critical_findings(event, REGISTRY)[0]
     alert = alert_entries(event, critical, _context(recipient=None, patient=None))
@@ -189,4 +195,5 @@ def test_alert_without_recipient_omits_it_and_without_patient_has_no_consult() -
     assert "recipient" not in alert.communication_request["resource"]
     assert "subject" not in alert.communication["resource"]
     assert alert.consult_service_request is None
+    assert alert.flag is None
     assert len(alert.entries()) == 2

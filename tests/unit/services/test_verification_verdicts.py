@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from services.verification.outbox import verdict_event
+from services.verification.tasks import OUTBOX_TAG
 from services.verification.verdicts import (
     MAX_NOTE_LENGTH,
     REJECT_REASONS,
@@ -22,6 +24,7 @@ from services.verification.verdicts import (
     verdict_bundle,
 )
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_CONCLUSION, PRELIMINARY_NOTE, UNVERIFIED
+from shared.messages import FindingRejected
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 BASE_URL = "http://fhir.example/fhir/"
@@ -264,3 +267,35 @@ def test_amend_of_a_finding_outside_the_report_or_without_a_value_is_refused() -
         verdict = Verdict("amended", RAD, amendment=Amendment(observation, 1.0))
         with pytest.raises(InvalidVerdict, match=message):
             verdict_bundle(_record(), verdict, NOW, BASE_URL)
+
+
+def test_the_decided_task_enters_the_outbox_and_its_event_can_be_rebuilt_from_it_alone() -> None:
+    """The completed Task is tagged for the outbox; verdict_event rebuilds finding.rejected
+    from it (reason code and words, verifier, Provenance once the server resolved it, a
+    message id derived from the Task)."""
+    verdict = Verdict("rejected", RAD, REJECT_REASONS["wrong-location"], "left, not right")
+    bundle = verdict_bundle(_record(), verdict, NOW, BASE_URL)
+    task = dict(bundle["entry"][3]["resource"])
+    assert OUTBOX_TAG in task["meta"]["tag"]
+    task["relevantHistory"] = [{"reference": "Provenance/p9"}]  # as the server resolved it
+    task["focus"] = {"reference": "DiagnosticReport/r1"}
+    task["input"] = [
+        {
+            "type": {
+                "coding": [{"system": "urn:radmesh:task-input", "code": "study-instance-uid"}]
+            },
+            "valueString": "1.2.826.0.1.3680043.10.7",
+        }
+    ]
+    event = verdict_event(task)
+    assert isinstance(event, FindingRejected)
+    assert (event.reason_code, event.reason) == (
+        "wrong-location",
+        "Wrong location: left, not right",
+    )
+    assert (event.verifier, event.provenance, event.task) == (
+        RAD.reference,
+        "Provenance/p9",
+        "Task/t1",
+    )
+    assert event.message_id == verdict_event(task).message_id

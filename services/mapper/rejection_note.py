@@ -1,0 +1,68 @@
+"""A radiologist's rejection → an IHE IOCM rejection note for the AI's SR (pure, no I/O).
+
+When the AI's results are rejected, its SR must not keep standing in the PACS as if it were a
+report. IHE Imaging Object Change Management says how a PACS is told: a Key Object Selection
+document titled (113001, DCM, "Rejected for Quality Reasons") that references the rejected
+instance; a PACS that honours IOCM hides the referenced SR. The note names the radiologist as
+the observer and carries the coded reason's words. Its UIDs derive from the run, so a
+redelivered finding.rejected stores the same instance.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+
+from shared.registry import ModelEntry
+
+__all__ = [
+    "REJECTED_FOR_QUALITY_REASONS",
+    "REJECTION_SERIES_NUMBER",
+    "rejection_note",
+    "rejection_note_uids",
+]
+
+REJECTED_FOR_QUALITY_REASONS = hd.sr.CodedConcept("113001", "DCM", "Rejected for Quality Reasons")
+REJECTION_SERIES_NUMBER = 9002
+
+
+def rejection_note_uids(study_instance_uid: str, model: ModelEntry) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of the rejection note of one run."""
+    parts = ["radmesh-iocm", study_instance_uid, model.id, model.version]
+    return (
+        generate_uid(entropy_srcs=[*parts, "series"]),
+        generate_uid(entropy_srcs=[*parts, "instance"]),
+    )
+
+
+def rejection_note(
+    rejected: Dataset,
+    model: ModelEntry,
+    *,
+    reason: str,
+    verifier_name: str,
+) -> Dataset:
+    """The Key Object Selection rejecting `rejected` (the AI's SR), in its study."""
+    series_uid, sop_uid = rejection_note_uids(str(rejected.StudyInstanceUID), model)
+    content = hd.ko.KeyObjectSelection(
+        document_title=REJECTED_FOR_QUALITY_REASONS,
+        referenced_objects=[rejected],
+        observer_person_context=hd.sr.ObserverContext(
+            observer_type=hd.sr.CodedConcept("121006", "DCM", "Person"),
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+                name=verifier_name
+            ),
+        ),
+        description=f"AI result rejected by the radiologist: {reason}"[:1024],
+    )
+    note = hd.ko.KeyObjectSelectionDocument(
+        evidence=[rejected],
+        content=content,
+        series_instance_uid=series_uid,
+        series_number=REJECTION_SERIES_NUMBER,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer="radmesh",
+    )
+    return note
