@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.fhir import versioned_update_entry
-from shared.identifiers import radmesh_system
+from shared.identifiers import radmesh_identifier_value
 
 __all__ = ["ALERT_CATEGORY", "FLAG_CATEGORY", "alert_key", "closed_flag_entry"]
 
@@ -40,11 +40,7 @@ FLAG_CATEGORY = {
 def alert_key(resource: dict[str, Any]) -> str | None:
     """The identifier value an alert shares with its finding's Observation, read from any of
     them (the Observation, the Communication, the CommunicationRequest, ...)."""
-    system = radmesh_system(str(resource.get("resourceType", "")))
-    return next(
-        (str(i["value"]) for i in resource.get("identifier", []) if i.get("system") == system),
-        None,
-    )
+    return radmesh_identifier_value(resource)
 
 
 def closed_flag_entry(flag: dict[str, Any], when: str, base_url: str) -> dict[str, Any] | None:

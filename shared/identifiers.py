@@ -8,6 +8,7 @@ existing resource instead of creating a second one. Values join their parts with
 from __future__ import annotations
 
 import re
+from typing import Any
 
 __all__ = [
     "ANALYSIS_CLAIM_SYSTEM",
@@ -19,6 +20,7 @@ __all__ = [
     "business_identifier",
     "fhir_reference_pattern",
     "is_dicom_uid",
+    "radmesh_identifier_value",
     "radmesh_system",
     "study_run_value",
 ]
@@ -56,6 +58,15 @@ def radmesh_system(resource_type: str) -> str:
 def study_run_value(study_instance_uid: str, model_id: str, model_version: str) -> str:
     """The value shared by everything one model wrote about one study."""
     return f"{study_instance_uid}/{model_id}/{model_version}"
+
+
+def radmesh_identifier_value(resource: dict[str, Any]) -> str | None:
+    """The value of the business identifier radmesh gave a resource (its type's system)."""
+    system = radmesh_system(str(resource.get("resourceType", "")))
+    return next(
+        (str(i["value"]) for i in resource.get("identifier", []) if i.get("system") == system),
+        None,
+    )
 
 
 def business_identifier(resource_type: str, *parts: str | int) -> dict[str, str]:

@@ -10,6 +10,7 @@ services' other dependencies are retried per message, so they do not gate readin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,7 +30,14 @@ from shared.operation_outcome import outcome_response
 from shared.settings import RadmeshSettings, ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing
 
-__all__ = ["ServiceApp", "bus_service", "run_service", "service_main", "start_http"]
+__all__ = [
+    "Periodic",
+    "ServiceApp",
+    "bus_service",
+    "run_service",
+    "service_main",
+    "start_http",
+]
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
@@ -62,6 +70,43 @@ async def _trace_request(request: web.Request, handler: Handler) -> web.StreamRe
         response = await handler(request)
         span.set_attribute("http.response.status_code", response.status)
         return response
+
+
+class Periodic:
+    """A background job of a service: `step` on start, then every `interval_seconds`, until
+    stop. A failure it is told to tolerate is logged (`failure_event`) and the next round
+    comes; any other ends the job, logged as a bug. An interval of 0 never starts it."""
+
+    def __init__(
+        self,
+        step: Callable[[], Awaitable[object]],
+        interval_seconds: float,
+        failure_event: str,
+        tolerated: tuple[type[Exception], ...] = (Exception,),
+    ) -> None:
+        self.step = step
+        self.interval_seconds = interval_seconds
+        self.failure_event = failure_event
+        self.tolerated = tolerated
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except self.tolerated as error:
+                log.error(self.failure_event, error=str(error)[:300])
+            await asyncio.sleep(self.interval_seconds)
+
+    async def start(self) -> None:
+        if self.interval_seconds > 0:
+            self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def bus_service(

@@ -4,10 +4,10 @@ once a run's retention time has passed (`RADMESH_STORAGE__RETENTION_MINUTES`).""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
+from shared.runtime import Periodic
 from shared.settings import StorageSettings
 from shared.storage import BlobStore
 
@@ -22,7 +22,10 @@ class RetentionSweep:
     def __init__(self, store: BlobStore, settings: StorageSettings) -> None:
         self.store = store
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
+        # A full or read-only disk must not stop the fetcher: logged, tried again next round.
+        self._periodic = Periodic(
+            self.sweep_once, settings.sweep_interval_seconds, "blob_sweep_failed", (OSError,)
+        )
 
     async def sweep_once(self) -> int:
         """One sweep (in a worker thread: it walks the file system); returns runs deleted."""
@@ -36,19 +39,8 @@ class RetentionSweep:
         )
         return result.runs_deleted
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except OSError as error:  # a full or read-only disk must not stop the fetcher
-                log.error("blob_sweep_failed", error=str(error))
-            await asyncio.sleep(self.settings.sweep_interval_seconds)
-
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()

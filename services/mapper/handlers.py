@@ -44,7 +44,7 @@ from services.mapper.verified_report import (
 from shared.dicomweb import DicomWebClient
 from shared.errors import InvalidMessage, PermanentError, RemoteRejected
 from shared.fhir import FhirClient, reference_of
-from shared.identifiers import radmesh_system
+from shared.identifiers import radmesh_identifier_value
 from shared.messages import (
     Event,
     FindingRejected,
@@ -216,14 +216,7 @@ class SupersedeReports:
     ) -> tuple[dict[str, Any], str, ModelEntry, Dataset] | None:
         """(the report, its study UID, its model, the AI's SR), or None (logged) without one."""
         report = await self.fhir.read_resource(diagnostic_report)
-        run = next(
-            (
-                str(i["value"])
-                for i in report.get("identifier", [])
-                if i.get("system") == radmesh_system("DiagnosticReport")
-            ),
-            None,
-        )
+        run = radmesh_identifier_value(report)
         if run is None or run.count("/") < 2:
             raise InvalidMessage(f"{diagnostic_report} has no radmesh run identifier")
         study_uid, model_id, version = run.rsplit("/", 2)
@@ -323,14 +316,7 @@ class SupersedeReports:
         for reference in report.get("result", []):
             observation = await self.fhir.read_resource(str(reference.get("reference")))
             quantity = observation.get("valueQuantity") or {}
-            value = next(
-                (
-                    str(i["value"])
-                    for i in observation.get("identifier", [])
-                    if i.get("system") == radmesh_system("Observation")
-                ),
-                "",
-            )
+            value = radmesh_identifier_value(observation) or ""
             measured = quantity.get("value")
             if observation.get("status") != "amended" or value.count("/") < 4 or measured is None:
                 continue

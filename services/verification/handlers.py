@@ -251,12 +251,9 @@ class ReviewApi:
     async def acknowledge(self, request: web.Request) -> web.StreamResponse:
         principal = require_role(request, CLINICIAN, RADIOLOGIST)
         request_id = request.match_info["request_id"]
-        try:
-            reviewer = await self.reviewers.reviewer(principal)
-        except UnknownReviewer as error:
-            raise Forbidden(str(error)) from error
-        except _DESK_ERRORS as error:
-            return _error_response(error)
+        reviewer = await self._reviewer(principal)
+        if isinstance(reviewer, web.StreamResponse):
+            return reviewer
         return await self._audited(
             request,
             principal,
@@ -270,6 +267,16 @@ class ReviewApi:
             requested=[f"CommunicationRequest/{request_id}"],
             practitioner=reviewer.reference,
         )
+
+    async def _reviewer(self, principal: Principal) -> Reviewer | web.StreamResponse:
+        """The signed-in user's Practitioner (the one a decision is recorded in the name of),
+        or the answer saying why there is none."""
+        try:
+            return await self.reviewers.reviewer(principal)
+        except UnknownReviewer as error:
+            raise Forbidden(str(error)) from error
+        except _DESK_ERRORS as error:
+            return _error_response(error)
 
     async def worklist_counts(self, request: web.Request) -> web.StreamResponse:
         require_role(request, OPERATOR)  # no patient data: nothing to audit
@@ -287,12 +294,9 @@ class ReviewApi:
     async def _decide(self, request: web.Request, kind: VerdictKind) -> web.StreamResponse:
         principal = require_role(request, RADIOLOGIST)
         task_id = request.match_info["task_id"]
-        try:
-            reviewer = await self.reviewers.reviewer(principal)
-        except UnknownReviewer as error:
-            raise Forbidden(str(error)) from error
-        except _DESK_ERRORS as error:
-            return _error_response(error)
+        reviewer = await self._reviewer(principal)
+        if isinstance(reviewer, web.StreamResponse):
+            return reviewer
         verdict = await _read_verdict(request, kind, reviewer)
         if isinstance(verdict, web.Response):
             return verdict

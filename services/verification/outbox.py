@@ -12,8 +12,6 @@ so the live publish and a sweep's publish are the same message; consumers are id
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,6 +23,7 @@ from services.verification.tasks import OUTBOX_TAG, task_run
 from services.verification.verdicts import OUTPUT_SYSTEM
 from shared.fhir import FhirClient
 from shared.messages import Event, FindingRejected, FindingVerified
+from shared.runtime import Periodic
 
 __all__ = ["VerdictOutbox", "verdict_event"]
 
@@ -81,7 +80,8 @@ class VerdictOutbox:
         self.publish = publish
         self.sweep_seconds = sweep_seconds
         self.grace_seconds = grace_seconds
-        self._task: asyncio.Task[None] | None = None
+        # The FHIR server may be down: logged, tried again next round.
+        self._periodic = Periodic(self.sweep_once, sweep_seconds, "outbox_sweep_failed")
 
     async def release(self, task: dict[str, Any]) -> tuple[Event, bool]:
         """Publish the Task's event and take it out of the outbox; (the event, whether it was
@@ -146,20 +146,8 @@ class VerdictOutbox:
             bundle = await self.fhir.next_page(bundle)
         return released
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except Exception as error:  # the FHIR server may be down; try again next time
-                log.error("outbox_sweep_failed", error=str(error)[:300])
-            await asyncio.sleep(self.sweep_seconds)
-
     async def start(self) -> None:
-        if self.sweep_seconds > 0:
-            self._task = asyncio.create_task(self._loop())
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()

@@ -10,6 +10,8 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -17,20 +19,29 @@ import pytest
 from pydantic import SecretStr
 
 from services.subscriber.app import build_app
+from services.subscriber.handlers import StudyAnnouncer
 from services.subscriber.hook_auth import SIGNATURE_HEADER, sign
 from services.subscriber.settings import SubscriberSettings
 from services.subscriber.subscription import ensure_subscription
+from shared.bus import Bus
+from shared.claims import analysis_claim_task
+from shared.dicomweb import DicomWebClient
+from shared.errors import RemoteConflict
 from shared.fhir import FhirClient
-from shared.identifiers import business_identifier, study_run_value
+from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
 from shared.messages import StudyDetected
+from shared.registry import load_registry
 from shared.runtime import start_http
 from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
 from tests.conftest import Infrastructure
+from tests.integration.fhir_seed import seed_study
 from tests.integration.sample_studies import load_fresh_study
 from tests.subscriptions_backport import r4_notification, r4b_notification
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HOOK_SECRET = "subscriber-test-secret"
 PACS_SECRET = "subscriber-test-pacs-secret"
@@ -819,3 +830,66 @@ async def test_subscription_is_brought_up_to_date_when_the_secret_changes(
         ):
             await fhir.execute(f"Subscription/{subscription['id']}", method="delete")
         await fhir.close()
+
+
+class _RacingDeletes(FhirClient):
+    """A FHIR client whose first DELETEs are refused with the 409 HAPI answers a DELETE that
+    races its own write of the resource (HAPI-0550 version-constraint failure)."""
+
+    refusals = 2
+
+    async def execute(
+        self,
+        path: str,
+        method: str = "post",
+        data: dict[Any, Any] | None = None,
+        params: dict[Any, Any] | None = None,
+    ) -> Any:
+        if method == "delete" and self.refusals > 0:
+            self.refusals -= 1
+            raise RemoteConflict(
+                f"FHIR DELETE {path}: HAPI-0550: version constraint failure",
+                url=path,
+                status=409,
+            )
+        return await super().execute(path, method, data=data, params=params)
+
+
+async def test_a_claim_whose_release_races_the_server_is_released_on_a_retry(
+    infra: Infrastructure,
+) -> None:
+    """Releasing a claim the FHIR server refuses twice with a transient 409 is retried until
+    the claim Task is gone: an orphaned claim would block the study for good."""
+    fhir = _RacingDeletes(FhirSettings(base_url=infra.fhir_base_url))
+    dicomweb = DicomWebClient(DicomWebSettings(base_url=infra.orthanc_dicomweb_url))
+    seeded = await seed_study(fhir, critical=False)
+    run = study_run_value(seeded.study_instance_uid, "ich-reference", "1")
+    task = analysis_claim_task(
+        value=run,
+        imaging_study=seeded.imaging_study,
+        patient=seeded.patient,
+        model_id="ich-reference",
+        model_version="1",
+        correlation_id=str(uuid.uuid4()),
+    )
+    claim, created = await fhir.create_once(task, f"identifier={ANALYSIS_CLAIM_SYSTEM}|{run}")
+    assert created
+    announcer = StudyAnnouncer(
+        SubscriberSettings(),
+        load_registry(ROOT / "registry" / "models.yaml"),
+        fhir,
+        dicomweb,
+        Bus(BrokerSettings(url=infra.amqp_url), "test-subscriber-release"),
+    )
+    try:
+        await announcer._release_claims([f"Task/{claim['id']}"])
+        assert fhir.refusals == 0
+        remaining = (
+            await fhir.resources("Task")
+            .search(identifier=f"{ANALYSIS_CLAIM_SYSTEM}|{run}")
+            .fetch_all()
+        )
+    finally:
+        await fhir.close()
+        await dicomweb.close()
+    assert remaining == []
