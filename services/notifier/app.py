@@ -1,12 +1,13 @@
-"""Wiring of the notifier: bus, FHIR client, registry; it raises alerts and withdraws them."""
+"""Wiring of the notifier: bus, FHIR client, registry; it raises alerts and follows them up
+after the radiologist's verdict."""
 
 from __future__ import annotations
 
-from services.notifier.handlers import RaiseAlerts, WithdrawAlerts
+from services.notifier.handlers import FollowUpAlerts, RaiseAlerts
 from services.notifier.settings import NotifierSettings
 from shared.bus import Bus
 from shared.fhir import FhirClient
-from shared.messages import FindingRejected, ResultsPosted
+from shared.messages import FindingRejected, FindingVerified, ResultsPosted
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -19,6 +20,8 @@ def build_app(settings: RadmeshSettings, own: NotifierSettings) -> ServiceApp:
     bus = Bus(settings.broker, SERVICE)
     fhir = FhirClient(settings.fhir)
     bus.consume(ResultsPosted, RaiseAlerts(registry, fhir, own.fallback_recipient))
-    bus.consume(FindingRejected, WithdrawAlerts(fhir, settings.fhir.base_url))
+    follow_up = FollowUpAlerts(fhir, settings.fhir.base_url)
+    bus.consume(FindingRejected, follow_up.withdraw)
+    bus.consume(FindingVerified, follow_up.confirm)
 
     return bus_service(SERVICE, bus, close=[fhir.close])

@@ -1,5 +1,6 @@
 """results.posted → alerts for critical findings (one FHIR transaction) → alert.raised;
-finding.rejected → those alerts withdrawn (one FHIR transaction)."""
+finding.rejected → those alerts withdrawn; finding.verified → their recipients told the
+finding was confirmed (one FHIR transaction each)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from services.notifier.alerts import (
     alert_entries,
     critical_findings,
 )
-from services.notifier.withdrawals import RaisedAlert, withdrawal_entries
+from services.notifier.withdrawals import RaisedAlert, confirmation_entry, withdrawal_entries
 from shared.alerts import alert_key
 from shared.fhir import FhirClient, reference_of, transaction_bundle
 from shared.identifiers import business_identifier
-from shared.messages import AlertRaised, Event, FindingRejected, ResultsPosted
+from shared.messages import AlertRaised, Event, FindingRejected, FindingVerified, ResultsPosted
 from shared.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -125,18 +126,19 @@ def _alerts_raised(
     return raised
 
 
-class WithdrawAlerts:
-    """Handler of finding.rejected: the alerts raised on the rejected report are withdrawn
-    (CommunicationRequest and consult revoked, Flag inactive, a withdrawal Communication to
-    the recipient),
-    in one transaction. A report without alerts changes nothing and says so."""
+class FollowUpAlerts:
+    """The radiologist's verdict reaches the alerts raised on the report, in one transaction
+    each: `withdraw` (finding.rejected) revokes the CommunicationRequest and the consult,
+    closes the Flag and tells the recipient the alert was withdrawn; `confirm`
+    (finding.verified) tells the recipient a radiologist confirmed the finding (the alert stays
+    open until acknowledged). A report without alerts changes nothing and says so."""
 
     def __init__(self, fhir: FhirClient, base_url: str) -> None:
         self.fhir = fhir
         self.base_url = base_url
 
-    async def __call__(self, event: FindingRejected) -> Sequence[Event]:
-        report = dict(await self.fhir.execute(event.diagnostic_report, "get"))
+    async def _alerts_of(self, diagnostic_report: str) -> list[RaisedAlert]:
+        report = dict(await self.fhir.execute(diagnostic_report, "get"))
         ids = [
             str(ref["reference"]).removeprefix("Observation/")
             for ref in report.get("result", [])
@@ -148,11 +150,14 @@ class WithdrawAlerts:
                 "Observation", "get", params={"_id": ",".join(ids), "_count": len(ids)}
             )
             observations = [e["resource"] for e in found.get("entry", []) if "resource" in e]
-        alerts = [
+        return [
             alert
             for key in filter(None, map(alert_key, observations))
             if (alert := await self._alert(key)) is not None
         ]
+
+    async def withdraw(self, event: FindingRejected) -> Sequence[Event]:
+        alerts = await self._alerts_of(event.diagnostic_report)
         if not alerts:
             log.info("no_alert_to_withdraw", reason="the rejected report raised no alert")
             return []
@@ -169,6 +174,17 @@ class WithdrawAlerts:
             revoked=sum(1 for e in entries if e["request"]["method"] == "PUT"),
             reason_code=event.reason_code,
         )
+        return []
+
+    async def confirm(self, event: FindingVerified) -> Sequence[Event]:
+        alerts = await self._alerts_of(event.diagnostic_report)
+        if not alerts:
+            log.info("no_alert_to_confirm", reason="the verified report raised no alert")
+            return []
+        now = datetime.now(UTC)
+        entries = [confirmation_entry(event, alert, now) for alert in alerts]
+        await self.fhir.transaction(transaction_bundle(entries))
+        log.info("alerts_confirmed", alerts=len(alerts), amended=event.amended)
         return []
 
     async def _alert(self, key: str) -> RaisedAlert | None:

@@ -1,4 +1,5 @@
-"""Withdrawing the alerts of a rejected report (pure, no I/O).
+"""Following up the alerts of a report after the radiologist's verdict (pure, no I/O):
+withdrawing them when the report is rejected, confirming them when it is verified.
 
 When a radiologist rejects AI results (finding.rejected), each critical finding's alert is
 withdrawn: its CommunicationRequest and its consult ServiceRequest become `revoked`, the
@@ -18,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.ai_transparency import AI_ASSERTED
+from shared.ai_transparency import AI_ASSERTED, CLINICIAN_ASSERTED_FROM_AI
 from shared.alerts import ALERT_CATEGORY, closed_flag_entry
 from shared.fhir import conditional_create_entry, versioned_update_entry
 from shared.identifiers import business_identifier
-from shared.messages import FindingRejected
+from shared.messages import FindingRejected, FindingVerified
 
-__all__ = ["RaisedAlert", "withdrawal_entries", "withdrawal_text"]
+__all__ = ["RaisedAlert", "confirmation_entry", "withdrawal_entries", "withdrawal_text"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,41 @@ def withdrawal_entries(
         )
     )
     return entries
+
+
+def confirmation_entry(event: FindingVerified, alert: RaisedAlert, now: datetime) -> dict[str, Any]:
+    """The Communication telling the alert's recipient that a radiologist verified the AI's
+    critical finding (identifier `<alert key>/confirmation`, conditional create). The alert's
+    CommunicationRequest stays open: the recipient still acknowledges it."""
+    original = alert.communication or alert.communication_request or {}
+    amended = " with an amended measurement" if event.amended else ""
+    identifier = business_identifier("Communication", alert.key, "confirmation")
+    confirmation: dict[str, Any] = {
+        "resourceType": "Communication",
+        "meta": {"security": [CLINICIAN_ASSERTED_FROM_AI]},
+        "identifier": [identifier],
+        "status": "completed",
+        "category": [ALERT_CATEGORY],
+        "priority": "stat",
+        "sent": now.isoformat(),
+        "sender": {"reference": event.verifier},
+        "about": [
+            *original.get("about", []),
+            {"reference": event.task},
+            {"reference": event.provenance},
+        ],
+        "payload": [
+            {
+                "contentString": "CONFIRMED: a radiologist verified this AI critical finding"
+                f"{amended}; see the final report. Acknowledge the alert if you have not."
+            }
+        ],
+    }
+    for key in ("subject", "encounter", "recipient"):
+        if original.get(key):
+            confirmation[key] = original[key]
+    if alert.communication is not None:
+        confirmation["inResponseTo"] = [{"reference": f"Communication/{alert.communication['id']}"}]
+    return conditional_create_entry(
+        confirmation, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
+    )

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.notifier.handlers import RaiseAlerts, WithdrawAlerts
+from services.notifier.handlers import FollowUpAlerts, RaiseAlerts
 from shared.fhir import FhirClient
-from shared.messages import AlertRaised, FindingRejected, StudyRef
+from shared.messages import AlertRaised, FindingRejected, FindingVerified, StudyRef
 from shared.registry import Registry, load_registry
 from tests.conftest import Infrastructure
 from tests.integration.fhir_seed import (
@@ -204,7 +204,7 @@ async def test_rejected_report_withdraws_its_alert_once(
     (alert,) = await RaiseAlerts(registry, fhir)(seeded.results_posted())
     assert isinstance(alert, AlertRaised) and alert.consult_service_request
     radiologist = seeded.practitioner  # any Practitioner stands in for the one who rejected
-    withdraw = WithdrawAlerts(fhir, infra.fhir_base_url)
+    withdraw = FollowUpAlerts(fhir, infra.fhir_base_url).withdraw
     event = _rejected(seeded, radiologist)
     assert await withdraw(event) == []
     await withdraw(event)
@@ -238,10 +238,49 @@ async def test_rejected_report_without_alerts_changes_nothing(
     """A rejected report that raised no alert (no critical finding) writes no withdrawal."""
     seeded = await seed_study(fhir, critical=False)
     assert (
-        await WithdrawAlerts(fhir, infra.fhir_base_url)(_rejected(seeded, seeded.practitioner))
+        await FollowUpAlerts(fhir, infra.fhir_base_url).withdraw(
+            _rejected(seeded, seeded.practitioner)
+        )
         == []
     )
     withdrawals = await search_resources(
         fhir, "Communication", identifier=f"{_alert_identifier(seeded, 'Communication')}/withdrawal"
     )
     assert withdrawals == []
+
+
+async def test_verified_report_tells_the_alert_recipient_once_that_a_radiologist_confirmed_it(
+    fhir: FhirClient, registry: Registry, infra: Infrastructure
+) -> None:
+    """finding.verified for a report whose bleed raised an alert: one confirmation
+    Communication (clinician-asserted, in response to the alert) to the same recipient, from
+    the radiologist; the alert itself stays open for acknowledgement; a redelivery writes no
+    second confirmation."""
+    seeded = await seed_study(fhir, critical=True)
+    (alert,) = await RaiseAlerts(registry, fhir)(seeded.results_posted())
+    assert isinstance(alert, AlertRaised)
+    verified = FindingVerified(
+        study=_rejected(seeded, seeded.practitioner).study,
+        task="Task/verified-in-test",
+        diagnostic_report=seeded.diagnostic_report,
+        verifier=seeded.practitioner,
+        provenance="Provenance/verified-in-test",
+        amended=True,
+    )
+    confirm = FollowUpAlerts(fhir, infra.fhir_base_url).confirm
+    assert await confirm(verified) == []
+    await confirm(verified)
+    confirmations = await search_resources(
+        fhir,
+        "Communication",
+        identifier=f"{_alert_identifier(seeded, 'Communication')}/confirmation",
+    )
+    assert len(confirmations) == 1
+    (confirmation,) = confirmations
+    original = dict(await fhir.execute(alert.communication, "get"))
+    assert confirmation["inResponseTo"] == [{"reference": alert.communication}]
+    assert confirmation["recipient"] == original["recipient"]
+    assert [s["code"] for s in confirmation["meta"]["security"]] == ["CLINAST_AIRPT"]
+    assert "CONFIRMED" in confirmation["payload"][0]["contentString"]
+    assert "amended measurement" in confirmation["payload"][0]["contentString"]
+    assert (await fhir.execute(alert.communication_request, "get"))["status"] == "active"

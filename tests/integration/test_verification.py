@@ -18,7 +18,7 @@ import aiohttp
 import jwt
 import pytest
 
-from services.notifier.handlers import RaiseAlerts, WithdrawAlerts
+from services.notifier.handlers import FollowUpAlerts, RaiseAlerts
 from services.verification.handlers import (
     CreateVerificationTask,
 )
@@ -749,7 +749,7 @@ async def test_a_withdrawn_alert_cannot_be_acknowledged(
         reason="False positive",
         reason_code="false-positive",
     )
-    await WithdrawAlerts(fhir, infra.fhir_base_url)(rejected)
+    await FollowUpAlerts(fhir, infra.fhir_base_url).withdraw(rejected)
     request_id = alert.communication_request.split("/")[1]
     status, outcome = await review.call(
         "POST", f"/alerts/{request_id}/acknowledge", {}, account="clin1"
