@@ -175,35 +175,56 @@ class Bus:
             dead_letter_exchange, routing_key=self.queues.dead_letter_queue
         )
         for delay in self.settings.retry_delays_seconds:
-            await self.broker.declare_queue(
-                RabbitQueue(
-                    self.queues.retry_queue(delay),
-                    queue_type=QueueType.QUORUM,
-                    durable=True,
-                    arguments={
-                        "x-message-ttl": round(delay * 1000),
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": self.queues.queue,
-                        # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ
-                        # 3.10+): the message leaves the delay queue only once its own queue
-                        # has confirmed it
-                        "x-dead-letter-strategy": "at-least-once",
-                        "x-overflow": "reject-publish",
-                    },
-                )
+            await self._declare_delay_queue(delay)
+
+    async def _declare_delay_queue(self, delay_seconds: float) -> str:
+        """The quorum queue holding messages `delay_seconds` before they go back to this
+        service's queue (retries, and timers such as an alert's escalation)."""
+        name = self.queues.retry_queue(delay_seconds)
+        await self.broker.declare_queue(
+            RabbitQueue(
+                name,
+                queue_type=QueueType.QUORUM,
+                durable=True,
+                arguments={
+                    "x-message-ttl": round(delay_seconds * 1000),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.queues.queue,
+                    # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ
+                    # 3.10+): the message leaves the delay queue only once its own queue
+                    # has confirmed it
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
             )
+        )
+        return name
 
     # -- publishing -------------------------------------------------------------------------
 
     async def publish(self, event: Event) -> None:
         """Publish an event (persistent, confirmed) with the current trace context in its headers."""
+        await self._send(
+            event, exchange=self._exchange, routing_key=event.event_type, verb="published"
+        )
+
+    async def publish_delayed(self, event: Event, delay_seconds: float) -> None:
+        """A durable timer: `event` reaches this service's own handler of its type after
+        `delay_seconds` (a delay queue on the broker: it survives restarts of the service and of
+        the broker). Timers should come in a few fixed delays (one queue each)."""
+        queue = await self._declare_delay_queue(delay_seconds)
+        await self._send(event, exchange=None, routing_key=queue, verb="scheduled")
+
+    async def _send(
+        self, event: Event, *, exchange: RabbitExchange | None, routing_key: str, verb: str
+    ) -> None:
         headers = inject_trace_context({"x-radmesh-schema-version": event.schema_version})
         try:
             async with asyncio.timeout(self.settings.publish_timeout_seconds):
                 await self.broker.publish(
                     event.to_json(),
-                    exchange=self._exchange,
-                    routing_key=event.event_type,
+                    exchange=exchange,
+                    routing_key=routing_key,
                     persist=True,
                     headers=headers,
                     content_type="application/json",
@@ -222,7 +243,7 @@ class Bus:
             # The robust connection re-establishes itself (every few seconds); until then a
             # publish fails, and the caller retries rather than treating it as a bug.
             raise BrokerUnavailable(
-                f"{event.event_type} not published, the broker is unavailable: "
+                f"{event.event_type} not {verb}, the broker is unavailable: "
                 f"{type(error).__name__}: {str(error)[:200]}"
             ) from error
 

@@ -20,6 +20,7 @@ from shared.identifiers import DICOM_UID_MAX_LENGTH, DICOM_UID_PATTERN, fhir_ref
 
 __all__ = [
     "EVENT_TYPES",
+    "AlertEscalationDue",
     "AlertRaised",
     "BlobInstance",
     "Event",
@@ -225,6 +226,20 @@ class AlertRaised(Event):
     flag: FlagReference | None = None
 
 
+class AlertEscalationDue(Event):
+    """notifier → itself, through a delay queue (a durable timer): the deadline of an alert's
+    escalation step has come; unless the alert was acknowledged or withdrawn, it escalates."""
+
+    event_type: ClassVar[str] = "alert.escalation-due"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    model: ModelRef
+    finding_key: str
+    communication: CommunicationReference
+    communication_request: CommunicationRequestReference
+    step: int = Field(ge=1)  # 1-based, into the finding's registry escalation chain
+
+
 class FindingVerified(Event):
     """verification: a radiologist accepted a report (or accepted it with an amended
     measurement); its results are final."""
@@ -263,6 +278,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         InferenceCompleted,
         ResultsPosted,
         AlertRaised,
+        AlertEscalationDue,
         FindingVerified,
         FindingRejected,
     )

@@ -25,6 +25,7 @@ __all__ = [
     "Approval",
     "Coding",
     "Endpoint",
+    "EscalationStep",
     "FindingMapping",
     "ModelEntry",
     "Preprocessing",
@@ -115,6 +116,19 @@ class Preprocessing(_Strict):
     max_slices: int | None = Field(default=None, ge=1)
 
 
+class EscalationStep(_Strict):
+    """One step of a critical finding's escalation: if the alert is still unacknowledged
+    `after_minutes` after the previous step (the alert itself, for the first), it goes to
+    `recipient`: `requester` (the order's requester, again), `fallback` (the notifier's
+    configured fallback recipient, e.g. the on-call radiologist), or a FHIR reference to a
+    Practitioner, PractitionerRole, CareTeam or Organization."""
+
+    after_minutes: float = Field(gt=0)
+    recipient: str = Field(
+        pattern=r"^(requester|fallback|(Practitioner|PractitionerRole|CareTeam|Organization)/[A-Za-z0-9\-.]{1,64})$"
+    )
+
+
 class FindingMapping(_Strict):
     """How one model output becomes a FHIR Observation."""
 
@@ -131,6 +145,8 @@ class FindingMapping(_Strict):
     critical: bool = False
     consult: Coding | None = None  # the ServiceRequest the notifier raises for a critical finding
     consult_specialty: str | None = None  # e.g. "neurosurgery": the text of that request
+    # A critical finding's alert escalates along these steps until it is acknowledged.
+    escalation: tuple[EscalationStep, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> FindingMapping:
@@ -146,6 +162,8 @@ class FindingMapping(_Strict):
             )
         if self.consult is not None and not self.critical:
             raise ValueError(f"finding {self.key}: a consult is only raised for critical findings")
+        if self.escalation and not self.critical:
+            raise ValueError(f"finding {self.key}: only a critical finding's alert escalates")
         return self
 
 

@@ -3,11 +3,11 @@ after the radiologist's verdict."""
 
 from __future__ import annotations
 
-from services.notifier.handlers import FollowUpAlerts, RaiseAlerts
+from services.notifier.handlers import EscalateAlerts, FollowUpAlerts, RaiseAlerts
 from services.notifier.settings import NotifierSettings
 from shared.bus import Bus
 from shared.fhir import FhirClient
-from shared.messages import FindingRejected, FindingVerified, ResultsPosted
+from shared.messages import AlertEscalationDue, FindingRejected, FindingVerified, ResultsPosted
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -15,13 +15,19 @@ from shared.settings import RadmeshSettings
 SERVICE = "notifier"
 
 
-def build_app(settings: RadmeshSettings, own: NotifierSettings) -> ServiceApp:
+def build_app(
+    settings: RadmeshSettings, own: NotifierSettings, service: str = SERVICE
+) -> ServiceApp:
+    """The notifier; `service` names its queues (and timers): another name gives an instance
+    queues of its own, as the tests do."""
     registry = load_registry(settings.registry_path)
-    bus = Bus(settings.broker, SERVICE)
+    bus = Bus(settings.broker, service)
     fhir = FhirClient(settings.fhir)
-    bus.consume(ResultsPosted, RaiseAlerts(registry, fhir, own.fallback_recipient))
+    escalate = EscalateAlerts(registry, fhir, bus.publish_delayed, own.fallback_recipient)
+    bus.consume(ResultsPosted, RaiseAlerts(registry, fhir, own.fallback_recipient, escalate))
+    bus.consume(AlertEscalationDue, escalate)
     follow_up = FollowUpAlerts(fhir, settings.fhir.base_url)
     bus.consume(FindingRejected, follow_up.withdraw)
     bus.consume(FindingVerified, follow_up.confirm)
 
-    return bus_service(SERVICE, bus, close=[fhir.close])
+    return bus_service(service, bus, close=[fhir.close])

@@ -4,7 +4,7 @@ finding was confirmed (one FHIR transaction each)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,12 +16,22 @@ from services.notifier.alerts import (
     alert_entries,
     critical_findings,
 )
+from services.notifier.escalation import escalation_entry
 from services.notifier.withdrawals import RaisedAlert, confirmation_entry, withdrawal_entries
 from shared.alerts import alert_key
+from shared.errors import InvalidMessage
 from shared.fhir import FhirClient, reference_of, transaction_bundle
 from shared.identifiers import business_identifier
-from shared.messages import AlertRaised, Event, FindingRejected, FindingVerified, ResultsPosted
-from shared.registry import Registry
+from shared.messages import (
+    AlertEscalationDue,
+    AlertRaised,
+    Event,
+    FindingRejected,
+    FindingVerified,
+    ModelRef,
+    ResultsPosted,
+)
+from shared.registry import EscalationStep, Registry
 
 log = structlog.get_logger(__name__)
 
@@ -37,11 +47,16 @@ class RaiseAlerts:
     """
 
     def __init__(
-        self, registry: Registry, fhir: FhirClient, fallback_recipient: str | None = None
+        self,
+        registry: Registry,
+        fhir: FhirClient,
+        fallback_recipient: str | None = None,
+        escalation: EscalateAlerts | None = None,
     ) -> None:
         self.registry = registry
         self.fhir = fhir
         self.fallback_recipient = fallback_recipient
+        self.escalation = escalation  # None: alerts do not escalate (no timers)
 
     async def __call__(self, event: ResultsPosted) -> Sequence[Event]:
         if event.rollout_mode == "shadow":
@@ -61,6 +76,10 @@ class RaiseAlerts:
         bundle = transaction_bundle([entry for alert in alerts for entry in alert.entries()])
         response = await self.fhir.transaction(bundle)
         raised = _alerts_raised(event, alerts, response.get("entry", []))
+        if self.escalation is not None:
+            for alert, sent in zip(alerts, raised, strict=True):
+                assert isinstance(sent, AlertRaised)
+                await self.escalation.start(event, alert.critical.finding.finding_key, sent)
         log.info(
             "critical_alerts_raised",
             model=event.model.id,
@@ -207,3 +226,103 @@ class FollowUpAlerts:
         if alert.communication is None and alert.communication_request is None:
             return None
         return alert
+
+
+class EscalateAlerts:
+    """Timed escalation of unacknowledged critical alerts (escalation.py). `start` sets the
+    first step's timer when an alert is raised; handling `alert.escalation-due` writes the
+    step's Communication (unless the alert was acknowledged or withdrawn meanwhile) and sets
+    the next step's timer. Timers are delayed messages on the broker (`schedule`), so they
+    survive restarts of the notifier and of RabbitMQ."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        fhir: FhirClient,
+        schedule: Callable[[Event, float], Awaitable[None]],
+        fallback_recipient: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.fhir = fhir
+        self.schedule = schedule
+        self.fallback_recipient = fallback_recipient
+
+    def _chain(self, model: ModelRef, finding_key: str) -> tuple[EscalationStep, ...]:
+        try:
+            return self.registry.get(model.id, model.version).finding(finding_key).escalation
+        except KeyError:
+            return ()
+
+    async def start(self, posted: ResultsPosted, finding_key: str, raised: AlertRaised) -> None:
+        chain = self._chain(posted.model, finding_key)
+        if not chain:
+            return
+        due = raised.follow(
+            AlertEscalationDue,
+            study=posted.study,
+            model=posted.model,
+            finding_key=finding_key,
+            communication=raised.communication,
+            communication_request=raised.communication_request,
+            step=1,
+        )
+        await self.schedule(due, chain[0].after_minutes * 60)
+
+    async def _recipient(self, step: EscalationStep, due: AlertEscalationDue) -> str | None:
+        if step.recipient == "fallback":
+            return self.fallback_recipient
+        if step.recipient != "requester":
+            return step.recipient
+        if not due.study.service_request:
+            return None
+        order = await self.fhir.read_resource(due.study.service_request)
+        return (order.get("requester") or {}).get("reference")
+
+    async def __call__(self, due: AlertEscalationDue) -> Sequence[Event]:
+        request = await self.fhir.read_resource(due.communication_request)
+        if request.get("status") != "active":
+            log.info(
+                "escalation_stopped",
+                step=due.step,
+                reason="acknowledged" if request.get("status") == "completed" else "withdrawn",
+            )
+            return []
+        chain = self._chain(due.model, due.finding_key)
+        if due.step > len(chain):
+            log.error("escalation_step_unknown", step=due.step, steps=len(chain))
+            return []
+        step = chain[due.step - 1]
+        recipient = await self._recipient(step, due)
+        original = await self.fhir.read_resource(due.communication)
+        key = alert_key(original)
+        if key is None:
+            raise InvalidMessage(f"{due.communication} is not a radmesh alert")
+        entry = escalation_entry(
+            key, original, recipient, datetime.now(UTC), step=due.step, steps=len(chain)
+        )
+        response = await self.fhir.transaction(transaction_bundle([entry]))
+        created = str(response["entry"][0]["response"]["status"]).startswith("201")
+        log.warning(
+            "alert_escalated",
+            step=due.step,
+            steps=len(chain),
+            recipient_kind=step.recipient.split("/")[0],
+            has_recipient=recipient is not None,
+            repeated=not created,
+        )
+        if created and due.step < len(chain):  # a repeated timer set the next one already
+            next_due = due.follow(
+                AlertEscalationDue,
+                **due.model_dump(
+                    include={
+                        "study",
+                        "model",
+                        "finding_key",
+                        "communication",
+                        "communication_request",
+                    }
+                ),
+                step=due.step + 1,
+            )
+            await self.schedule(next_due, chain[due.step].after_minutes * 60)
+        return []

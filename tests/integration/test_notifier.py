@@ -4,15 +4,29 @@ rejected report's alerts are withdrawn."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import aio_pika
 import pytest
+import structlog
+import structlog.testing
+import yaml
 
+from services.notifier.app import build_app
 from services.notifier.handlers import FollowUpAlerts, RaiseAlerts
+from services.notifier.settings import NotifierSettings
+from services.verification.acknowledgements import AlertDesk
+from services.verification.verdicts import Reviewer
+from shared.bus import Bus
 from shared.fhir import FhirClient
 from shared.messages import AlertRaised, FindingRejected, FindingVerified, StudyRef
 from shared.registry import Registry, load_registry
+from shared.settings import BrokerSettings, FhirSettings, RadmeshSettings
 from tests.conftest import Infrastructure
 from tests.integration.fhir_seed import (
     SeededStudy,
@@ -284,3 +298,151 @@ async def test_verified_report_tells_the_alert_recipient_once_that_a_radiologist
     assert "CONFIRMED" in confirmation["payload"][0]["contentString"]
     assert "amended measurement" in confirmation["payload"][0]["contentString"]
     assert (await fhir.execute(alert.communication_request, "get"))["status"] == "active"
+
+
+async def _queue_depth(infra: Infrastructure, name: str) -> int:
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_an_unacknowledged_alert_escalates_on_its_deadlines_through_a_restart_and_stops_when_acknowledged(
+    fhir: FhirClient, infra: Infrastructure, tmp_path: Path
+) -> None:
+    """A registry whose bleed escalates every 2.4 s: to the requester, then the fallback, then
+    the fallback again. The notifier raises the alert and is stopped; the first timer comes
+    due while it is down (the message waits in its queue) and the restarted notifier escalates
+    to the requester, in response to the alert; nobody acknowledges, so the second step goes
+    to the fallback. The alert is then acknowledged: when the third timer comes due nothing
+    more is sent."""
+    document = yaml.safe_load(REGISTRY_PATH.read_text())
+    for model in document["models"]:
+        for finding in model["findings"]:
+            if finding.get("escalation"):
+                finding["escalation"] = [
+                    {"after_minutes": 0.04, "recipient": "requester"},
+                    {"after_minutes": 0.04, "recipient": "fallback"},
+                    {"after_minutes": 0.04, "recipient": "fallback"},
+                ]
+    registry_path = tmp_path / "models.yaml"
+    registry_path.write_text(yaml.safe_dump(document))
+    tag = uuid.uuid4().hex[:8]
+    service = f"notifier-test-{tag}"
+    settings = RadmeshSettings(
+        broker=BrokerSettings(url=infra.amqp_url, exchange=f"radmesh.test-{tag}"),
+        fhir=FhirSettings(base_url=infra.fhir_base_url),
+        registry_path=registry_path,
+    )
+    on_call = await fhir.create_resource(
+        {"resourceType": "Practitioner", "name": [{"family": "On-call", "given": ["Radiologist"]}]}
+    )
+    own = NotifierSettings(fallback_recipient=f"Practitioner/{on_call['id']}")
+    seeded = await seed_study(fhir, critical=True)
+    publisher = Bus(settings.broker, f"test-publisher-{tag}")
+    await publisher.start()
+    notifier = build_app(settings, own, service)
+    await notifier.start()
+    escalation = f"{_alert_identifier(seeded, 'Communication')}/escalation"
+    try:
+        await publisher.publish(seeded.results_posted())
+
+        await _until(
+            _found(fhir, "CommunicationRequest", _alert_identifier(seeded, "CommunicationRequest")),
+            "the notifier raises the alert",
+        )
+        await notifier.stop()  # down when the first deadline comes
+
+        async def first_timer_waiting() -> bool:
+            return await _queue_depth(infra, f"radmesh.{service}") >= 1
+
+        await _until(
+            first_timer_waiting, "the first deadline's message waits in the notifier's queue"
+        )
+        assert await search_resources(fhir, "Communication", identifier=f"{escalation}/1") == []
+        notifier = build_app(settings, own, service)
+        with structlog.testing.capture_logs() as logs:
+            await notifier.start()
+
+            await _until(
+                _found(fhir, "Communication", f"{escalation}/1"),
+                "the restarted notifier escalates to the requester",
+            )
+            (first,) = await search_resources(fhir, "Communication", identifier=f"{escalation}/1")
+            (request,) = await search_resources(
+                fhir,
+                "CommunicationRequest",
+                identifier=_alert_identifier(seeded, "CommunicationRequest"),
+            )
+            (original,) = await search_resources(
+                fhir, "Communication", identifier=_alert_identifier(seeded, "Communication")
+            )
+            assert first["recipient"] == [{"reference": seeded.practitioner}]
+            assert first["inResponseTo"] == [{"reference": f"Communication/{original['id']}"}]
+            assert first["payload"][0]["contentString"].startswith("ESCALATION 1 of 3")
+
+            await _until(
+                _found(fhir, "Communication", f"{escalation}/2"),
+                "nobody acknowledged: the alert goes to the fallback",
+            )
+            (second,) = await search_resources(fhir, "Communication", identifier=f"{escalation}/2")
+            assert second["recipient"] == [{"reference": own.fallback_recipient}]
+            await AlertDesk(fhir, infra.fhir_base_url).acknowledge(
+                str(request["id"]), Reviewer(seeded.practitioner, "Dr Orderer"), datetime.now(UTC)
+            )
+            timers = f"radmesh.{service}.delay.2400ms"
+
+            async def third_timer_handled() -> bool:
+                return (
+                    await _queue_depth(infra, timers) == 0
+                    and await _queue_depth(infra, f"radmesh.{service}") == 0
+                )
+
+            await _until(third_timer_handled, "the third deadline comes and is handled")
+            await _until(
+                _logged(logs, "escalation_stopped"), "the notifier sees the acknowledgement"
+            )
+        assert await search_resources(fhir, "Communication", identifier=f"{escalation}/3") == []
+    finally:
+        await notifier.stop()
+        await publisher.stop()
+        await _delete_queues(infra, service)
+
+
+async def _delete_queues(infra: Infrastructure, service: str) -> None:
+    """The test notifier's own queues: its queue, dead letters and timers."""
+    connection = await aio_pika.connect_robust(infra.amqp_url)
+    try:
+        channel = await connection.channel()
+        for name in (
+            f"radmesh.{service}",
+            f"radmesh.{service}.dead-letter",
+            *(f"radmesh.{service}.delay.{ms}ms" for ms in (1000, 2400, 5000, 25000, 120000)),
+        ):
+            await channel.queue_delete(name)
+    finally:
+        await connection.close()
+
+
+def _found(fhir: FhirClient, resource_type: str, identifier: str) -> Callable[[], Awaitable[bool]]:
+    async def exists() -> bool:
+        return bool(await search_resources(fhir, resource_type, identifier=identifier))
+
+    return exists
+
+
+def _logged(logs: list[MutableMapping[str, Any]], event: str) -> Callable[[], Awaitable[bool]]:
+    async def seen() -> bool:
+        return any(entry.get("event") == event for entry in logs)
+
+    return seen

@@ -77,6 +77,7 @@ def test_every_event_type_is_registered_under_its_routing_key() -> None:
         "inference.completed",
         "results.posted",
         "alert.raised",
+        "alert.escalation-due",
         "finding.verified",
         "finding.rejected",
     }
