@@ -10,12 +10,20 @@ verification service records their acknowledgement.
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
-from shared.fhir import versioned_update_entry
-from shared.identifiers import radmesh_identifier_value
+from shared.fhir import conditional_create_entry, versioned_update_entry
+from shared.identifiers import business_identifier, radmesh_identifier_value
 
-__all__ = ["ALERT_CATEGORY", "FLAG_CATEGORY", "alert_key", "closed_flag_entry"]
+__all__ = [
+    "ALERT_CATEGORY",
+    "FLAG_CATEGORY",
+    "alert_key",
+    "closed_flag_entry",
+    "follow_up_entry",
+]
 
 ALERT_CATEGORY = {
     "coding": [
@@ -49,3 +57,51 @@ def closed_flag_entry(flag: dict[str, Any], when: str, base_url: str) -> dict[st
         return None
     period = {**(flag.get("period") or {}), "end": when}
     return versioned_update_entry({**flag, "status": "inactive", "period": period}, base_url)
+
+
+def follow_up_entry(
+    key: str,
+    kind: str | tuple[str, int],
+    *,
+    alert: dict[str, Any],
+    communication_id: str | None,
+    sender: dict[str, Any] | None,
+    text: str,
+    label: dict[str, str],
+    now: datetime,
+    recipients: list[dict[str, Any]] | None = None,
+    about: list[dict[str, Any]] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """The conditional-create entry of a Communication that follows an alert up (withdrawal,
+    confirmation, escalation step, acknowledgement): identifier `<key>/<kind>`, stat, category
+    alert, about what the alert was about (plus `about`), in response to the alert's
+    Communication, to the alert's recipients unless `recipients` says otherwise; `alert` is
+    the alert's Communication or CommunicationRequest. A repeat writes it once."""
+    parts = kind if isinstance(kind, tuple) else (kind,)
+    identifier = business_identifier("Communication", key, *parts)
+    communication: dict[str, Any] = {
+        "resourceType": "Communication",
+        "meta": {"security": [label]},
+        "identifier": [identifier],
+        "status": "completed",
+        "category": [ALERT_CATEGORY],
+        "priority": "stat",
+        "sent": now.isoformat(),
+        "about": [*alert.get("about", []), *(about or [])],
+        "payload": [{"contentString": text}],
+        **more,
+    }
+    if sender:
+        communication["sender"] = sender
+    recipient = alert.get("recipient") if recipients is None else recipients
+    if recipient:
+        communication["recipient"] = recipient
+    for field in ("subject", "encounter"):
+        if alert.get(field):
+            communication[field] = alert[field]
+    if communication_id is not None:
+        communication["inResponseTo"] = [{"reference": f"Communication/{communication_id}"}]
+    return conditional_create_entry(
+        communication, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
+    )

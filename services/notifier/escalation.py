@@ -10,14 +10,11 @@ unacknowledged. An acknowledged or withdrawn alert never escalates.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
 from shared.ai_transparency import AI_ASSERTED
-from shared.alerts import ALERT_CATEGORY
-from shared.fhir import conditional_create_entry
-from shared.identifiers import business_identifier
+from shared.alerts import follow_up_entry
 
 __all__ = ["escalation_entry", "escalation_text"]
 
@@ -46,25 +43,19 @@ def escalation_entry(
     could be resolved; the Communication is still written, visible to the alert queue)."""
     sent = datetime.fromisoformat(str(original.get("sent") or now.isoformat()))
     minutes = max(0.0, (now - sent).total_seconds() / 60)
-    identifier = business_identifier("Communication", key, "escalation", step)
-    communication: dict[str, Any] = {
-        "resourceType": "Communication",
-        "meta": {"security": [AI_ASSERTED]},
-        "identifier": [identifier],
-        "status": "completed",
-        "category": [ALERT_CATEGORY],
-        "priority": "stat",
-        "inResponseTo": [{"reference": f"Communication/{original['id']}"}],
-        "about": original.get("about", []),
-        "sent": now.isoformat(),
-        "sender": original.get("sender"),
-        "payload": [{"contentString": escalation_text(step, steps, minutes, original)}],
-    }
-    if recipient:
-        communication["recipient"] = [{"reference": recipient}]
-    for field in ("subject", "encounter", "reasonReference"):
-        if original.get(field):
-            communication[field] = original[field]
-    return conditional_create_entry(
-        communication, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
+    return follow_up_entry(
+        key,
+        ("escalation", step),
+        alert=original,
+        communication_id=str(original["id"]),
+        sender=original.get("sender"),
+        text=escalation_text(step, steps, minutes, original),
+        label=AI_ASSERTED,
+        now=now,
+        recipients=[{"reference": recipient}] if recipient else [],
+        **(
+            {"reasonReference": original["reasonReference"]}
+            if original.get("reasonReference")
+            else {}
+        ),
     )

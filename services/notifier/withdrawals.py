@@ -14,15 +14,13 @@ conditional create.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from shared.ai_transparency import AI_ASSERTED, CLINICIAN_ASSERTED_FROM_AI
-from shared.alerts import ALERT_CATEGORY, closed_flag_entry
-from shared.fhir import conditional_create_entry, versioned_update_entry
-from shared.identifiers import business_identifier
+from shared.alerts import closed_flag_entry, follow_up_entry
+from shared.fhir import versioned_update_entry
 from shared.messages import FindingRejected, FindingVerified
 
 __all__ = ["RaisedAlert", "confirmation_entry", "withdrawal_entries", "withdrawal_text"]
@@ -73,32 +71,20 @@ def withdrawal_entries(
     closed = closed_flag_entry(alert.flag, now.isoformat(), base_url) if alert.flag else None
     if closed is not None:
         entries.append(closed)
-    original = alert.communication or alert.communication_request or {}
-    identifier = business_identifier("Communication", alert.key, "withdrawal")
-    withdrawal: dict[str, Any] = {
-        "resourceType": "Communication",
-        "meta": {"security": [AI_ASSERTED]},
-        "identifier": [identifier],
-        "status": "completed",
-        "category": [ALERT_CATEGORY],
-        "priority": "stat",
-        "sent": now.isoformat(),
-        "sender": {"reference": event.verifier},
-        "about": [
-            *original.get("about", []),
-            {"reference": event.task},
-            *([{"reference": event.provenance}] if event.provenance else []),
-        ],
-        "payload": [{"contentString": withdrawal_text(event, alert)}],
-    }
-    for key in ("subject", "encounter", "recipient"):
-        if original.get(key):
-            withdrawal[key] = original[key]
-    if alert.communication is not None:
-        withdrawal["inResponseTo"] = [{"reference": f"Communication/{alert.communication['id']}"}]
     entries.append(
-        conditional_create_entry(
-            withdrawal, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
+        follow_up_entry(
+            alert.key,
+            "withdrawal",
+            alert=alert.communication or alert.communication_request or {},
+            communication_id=alert.communication["id"] if alert.communication else None,
+            sender={"reference": event.verifier},
+            text=withdrawal_text(event, alert),
+            label=AI_ASSERTED,
+            now=now,
+            about=[
+                {"reference": event.task},
+                *([{"reference": event.provenance}] if event.provenance else []),
+            ],
         )
     )
     return entries
@@ -108,35 +94,16 @@ def confirmation_entry(event: FindingVerified, alert: RaisedAlert, now: datetime
     """The Communication telling the alert's recipient that a radiologist verified the AI's
     critical finding (identifier `<alert key>/confirmation`, conditional create). The alert's
     CommunicationRequest stays open: the recipient still acknowledges it."""
-    original = alert.communication or alert.communication_request or {}
     amended = " with an amended measurement" if event.amended else ""
-    identifier = business_identifier("Communication", alert.key, "confirmation")
-    confirmation: dict[str, Any] = {
-        "resourceType": "Communication",
-        "meta": {"security": [CLINICIAN_ASSERTED_FROM_AI]},
-        "identifier": [identifier],
-        "status": "completed",
-        "category": [ALERT_CATEGORY],
-        "priority": "stat",
-        "sent": now.isoformat(),
-        "sender": {"reference": event.verifier},
-        "about": [
-            *original.get("about", []),
-            {"reference": event.task},
-            {"reference": event.provenance},
-        ],
-        "payload": [
-            {
-                "contentString": "CONFIRMED: a radiologist verified this AI critical finding"
-                f"{amended}; see the final report. Acknowledge the alert if you have not."
-            }
-        ],
-    }
-    for key in ("subject", "encounter", "recipient"):
-        if original.get(key):
-            confirmation[key] = original[key]
-    if alert.communication is not None:
-        confirmation["inResponseTo"] = [{"reference": f"Communication/{alert.communication['id']}"}]
-    return conditional_create_entry(
-        confirmation, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
+    return follow_up_entry(
+        alert.key,
+        "confirmation",
+        alert=alert.communication or alert.communication_request or {},
+        communication_id=alert.communication["id"] if alert.communication else None,
+        sender={"reference": event.verifier},
+        text="CONFIRMED: a radiologist verified this AI critical finding"
+        f"{amended}; see the final report. Acknowledge the alert if you have not.",
+        label=CLINICIAN_ASSERTED_FROM_AI,
+        now=now,
+        about=[{"reference": event.task}, {"reference": event.provenance}],
     )

@@ -11,7 +11,6 @@ first one; a withdrawn alert cannot be acknowledged (409). Nothing here names th
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -20,11 +19,10 @@ import structlog
 from services.verification.review import TaskConflict, TaskNotFound
 from services.verification.verdicts import Reviewer
 from shared.ai_transparency import AI_ASSERTED
-from shared.alerts import ALERT_CATEGORY, alert_key, closed_flag_entry
+from shared.alerts import ALERT_CATEGORY, alert_key, closed_flag_entry, follow_up_entry
 from shared.errors import RemoteConflict, RemoteRejected
 from shared.fhir import (
     FhirClient,
-    conditional_create_entry,
     transaction_bundle,
     versioned_update_entry,
 )
@@ -123,42 +121,22 @@ class AlertDesk:
         when = now.isoformat()
         sent = datetime.fromisoformat(str(request.get("authoredOn") or when))
         seconds = max(0.0, (now - sent).total_seconds())
-        identifier = business_identifier("Communication", key, "acknowledgement")
-        acknowledgement: dict[str, Any] = {
-            "resourceType": "Communication",
-            "meta": {"security": [AI_ASSERTED]},
-            "identifier": [identifier],
-            "status": "completed",
-            "category": [ALERT_CATEGORY],
-            "priority": request.get("priority", "stat"),
-            "basedOn": [{"reference": f"CommunicationRequest/{request_id}"}],
-            "about": request.get("about", []),
-            "sent": when,
-            "sender": {"reference": reviewer.reference, "display": reviewer.display},
-            "payload": [
-                {
-                    "contentString": f"Acknowledged by {reviewer.display} at {when}, "
-                    f"{seconds / 60:.1f} minutes after the alert."
-                }
-            ],
-        }
-        if request.get("requester"):
-            acknowledgement["recipient"] = [request["requester"]]
-        for field in ("subject", "encounter"):
-            if request.get(field):
-                acknowledgement[field] = request[field]
-        if communication is not None:
-            acknowledgement["inResponseTo"] = [
-                {"reference": f"Communication/{communication['id']}"}
-            ]
+        acknowledgement = follow_up_entry(
+            key,
+            "acknowledgement",
+            alert=request,
+            communication_id=str(communication["id"]) if communication else None,
+            sender={"reference": reviewer.reference, "display": reviewer.display},
+            text=f"Acknowledged by {reviewer.display} at {when}, "
+            f"{seconds / 60:.1f} minutes after the alert.",
+            label=AI_ASSERTED,
+            now=now,
+            recipients=[request["requester"]] if request.get("requester") else [],
+            basedOn=[{"reference": f"CommunicationRequest/{request_id}"}],
+        )
         entries = [
             versioned_update_entry({**request, "status": "completed"}, self.fhir_base_url),
-            conditional_create_entry(
-                acknowledgement,
-                f"urn:uuid:{uuid.uuid4()}",
-                identifier["system"],
-                identifier["value"],
-            ),
+            acknowledgement,
         ]
         closed = closed_flag_entry(flag, when, self.fhir_base_url) if flag else None
         if closed is not None:
