@@ -5,6 +5,7 @@ radmesh status                       queue depths, consumers and dead letters pe
 radmesh dlq list SERVICE             the dead letters of a service, with their reasons
 radmesh dlq replay SERVICE [--limit N]   send them back to that service's queue
 radmesh dev-token ACCOUNT            an access token of a development account (last line)
+radmesh report alerts [--hours H] [--plot PATH]   critical alerts: time to acknowledge, escalations
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import argparse
 import asyncio
 import runpy
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from shared.alert_report import collect_alerts, plot_alerts, summarise, summary_text
 from shared.auth import IdentityProviderUnavailable, Unauthenticated, development_token
 from shared.dead_letters import SERVICES, list_dead_letters, queue_status, replay
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, RadmeshError
+from shared.fhir import FhirClient
 from shared.registry import load_registry
 from shared.settings import RadmeshSettings
 
@@ -79,6 +84,22 @@ def _dlq_replay(settings: RadmeshSettings, service: str, limit: int | None) -> i
     return 0
 
 
+async def _report_alerts(settings: RadmeshSettings, hours: float, plot: Path) -> int:
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    fhir = FhirClient(settings.fhir)
+    try:
+        alerts = await collect_alerts(fhir, since)
+    except RadmeshError as error:
+        print(f"report alerts: the FHIR server could not be read: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await fhir.close()
+    summaries = summarise(alerts)
+    print(summary_text(summaries, since))
+    print(f"plot: {plot_alerts(alerts, summaries, plot)}")
+    return 0
+
+
 def _dev_token(settings: RadmeshSettings, account: str, password: str) -> int:
     if settings.environment != "development":
         print("dev-token: only in development (RADMESH_ENVIRONMENT)", file=sys.stderr)
@@ -118,21 +139,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     dev_token.add_argument("account")
     dev_token.add_argument("--password", default="radmesh-dev")
+    report = commands.add_parser("report", help="reports read back from the FHIR server")
+    report_commands = report.add_subparsers(dest="report_command", required=True)
+    alerts = report_commands.add_parser(
+        "alerts", help="critical alerts: time to acknowledge, escalations per step (+ a plot)"
+    )
+    alerts.add_argument("--hours", type=float, default=24 * 7, help="how far back (default 7 days)")
+    alerts.add_argument("--plot", type=Path, default=Path(".run/reports/alerts.png"))
     arguments = parser.parse_args(argv)
 
     if arguments.command == "run":
         runpy.run_module(f"services.{arguments.service}", run_name="__main__", alter_sys=True)
         return 0
     settings = RadmeshSettings()
-    if arguments.command == "registry":
-        return _registry_check(settings, arguments.path)
-    if arguments.command == "status":
-        return _status(settings)
-    if arguments.command == "dev-token":
-        return _dev_token(settings, arguments.account, arguments.password)
-    if arguments.dlq_command == "list":
-        return _dlq_list(settings, arguments.service)
-    return _dlq_replay(settings, arguments.service, arguments.limit)
+    commands_run: dict[str, Callable[[], int]] = {
+        "registry": lambda: _registry_check(settings, arguments.path),
+        "status": lambda: _status(settings),
+        "report": lambda: asyncio.run(_report_alerts(settings, arguments.hours, arguments.plot)),
+        "dev-token": lambda: _dev_token(settings, arguments.account, arguments.password),
+        "dlq": lambda: (
+            _dlq_list(settings, arguments.service)
+            if arguments.dlq_command == "list"
+            else _dlq_replay(settings, arguments.service, arguments.limit)
+        ),
+    }
+    return commands_run[arguments.command]()
 
 
 if __name__ == "__main__":

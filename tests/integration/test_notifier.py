@@ -5,9 +5,12 @@ rejected report's alerts are withdrawn."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from services.notifier.handlers import FollowUpAlerts, RaiseAlerts
 from services.notifier.settings import NotifierSettings
 from services.verification.acknowledgements import AlertDesk
 from services.verification.verdicts import Reviewer
+from shared.alert_report import collect_alerts
 from shared.bus import Bus
 from shared.fhir import FhirClient
 from shared.messages import AlertRaised, FindingRejected, FindingVerified, StudyRef
@@ -37,7 +41,8 @@ from tests.integration.fhir_seed import (
 
 pytestmark = pytest.mark.integration
 
-REGISTRY_PATH = Path(__file__).resolve().parents[2] / "registry" / "models.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+REGISTRY_PATH = ROOT / "registry" / "models.yaml"
 
 
 @pytest.fixture
@@ -446,3 +451,54 @@ def _logged(logs: list[MutableMapping[str, Any]], event: str) -> Callable[[], Aw
         return any(entry.get("event") == event for entry in logs)
 
     return seen
+
+
+async def test_the_alert_report_reads_time_to_acknowledge_back_from_the_record(
+    fhir: FhirClient, registry: Registry, infra: Infrastructure, tmp_path: Path
+) -> None:
+    """Two bleeds' alerts, one acknowledged: the report read back from the FHIR server has both,
+    the acknowledged one with its minutes, the other open; `radmesh report alerts` prints the
+    summary and writes the plot."""
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    keys = []
+    for acknowledge in (True, False):
+        seeded = await seed_study(fhir, critical=True)
+        (alert,) = await RaiseAlerts(registry, fhir)(seeded.results_posted())
+        assert isinstance(alert, AlertRaised)
+        keys.append(_alert_identifier(seeded, "Communication").split("|", 1)[1])
+        if acknowledge:
+            await AlertDesk(fhir, infra.fhir_base_url).acknowledge(
+                alert.communication_request.split("/")[1],
+                Reviewer(seeded.practitioner, "Dr Orderer"),
+                datetime.now(UTC),
+            )
+    outcomes = {a.key: a for a in await collect_alerts(fhir, since)}
+    acknowledged, still_open = outcomes[keys[0]], outcomes[keys[1]]
+    assert acknowledged.minutes_to_acknowledge is not None
+    assert 0 <= acknowledged.minutes_to_acknowledge < 5
+    assert still_open.acknowledged is None and not still_open.withdrawn
+
+    plot = tmp_path / "alerts.png"
+    completed = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "report",
+            "alerts",
+            "--hours",
+            "1",
+            "--plot",
+            str(plot),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "RADMESH_FHIR__BASE_URL": infra.fhir_base_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "intracranial-hemorrhage" in completed.stdout
+    assert plot.read_bytes()[:4] == b"\x89PNG"
