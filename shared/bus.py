@@ -42,6 +42,7 @@ from opentelemetry import trace
 
 from shared.errors import BrokerUnavailable, InvalidMessage, PermanentError, TransientError
 from shared.messages import Event, EventT, parse_event
+from shared.metrics import MESSAGE_SECONDS, MESSAGES
 from shared.settings import BrokerSettings
 from shared.telemetry import bind_message_context, extract_trace_context, inject_trace_context
 
@@ -335,11 +336,14 @@ class Bus:
                 span.record_exception(error)
                 await self._route_failure(raw, headers, attempt or 0, error)
                 return
+            duration = asyncio.get_running_loop().time() - started
+            MESSAGES.labels(self.service, event_class.event_type, "handled").inc()
+            MESSAGE_SECONDS.labels(self.service, event_class.event_type).observe(duration)
             log.info(
                 "message_handled",
                 event_type=event_class.event_type,
                 published=[next_event.event_type for next_event in caused],
-                duration_ms=round((asyncio.get_running_loop().time() - started) * 1000, 1),
+                duration_ms=round(duration * 1000, 1),
             )
 
     async def _route_failure(
@@ -351,8 +355,10 @@ class Bus:
     ) -> None:
         kind = classify_error(error)
         delays = self.settings.retry_delays_seconds
+        event_type = raw.type or raw.routing_key or "unknown"
         if kind == "transient" and attempt < len(delays):
             delay = delays[attempt]
+            MESSAGES.labels(self.service, event_type, "retried").inc()
             log.warning(
                 "message_retry_scheduled",
                 error=str(error),
@@ -377,6 +383,7 @@ class Bus:
         reason = (
             str(error) if kind != "transient" else f"gave up after {attempt + 1} attempts: {error}"
         )
+        MESSAGES.labels(self.service, event_type, "dead_lettered").inc()
         if kind == "bug":
             log.error(
                 "message_dead_lettered",

@@ -3,7 +3,7 @@ a clean stop on SIGTERM/SIGINT.
 
 A service's `app.py` builds a `ServiceApp` (wiring only); its `__main__.py` configures logging and
 tracing and calls `run_service`. `/healthz` answers 200 while the process runs; `/readyz` answers
-200 while the broker answers (the
+200 while the broker answers; `/metrics` serves the Prometheus metrics (shared/metrics.py) (the
 services' other dependencies are retried per message, so they do not gate readiness).
 """
 
@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from shared.bus import Bus
 from shared.errors import ConfigurationError
+from shared.metrics import METRICS_CONTENT_TYPE, exposition
 from shared.operation_outcome import outcome_response
 from shared.settings import RadmeshSettings, ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing
@@ -59,7 +60,7 @@ class ServiceApp:
 @web.middleware
 async def _trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One server span per request (health probes excepted), continuing the caller's trace."""
-    if request.path in ("/healthz", "/readyz"):
+    if request.path in ("/healthz", "/readyz", "/metrics"):
         return await handler(request)
     tracer = trace.get_tracer("radmesh.http")
     with tracer.start_as_current_span(
@@ -189,7 +190,15 @@ def _http_application(app: ServiceApp) -> web.Application:
         middlewares=[_trace_request, _operation_outcomes, *app.middlewares],
         client_max_size=64 << 20,
     )
-    application.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
+
+    async def metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=exposition())
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return response
+
+    application.add_routes(
+        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    )
     application.add_routes(list(app.routes))
     return application
 

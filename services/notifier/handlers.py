@@ -31,6 +31,7 @@ from shared.messages import (
     ModelRef,
     ResultsPosted,
 )
+from shared.metrics import ALERT_ESCALATIONS, ALERTS_RAISED, alert_labels
 from shared.registry import EscalationStep, Registry
 
 log = structlog.get_logger(__name__)
@@ -76,6 +77,11 @@ class RaiseAlerts:
         bundle = transaction_bundle([entry for alert in alerts for entry in alert.entries()])
         response = await self.fhir.transaction(bundle)
         raised = _alerts_raised(event, alerts, response.get("entry", []))
+        for alert in alerts:
+            ALERTS_RAISED.labels(
+                finding=alert.critical.finding.finding_key,
+                model=f"{event.model.id}/{event.model.version}",
+            ).inc()
         if self.escalation is not None:
             for alert, sent in zip(alerts, raised, strict=True):
                 assert isinstance(sent, AlertRaised)
@@ -302,6 +308,8 @@ class EscalateAlerts:
         )
         response = await self.fhir.transaction(transaction_bundle([entry]))
         created = str(response["entry"][0]["response"]["status"]).startswith("201")
+        if created:
+            ALERT_ESCALATIONS.labels(**alert_labels(key), step=str(due.step)).inc()
         log.warning(
             "alert_escalated",
             step=due.step,

@@ -27,6 +27,7 @@ from shared.fhir import (
     versioned_update_entry,
 )
 from shared.identifiers import FHIR_ID_PATTERN, business_identifier
+from shared.metrics import TIME_TO_ACKNOWLEDGE, alert_labels
 
 __all__ = ["AlertDesk"]
 
@@ -148,6 +149,7 @@ class AlertDesk:
                 return await self.acknowledge(request_id, reviewer, now, retried=True)
             raise
         reference = str(response["entry"][1]["response"]["location"]).split("/_history")[0]
+        TIME_TO_ACKNOWLEDGE.labels(**alert_labels(key)).observe(seconds)
         log.info(
             "alert_acknowledged",
             communication_request=f"CommunicationRequest/{request_id}",

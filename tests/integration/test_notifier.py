@@ -29,6 +29,7 @@ from shared.alert_report import collect_alerts
 from shared.bus import Bus
 from shared.fhir import FhirClient
 from shared.messages import AlertRaised, FindingRejected, FindingVerified, StudyRef
+from shared.metrics import exposition
 from shared.registry import Registry, load_registry
 from shared.settings import BrokerSettings, FhirSettings, RadmeshSettings
 from tests.conftest import Infrastructure
@@ -418,6 +419,8 @@ async def test_an_unacknowledged_alert_escalates_on_its_deadlines_through_a_rest
                 _logged(logs, "escalation_stopped"), "the notifier sees the acknowledgement"
             )
         assert await search_resources(fhir, "Communication", identifier=f"{escalation}/3") == []
+        step_2 = 'finding="intracranial-hemorrhage",model="ich-reference/1",step="2"'
+        assert f"radmesh_alert_escalations_total{{{step_2}}}" in exposition().decode()
     finally:
         await notifier.stop()
         await publisher.stop()

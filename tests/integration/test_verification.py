@@ -680,7 +680,8 @@ async def test_a_clinician_acknowledges_an_alert_once_and_the_flag_clears(
 ) -> None:
     """clin1 sees the bleed's open alert and acknowledges it: the CommunicationRequest is
     completed, the patient's Flag inactive, and one acknowledgement Communication names clin1's
-    Practitioner, in response to the alert, with the minutes it took. clin2's second
+    Practitioner, in response to the alert, with the minutes it took; /metrics counts it in the
+    time-to-acknowledge histogram of its finding and model. clin2's second
     acknowledgement records nothing more and answers the first; an operator may not
     acknowledge; an unknown alert is 404."""
     registry = load_registry(ROOT / "registry" / "models.yaml")
@@ -730,6 +731,13 @@ async def test_a_clinician_acknowledges_an_alert_once_and_the_flag_clears(
     assert request_id not in [item["id"] for item in body["alerts"]]
     status, outcome = await review.call("POST", "/alerts/nope/acknowledge", {}, account="clin1")
     assert (status, outcome["issue"][0]["code"]) == (404, "not-found")
+
+    async with review.http.get(f"{review.base_url}/metrics") as response:
+        assert response.status == 200
+        metrics = await response.text()
+    labels = 'finding="intracranial-hemorrhage",model="ich-reference/1"'
+    assert f"radmesh_alert_time_to_acknowledge_seconds_count{{{labels}}}" in metrics
+    assert seeded.study_instance_uid not in metrics
 
 
 async def test_a_withdrawn_alert_cannot_be_acknowledged(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.alert_report import AlertOutcome, plot_alerts, summarise, summary_text
+from shared.metrics import TIME_TO_ACKNOWLEDGE, alert_labels, exposition
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 ICH = "2.25.{n}/ich-reference/1/intracranial-hemorrhage/0"
@@ -49,3 +50,17 @@ def test_the_plot_is_written_even_without_any_alert(tmp_path: Path) -> None:
         path = plot_alerts(alerts, summarise(alerts), tmp_path / f"alerts-{len(alerts)}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary_text([], T0).endswith("none")
+
+
+def test_alert_metric_labels_name_finding_and_model_never_the_study() -> None:
+    assert alert_labels(ICH.format(n=7)) == {
+        "finding": "intracranial-hemorrhage",
+        "model": "ich-reference/1",
+    }
+    assert alert_labels("not-a-key") == {"finding": "unknown", "model": "unknown"}
+    TIME_TO_ACKNOWLEDGE.labels(**alert_labels(ICH.format(n=7))).observe(90)
+    text = exposition().decode()
+    assert (
+        'radmesh_alert_time_to_acknowledge_seconds_bucket{finding="intracranial-hemorrhage"' in text
+    )
+    assert "2.25.7" not in text

@@ -1,0 +1,69 @@
+"""radmesh's Prometheus metrics: one home for every metric, served by each service at
+`/metrics` (text exposition format).
+
+- `radmesh_messages_total{service, event_type, outcome}`: messages a service's bus handled
+  (`handled`, `retried`, `dead_lettered`);
+- `radmesh_message_seconds{service, event_type}`: how long a handler took;
+- `radmesh_alerts_raised_total{finding, model}` and `radmesh_alert_escalations_total{finding,
+  model, step}`: critical alerts and their escalation steps (notifier);
+- `radmesh_alert_time_to_acknowledge_seconds{finding, model}`: from the alert to its
+  acknowledgement (verification), the figure a critical-results policy is judged by.
+
+Labels never carry patient or study identifiers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+__all__ = [
+    "ALERTS_RAISED",
+    "ALERT_ESCALATIONS",
+    "MESSAGES",
+    "MESSAGE_SECONDS",
+    "METRICS_CONTENT_TYPE",
+    "TIME_TO_ACKNOWLEDGE",
+    "alert_labels",
+    "exposition",
+]
+
+MESSAGES = Counter(
+    "radmesh_messages",
+    "Messages a service's bus handled, by outcome",
+    ["service", "event_type", "outcome"],
+)
+MESSAGE_SECONDS = Histogram(
+    "radmesh_message_seconds",
+    "Time a handler took for one message",
+    ["service", "event_type"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+ALERTS_RAISED = Counter(
+    "radmesh_alerts_raised", "Critical-finding alerts raised", ["finding", "model"]
+)
+ALERT_ESCALATIONS = Counter(
+    "radmesh_alert_escalations",
+    "Escalation steps of unacknowledged critical alerts",
+    ["finding", "model", "step"],
+)
+TIME_TO_ACKNOWLEDGE = Histogram(
+    "radmesh_alert_time_to_acknowledge_seconds",
+    "From a critical alert to its acknowledgement",
+    ["finding", "model"],
+    buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400),
+)
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def alert_labels(key: str) -> dict[str, str]:
+    """finding and model of an alert, from its key `<study>/<model>/<version>/<finding>/<index>`
+    (the study UID is dropped: it identifies a patient's study)."""
+    parts = key.split("/")
+    if len(parts) < 5:
+        return {"finding": "unknown", "model": "unknown"}
+    return {"finding": parts[3], "model": f"{parts[1]}/{parts[2]}"}
+
+
+def exposition() -> bytes:
+    """All of this process's metrics in the Prometheus text format."""
+    return generate_latest()
