@@ -93,6 +93,8 @@ async def _report(fhir: FhirClient, loaded: LoadResult, progress: StudyProgress)
         _say(f"         CommunicationRequest {alert.communication_request}")
         if alert.consult_service_request:
             _say(f"         consult ServiceRequest {alert.consult_service_request}")
+        if alert.flag:
+            _say(f"         Flag {alert.flag} on the patient (open critical AI finding)")
     if not progress.of_type("alert.raised"):
         _say("   no alert (no critical finding)")
     stages = progress.stage_seconds()
@@ -152,6 +154,12 @@ async def run_demo(
             )
         if incomplete:
             _say("!! see `radmesh status` and `radmesh dlq list <service>` for dead letters")
+        else:
+            _say(
+                "-- the results wait for a radiologist: `make mesh-up`, then open "
+                "http://127.0.0.1:8095/review and sign in as rad1 / radmesh-dev "
+                "(clinicians, e.g. clin1, see the open alerts)"
+            )
         return loaded, watcher.studies, incomplete
     finally:
         await watcher.stop()
