@@ -151,11 +151,6 @@ class Verdict:
     amendment: Amendment | None = None
 
     @property
-    def accepted(self) -> bool:
-        """The results stand (accepted, or accepted with an amendment)."""
-        return self.kind != "rejected"
-
-    @property
     def reason_text(self) -> str | None:
         if self.reason is None:
             return self.note

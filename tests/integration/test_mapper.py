@@ -26,6 +26,7 @@ from shared.messages import (
 from shared.registry import Registry, load_registry
 from shared.settings import FhirSettings
 from tests.conftest import Infrastructure
+from tests.dicom_sr import content_items
 from tests.integration.sample_studies import dicomweb_client, load_fresh_study
 
 pytestmark = pytest.mark.integration
@@ -360,19 +361,11 @@ async def test_verified_results_store_a_verified_sr_naming_the_radiologist_and_i
     diameters = [
         float(item.MeasuredValueSequence[0].NumericValue)
         for report in (preliminary, verified)
-        for item in _walk(report)
+        for item in content_items(report)
         if item.get("ValueType") == "NUM"
         and item.ConceptNameCodeSequence[0].CodeValue == "81827009"
     ]
     assert diameters == [8.4, 9.1]
-
-
-def _walk(dataset: Any) -> list[Any]:
-    items: list[Any] = []
-    for item in dataset.get("ContentSequence", []):
-        items.append(item)
-        items.extend(_walk(item))
-    return items
 
 
 async def test_shadow_model_posts_nothing_to_the_clinical_record(

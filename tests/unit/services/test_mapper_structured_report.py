@@ -20,6 +20,7 @@ from services.mapper.structured_report import (
 from shared.errors import PermanentError
 from shared.messages import Finding, InferenceCompleted, ModelRef, StudyRef
 from shared.registry import load_registry
+from tests.dicom_sr import content_items
 
 REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "models.yaml")
 MODEL = REGISTRY.get("ich-reference", "1")
@@ -51,14 +52,6 @@ def _event(evidence: list[Dataset]) -> InferenceCompleted:
         ),
         inference_duration_ms=12.0,
     )
-
-
-def _content_items(dataset: Dataset) -> list[Dataset]:
-    items: list[Dataset] = []
-    for item in dataset.get("ContentSequence", []):
-        items.append(item)
-        items.extend(_content_items(item))
-    return items
 
 
 def test_sr_uids_are_deterministic_per_study_model_and_version() -> None:
@@ -111,7 +104,7 @@ def test_sr_groups_hold_finding_presence_probability_volume_and_algorithm(
     0.88 (unit 1), volume 7.5 mL, and the algorithm name and version."""
     event = _event(evidence)
     report = build_structured_report(event, MODEL, evidence, created=event.created_at)
-    items = _content_items(report)
+    items = content_items(report)
     values = {
         item.ConceptNameCodeSequence[0].CodeMeaning: item
         for item in items

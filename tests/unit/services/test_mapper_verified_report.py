@@ -17,9 +17,9 @@ from services.mapper.verified_report import (
     verified_sr_uid,
     verified_structured_report,
 )
+from tests.dicom_sr import content_items
 from tests.unit.services.test_mapper_structured_report import (
     MODEL,
-    _content_items,
     _event,
     evidence,
 )
@@ -36,7 +36,7 @@ def _preliminary(evidence: list[Dataset]) -> Dataset:
 def _volumes(report: Dataset) -> list[str]:
     return [
         str(item.MeasuredValueSequence[0].NumericValue)
-        for item in _content_items(report)
+        for item in content_items(report)
         if item.get("ValueType") == "NUM"
         and item.ConceptNameCodeSequence[0].CodeValue
         == MODEL.finding("hemorrhage-volume").codes[0].code
@@ -125,13 +125,13 @@ def test_a_rejection_is_an_iocm_rejection_note_referencing_the_ai_sr(
     assert note.ConceptNameCodeSequence[0].CodeValue == "113001"
     references = [
         item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-        for item in _content_items(note)
+        for item in content_items(note)
         if item.get("ValueType") == "COMPOSITE"
     ]
     assert references == [preliminary.SOPInstanceUID]
-    texts = [str(item.get("TextValue", "")) for item in _content_items(note)]
+    texts = [str(item.get("TextValue", "")) for item in content_items(note)]
     assert any("calcified falx" in text for text in texts)
-    names = [str(item.get("PersonName", "")) for item in _content_items(note)]
+    names = [str(item.get("PersonName", "")) for item in content_items(note)]
     assert "Adler^Rita" in names
     buffer = io.BytesIO()
     dcmwrite(buffer, note, enforce_file_format=True)
