@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +148,34 @@ async def _ready(port: int, process: asyncio.subprocess.Process, seconds: float 
     return False
 
 
+async def _cancel_open_verification_tasks(fhir: FhirClient, since: datetime) -> None:
+    """Leave no verification Task this mesh's studies opened waiting on the shared FHIR
+    server: its worklist would otherwise grow run after run (and the review page shows the
+    oldest first, up to its limit)."""
+    bundle: dict[str, Any] | None = await fhir.execute(
+        "Task",
+        "get",
+        params={
+            "status": "requested",
+            "identifier": "urn:radmesh:task|",
+            "_lastUpdated": f"ge{since.isoformat()}",
+            "_count": 50,
+        },
+    )
+    tasks: list[dict[str, Any]] = []
+    while bundle is not None:
+        tasks.extend(entry["resource"] for entry in bundle.get("entry", []))
+        bundle = await fhir.next_page(bundle)
+    for task in tasks:
+        await fhir.execute(f"Task/{task['id']}", "put", data={**task, "status": "cancelled"})
+
+
 @pytest.fixture(scope="module")
 async def mesh(
     infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Mesh]:
     tag = uuid.uuid4().hex[:8]
+    started = datetime.now(UTC)
     work = tmp_path_factory.mktemp("mesh")
     fhir_port = int(infra.fhir_base_url.split(":")[2].split("/")[0])
     proxy = TcpProxy(fhir_port)
@@ -238,6 +262,7 @@ async def mesh(
         )
         for subscription in subscriptions:
             await mesh.direct_fhir.execute(f"Subscription/{subscription['id']}", method="delete")
+        await _cancel_open_verification_tasks(mesh.direct_fhir, started)
         await mesh.direct_fhir.close()
         connection = await aio_pika.connect(infra.amqp_url)
         channel = await connection.channel()

@@ -406,7 +406,9 @@ async def test_messages_waiting_for_their_retry_survive_a_broker_restart(
         second = Bus(settings, service=service)
         second.consume(StudyDetected, succeed)
         await second.start()
-        for _ in range(400):
+        # A broker with many quorum queues (a long-used dev machine) takes a while after boot
+        # to elect their leaders and dead-letter what expired meanwhile: wait up to a minute.
+        for _ in range(1200):
             if len(handled) == len(sent):
                 break
             await asyncio.sleep(0.05)
