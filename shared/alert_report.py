@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from shared.alerts import ALERT_CATEGORY, alert_key
 from shared.fhir import FhirClient
+from shared.identifiers import FindingValue
 
 __all__ = [
     "AlertOutcome",
@@ -33,14 +34,13 @@ __all__ = [
 ]
 
 _ALERT = ALERT_CATEGORY["coding"][0]
-_FOLLOW_UPS = ("acknowledgement", "withdrawal", "confirmation")
 
 
 @dataclass
 class AlertOutcome:
     """One critical alert and what became of it."""
 
-    key: str  # <study UID>/<model>/<version>/<finding key>/<index>
+    key: str  # <run value>/<finding key>/<index> (shared.identifiers.FindingValue)
     sent: datetime
     acknowledged: datetime | None = None
     withdrawn: bool = False
@@ -48,12 +48,12 @@ class AlertOutcome:
 
     @property
     def model(self) -> str:
-        _, model, version, _, _ = self.key.rsplit("/", 4)
-        return f"{model}/{version}"
+        run = FindingValue.parse(self.key).run
+        return f"{run.model_id}/{run.model_version}"
 
     @property
     def finding(self) -> str:
-        return self.key.rsplit("/", 4)[3]
+        return FindingValue.parse(self.key).finding_key
 
     @property
     def minutes_to_acknowledge(self) -> float | None:
@@ -92,7 +92,7 @@ async def collect_alerts(fhir: FhirClient, since: datetime) -> list[AlertOutcome
         },
     )
     alerts: dict[str, AlertOutcome] = {}
-    follow_ups: list[tuple[str, dict[str, Any]]] = []
+    follow_ups: list[tuple[FindingValue, dict[str, Any]]] = []
     while bundle is not None:
         for entry in bundle.get("entry", []):
             resource = entry.get("resource") or {}
@@ -100,25 +100,30 @@ async def collect_alerts(fhir: FhirClient, since: datetime) -> list[AlertOutcome
             sent = _when(resource)
             if key is None or sent is None:
                 continue
-            if key.count("/") == 4:
+            try:
+                finding = FindingValue.parse(key)
+            except ValueError:  # not a radmesh alert
+                continue
+            if not finding.follow_up:
                 alerts[key] = AlertOutcome(key=key, sent=sent)
             else:
-                follow_ups.append((key, resource))
+                follow_ups.append((finding, resource))
         bundle = await fhir.next_page(bundle)
-    for key, resource in follow_ups:
-        base, _, kind = key.partition("/escalation/")
-        if kind:
-            if base in alerts and kind.isdigit():
-                alerts[base].escalation_steps.append(int(kind))
-            continue
-        base, _, kind = key.rpartition("/")
-        if base not in alerts or kind not in _FOLLOW_UPS:
-            continue
-        if kind == "acknowledgement":
-            alerts[base].acknowledged = _when(resource)
-        elif kind == "withdrawal":
-            alerts[base].withdrawn = True
+    for finding, resource in follow_ups:
+        if finding.value in alerts:
+            _apply_follow_up(alerts[finding.value], finding.follow_up, resource)
     return sorted(alerts.values(), key=lambda alert: alert.sent)
+
+
+def _apply_follow_up(alert: AlertOutcome, kind: tuple[str, ...], resource: dict[str, Any]) -> None:
+    """What one follow-up Communication (`acknowledgement`, `withdrawal`, `escalation/<n>`)
+    says of its alert."""
+    if kind == ("acknowledgement",):
+        alert.acknowledged = _when(resource)
+    elif kind == ("withdrawal",):
+        alert.withdrawn = True
+    elif len(kind) == 2 and kind[0] == "escalation" and kind[1].isdigit():
+        alert.escalation_steps.append(int(kind[1]))
 
 
 def _percentile(values: list[float], fraction: float) -> float | None:

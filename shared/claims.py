@@ -2,7 +2,8 @@
 `urn:radmesh:analysis-claim|<study>/<model>/<version>`. The subscriber creates it (status
 `in-progress`) before announcing the run, so that one run starts per study however many hooks
 arrive; the mapper completes it when the results are posted (output: the DiagnosticReport), so
-the record never shows an analysis "in progress" that finished."""
+the record never shows an analysis "in progress" that finished. A retraction cancels it, and
+the run's next generation is claimed under a new value."""
 
 from __future__ import annotations
 
@@ -11,7 +12,18 @@ from typing import Any
 
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM
 
-__all__ = ["analysis_claim_search", "analysis_claim_task"]
+__all__ = [
+    "MAX_RUN_GENERATIONS",
+    "RETRACTED_CLAIM_STATUS",
+    "analysis_claim_search",
+    "analysis_claim_task",
+]
+
+# A retraction (the images the run read were deleted or rejected in the PACS, or the study's
+# patient changed) cancels the run's claim; the study's next announcement then claims the next
+# generation of the run (shared.identifiers.run_parts). A bound against a retraction loop:
+MAX_RUN_GENERATIONS = 50
+RETRACTED_CLAIM_STATUS = "cancelled"
 
 
 def analysis_claim_search(value: str) -> str:

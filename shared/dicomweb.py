@@ -18,6 +18,7 @@ import aiohttp
 import pydicom
 
 from shared.errors import RemoteUnavailable, remote_error_for
+from shared.iocm import KEY_OBJECT_SELECTION_MODALITY, RejectionNote, rejection_notes
 from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
 
@@ -196,6 +197,21 @@ class DicomWebClient:
                 return found
         except (aiohttp.ClientConnectionError, TimeoutError) as error:
             raise RemoteUnavailable(f"WADO-RS {path}: {error!r}", url=url, status=None) from error
+
+    async def rejection_notes(
+        self, study_instance_uid: str, series: Iterable[tuple[str, str | None]]
+    ) -> list[RejectionNote]:
+        """The IOCM rejection notes stored in the study: its KO series among `series`
+        ((Series Instance UID, modality) pairs), read with WADO-RS metadata
+        (shared.iocm.rejection_notes)."""
+        notes: list[RejectionNote] = []
+        for series_instance_uid, modality in series:
+            if modality == KEY_OBJECT_SELECTION_MODALITY:
+                metadata = await self.retrieve_series_metadata(
+                    study_instance_uid, series_instance_uid
+                )
+                notes += rejection_notes(metadata)
+        return notes
 
     async def retrieve_series(
         self,

@@ -8,6 +8,7 @@ existing resource instead of creating a second one. Values join their parts with
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -17,11 +18,14 @@ __all__ = [
     "DICOM_UID_PATTERN",
     "DICOM_UID_SYSTEM",
     "FHIR_ID_PATTERN",
+    "FindingValue",
+    "StudyRun",
     "business_identifier",
     "fhir_reference_pattern",
     "is_dicom_uid",
     "radmesh_identifier_value",
     "radmesh_system",
+    "run_parts",
     "study_run_value",
 ]
 
@@ -38,6 +42,7 @@ DICOM_UID_MAX_LENGTH = 64
 FHIR_ID_PATTERN = r"[A-Za-z0-9\-.]{1,64}"
 
 _DICOM_UID = re.compile(DICOM_UID_PATTERN)
+_GENERATION = re.compile(r"^g[1-9][0-9]*$")
 
 
 def is_dicom_uid(value: str) -> bool:
@@ -55,9 +60,74 @@ def radmesh_system(resource_type: str) -> str:
     return f"urn:radmesh:{resource_type.lower()}"
 
 
-def study_run_value(study_instance_uid: str, model_id: str, model_version: str) -> str:
-    """The value shared by everything one model wrote about one study."""
-    return f"{study_instance_uid}/{model_id}/{model_version}"
+def run_parts(
+    study_instance_uid: str, model_id: str, model_version: str, generation: int = 1
+) -> tuple[str, ...]:
+    """What names one run of a model on a study. A run whose results were retracted (the PACS
+    deleted or rejected its images, or the study's patient changed) is followed by a new
+    generation when the study comes again; generation 1 has no part of its own, so identifiers
+    written before generations existed keep their meaning."""
+    parts = (study_instance_uid, model_id, model_version)
+    return parts if generation == 1 else (*parts, f"g{generation}")
+
+
+def study_run_value(
+    study_instance_uid: str, model_id: str, model_version: str, generation: int = 1
+) -> str:
+    """The value shared by everything one run of a model wrote about one study."""
+    return "/".join(run_parts(study_instance_uid, model_id, model_version, generation))
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """A run value read back: `<study>/<model>/<version>[/g<generation>]`."""
+
+    study_instance_uid: str
+    model_id: str
+    model_version: str
+    generation: int = 1
+
+    @property
+    def value(self) -> str:
+        return study_run_value(
+            self.study_instance_uid, self.model_id, self.model_version, self.generation
+        )
+
+    @classmethod
+    def parse(cls, value: str) -> StudyRun:
+        """The run a run value (or a value that starts with one, e.g. an Observation's) names;
+        ValueError when it is none."""
+        parts = value.split("/")
+        if len(parts) < 3 or not is_dicom_uid(parts[0]) or not parts[1] or not parts[2]:
+            raise ValueError(f"{value[:200]!r} is not a radmesh run value")
+        generation = 1
+        if len(parts) > 3 and _GENERATION.match(parts[3]):
+            generation = int(parts[3][1:])
+        return cls(parts[0], parts[1], parts[2], generation)
+
+
+@dataclass(frozen=True)
+class FindingValue:
+    """A value naming one finding of a run, `<run value>/<finding key>/<index>` (an
+    Observation's, and an alert's), and what follows it in the value of a follow-up
+    (`…/withdrawal`, `…/escalation/2`)."""
+
+    run: StudyRun
+    finding_key: str
+    index: int
+    follow_up: tuple[str, ...] = ()
+
+    @property
+    def value(self) -> str:
+        return f"{self.run.value}/{self.finding_key}/{self.index}"
+
+    @classmethod
+    def parse(cls, value: str) -> FindingValue:
+        run = StudyRun.parse(value)
+        rest = value.removeprefix(run.value).split("/")[1:]
+        if len(rest) < 2 or not rest[0] or not rest[1].isdigit():
+            raise ValueError(f"{value[:200]!r} names no finding of a radmesh run")
+        return cls(run, rest[0], int(rest[1]), tuple(rest[2:]))
 
 
 def radmesh_identifier_value(resource: dict[str, Any]) -> str | None:

@@ -16,7 +16,13 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.errors import InvalidMessage
-from shared.identifiers import DICOM_UID_MAX_LENGTH, DICOM_UID_PATTERN, fhir_reference_pattern
+from shared.identifiers import (
+    DICOM_UID_MAX_LENGTH,
+    DICOM_UID_PATTERN,
+    fhir_reference_pattern,
+    study_run_value,
+)
+from shared.iocm import IocmCode, RetractionSource
 
 __all__ = [
     "EVENT_TYPES",
@@ -31,10 +37,12 @@ __all__ = [
     "ModelRef",
     "PostedFinding",
     "ResultsPosted",
+    "ResultsRetracted",
     "SeriesManifest",
     "StudyDetected",
     "StudyFetched",
     "StudyRef",
+    "StudyRetracted",
     "parse_event",
     "validation_problems",
 ]
@@ -104,10 +112,16 @@ class Event(_Model):
 
 
 class ModelRef(_Model):
-    """One AI model of the registry, at one version."""
+    """One AI model of the registry, at one version, and which run of it on the study this is
+    (`shared.identifiers.run_parts`: a retracted run is followed by the next generation)."""
 
     id: str
     version: str
+    generation: int = Field(default=1, ge=1, le=1000)
+
+    def run_value(self, study_instance_uid: str) -> str:
+        """The run value of this model's run on the study (`study_run_value`)."""
+        return study_run_value(study_instance_uid, self.id, self.version, self.generation)
 
 
 class StudyRef(_Model):
@@ -270,6 +284,38 @@ class FindingRejected(Event):
     provenance: ProvenanceReference | None = None
 
 
+class StudyRetracted(Event):
+    """subscriber → verification: images of a study were deleted or rejected in the PACS, or
+    its patient changed; the AI results made from them are to be retracted (shared.iocm)."""
+
+    event_type: ClassVar[str] = "study.retracted"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    # The series whose images changed; empty: the whole study.
+    series_instance_uids: tuple[DicomUid, ...] = Field(default=(), max_length=1000)
+    source: RetractionSource
+    reason_code: IocmCode
+    reason: str = Field(max_length=1000)  # the words, for people; no patient data
+
+
+class ResultsRetracted(Event):
+    """verification → notifier, mapper: one run's results were retracted (entered in error,
+    its verification Task and claim cancelled); its alerts are to be withdrawn and its SR
+    rejected in the PACS."""
+
+    event_type: ClassVar[str] = "results.retracted"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    diagnostic_report: DiagnosticReportReference
+    task: TaskReference | None = None  # the verification Task
+    provenance: ProvenanceReference | None = None
+    source: RetractionSource
+    reason_code: IocmCode
+    reason: str = Field(max_length=1000)
+    # Whether the run's SR can still be in the PACS (not when the whole study was deleted).
+    sr_in_pacs: bool = True
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     event_class.event_type: event_class
     for event_class in (
@@ -281,6 +327,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AlertEscalationDue,
         FindingVerified,
         FindingRejected,
+        StudyRetracted,
+        ResultsRetracted,
     )
 }
 

@@ -7,7 +7,9 @@
 - `radmesh_alerts_raised_total{finding, model}` and `radmesh_alert_escalations_total{finding,
   model, step}`: critical alerts and their escalation steps (notifier);
 - `radmesh_alert_time_to_acknowledge_seconds{finding, model}`: from the alert to its
-  acknowledgement (verification), the figure a critical-results policy is judged by.
+  acknowledgement (verification), the figure a critical-results policy is judged by;
+- `radmesh_results_retracted_total{source}`: runs retracted because their images were deleted
+  or rejected in the PACS or their study changed patient (verification).
 
 Labels never carry patient or study identifiers.
 """
@@ -16,12 +18,15 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from shared.identifiers import FindingValue
+
 __all__ = [
     "ALERTS_RAISED",
     "ALERT_ESCALATIONS",
     "MESSAGES",
     "MESSAGE_SECONDS",
     "METRICS_CONTENT_TYPE",
+    "RESULTS_RETRACTED",
     "TIME_TO_ACKNOWLEDGE",
     "alert_labels",
     "exposition",
@@ -52,16 +57,25 @@ TIME_TO_ACKNOWLEDGE = Histogram(
     ["finding", "model"],
     buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400),
 )
+RESULTS_RETRACTED = Counter(
+    "radmesh_results_retracted",
+    "AI runs retracted because their images changed in the PACS or their study changed patient",
+    ["source"],
+)
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 def alert_labels(key: str) -> dict[str, str]:
     """finding and model of an alert, from its key `<study>/<model>/<version>/<finding>/<index>`
     (the study UID is dropped: it identifies a patient's study)."""
-    parts = key.split("/")
-    if len(parts) < 5:
+    try:
+        finding = FindingValue.parse(key)
+    except ValueError:
         return {"finding": "unknown", "model": "unknown"}
-    return {"finding": parts[3], "model": f"{parts[1]}/{parts[2]}"}
+    return {
+        "finding": finding.finding_key,
+        "model": f"{finding.run.model_id}/{finding.run.model_version}",
+    }
 
 
 def exposition() -> bytes:

@@ -42,6 +42,7 @@ CONFIG="$(python3 "$HERE/gen_config.py" "$DIR")"
 TCP_NODELAY=1 \
 RADMESH_PACS_HOOK_URL="$RADMESH_PACS_HOOK_URL" \
 RADMESH_PACS_HOOK_SECRET="$RADMESH_PACS_HOOK_SECRET" \
+RADMESH_PACS_HOOK_DB="$DIR/hook.sqlite" \
   nohup Orthanc "$CONFIG" >>"$LOGFILE" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 

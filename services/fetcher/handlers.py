@@ -18,6 +18,29 @@ from shared.storage import BlobStore
 log = structlog.get_logger(__name__)
 
 
+async def _without_rejected(
+    dicomweb: DicomWebClient, study_uid: str, series: list[SeriesInfo]
+) -> tuple[list[SeriesInfo], int]:
+    """The series no IOCM rejection note in the PACS rejects (a series with any rejected
+    instance is left out whole: a model never reads images the site took back), and how many
+    were left out."""
+    rejected = {
+        uid
+        for note in await dicomweb.rejection_notes(
+            study_uid, [(info.series_instance_uid, info.modality) for info in series]
+        )
+        for uid in note.series_instance_uids
+    }
+    kept = [info for info in series if info.series_instance_uid not in rejected]
+    if len(kept) < len(series):
+        log.warning(
+            "series_left_out",
+            reason="rejected by an IOCM rejection note in the PACS",
+            series=len(series) - len(kept),
+        )
+    return kept, len(series) - len(kept)
+
+
 class FetchStudy:
     """Handler of study.detected: one study.fetched per model, each series fetched once."""
 
@@ -39,6 +62,7 @@ class FetchStudy:
         series = await dicomweb.search_series(study_uid)
         if not series:
             raise PermanentError(f"the PACS has no series for study {study_uid}")
+        series, rejected = await _without_rejected(dicomweb, study_uid, series)
         fetched: dict[str, list[RetrievedInstance]] = {}
         caused: list[Event] = []
         for model_ref in event.models:
@@ -48,8 +72,10 @@ class FetchStudy:
                 raise PermanentError(str(error)) from error
             chosen = await select_series(dicomweb, study_uid, series, model.selector)
             if chosen is None:
+                left_out = f" ({rejected} series rejected in the PACS left out)" if rejected else ""
                 raise PermanentError(
-                    f"no series of study {study_uid} matches the selector of {model.id} {model.version}"
+                    f"no series of study {study_uid} matches the selector of {model.id} "
+                    f"{model.version}{left_out}"
                 )
             if chosen.series_instance_uid not in fetched:
                 fetched[chosen.series_instance_uid] = await self._fetch(dicomweb, event, chosen)

@@ -7,7 +7,7 @@ from services.mapper.settings import MapperSettings
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
-from shared.messages import FindingRejected, FindingVerified, InferenceCompleted
+from shared.messages import FindingRejected, FindingVerified, InferenceCompleted, ResultsRetracted
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -25,6 +25,7 @@ def build_app(settings: RadmeshSettings, own: MapperSettings) -> ServiceApp:
         supersede = SupersedeReports(registry, fhir, dicomweb, own.verifying_organization)
         bus.consume(FindingVerified, supersede.on_verified)
         bus.consume(FindingRejected, supersede.on_rejected)
+        bus.consume(ResultsRetracted, supersede.on_retracted)
 
     close = [fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
     return bus_service(SERVICE, bus, close=close)

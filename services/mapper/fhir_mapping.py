@@ -32,13 +32,14 @@ from services.mapper.observations import (
     codeable_concept,
     finding_summary,
     imaging_study_reference,
+    observation_identifier,
     presence_urls,
 )
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_CONCLUSION
 from shared.claims import analysis_claim_search, analysis_claim_task
 from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
-from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
+from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import ModelEntry
 
@@ -174,16 +175,11 @@ def build_run(event: InferenceCompleted, model: ModelEntry, recorded: datetime) 
             f"inference.completed for {model.id} {model.version} carries no findings"
         )
     study_uid = event.study.study_instance_uid
-    run = study_run_value(study_uid, model.id, model.version)
+    run = event.model.run_value(study_uid)
     device = _device(model)
     device_identifier = device["identifier"][0]
     device_url = _full_url(device_identifier)
-    observation_identifiers = [
-        business_identifier(
-            "Observation", study_uid, model.id, model.version, f.finding_key, f.index
-        )
-        for f in event.findings
-    ]
+    observation_identifiers = [observation_identifier(event, f) for f in event.findings]
     observation_urls = [_full_url(identifier) for identifier in observation_identifiers]
     parents = presence_urls(model, event.findings, observation_urls)
     observations = [

@@ -41,10 +41,17 @@ from services.mapper.verified_report import (
     verified_sr_uid,
     verified_structured_report,
 )
+from shared.claims import RETRACTED_CLAIM_STATUS
 from shared.dicomweb import DicomWebClient
 from shared.errors import InvalidMessage, PermanentError, RemoteRejected
 from shared.fhir import FhirClient, reference_of
-from shared.identifiers import radmesh_identifier_value
+from shared.identifiers import (
+    ANALYSIS_CLAIM_SYSTEM,
+    FindingValue,
+    StudyRun,
+    radmesh_identifier_value,
+)
+from shared.iocm import IOCM_TITLES, QUALITY
 from shared.messages import (
     Event,
     FindingRejected,
@@ -52,6 +59,7 @@ from shared.messages import (
     InferenceCompleted,
     PostedFinding,
     ResultsPosted,
+    ResultsRetracted,
 )
 from shared.registry import ModelEntry, Registry
 
@@ -83,7 +91,9 @@ def references_by_full_url(mapped: MappedRun, response: dict[str, Any]) -> dict[
 
 
 class MapResults:
-    """Handler of inference.completed: one model run → the clinical record → results.posted."""
+    """Handler of inference.completed: one model run → the clinical record → results.posted.
+    A run retracted while it ran (its claim cancelled, services/verification/retractions.py)
+    posts nothing and says so."""
 
     def __init__(
         self, registry: Registry, fhir: FhirClient, dicomweb: DicomWebClient | None
@@ -91,6 +101,16 @@ class MapResults:
         self.registry = registry
         self.fhir = fhir
         self.dicomweb = dicomweb  # None: no SR is written
+
+    async def _retracted(self, event: InferenceCompleted) -> bool:
+        value = event.model.run_value(event.study.study_instance_uid)
+        found = await self.fhir.execute(
+            "Task", "get", params={"identifier": f"{ANALYSIS_CLAIM_SYSTEM}|{value}"}
+        )
+        return any(
+            (entry.get("resource") or {}).get("status") == RETRACTED_CLAIM_STATUS
+            for entry in found.get("entry", [])
+        )
 
     async def __call__(self, event: InferenceCompleted) -> Sequence[Event]:
         try:
@@ -110,6 +130,16 @@ class MapResults:
                 f"study {event.study.study_instance_uid} has no Patient reference; AI results "
                 "are not posted without a subject; message dead-lettered"
             )
+        if await self._retracted(event):
+            log.warning(
+                "retracted_results_not_posted",
+                model=model.id,
+                version=model.version,
+                reason="the run's claim was cancelled while it ran: its images were deleted or "
+                "rejected in the PACS, or the study moved to another patient",
+                findings=_finding_labels(event),
+            )
+            return []
         mapped = build_run(event, model, recorded=datetime.now(UTC))
         validate_bundle(mapped.bundle)
         response = await self.fhir.transaction(mapped.bundle)
@@ -213,21 +243,22 @@ class SupersedeReports:
 
     async def _run(
         self, diagnostic_report: str
-    ) -> tuple[dict[str, Any], str, ModelEntry, Dataset] | None:
-        """(the report, its study UID, its model, the AI's SR), or None (logged) without one."""
+    ) -> tuple[dict[str, Any], StudyRun, ModelEntry, Dataset] | None:
+        """(the report, its run, its model, the AI's SR), or None (logged) without one."""
         report = await self.fhir.read_resource(diagnostic_report)
-        run = radmesh_identifier_value(report)
-        if run is None or run.count("/") < 2:
-            raise InvalidMessage(f"{diagnostic_report} has no radmesh run identifier")
-        study_uid, model_id, version = run.rsplit("/", 2)
         try:
-            model = self.registry.get(model_id, version)
+            run = StudyRun.parse(radmesh_identifier_value(report) or "")
+        except ValueError as error:
+            raise InvalidMessage(f"{diagnostic_report} has no radmesh run identifier") from error
+        try:
+            model = self.registry.get(run.model_id, run.model_version)
         except KeyError:
             log.error(
-                "superseding_report_not_stored", reason=f"{model_id} {version} not in registry"
+                "superseding_report_not_stored",
+                reason=f"{run.model_id} {run.model_version} not in registry",
             )
             return None
-        preliminary = await self._preliminary(study_uid, model)
+        preliminary = await self._preliminary(run, model)
         if preliminary is None:
             log.warning(
                 "superseding_report_not_stored",
@@ -235,7 +266,15 @@ class SupersedeReports:
                 model=model.id,
             )
             return None
-        return report, study_uid, model, preliminary
+        return report, run, model, preliminary
+
+    async def _in_pacs(self, dataset: Dataset) -> bool:
+        found = await self._metadata(
+            str(dataset.StudyInstanceUID),
+            str(dataset.SeriesInstanceUID),
+            str(dataset.SOPInstanceUID),
+        )
+        return found is not None
 
     async def _store(self, dataset: Dataset) -> None:
         buffer = io.BytesIO()
@@ -246,12 +285,12 @@ class SupersedeReports:
         found = await self._run(event.diagnostic_report)
         if found is None:
             return []
-        report, study_uid, model, preliminary = found
-        amendments = await self._amendments(report, study_uid, model)
+        report, run, model, preliminary = found
+        amendments = await self._amendments(report, run, model)
         verifier = await self.fhir.read_resource(event.verifier)
         verified, applied = verified_structured_report(
             preliminary,
-            sop_instance_uid=verified_sr_uid(study_uid, model),
+            sop_instance_uid=verified_sr_uid(run.study_instance_uid, model, run.generation),
             verifier_name=_person_name(verifier),
             organization=self.organization,
             verified_at=event.created_at,
@@ -278,54 +317,115 @@ class SupersedeReports:
         found = await self._run(event.diagnostic_report)
         if found is None:
             return []
-        _, _, model, preliminary = found
         verifier = await self.fhir.read_resource(event.verifier)
+        await self._reject_sr(
+            found,
+            reason=event.reason or event.reason_code or "rejected",
+            verifier_name=_person_name(verifier),
+            title=QUALITY,
+        )
+        return []
+
+    async def on_retracted(self, event: ResultsRetracted) -> Sequence[Event]:
+        """The run's results were retracted (its images changed in the PACS, or its study
+        changed patient): its SR is rejected in the PACS by a note of the same IOCM reason,
+        observed by radmesh. A whole study deleted from the PACS took the SR with it: nothing
+        is stored (a note would bring the study back as a lone rejection note)."""
+        if not event.sr_in_pacs:
+            log.info("rejection_note_not_stored", reason="the study was deleted from the PACS")
+            return []
+        found = await self._run(event.diagnostic_report)
+        if found is None:
+            return []
+        await self._reject_sr(
+            found,
+            reason=f"{IOCM_TITLES[event.reason_code]}: {event.reason}",
+            verifier_name=None,
+            title=event.reason_code,
+            source=event.source,
+        )
+        return []
+
+    async def _reject_sr(
+        self,
+        found: tuple[dict[str, Any], StudyRun, ModelEntry, Dataset],
+        *,
+        reason: str,
+        verifier_name: str | None,
+        title: str,
+        source: str = "verdict",
+    ) -> None:
+        """Store the IOCM rejection note of the run's SR, once: a retraction is announced again
+        whenever the site's rejection note is read (every stable-study event), and storing the
+        note again would make the study change again."""
+        _, run, model, preliminary = found
         note = rejection_note(
             preliminary,
             model,
-            reason=event.reason or event.reason_code or "rejected",
-            verifier_name=_person_name(verifier),
+            reason=reason,
+            verifier_name=verifier_name,
+            generation=run.generation,
+            title=title,
         )
+        if await self._in_pacs(note):
+            log.info("rejection_note_already_stored", sop_instance_uid=str(note.SOPInstanceUID))
+            return
         await self._store(note)
         log.info(
             "rejection_note_stored",
             model=model.id,
             sop_instance_uid=str(note.SOPInstanceUID),
             rejected=str(preliminary.SOPInstanceUID),
+            source=source,
         )
-        return []
 
-    async def _preliminary(self, study_uid: str, model: ModelEntry) -> Dataset | None:
-        series_uid, sop_uid = sr_uids(study_uid, model)
+    async def _preliminary(self, run: StudyRun, model: ModelEntry) -> Dataset | None:
+        series_uid, sop_uid = sr_uids(run.study_instance_uid, model, run.generation)
+        metadata = await self._metadata(run.study_instance_uid, series_uid, sop_uid)
+        return dataset_from_metadata(metadata) if metadata is not None else None
+
+    async def _metadata(
+        self, study_uid: str, series_uid: str, sop_uid: str
+    ) -> dict[str, Any] | None:
+        """One instance's WADO-RS metadata, or None when the PACS does not have it."""
         try:
             metadata = await self.dicomweb.retrieve_series_metadata(study_uid, series_uid)
         except RemoteRejected as error:
             if error.status == 404:
                 return None
             raise
-        for item in metadata:
-            if (item.get("00080018") or {}).get("Value", [None])[0] == sop_uid:
-                return dataset_from_metadata(item)
-        return None
+        return next(
+            (
+                item
+                for item in metadata
+                if (item.get("00080018") or {}).get("Value", [None])[0] == sop_uid
+            ),
+            None,
+        )
 
     async def _amendments(
-        self, report: dict[str, Any], study_uid: str, model: ModelEntry
+        self, report: dict[str, Any], run: StudyRun, model: ModelEntry
     ) -> list[Amendment]:
         """The measurements the radiologist corrected: amended Observations of the report."""
         found: list[Amendment] = []
         for reference in report.get("result", []):
             observation = await self.fhir.read_resource(str(reference.get("reference")))
             quantity = observation.get("valueQuantity") or {}
-            value = radmesh_identifier_value(observation) or ""
             measured = quantity.get("value")
-            if observation.get("status") != "amended" or value.count("/") < 4 or measured is None:
+            if observation.get("status") != "amended" or measured is None:
                 continue
-            finding_key, index = value.rsplit("/", 2)[1:]
+            try:
+                finding = FindingValue.parse(radmesh_identifier_value(observation) or "")
+            except ValueError:
+                continue
+            finding_key, index = finding.finding_key, finding.index
             mapping = model.finding(finding_key)
             group = mapping.depends_on or finding_key
             found.append(
                 Amendment(
-                    tracking_uid=tracking_uid(study_uid, model, group, int(index)),
+                    tracking_uid=tracking_uid(
+                        run.study_instance_uid, model, group, int(index), run.generation
+                    ),
                     code_value=mapping.codes[0].code,
                     value=float(measured),
                 )

@@ -34,6 +34,7 @@ __all__ = [
     "codeable_concept",
     "finding_summary",
     "imaging_study_reference",
+    "observation_identifier",
     "presence_urls",
 ]
 
@@ -99,6 +100,13 @@ def _image_extension(finding: Finding) -> list[dict[str, Any]]:
     return [{"url": DICOM_IMAGE_EXTENSION, "extension": parts}]
 
 
+def observation_identifier(event: InferenceCompleted, finding: Finding) -> dict[str, str]:
+    """The business identifier of a finding's Observation: `<run value>/<key>/<index>`; the
+    finding's alert shares its value (services/notifier/alerts.py)."""
+    run = event.model.run_value(event.study.study_instance_uid)
+    return business_identifier("Observation", run, finding.finding_key, finding.index)
+
+
 def build_observation(
     event: InferenceCompleted,
     model: ModelEntry,
@@ -109,14 +117,7 @@ def build_observation(
     """The Observation of one finding, made by the Device at `device_url`; a quantity also
     derives from the presence Observation at `presence_url`."""
     mapping = model.finding(finding.finding_key)
-    identifier = business_identifier(
-        "Observation",
-        event.study.study_instance_uid,
-        model.id,
-        model.version,
-        finding.finding_key,
-        finding.index,
-    )
+    identifier = observation_identifier(event, finding)
     if mapping.value_type == "quantity" and finding.value is None:
         raise InvalidMessage(
             f"finding {finding.finding_key}[{finding.index}] is a quantity without a value"

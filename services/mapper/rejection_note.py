@@ -14,22 +14,31 @@ import highdicom as hd
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
+from shared.identifiers import run_parts
+from shared.iocm import IOCM_TITLES, QUALITY
 from shared.registry import ModelEntry
 
 __all__ = [
     "REJECTED_FOR_QUALITY_REASONS",
     "REJECTION_SERIES_NUMBER",
+    "REJECTION_TITLES",
     "rejection_note",
     "rejection_note_uids",
 ]
 
-REJECTED_FOR_QUALITY_REASONS = hd.sr.CodedConcept("113001", "DCM", "Rejected for Quality Reasons")
+# IOCM's document titles (DICOM CID 7011), from shared.iocm.
+REJECTION_TITLES = {
+    code: hd.sr.CodedConcept(code, "DCM", words) for code, words in IOCM_TITLES.items()
+}
+REJECTED_FOR_QUALITY_REASONS = REJECTION_TITLES[QUALITY]
 REJECTION_SERIES_NUMBER = 9002
 
 
-def rejection_note_uids(study_instance_uid: str, model: ModelEntry) -> tuple[str, str]:
+def rejection_note_uids(
+    study_instance_uid: str, model: ModelEntry, generation: int = 1
+) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the rejection note of one run."""
-    parts = ["radmesh-iocm", study_instance_uid, model.id, model.version]
+    parts = ["radmesh-iocm", *run_parts(study_instance_uid, model.id, model.version, generation)]
     return (
         generate_uid(entropy_srcs=[*parts, "series"]),
         generate_uid(entropy_srcs=[*parts, "instance"]),
@@ -41,20 +50,37 @@ def rejection_note(
     model: ModelEntry,
     *,
     reason: str,
-    verifier_name: str,
+    verifier_name: str | None,
+    generation: int = 1,
+    title: str = QUALITY,
 ) -> Dataset:
-    """The Key Object Selection rejecting `rejected` (the AI's SR), in its study."""
-    series_uid, sop_uid = rejection_note_uids(str(rejected.StudyInstanceUID), model)
-    content = hd.ko.KeyObjectSelection(
-        document_title=REJECTED_FOR_QUALITY_REASONS,
-        referenced_objects=[rejected],
-        observer_person_context=hd.sr.ObserverContext(
+    """The Key Object Selection rejecting `rejected` (the AI's SR), in its study: by the
+    radiologist `verifier_name`, or (None) by radmesh itself because the images the AI read were
+    retracted, under the IOCM `title` code that says why."""
+    series_uid, sop_uid = rejection_note_uids(str(rejected.StudyInstanceUID), model, generation)
+    if verifier_name is None:
+        observer = hd.sr.ObserverContext(
+            observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=generate_uid(entropy_srcs=["radmesh-device", model.id, model.version]),
+                name="radmesh",
+            ),
+        )
+        description = f"AI result retracted: {reason}"
+    else:
+        observer = hd.sr.ObserverContext(
             observer_type=hd.sr.CodedConcept("121006", "DCM", "Person"),
             observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
                 name=verifier_name
             ),
-        ),
-        description=f"AI result rejected by the radiologist: {reason}"[:1024],
+        )
+        description = f"AI result rejected by the radiologist: {reason}"
+    content = hd.ko.KeyObjectSelection(
+        document_title=REJECTION_TITLES[title],
+        referenced_objects=[rejected],
+        observer_person_context=observer if verifier_name is not None else None,
+        observer_device_context=observer if verifier_name is None else None,
+        description=description[:1024],
     )
     note = hd.ko.KeyObjectSelectionDocument(
         evidence=[rejected],

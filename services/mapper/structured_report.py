@@ -23,6 +23,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from shared.errors import PermanentError
+from shared.identifiers import run_parts
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import Coding, ModelEntry
 
@@ -44,28 +45,25 @@ def _lo(text: str) -> str:
     return text[:64]
 
 
-def sr_uids(study_instance_uid: str, model: ModelEntry) -> tuple[str, str]:
-    """(SeriesInstanceUID, SOPInstanceUID) of the SR of one model run: the same on every run."""
-    parts = ["radmesh-sr", study_instance_uid, model.id, model.version]
+def sr_uids(
+    study_instance_uid: str, model: ModelEntry, generation: int = 1
+) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of the SR of one model run: the same on every
+    delivery of the run, new for the run's next generation (`shared.identifiers.run_parts`)."""
+    parts = ["radmesh-sr", *run_parts(study_instance_uid, model.id, model.version, generation)]
     return (
         generate_uid(entropy_srcs=[*parts, "series"]),
         generate_uid(entropy_srcs=[*parts, "instance"]),
     )
 
 
-def tracking_uid(study_instance_uid: str, model: ModelEntry, finding_key: str, index: int) -> str:
+def tracking_uid(
+    study_instance_uid: str, model: ModelEntry, finding_key: str, index: int, generation: int = 1
+) -> str:
     """The Tracking Unique Identifier of one finding's measurement group: the same on every
-    run, so a later SR (the verified one) can find the group again."""
-    return generate_uid(
-        entropy_srcs=[
-            "radmesh-sr-tracking",
-            study_instance_uid,
-            model.id,
-            model.version,
-            finding_key,
-            str(index),
-        ]
-    )
+    delivery of the run, so a later SR (the verified one) can find the group again."""
+    run = run_parts(study_instance_uid, model.id, model.version, generation)
+    return generate_uid(entropy_srcs=["radmesh-sr-tracking", *run, finding_key, str(index)])
 
 
 def dataset_from_metadata(metadata: dict[str, Any]) -> Dataset:
@@ -121,7 +119,11 @@ def _group(
         )
     label = f"{finding.finding_key} {finding.index + 1}"
     tracking = tracking_uid(
-        event.study.study_instance_uid, model, finding.finding_key, finding.index
+        event.study.study_instance_uid,
+        model,
+        finding.finding_key,
+        finding.index,
+        event.model.generation,
     )
     source_images = [
         hd.sr.SourceImageForMeasurementGroup(source_sop_class_uid, sop_instance_uid)
@@ -158,7 +160,7 @@ def build_structured_report(
     algorithm = hd.sr.AlgorithmIdentification(
         name=_lo(model.id), version=_lo(model.version), manufacturer=_lo(model.manufacturer)
     )
-    series_uid, sop_uid = sr_uids(event.study.study_instance_uid, model)
+    series_uid, sop_uid = sr_uids(event.study.study_instance_uid, model, event.model.generation)
     device_observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

@@ -22,6 +22,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from shared.identifiers import run_parts
 from shared.registry import ModelEntry
 
 __all__ = ["Amendment", "verified_sr_uid", "verified_structured_report"]
@@ -39,11 +40,10 @@ class Amendment:
     value: float
 
 
-def verified_sr_uid(study_instance_uid: str, model: ModelEntry) -> str:
+def verified_sr_uid(study_instance_uid: str, model: ModelEntry, generation: int = 1) -> str:
     """The SOP Instance UID of the verified SR of one run: the same on every delivery."""
-    return generate_uid(
-        entropy_srcs=["radmesh-sr", study_instance_uid, model.id, model.version, "verified"]
-    )
+    run = run_parts(study_instance_uid, model.id, model.version, generation)
+    return generate_uid(entropy_srcs=["radmesh-sr", *run, "verified"])
 
 
 def _dicom_datetime(moment: datetime) -> tuple[str, str]:

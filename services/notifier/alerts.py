@@ -24,7 +24,7 @@ from typing import Any
 from shared.ai_transparency import AI_ASSERTED
 from shared.alerts import ALERT_CATEGORY, FLAG_CATEGORY
 from shared.fhir import conditional_create_entry
-from shared.identifiers import business_identifier, study_run_value
+from shared.identifiers import business_identifier
 from shared.messages import PostedFinding, ResultsPosted
 from shared.registry import SNOMED_CT, Coding, FindingMapping, ModelEntry, Registry
 
@@ -143,7 +143,7 @@ def alert_entries(
 ) -> AlertEntries:
     """The conditional-create entries of the alert about one critical finding."""
     finding = critical.finding
-    run = study_run_value(event.study.study_instance_uid, event.model.id, event.model.version)
+    run = event.model.run_value(event.study.study_instance_uid)
     parts = (run, finding.finding_key, finding.index)
     text = alert_text(critical, context.model_display, event.model.version)
     about = [{"reference": finding.observation}, {"reference": event.diagnostic_report}]

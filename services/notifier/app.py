@@ -7,7 +7,13 @@ from services.notifier.handlers import EscalateAlerts, FollowUpAlerts, RaiseAler
 from services.notifier.settings import NotifierSettings
 from shared.bus import Bus
 from shared.fhir import FhirClient
-from shared.messages import AlertEscalationDue, FindingRejected, FindingVerified, ResultsPosted
+from shared.messages import (
+    AlertEscalationDue,
+    FindingRejected,
+    FindingVerified,
+    ResultsPosted,
+    ResultsRetracted,
+)
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -28,6 +34,7 @@ def build_app(
     bus.consume(AlertEscalationDue, escalate)
     follow_up = FollowUpAlerts(fhir, settings.fhir.base_url)
     bus.consume(FindingRejected, follow_up.withdraw)
+    bus.consume(ResultsRetracted, follow_up.withdraw)
     bus.consume(FindingVerified, follow_up.confirm)
 
     return bus_service(service, bus, close=[fhir.close])

@@ -30,6 +30,7 @@ from shared.messages import (
     FindingVerified,
     ModelRef,
     ResultsPosted,
+    ResultsRetracted,
 )
 from shared.metrics import ALERT_ESCALATIONS, ALERTS_RAISED, alert_labels
 from shared.registry import EscalationStep, Registry
@@ -181,10 +182,10 @@ class FollowUpAlerts:
             if (alert := await self._alert(key)) is not None
         ]
 
-    async def withdraw(self, event: FindingRejected) -> Sequence[Event]:
+    async def withdraw(self, event: FindingRejected | ResultsRetracted) -> Sequence[Event]:
         alerts = await self._alerts_of(event.diagnostic_report)
         if not alerts:
-            log.info("no_alert_to_withdraw", reason="the rejected report raised no alert")
+            log.info("no_alert_to_withdraw", reason=f"the {event.event_type} report raised no alert")
             return []
         now = datetime.now(UTC)
         entries = [

@@ -1,11 +1,14 @@
-"""Following up the alerts of a report after the radiologist's verdict (pure, no I/O):
-withdrawing them when the report is rejected, confirming them when it is verified.
+"""Following up the alerts of a report after the radiologist's verdict or a retraction (pure,
+no I/O): withdrawing them when the report is rejected or retracted, confirming them when it is
+verified.
 
-When a radiologist rejects AI results (finding.rejected), each critical finding's alert is
-withdrawn: its CommunicationRequest and its consult ServiceRequest become `revoked`, the
+When a radiologist rejects AI results (finding.rejected), or radmesh retracts them because
+their images changed in the PACS or their study changed patient (results.retracted), each
+critical finding's alert is withdrawn: its CommunicationRequest and its consult ServiceRequest become `revoked`, the
 patient's Flag `inactive`, and a new
 Communication tells the alert's recipient that the alert was withdrawn, why, and by whom
-(`inResponseTo` the alert, identifier `<alert identifier value>/withdrawal`). The alert's
+(`inResponseTo` the alert, identifier `<alert identifier value>/withdrawal`; one withdrawal
+per alert, whichever came first). The alert's
 resources are found by the identifier value the finding's Observation shares with them
 (`<study UID>/<model>/<version>/<finding key>/<index>`, see alerts.py), so this works on any R4
 server. Every step is idempotent: a revoked resource is left alone, the withdrawal is a
@@ -21,7 +24,8 @@ from typing import Any
 from shared.ai_transparency import AI_ASSERTED, CLINICIAN_ASSERTED_FROM_AI
 from shared.alerts import closed_flag_entry, follow_up_entry
 from shared.fhir import versioned_update_entry
-from shared.messages import FindingRejected, FindingVerified
+from shared.iocm import reason_coding
+from shared.messages import FindingRejected, FindingVerified, ResultsRetracted
 
 __all__ = ["RaisedAlert", "confirmation_entry", "withdrawal_entries", "withdrawal_text"]
 
@@ -41,7 +45,14 @@ def _revoked(resource: dict[str, Any], base_url: str) -> dict[str, Any]:
     return versioned_update_entry({**resource, "status": "revoked"}, base_url)
 
 
-def withdrawal_text(event: FindingRejected, alert: RaisedAlert) -> str:
+_RETRACTED_BECAUSE = {
+    "pacs-deleted": "the images it was made from were deleted from the PACS",
+    "pacs-rejection-note": "the images it was made from were rejected in the PACS",
+    "patient-changed": "the imaging study it was made from was filed under another patient",
+}
+
+
+def withdrawal_text(event: FindingRejected | ResultsRetracted, alert: RaisedAlert) -> str:
     """What the recipient reads: withdrawn, why, by whom, and what the alert said. No patient
     identifiers."""
     said = ""
@@ -51,6 +62,13 @@ def withdrawal_text(event: FindingRejected, alert: RaisedAlert) -> str:
             said = f' The withdrawn alert read: "{payload[0]["contentString"]}"'
             break
     consult = " The stat consult it requested is revoked." if alert.consult else ""
+    if isinstance(event, ResultsRetracted):
+        return (
+            f"WITHDRAWN: this AI critical-finding alert is retracted because "
+            f"{_RETRACTED_BECAUSE[event.source]} "
+            f"({reason_coding(event.reason_code)['display']}: {event.reason}). "
+            f"Do not act on it.{consult}{said}"
+        )
     return (
         "WITHDRAWN: a radiologist reviewed this AI critical-finding alert and rejected it "
         f"({event.reason}). Do not act on it.{consult}{said}"
@@ -58,7 +76,7 @@ def withdrawal_text(event: FindingRejected, alert: RaisedAlert) -> str:
 
 
 def withdrawal_entries(
-    event: FindingRejected, alert: RaisedAlert, now: datetime, base_url: str
+    event: FindingRejected | ResultsRetracted, alert: RaisedAlert, now: datetime, base_url: str
 ) -> list[dict[str, Any]]:
     """The transaction entries withdrawing one alert: revoke what is still open, and tell the
     recipient (conditional create, so a repeated finding.rejected writes it once)."""
@@ -77,12 +95,12 @@ def withdrawal_entries(
             "withdrawal",
             alert=alert.communication or alert.communication_request or {},
             communication_id=alert.communication["id"] if alert.communication else None,
-            sender={"reference": event.verifier},
+            sender={"reference": event.verifier} if isinstance(event, FindingRejected) else None,
             text=withdrawal_text(event, alert),
             label=AI_ASSERTED,
             now=now,
             about=[
-                {"reference": event.task},
+                *([{"reference": event.task}] if event.task else []),
                 *([{"reference": event.provenance}] if event.provenance else []),
             ],
         )

@@ -38,5 +38,6 @@ def build_app(settings: RadmeshSettings, own: SubscriberSettings) -> ServiceApp:
             web.put("/fhir/ImagingStudy/{id}", announcer.rest_hook_with_payload),
             web.post("/fhir", announcer.rest_hook_without_payload),
             web.post("/pacs/stable-study", announcer.pacs_stable_study),
+            web.post("/pacs/deleted", announcer.pacs_deleted),
         ],
     )

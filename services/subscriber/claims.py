@@ -22,9 +22,12 @@ async def claim_run(
     study_instance_uid: str,
     model: ModelEntry,
     correlation_id: str,
+    *,
+    generation: int = 1,
 ) -> tuple[bool, str]:
-    """Claim `model`'s run on the study; returns (whether this call won, the claim Task)."""
-    value = study_run_value(study_instance_uid, model.id, model.version)
+    """Claim `model`'s run (of that generation) on the study; returns (whether this call won,
+    the claim Task)."""
+    value = study_run_value(study_instance_uid, model.id, model.version, generation)
     task = analysis_claim_task(
         value=value,
         imaging_study=f"ImagingStudy/{imaging_study['id']}",

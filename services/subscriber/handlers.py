@@ -33,8 +33,15 @@ from services.subscriber.imaging_study import (
 )
 from services.subscriber.notifications import Notification, parse_posted_body
 from services.subscriber.pacs_study import find_or_register_imaging_study
+from services.subscriber.retractions import (
+    deletion_retraction,
+    parse_deleted_event,
+    patient_change_retraction,
+    rejection_note_retractions,
+)
 from services.subscriber.settings import SubscriberSettings
 from shared.bus import Bus
+from shared.claims import MAX_RUN_GENERATIONS, RETRACTED_CLAIM_STATUS
 from shared.dicomweb import DicomWebClient
 from shared.errors import (
     InvalidMessage,
@@ -44,8 +51,9 @@ from shared.errors import (
     TransientError,
 )
 from shared.fhir import FhirClient
-from shared.identifiers import business_identifier, study_run_value
-from shared.messages import ModelRef, StudyDetected
+from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
+from shared.iocm import RejectionNote
+from shared.messages import ModelRef, StudyDetected, StudyRef, StudyRetracted
 from shared.operation_outcome import media_type_refusal, outcome_response
 from shared.registry import ModelEntry, Registry, SeriesSummary
 
@@ -53,6 +61,20 @@ log = structlog.get_logger(__name__)
 # Pauses between attempts to release a claim (a DELETE HAPI may refuse while it writes).
 _RELEASE_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
 Source = Literal["fhir-rest-hook", "pacs-stable-study", "reconcile", "manual"]
+
+
+def _key(model: ModelEntry) -> tuple[str, str]:
+    return model.id, model.version
+
+
+def _skip_reason(
+    candidates: list[ModelEntry], in_flight: list[ModelEntry], rejected: frozenset[str]
+) -> str:
+    if candidates:
+        return "run in flight" if in_flight else "every model already ran"
+    if rejected:
+        return f"no model applies ({len(rejected)} series rejected in the PACS left out)"
+    return "no model applies"
 
 
 class StudyAnnouncer:
@@ -74,7 +96,9 @@ class StudyAnnouncer:
         self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
         self._replays = ReplayGuard(settings.pacs_hook_max_age_seconds)
         self._event_counters: dict[str, int] = {}  # Subscription → eventsSinceSubscriptionStart
-        self._announced: dict[tuple[str, str, str], float] = {}  # (study, model, version) → when
+        # (study, model, version, patient) → when announced: a run in flight; a hook naming
+        # another patient for the study is a correction, not a duplicate.
+        self._announced: dict[tuple[str, str, str, str | None], float] = {}
         self._reconciliation: asyncio.Task[int] | None = None
 
     # -- HTTP handlers --------------------------------------------------------------------
@@ -116,16 +140,22 @@ class StudyAnnouncer:
 
         return await self._answer(request, announce_all, body)
 
-    async def pacs_stable_study(self, request: web.Request) -> web.Response:
-        """The PACS's signed stable-study webhook."""
-        body = await request.read()
-        if not signature_matches(
+    def _signed(self, request: web.Request, body: bytes) -> web.Response | None:
+        """None when the PACS signed the body, else the 401."""
+        if signature_matches(
             body,
             request.headers.get(SIGNATURE_HEADER),
             self.settings.pacs_hook_secret.get_secret_value(),
         ):
-            log.warning("hook_refused", status=401, path=request.path, reason="wrong signature")
-            return outcome_response(401, "login", f"missing or wrong {SIGNATURE_HEADER}")
+            return None
+        log.warning("hook_refused", status=401, path=request.path, reason="wrong signature")
+        return outcome_response(401, "login", f"missing or wrong {SIGNATURE_HEADER}")
+
+    async def pacs_stable_study(self, request: web.Request) -> web.Response:
+        """The PACS's signed stable-study webhook."""
+        body = await request.read()
+        if (refusal := self._signed(request, body)) is not None:
+            return refusal
 
         async def announce_event() -> int:
             event = parse_stable_study_event(body)
@@ -136,8 +166,44 @@ class StudyAnnouncer:
 
         return await self._answer(request, announce_event, body)
 
+    async def pacs_deleted(self, request: web.Request) -> web.Response:
+        """The PACS's signed "deleted" webhook: the AI results read from what went are
+        retracted (study.retracted)."""
+        body = await request.read()
+        if (refusal := self._signed(request, body)) is not None:
+            return refusal
+
+        async def retract() -> int:
+            event = parse_deleted_event(body)
+            self._replays.check(event.event_id, event.emitted_at)
+            structlog.contextvars.bind_contextvars(study_instance_uid=event.study_instance_uid)
+            await self._publish_retraction(deletion_retraction(event))
+            self._replays.remember(event.event_id)
+            return 1
+
+        return await self._answer(request, retract, body, published="study.retracted")
+
+    async def _publish_retraction(self, retraction: StudyRetracted) -> None:
+        await self.bus.publish(retraction)
+        # The study's runs are over: a study sent again must not be taken for one in flight.
+        uid = retraction.study.study_instance_uid
+        for key in [key for key in self._announced if key[0] == uid]:
+            del self._announced[key]
+        log.warning(
+            "study_retracted",
+            source=retraction.source,
+            reason_code=retraction.reason_code,
+            series=len(retraction.series_instance_uids) or "all",
+            correlation_id=str(retraction.correlation_id),
+        )
+
     async def _answer(
-        self, request: web.Request, action: Callable[[], Awaitable[int]], body: bytes = b""
+        self,
+        request: web.Request,
+        action: Callable[[], Awaitable[int]],
+        body: bytes = b"",
+        *,
+        published: str = "study.detected",
     ) -> web.Response:
         """Run the action on an authenticated request: a body not labelled as JSON is 415 and
         one that does not parse or validate 400 (nothing published); the FHIR server or PACS
@@ -152,7 +218,7 @@ class StudyAnnouncer:
             )
             return refusal
         try:
-            published = await action()
+            count = await action()
         except HookRefused as error:
             log.warning("hook_refused", status=error.status, path=request.path, reason=str(error))
             return outcome_response(error.status, error.code, str(error))
@@ -168,7 +234,7 @@ class StudyAnnouncer:
             # request of radmesh's): 500, logged as an error for an operator.
             log.error("hook_failed", path=request.path, error=str(error))
             return outcome_response(500, "processing", f"not processed: {error}")
-        return outcome_response(200, "informational", f"{published} study.detected published")
+        return outcome_response(200, "informational", f"{count} {published} published")
 
     # -- domain -----------------------------------------------------------------------------
 
@@ -239,8 +305,15 @@ class StudyAnnouncer:
         log.info("reconciled", hours=self.settings.reconcile_hours, published=published)
         return published
 
-    async def announce(self, imaging_study: dict[str, Any], source: Source) -> int:
-        """Publish study.detected for the models that apply and have not run; returns 0 or 1."""
+    async def announce(
+        self,
+        imaging_study: dict[str, Any],
+        source: Source,
+        notes: list[RejectionNote] | None = None,
+    ) -> int:
+        """Publish study.detected for the models that apply and have not run; returns 0 or 1.
+        Series that a rejection note in the PACS rejects (`notes`, read from the PACS when not
+        given) are no model's input."""
         uid = study_instance_uid(imaging_study)
         structlog.contextvars.bind_contextvars(study_instance_uid=uid)
         if imaging_study.get("status") != "available":
@@ -249,9 +322,11 @@ class StudyAnnouncer:
         if await self._opted_out(imaging_study):
             log.info("study_skipped", reason="patient opted out (active Consent with deny)")
             return 0
-        summaries = series_summaries(imaging_study) or await self._series_from_pacs(uid)
-        candidates = self.registry.models_for(summaries)
-        in_flight = [model for model in candidates if self._recently_announced(uid, model)]
+        candidates, rejected = await self._candidates(imaging_study, uid, notes)
+        patient = (imaging_study.get("subject") or {}).get("reference")
+        in_flight = [
+            model for model in candidates if self._recently_announced((uid, *_key(model), patient))
+        ]
         # Claim the study's runs before the first await: a FHIR server may deliver two hooks
         # for one change at once (HAPI keeps delivering through a deleted Subscription until
         # its next registry refresh; the PACS event arrives within milliseconds too), and both
@@ -259,31 +334,47 @@ class StudyAnnouncer:
         claimed = [model for model in candidates if model not in in_flight]
         claimed_at = time.monotonic()
         for model in claimed:
-            self._announced[(uid, model.id, model.version)] = claimed_at
+            self._announced[(uid, *_key(model), patient)] = claimed_at
         pending: list[ModelEntry] = []
         published = False
         try:
-            pending = [model for model in claimed if not await self._already_done(uid, model)]
+            pending, generations, moved = await self._not_run(uid, claimed, patient)
+            if moved:  # runs on the study name another patient: retract them
+                await self._publish_retraction(
+                    patient_change_retraction(
+                        StudyRef(
+                            study_instance_uid=uid,
+                            imaging_study=f"ImagingStudy/{imaging_study['id']}",
+                            patient=patient,
+                        )
+                    )
+                )
+
+            def model_refs(models: list[ModelEntry]) -> tuple[ModelRef, ...]:
+                return tuple(
+                    ModelRef(id=m.id, version=m.version, generation=generations[(m.id, m.version)])
+                    for m in models
+                )
+
             if not pending:
-                reason = "no model applies"
-                if candidates:
-                    reason = "run in flight" if in_flight else "every model already ran"
-                log.info("study_skipped", reason=reason, models=[model.id for model in candidates])
+                log.info(
+                    "study_skipped",
+                    reason=_skip_reason(candidates, in_flight, rejected),
+                    models=[model.id for model in candidates],
+                )
                 return 0
             endpoints = await self._endpoint_addresses(imaging_study)
             event = StudyDetected(
                 study=study_ref(imaging_study, endpoints),
-                models=tuple(ModelRef(id=model.id, version=model.version) for model in pending),
+                models=model_refs(pending),
                 source=source,
             )
             won: list[str] = []  # the claim Tasks this call created
             if self.settings.claim_runs:
-                pending, won = await self._claim(imaging_study, uid, pending, event)
+                pending, won = await self._claim(imaging_study, uid, pending, event, generations)
                 if not pending:
                     return 0
-                event = event.model_copy(
-                    update={"models": tuple(ModelRef(id=m.id, version=m.version) for m in pending)}
-                )
+                event = event.model_copy(update={"models": model_refs(pending)})
             try:
                 await self.bus.publish(event)
             except Exception:
@@ -293,12 +384,13 @@ class StudyAnnouncer:
         finally:
             for model in claimed:  # release what was not announced (done already, or failed)
                 if not published or model not in pending:
-                    self._announced.pop((uid, model.id, model.version), None)
+                    self._announced.pop((uid, *_key(model), patient), None)
         log.info(
             "study_detected",
             correlation_id=str(event.correlation_id),
             source=source,
             models=[model.id for model in pending],
+            generations=[generations[(model.id, model.version)] for model in pending],
         )
         return 1
 
@@ -308,6 +400,7 @@ class StudyAnnouncer:
         uid: str,
         models: list[ModelEntry],
         event: StudyDetected,
+        generations: dict[tuple[str, str], int],
     ) -> tuple[list[ModelEntry], list[str]]:
         """The models whose run this call claimed on the FHIR server, and their claim Tasks;
         a run another hook or replica claimed first is logged and left to it."""
@@ -316,7 +409,12 @@ class StudyAnnouncer:
         lost: list[str] = []
         for model in models:
             created, task = await claim_run(
-                self.fhir, imaging_study, uid, model, str(event.correlation_id)
+                self.fhir,
+                imaging_study,
+                uid,
+                model,
+                str(event.correlation_id),
+                generation=generations[(model.id, model.version)],
             )
             if created:
                 won_models.append(model)
@@ -354,11 +452,35 @@ class StudyAnnouncer:
             action="delete the claim Task by hand, then the next hook starts the run",
         )
 
-    async def _series_from_pacs(self, uid: str) -> list[SeriesSummary]:
+    async def _candidates(
+        self, imaging_study: dict[str, Any], uid: str, notes: list[RejectionNote] | None
+    ) -> tuple[list[ModelEntry], frozenset[str]]:
+        """The models whose selectors match a series of the study that no rejection note
+        rejects, and the rejected series."""
+        if notes is None:
+            notes = await self._rejection_notes(uid)
+        rejected = frozenset(series for note in notes for series in note.series_instance_uids)
+        summaries = series_summaries(imaging_study, excluding=rejected) or (
+            await self._series_from_pacs(uid, excluding=rejected)
+        )
+        return self.registry.models_for(summaries), rejected
+
+    async def _rejection_notes(self, uid: str) -> list[RejectionNote]:
+        """The IOCM rejection notes the PACS holds for the study (its KO series)."""
+        series = await self.dicomweb.search_series(uid)
+        return await self.dicomweb.rejection_notes(
+            uid, [(info.series_instance_uid, info.modality) for info in series]
+        )
+
+    async def _series_from_pacs(
+        self, uid: str, excluding: frozenset[str] = frozenset()
+    ) -> list[SeriesSummary]:
         """What an ImagingStudy that lists no series would have said, from QIDO-RS: a FHIR
         server may announce a study before its series are recorded, while the PACS has them."""
         summaries = []
         for series in await self.dicomweb.search_series(uid):
+            if series.series_instance_uid in excluding:
+                continue
             instances = await self.dicomweb.search_instances(uid, series.series_instance_uid)
             summaries.append(
                 SeriesSummary(
@@ -374,17 +496,64 @@ class StudyAnnouncer:
         )
         return summaries
 
-    def _recently_announced(self, uid: str, model: ModelEntry) -> bool:
+    def _recently_announced(self, key: tuple[str, str, str, str | None]) -> bool:
         window = self.settings.reannounce_after_seconds
         now = time.monotonic()
-        for key, when in list(self._announced.items()):
+        for announced, when in list(self._announced.items()):
             if now - when > window:
-                del self._announced[key]
-        return (uid, model.id, model.version) in self._announced
+                del self._announced[announced]
+        return key in self._announced
 
-    async def _already_done(self, uid: str, model: ModelEntry) -> bool:
+    async def _not_run(
+        self, uid: str, models: list[ModelEntry], patient: str | None
+    ) -> tuple[list[ModelEntry], dict[tuple[str, str], int], bool]:
+        """The models whose open generation has no report yet, (model, version) → that
+        generation, and whether a run of another patient was passed over."""
+        pending: list[ModelEntry] = []
+        generations: dict[tuple[str, str], int] = {}
+        moved = False
+        for model in models:
+            generation, passed_over = await self._open_generation(uid, model, patient)
+            moved = moved or passed_over
+            if not await self._already_done(uid, model, generation):
+                pending.append(model)
+                generations[(model.id, model.version)] = generation
+        return pending, generations, moved
+
+    async def _open_generation(
+        self, uid: str, model: ModelEntry, patient: str | None
+    ) -> tuple[int, bool]:
+        """The generation of the model's run on the study that is not retracted: 1, or the one
+        after the last generation whose claim a retraction cancelled (the PACS deleted or
+        rejected the images it read) or that was claimed for another patient than the study's
+        (its retraction is under way), so a study sent again after a correction is analysed
+        afresh under new identifiers; and whether a claim of another patient was passed over."""
+        moved = False
+        for generation in range(1, MAX_RUN_GENERATIONS + 1):
+            value = study_run_value(uid, model.id, model.version, generation)
+            claims = (
+                await self.fhir.resources("Task")
+                .search(identifier=f"{ANALYSIS_CLAIM_SYSTEM}|{value}")
+                .limit(1)
+                .fetch()
+            )
+            claim = dict(claims[0]) if claims else None
+            if claim is None:
+                return generation, moved
+            if claim.get("status") == RETRACTED_CLAIM_STATUS:
+                continue
+            if (claim.get("for") or {}).get("reference") != patient:
+                moved = True
+                continue
+            return generation, moved
+        raise InvalidMessage(
+            f"{model.id} {model.version} was retracted {MAX_RUN_GENERATIONS} times on this "
+            "study; radmesh starts no further run (look at what keeps retracting it)"
+        )
+
+    async def _already_done(self, uid: str, model: ModelEntry, generation: int) -> bool:
         identifier = business_identifier(
-            "DiagnosticReport", study_run_value(uid, model.id, model.version)
+            "DiagnosticReport", study_run_value(uid, model.id, model.version, generation)
         )
         found = (
             await self.fhir.resources("DiagnosticReport")
@@ -471,8 +640,13 @@ class StudyAnnouncer:
         """A stable study from the PACS: find (or create, DICOMcast style) its ImagingStudy."""
         uid = event.study_instance_uid  # a DICOM UID: StableStudyEvent checks it
         structlog.contextvars.bind_contextvars(study_instance_uid=uid)
+        notes = await self.dicomweb.rejection_notes(
+            uid, [(series.series_instance_uid, series.modality) for series in event.series]
+        )
+        for retraction in rejection_note_retractions(uid, notes):
+            await self._publish_retraction(retraction)
         if event.modalities and set(event.modalities) <= {"SR", "KO", "PR"}:
             log.info("study_skipped", reason="only SR/KO/PR objects (radmesh's own output)")
             return 0
         imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
-        return await self.announce(imaging_study, "pacs-stable-study")
+        return await self.announce(imaging_study, "pacs-stable-study", notes)

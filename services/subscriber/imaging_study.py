@@ -49,10 +49,14 @@ def _uid_of(coding: dict[str, Any]) -> str:
     return str(coding.get("code", "")).removeprefix("urn:oid:")
 
 
-def series_summaries(imaging_study: dict[str, Any]) -> list[SeriesSummary]:
-    """What each series shows a registry selector."""
+def series_summaries(
+    imaging_study: dict[str, Any], excluding: frozenset[str] = frozenset()
+) -> list[SeriesSummary]:
+    """What each series shows a registry selector (but the series `excluding` names)."""
     summaries = []
     for series in imaging_study.get("series", []):
+        if series.get("uid") in excluding:
+            continue
         body_site = series.get("bodySite") or {}
         body_part = BODY_PART_BY_SNOMED.get(str(body_site.get("code")))
         if body_part is None and body_site.get("display"):

@@ -7,6 +7,7 @@ from services.verification.audit import AuditTrail
 from services.verification.handlers import PROTECTED_PATHS, CreateVerificationTask, ReviewApi
 from services.verification.outbox import VerdictOutbox
 from services.verification.page import ReviewPage
+from services.verification.retractions import RetractResults
 from services.verification.review import ReviewDesk
 from services.verification.reviewers import ReviewerDirectory
 from services.verification.settings import VerificationSettings
@@ -14,7 +15,7 @@ from shared.auth import TokenVerifier, oidc_middleware
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
-from shared.messages import ResultsPosted
+from shared.messages import ResultsPosted, StudyRetracted
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -26,6 +27,7 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
     bus = Bus(settings.broker, SERVICE)
     fhir = FhirClient(settings.fhir)
     bus.consume(ResultsPosted, CreateVerificationTask(fhir))
+    bus.consume(StudyRetracted, RetractResults(fhir, settings.fhir.base_url))
     pacs = DicomWebClient(settings.dicomweb)
     outbox = VerdictOutbox(fhir, bus.publish, own.outbox_sweep_seconds, own.outbox_grace_seconds)
     desk = ReviewDesk(

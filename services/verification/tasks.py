@@ -18,7 +18,7 @@ from typing import Any
 
 from services.verification.key_images import image_references
 from shared.fhir import conditional_create_entry
-from shared.identifiers import business_identifier, radmesh_system, study_run_value
+from shared.identifiers import business_identifier, radmesh_system
 from shared.messages import ResultsPosted, StudyRef
 from shared.registry import ModelEntry
 
@@ -59,7 +59,7 @@ def _input(code: str, **value: Any) -> dict[str, Any]:
 def verification_task_entry(event: ResultsPosted, now: datetime) -> dict[str, Any]:
     """The conditional-create transaction entry of the Task asking a radiologist to verify."""
     study = event.study
-    run = study_run_value(study.study_instance_uid, event.model.id, event.model.version)
+    run = event.model.run_value(study.study_instance_uid)
     identifier = business_identifier("Task", run)
     critical = sum(1 for finding in event.findings if finding.present and finding.critical)
     present = sum(1 for finding in event.findings if finding.present)

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,11 +87,16 @@ class Mesh:
         return "\n".join(text[-lines:])
 
     def log_events(
-        self, service: str, correlation_id: uuid.UUID | str, *events: str
+        self,
+        service: str,
+        correlation_id: uuid.UUID | str,
+        *events: str,
+        bound_to: str = "correlation_id",
     ) -> list[dict[str, Any]]:
-        """The service's JSON log lines bound to `correlation_id` (one study run), in order;
-        only those whose `event` is one of `events` when any are given. Lines that are not JSON
-        (library output, a line still being written) are skipped."""
+        """The service's JSON log lines bound to `correlation_id` (one study run; or the value
+        of another field `bound_to`, e.g. study_instance_uid), in order; only those whose
+        `event` is one of `events` when any are given. Lines that are not JSON (library output,
+        a line still being written) are skipped."""
         found = []
         text = (self.logs / f"{service}.log").read_text(errors="replace")
         for line in text.splitlines():
@@ -101,7 +106,7 @@ class Mesh:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if not isinstance(record, dict) or record.get("correlation_id") != str(correlation_id):
+            if not isinstance(record, dict) or record.get(bound_to) != str(correlation_id):
                 continue
             if not events or record.get("event") in events:
                 found.append(record)
@@ -130,6 +135,24 @@ class Mesh:
                     f"\n{self.log_tail(service)}"
                 )
             await asyncio.sleep(0.1)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 20.0) -> None:
+    """Wait until `check()` holds; fail the test naming `what` when it does not in time."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"not within {seconds} s: {what}")
+        await asyncio.sleep(0.2)
+
+
+async def only_resource(fhir: FhirClient, resource_type: str, **params: str) -> dict[str, Any]:
+    """The one resource the search finds, as plain JSON."""
+    bundle = await fhir.execute(resource_type, "get", params=params)
+    found = [entry["resource"] for entry in bundle.get("entry", [])]
+    assert len(found) == 1, (resource_type, params, len(found))
+    plain: dict[str, Any] = json.loads(json.dumps(found[0]))
+    return plain
 
 
 async def _ready(port: int, process: asyncio.subprocess.Process, seconds: float = 60) -> bool:

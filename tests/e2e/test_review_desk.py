@@ -5,11 +5,9 @@ server shows what each verdict changed. Screenshots go to .run/test-output/revie
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from shared.errors import RemoteRejected
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted
 from shared.registry import load_registry
-from tests.e2e.conftest import ROOT, SERVICES, Mesh
+from tests.e2e.conftest import ROOT, SERVICES, Mesh, only_resource, until
 from tests.identity import DEV_PASSWORD
 
 pytestmark = pytest.mark.integration
@@ -121,23 +119,6 @@ async def _recorded(page: Page, verdict: str) -> None:
     await expect(page.get_by_test_id("message")).to_contain_text(f"Recorded: {verdict}")
 
 
-async def _until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"not within {seconds} s: {what}")
-        await asyncio.sleep(0.2)
-
-
-async def _one(fhir: FhirClient, resource_type: str, **params: str) -> dict[str, Any]:
-    """The one resource the search finds, as plain JSON."""
-    bundle = await fhir.execute(resource_type, "get", params=params)
-    found = [entry["resource"] for entry in bundle.get("entry", [])]
-    assert len(found) == 1, (resource_type, params, len(found))
-    plain: dict[str, Any] = json.loads(json.dumps(found[0]))
-    return plain
-
-
 async def test_a_radiologist_reviews_the_worklist_in_the_browser_and_every_verdict_reaches_fhir(
     mesh: Mesh, studies: Studies, page: Page
 ) -> None:
@@ -210,7 +191,7 @@ async def _assert_accepted(fhir: FhirClient, posted: ResultsPosted) -> None:
     assert accepted["conclusion"].startswith("AI result, verified by Rita Adler on ")
     assert [s["code"] for s in accepted["meta"]["security"]] == ["CLINAST_AIRPT"]
     verifier = accepted["resultsInterpreter"][-1]["reference"]
-    provenance = await _one(fhir, "Provenance", target=posted.diagnostic_report, agent=verifier)
+    provenance = await only_resource(fhir, "Provenance", target=posted.diagnostic_report, agent=verifier)
     assert provenance["activity"]["text"] == "verify"
 
 
@@ -231,7 +212,7 @@ async def _assert_verified_sr_in_the_pacs(mesh: Mesh, posted: ResultsPosted) -> 
         return verified_sr_uid(study, model) in reports
 
     try:
-        await _until(stored, "the mapper stores the verified SR")
+        await until(stored, "the mapper stores the verified SR")
     finally:
         await pacs.close()
     verified = reports[verified_sr_uid(study, model)]
@@ -261,7 +242,7 @@ async def _assert_rejection_note_in_the_pacs(mesh: Mesh, posted: ResultsPosted) 
         return bool(notes)
 
     try:
-        await _until(stored, "the mapper stores the rejection note")
+        await until(stored, "the mapper stores the rejection note")
     finally:
         await pacs.close()
     (note,) = notes
@@ -281,11 +262,11 @@ async def _assert_rejected_and_withdrawn(fhir: FhirClient, progress: StudyProgre
         request = await fhir.read_resource(alert.communication_request)
         return bool(request["status"] == "revoked")
 
-    await _until(alert_withdrawn, "the notifier revokes the rejected bleed's CommunicationRequest")
+    await until(alert_withdrawn, "the notifier revokes the rejected bleed's CommunicationRequest")
     assert (await fhir.read_resource(alert.consult_service_request))["status"] == "revoked"
     original = await fhir.read_resource(alert.communication)
     (key,) = [i for i in original["identifier"] if i["system"] == "urn:radmesh:communication"]
-    withdrawal = await _one(
+    withdrawal = await only_resource(
         fhir, "Communication", identifier=f"{key['system']}|{key['value']}/withdrawal"
     )
     assert withdrawal["inResponseTo"] == [{"reference": alert.communication}]
@@ -333,7 +314,7 @@ async def test_a_clinician_acknowledges_a_critical_alert_on_the_page_and_the_fla
     assert (await fhir.read_resource(alert.flag))["status"] == "inactive"
     original = await fhir.read_resource(alert.communication)
     (key,) = [i for i in original["identifier"] if i["system"] == "urn:radmesh:communication"]
-    acknowledgement = await _one(
+    acknowledgement = await only_resource(
         fhir, "Communication", identifier=f"{key['system']}|{key['value']}/acknowledgement"
     )
     assert acknowledgement["sender"]["display"] == "Clara Linde"

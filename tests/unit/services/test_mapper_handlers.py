@@ -17,10 +17,18 @@ REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "mod
 
 
 class FakeFhir:
-    """Answers a transaction as a server would: one `Type/id` location per entry."""
+    """Answers a transaction as a server would: one `Type/id` location per entry; a search
+    for the run's claim finds `claims`."""
 
-    def __init__(self) -> None:
+    def __init__(self, claims: list[dict[str, Any]] | None = None) -> None:
         self.transactions: list[dict[str, Any]] = []
+        self.claims = claims or []
+
+    async def execute(
+        self, path: str, method: str, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        assert (path, method) == ("Task", "get")
+        return {"resourceType": "Bundle", "entry": [{"resource": c} for c in self.claims]}
 
     async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
         self.transactions.append(bundle)
@@ -112,3 +120,17 @@ async def test_study_without_patient_is_not_posted() -> None:
     with pytest.raises(InvalidMessage, match="no Patient"):
         await _handler(REGISTRY, fhir)(_event(present=True, patient=None))
     assert fhir.transactions == []
+
+
+async def test_run_retracted_while_it_ran_posts_nothing() -> None:
+    """A run whose claim a retraction cancelled (its images were deleted in the PACS while the
+    model read them) writes nothing to the record and announces nothing."""
+    fhir = FakeFhir(claims=[{"resourceType": "Task", "status": "cancelled"}])
+    assert await _handler(REGISTRY, fhir)(_event(present=True)) == []
+    assert fhir.transactions == []
+
+
+async def test_run_with_its_claim_in_progress_posts_its_results() -> None:
+    fhir = FakeFhir(claims=[{"resourceType": "Task", "status": "in-progress"}])
+    assert len(await _handler(REGISTRY, fhir)(_event(present=True))) == 1
+    assert len(fhir.transactions) == 1

@@ -70,7 +70,7 @@ def test_unknown_schema_version_is_rejected() -> None:
 
 
 def test_every_event_type_is_registered_under_its_routing_key() -> None:
-    """The routing keys of DESIGN.md map to their models."""
+    """The routing keys of the README's pipeline map to their models."""
     assert set(EVENT_TYPES) == {
         "study.detected",
         "study.fetched",
@@ -80,6 +80,8 @@ def test_every_event_type_is_registered_under_its_routing_key() -> None:
         "alert.escalation-due",
         "finding.verified",
         "finding.rejected",
+        "study.retracted",
+        "results.retracted",
     }
 
 
