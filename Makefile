@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with radmesh and its dev tools (only when pyproject.toml changed)
 
-infra-up: ## start RabbitMQ, Orthanc, HAPI FHIR (built with Maven on first use), the model server and Keycloak; install Chromium (idempotent)
+infra-up: ## start RabbitMQ, Orthanc, HAPI FHIR (built with Maven on first use), the model server and Keycloak; install Chromium and promtool (idempotent)
 	@bash deploy/infra-up.sh
 
 infra-down: ## stop what infra-up started (by PID)

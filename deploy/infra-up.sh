@@ -6,7 +6,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 components=("$@")
-(( ${#components[@]} )) || components=(rabbitmq orthanc hapi-fhir model-server keycloak chromium)
+(( ${#components[@]} )) || components=(rabbitmq orthanc hapi-fhir model-server keycloak chromium prometheus)
 mkdir -p "$RADMESH_RUN_DIR"
 started="$(now_ms)"
 for component in "${components[@]}"; do

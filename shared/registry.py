@@ -119,13 +119,14 @@ class Preprocessing(_Strict):
 class EscalationStep(_Strict):
     """One step of a critical finding's escalation: if the alert is still unacknowledged
     `after_minutes` after the previous step (the alert itself, for the first), it goes to
-    `recipient`: `requester` (the order's requester, again), `fallback` (the notifier's
-    configured fallback recipient, e.g. the on-call radiologist), or a FHIR reference to a
-    Practitioner, PractitionerRole, CareTeam or Organization."""
+    `recipient`: `requester` (the order's requester, again), `ordering-department` (the
+    requester's PractitionerRole's organization, else the order's Encounter's serviceProvider),
+    `fallback` (the notifier's configured fallback recipient, e.g. the on-call radiologist), or
+    a FHIR reference to a Practitioner, PractitionerRole, CareTeam or Organization."""
 
     after_minutes: float = Field(gt=0)
     recipient: str = Field(
-        pattern=r"^(requester|fallback|(Practitioner|PractitionerRole|CareTeam|Organization)/[A-Za-z0-9\-.]{1,64})$"
+        pattern=r"^(requester|ordering-department|fallback|(Practitioner|PractitionerRole|CareTeam|Organization)/[A-Za-z0-9\-.]{1,64})$"
     )
 
 

@@ -278,12 +278,39 @@ class EscalateAlerts:
     async def _recipient(self, step: EscalationStep, due: AlertEscalationDue) -> str | None:
         if step.recipient == "fallback":
             return self.fallback_recipient
-        if step.recipient != "requester":
+        if step.recipient not in ("requester", "ordering-department"):
             return step.recipient
         if not due.study.service_request:
             return None
         order = await self.fhir.read_resource(due.study.service_request)
-        return (order.get("requester") or {}).get("reference")
+        requester = (order.get("requester") or {}).get("reference")
+        if step.recipient == "requester":
+            return requester
+        return await self._ordering_department(order, requester, due)
+
+    async def _ordering_department(
+        self, order: dict[str, Any], requester: str | None, due: AlertEscalationDue
+    ) -> str | None:
+        """The Organization that ordered the study: the requester's PractitionerRole's
+        organization, else the order's Encounter's serviceProvider (the ward); None, logged,
+        when the record names neither."""
+        if requester and requester.startswith("PractitionerRole/"):
+            role = await self.fhir.read_resource(requester)
+            organization = (role.get("organization") or {}).get("reference")
+            if organization:
+                return str(organization)
+        encounter = (order.get("encounter") or {}).get("reference") or due.study.encounter
+        if encounter:
+            visit = await self.fhir.read_resource(str(encounter))
+            provider = (visit.get("serviceProvider") or {}).get("reference")
+            if provider:
+                return str(provider)
+        log.warning(
+            "ordering_department_unknown",
+            reason="the requester is no PractitionerRole with an organization and the order's "
+            "encounter names no serviceProvider",
+        )
+        return None
 
     async def __call__(self, due: AlertEscalationDue) -> Sequence[Event]:
         request = await self.fhir.read_resource(due.communication_request)
