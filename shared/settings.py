@@ -99,6 +99,16 @@ class TelemetrySettings(_Section):
     otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces; None: no export
 
 
+class AlertLinkSettings(_Section):
+    """Signed acknowledgement links in critical alerts (shared/alert_links.py): where the
+    verification service answers them (None: alerts carry no link), the key the notifier and
+    the verification service share, and how long a link stays valid."""
+
+    base_url: str | None = "http://127.0.0.1:8095"
+    secret: SecretStr = SecretStr("radmesh-dev-alert-link-secret")
+    valid_hours: float = Field(default=24.0, gt=0, le=24 * 14)
+
+
 class RadmeshSettings(BaseSettings):
     """Everything a service needs from its environment, validated once."""
 
@@ -112,6 +122,7 @@ class RadmeshSettings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     oidc: OidcSettings = OidcSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    alert_links: AlertLinkSettings = AlertLinkSettings()
     registry_path: Path = Path("registry/models.yaml")
     # Anything but `development` refuses to start with a secret still at its development
     # default (`RADMESH_ENVIRONMENT=production`).
@@ -119,8 +130,8 @@ class RadmeshSettings(BaseSettings):
 
     def development_secrets(self) -> list[str]:
         """The shared settings still at a development default that must not reach production:
-        the PACS password, and the development identity provider (whose accounts and
-        passwords are public)."""
+        the PACS password, the development identity provider (whose accounts and passwords are
+        public), and the alert links' signing key."""
         found = []
         default = DicomWebSettings().password
         password = self.dicomweb.password
@@ -132,6 +143,9 @@ class RadmeshSettings(BaseSettings):
             found.append("RADMESH_DICOMWEB__PASSWORD")
         if self.oidc.issuer == OidcSettings().issuer:
             found.append("RADMESH_OIDC__ISSUER")
+        link_secret = AlertLinkSettings().secret.get_secret_value()
+        if self.alert_links.secret.get_secret_value() == link_secret:
+            found.append("RADMESH_ALERT_LINKS__SECRET")
         return found
 
 

@@ -22,11 +22,16 @@ from datetime import datetime
 from typing import Any
 
 from shared.ai_transparency import AI_ASSERTED
+from shared.alert_links import acknowledgement_url
 from shared.alerts import ALERT_CATEGORY, FLAG_CATEGORY
 from shared.fhir import conditional_create_entry
 from shared.identifiers import business_identifier
 from shared.messages import PostedFinding, ResultsPosted
 from shared.registry import SNOMED_CT, Coding, FindingMapping, ModelEntry, Registry
+from shared.settings import AlertLinkSettings
+
+# The title of the signed acknowledgement link in an alert's payload (shared/alert_links.py).
+ACK_TITLE = "Acknowledge this critical alert (signed link for the recipient)"
 
 __all__ = [
     "AlertContext",
@@ -58,6 +63,7 @@ class AlertContext:
     encounter: str | None
     model_display: str
     now: datetime
+    links: AlertLinkSettings | None = None  # signed acknowledgement links (shared.alert_links)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,16 @@ def alert_entries(
     run = event.model.run_value(event.study.study_instance_uid)
     parts = (run, finding.finding_key, finding.index)
     text = alert_text(critical, context.model_display, event.model.version)
+    payload: list[dict[str, Any]] = [{"contentString": text}]
+    link = (
+        acknowledgement_url(context.links, "/".join(map(str, parts)), context.recipient, context.now)
+        if context.links is not None
+        else None
+    )
+    if link is not None:
+        payload.append(
+            {"contentAttachment": {"contentType": "text/html", "url": link, "title": ACK_TITLE}}
+        )
     about = [{"reference": finding.observation}, {"reference": event.diagnostic_report}]
     recipients = [{"reference": context.recipient}] if context.recipient else []
     when = context.now.isoformat()
@@ -171,7 +187,7 @@ def alert_entries(
             "sent": when,
             "recipient": recipients,
             "sender": {"reference": event.device},
-            "payload": [{"contentString": text}],
+            "payload": payload,
         }
     )
     communication_request = entry(
@@ -188,7 +204,7 @@ def alert_entries(
             "requester": {"reference": event.device},
             "recipient": recipients,
             "sender": {"reference": event.device},
-            "payload": [{"contentString": text}],
+            "payload": payload,
         }
     )
     consult = None

@@ -30,7 +30,10 @@ def build_app(
     bus = Bus(settings.broker, service)
     fhir = FhirClient(settings.fhir)
     escalate = EscalateAlerts(registry, fhir, bus.publish_delayed, own.fallback_recipient)
-    bus.consume(ResultsPosted, RaiseAlerts(registry, fhir, own.fallback_recipient, escalate))
+    bus.consume(
+        ResultsPosted,
+        RaiseAlerts(registry, fhir, own.fallback_recipient, escalate, settings.alert_links),
+    )
     bus.consume(AlertEscalationDue, escalate)
     follow_up = FollowUpAlerts(fhir, settings.fhir.base_url)
     bus.consume(FindingRejected, follow_up.withdraw)

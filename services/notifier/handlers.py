@@ -34,6 +34,7 @@ from shared.messages import (
 )
 from shared.metrics import ALERT_ESCALATIONS, ALERTS_RAISED, alert_labels
 from shared.registry import EscalationStep, Registry
+from shared.settings import AlertLinkSettings
 
 log = structlog.get_logger(__name__)
 
@@ -54,11 +55,13 @@ class RaiseAlerts:
         fhir: FhirClient,
         fallback_recipient: str | None = None,
         escalation: EscalateAlerts | None = None,
+        links: AlertLinkSettings | None = None,
     ) -> None:
         self.registry = registry
         self.fhir = fhir
         self.fallback_recipient = fallback_recipient
         self.escalation = escalation  # None: alerts do not escalate (no timers)
+        self.links = links  # None: alerts carry no signed acknowledgement link
 
     async def __call__(self, event: ResultsPosted) -> Sequence[Event]:
         if event.rollout_mode == "shadow":
@@ -124,6 +127,7 @@ class RaiseAlerts:
             or (service_request.get("encounter") or {}).get("reference"),
             model_display=model_display,
             now=datetime.now(UTC),
+            links=self.links,
         )
 
 

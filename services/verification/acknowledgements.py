@@ -82,6 +82,10 @@ class AlertDesk:
         more = any(link.get("relation") == "next" for link in bundle.get("link", []))
         return {"alerts": items, "count": len(items), "truncated": more}
 
+    async def alert_of(self, key: str) -> dict[str, Any] | None:
+        """The alert's CommunicationRequest, by the identifier value it shares with its finding."""
+        return await self._by_key("CommunicationRequest", key)
+
     async def _by_key(self, resource_type: str, key: str) -> dict[str, Any] | None:
         identifier = business_identifier(resource_type, key)
         bundle = await self.fhir.execute(

@@ -3,6 +3,8 @@ review desk, its HTTP API and its web page."""
 
 from __future__ import annotations
 
+from services.verification.acknowledgements import AlertDesk
+from services.verification.alert_link_page import AlertLinkPage
 from services.verification.audit import AuditTrail
 from services.verification.handlers import PROTECTED_PATHS, CreateVerificationTask, ReviewApi
 from services.verification.outbox import VerdictOutbox
@@ -40,6 +42,7 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
         outbox=outbox,
     )
     tokens = TokenVerifier(settings.oidc)
+    audit = AuditTrail(fhir)
 
     return bus_service(
         SERVICE,
@@ -47,8 +50,11 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
         on_start=[outbox.start],
         close=[outbox.stop, fhir.close, tokens.close, pacs.close],
         routes=[
-            *ReviewApi(desk, ReviewerDirectory(fhir), AuditTrail(fhir)).routes(),
+            *ReviewApi(desk, ReviewerDirectory(fhir), audit).routes(),
             *ReviewPage(tokens, own.viewer_url).routes(),
+            *AlertLinkPage(
+                AlertDesk(fhir, settings.fhir.base_url), audit, settings.alert_links
+            ).routes(),
         ],
         middlewares=[oidc_middleware(tokens, PROTECTED_PATHS)],
     )
