@@ -220,9 +220,11 @@ class DicomWebClient:
         store: BlobStore,
         key_prefix: str,
     ) -> list[RetrievedInstance]:
-        """WADO-RS: stream every instance of a series into the blob store, one part at a time."""
+        """WADO-RS: stream every instance of a series into the blob store, one part at a time,
+        in the transfer syntax the PACS stored it in (`transfer-syntax=*`: no transcoding on the
+        PACS; volumes.py decodes what comes)."""
         url = f"{self.base_url}/studies/{study_instance_uid}/series/{series_instance_uid}"
-        accept = 'multipart/related; type="application/dicom"'
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
         retrieved: list[RetrievedInstance] = []
         try:
             async with self._http().get(url, headers={"Accept": accept}) as response:

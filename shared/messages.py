@@ -199,6 +199,9 @@ class InferenceCompleted(Event):
     model: ModelRef
     findings: tuple[Finding, ...]
     inference_duration_ms: float
+    # What a reader of the results must know about the input the model read (lossy pixels,
+    # slice gaps): the model's input_checks flag rather than refuse it (no patient data).
+    input_notes: tuple[str, ...] = ()
 
 
 class PostedFinding(_Model):

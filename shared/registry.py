@@ -27,6 +27,8 @@ __all__ = [
     "Endpoint",
     "EscalationStep",
     "FindingMapping",
+    "InputAction",
+    "InputChecks",
     "ModelEntry",
     "Preprocessing",
     "Registry",
@@ -116,6 +118,27 @@ class Preprocessing(_Strict):
     max_slices: int | None = Field(default=None, ge=1)
 
 
+InputAction = Literal["refuse", "flag", "accept"]
+
+
+class InputChecks(_Strict):
+    """What the inference service does with input that can make a model answer confidently
+    and wrongly (services/inference/input_checks.py): `refuse` (the study is not analysed: the
+    message is dead-lettered saying why), `flag` (the model runs and its results carry an
+    input-quality note in the report's conclusion and on each finding), or `accept`.
+
+    - `lossy`: lossy-compressed pixels (Lossy Image Compression 01, or a lossy transfer
+      syntax such as JPEG baseline): subtle findings (a thin bleed) may be gone;
+    - `uneven_spacing`: slice gaps (missing slices) or spacing that varies by more than
+      `spacing_tolerance` (a fraction of the median spacing) — the model's volume is distorted.
+
+    Mixed orientations and mixed image sizes are always refused: no volume can be made."""
+
+    lossy: InputAction = "refuse"
+    uneven_spacing: InputAction = "refuse"
+    spacing_tolerance: float = Field(default=0.1, gt=0, le=1)
+
+
 class EscalationStep(_Strict):
     """One step of a critical finding's escalation: if the alert is still unacknowledged
     `after_minutes` after the previous step (the alert itself, for the first), it goes to
@@ -186,6 +209,7 @@ class ModelEntry(_Strict):
     endpoint: Endpoint
     selector: Selector
     preprocessing: Preprocessing = Preprocessing()
+    input_checks: InputChecks = InputChecks()
     findings: tuple[FindingMapping, ...] = Field(min_length=1)
     diagnostic_report_code: Coding
     rollout: Literal["shadow", "preliminary", "active"]

@@ -11,6 +11,7 @@ import numpy.typing as npt
 import structlog
 
 from services.inference.findings import decode_findings, output_names
+from services.inference.input_checks import input_notes
 from services.inference.volumes import prepare_input, read_volume
 from shared.errors import PermanentError, TransientError
 from shared.inference_protocol import InferenceClient
@@ -48,6 +49,7 @@ class RunModel:
         started = time.perf_counter()
         volume = await asyncio.to_thread(read_volume, self.store, series)
         read_ms = (time.perf_counter() - started) * 1000
+        notes = input_notes(volume.quality, model.input_checks, f"{model.id} {model.version}")
         inputs = prepare_input(volume, model.preprocessing)
         infer_started = time.perf_counter()
         outputs = await self._infer_with_retries(model, inputs)
@@ -60,6 +62,7 @@ class RunModel:
             model=model.id,
             version=model.version,
             volume_shape=list(volume.hounsfield.shape),
+            input_notes=list(notes),
             read_ms=round(read_ms, 1),
             infer_ms=round(infer_ms, 1),
             findings=[
@@ -74,6 +77,7 @@ class RunModel:
                 model=event.model,
                 findings=findings,
                 inference_duration_ms=round(infer_ms, 1),
+                input_notes=notes,
             )
         ]
 

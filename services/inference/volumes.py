@@ -1,21 +1,47 @@
-"""A fetched CT series → one volume in Hounsfield units, slice 0 most inferior, with its spacing."""
+"""A fetched CT series → one volume in Hounsfield units, slice 0 most inferior, with its spacing
+and what a reader should know about its quality (compression, slice spacing).
+
+Single-frame series (one instance per slice) and enhanced multi-frame CT (one instance, its
+frames placed by the Per-frame Functional Groups' Plane Position) are both read. Compressed
+pixel data is decoded by pydicom's plugins (pylibjpeg: JPEG baseline/lossless/LS, JPEG 2000,
+RLE). What cannot make one volume (fewer than 2 slices, mixed image sizes or orientations,
+coincident positions) is an InvalidMessage saying so."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from shared.errors import InvalidMessage
 from shared.messages import SeriesManifest
 from shared.registry import Preprocessing
 from shared.storage import BlobStore
 
-__all__ = ["Volume", "prepare_input", "read_volume"]
+__all__ = ["InputQuality", "Volume", "prepare_input", "read_volume"]
+
+# Transfer syntaxes whose compression loses information (PS3.5 §8, Annex A.4).
+LOSSY_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.4.203": "High-Throughput JPEG 2000",
+}
+
+
+@dataclass(frozen=True)
+class InputQuality:
+    """Facts about the input a model's input checks judge (services/inference/input_checks.py)."""
+
+    lossy: str | None = None  # why the pixels are lossy-compressed; None: they are not
+    spacings_mm: tuple[float, ...] = ()  # the distances between consecutive slices
 
 
 @dataclass(frozen=True)
@@ -23,51 +49,130 @@ class Volume:
     hounsfield: npt.NDArray[np.int16]  # (slices, rows, columns)
     spacing_mm: tuple[float, float, float]  # (slice, row, column)
     sop_instance_uids: tuple[str, ...]  # per slice, in volume order
+    quality: InputQuality = InputQuality()
+
+
+@dataclass(frozen=True)
+class _Slice:
+    position: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    sop_instance_uid: str
+    pixels: npt.NDArray[np.int16]
+
+
+def _hounsfield(stored: npt.NDArray[Any], slope: float, intercept: float) -> npt.NDArray[np.int16]:
+    hounsfield = stored.astype(np.float32) * slope + intercept
+    # Kept as int16 per slice: a 300×512×512 series needs 150 MB, not 300 MB of float32.
+    rounded: npt.NDArray[np.int16] = np.rint(np.clip(hounsfield, -32768, 32767)).astype(np.int16)
+    return rounded
+
+
+def _triple(value: Any, what: str, sop: str) -> tuple[float, ...]:
+    if value is None:
+        raise InvalidMessage(f"instance {sop} has no {what}")
+    return tuple(float(v) for v in value)
+
+
+def _pixels(dataset: Dataset, sop: str) -> npt.NDArray[Any]:
+    try:
+        return dataset.pixel_array
+    except Exception as error:  # a decoder's own error types; the message names the syntax
+        syntax = UID(str(dataset.file_meta.get("TransferSyntaxUID", "")))
+        raise InvalidMessage(
+            f"instance {sop}: pixel data in {syntax.name or syntax} cannot be decoded ({error})"
+        ) from error
+
+
+def _frames(dataset: Dataset, sop: str) -> Iterator[_Slice]:
+    """The slices of one instance: itself, or each frame of an enhanced multi-frame image."""
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    pixels = _pixels(dataset, sop)
+    if frames == 1 or "PerFrameFunctionalGroupsSequence" not in dataset:
+        yield _Slice(
+            _triple(dataset.get("ImagePositionPatient"), "ImagePositionPatient", sop),  # type: ignore[arg-type]
+            _triple(dataset.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), "", sop),
+            sop,
+            _hounsfield(
+                pixels,
+                float(dataset.get("RescaleSlope", 1)),
+                float(dataset.get("RescaleIntercept", 0)),
+            ),
+        )
+        return
+    shared = (dataset.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    for index, frame in enumerate(dataset.PerFrameFunctionalGroupsSequence):
+
+        def group(name: str, frame: Dataset = frame) -> Dataset:
+            found = frame.get(name) or shared.get(name)
+            return found[0] if found else Dataset()
+
+        position = group("PlanePositionSequence").get("ImagePositionPatient")
+        orientation = group("PlaneOrientationSequence").get("ImageOrientationPatient")
+        transform = group("PixelValueTransformationSequence")
+        yield _Slice(
+            _triple(position, f"ImagePositionPatient for frame {index + 1}", sop),  # type: ignore[arg-type]
+            _triple(orientation or [1, 0, 0, 0, 1, 0], "", sop),
+            f"{sop}",
+            _hounsfield(
+                pixels[index],
+                float(transform.get("RescaleSlope", 1)),
+                float(transform.get("RescaleIntercept", 0)),
+            ),
+        )
+
+
+def _pixel_spacing(dataset: Dataset) -> Sequence[Any] | None:
+    if "PixelSpacing" in dataset:
+        return dataset.PixelSpacing  # type: ignore[no-any-return]
+    shared = (dataset.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    measures = shared.get("PixelMeasuresSequence")
+    return measures[0].get("PixelSpacing") if measures else None
+
+
+def _lossy(dataset: Dataset) -> str | None:
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+    if syntax in LOSSY_TRANSFER_SYNTAXES:
+        return f"{LOSSY_TRANSFER_SYNTAXES[syntax]} compression (transfer syntax {syntax})"
+    if str(dataset.get("LossyImageCompression", "")) == "01":
+        ratio = dataset.get("LossyImageCompressionRatio")
+        return "lossy compression earlier in its life (Lossy Image Compression 01" + (
+            f", ratio {ratio})" if ratio else ")"
+        )
+    return None
 
 
 def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
     """Read every instance, order slices along the patient axis, convert stored values to HU."""
-    slices: list[tuple[float, str, npt.NDArray[np.int16]]] = []
+    slices: list[_Slice] = []
     pixel_spacing: Sequence[Any] | None = None
+    lossy: str | None = None
     for instance in series.instances:
         dataset = pydicom.dcmread(store.existing_path(instance.blob_key))
         if "PixelData" not in dataset:
             continue
-        position = dataset.get("ImagePositionPatient")
-        if position is None:
-            raise InvalidMessage(
-                f"instance {instance.sop_instance_uid} has no ImagePositionPatient"
-            )
-        pixel_spacing = dataset.get("PixelSpacing", pixel_spacing)
-        slope = float(dataset.get("RescaleSlope", 1))
-        intercept = float(dataset.get("RescaleIntercept", 0))
-        hounsfield = dataset.pixel_array.astype(np.float32) * slope + intercept
-        # Kept as int16 per slice: a 300×512×512 series needs 150 MB, not 300 MB of float32.
-        slices.append(
-            (
-                float(position[2]),
-                instance.sop_instance_uid,
-                np.rint(np.clip(hounsfield, -32768, 32767)).astype(np.int16),
-            )
-        )
+        pixel_spacing = _pixel_spacing(dataset) or pixel_spacing
+        lossy = lossy or _lossy(dataset)
+        slices.extend(_frames(dataset, instance.sop_instance_uid))
+    uid = series.series_instance_uid
     if len(slices) < 2 or pixel_spacing is None:
-        raise InvalidMessage(
-            f"series {series.series_instance_uid} has {len(slices)} image slices; a volume needs 2+"
-        )
-    slices.sort(key=lambda item: item[0])
-    shapes = {item[2].shape for item in slices}
+        raise InvalidMessage(f"series {uid} has {len(slices)} image slices; a volume needs 2+")
+    orientations = {tuple(round(v, 3) for v in s.orientation) for s in slices}
+    if len(orientations) != 1:
+        raise InvalidMessage(f"series {uid} mixes {len(orientations)} image orientations")
+    normal = np.cross(np.asarray(slices[0].orientation[:3]), np.asarray(slices[0].orientation[3:]))
+    slices.sort(key=lambda item: float(np.dot(normal, item.position)))
+    shapes = {item.pixels.shape for item in slices}
     if len(shapes) != 1:
-        raise InvalidMessage(
-            f"series {series.series_instance_uid} mixes image sizes {sorted(shapes)}"
-        )
-    gaps = np.diff([item[0] for item in slices])
-    slice_spacing = float(np.median(np.abs(gaps)))
-    if slice_spacing <= 0:
-        raise InvalidMessage(f"series {series.series_instance_uid} has coincident slice positions")
+        raise InvalidMessage(f"series {uid} mixes image sizes {sorted(shapes)}")
+    spacings = np.abs(np.diff([float(np.dot(normal, item.position)) for item in slices]))
+    slice_spacing = float(np.median(spacings))
+    if slice_spacing <= 0 or float(spacings.min()) <= 0:
+        raise InvalidMessage(f"series {uid} has coincident slice positions")
     return Volume(
-        hounsfield=np.stack([item[2] for item in slices]),
+        hounsfield=np.stack([item.pixels for item in slices]),
         spacing_mm=(slice_spacing, float(pixel_spacing[0]), float(pixel_spacing[1])),
-        sop_instance_uids=tuple(item[1] for item in slices),
+        sop_instance_uids=tuple(item.sop_instance_uid for item in slices),
+        quality=InputQuality(lossy=lossy, spacings_mm=tuple(round(float(s), 4) for s in spacings)),
     )
 
 

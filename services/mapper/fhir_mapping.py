@@ -32,6 +32,7 @@ from services.mapper.observations import (
     codeable_concept,
     finding_summary,
     imaging_study_reference,
+    input_quality_text,
     observation_identifier,
     presence_urls,
 )
@@ -121,7 +122,8 @@ def _diagnostic_report(
         "issued": event.created_at.isoformat(),
         "imagingStudy": [imaging_study_reference(event)],
         "result": [{"reference": url} for url in observation_urls],
-        "conclusion": conclusion_text(model, event.findings),
+        "conclusion": conclusion_text(model, event.findings)
+        + (f" {input_quality_text(event.input_notes)}" if event.input_notes else ""),
     }
     if event.study.patient:
         report["subject"] = {"reference": event.study.patient}

@@ -34,6 +34,7 @@ __all__ = [
     "codeable_concept",
     "finding_summary",
     "imaging_study_reference",
+    "input_quality_text",
     "observation_identifier",
     "presence_urls",
 ]
@@ -100,6 +101,11 @@ def _image_extension(finding: Finding) -> list[dict[str, Any]]:
     return [{"url": DICOM_IMAGE_EXTENSION, "extension": parts}]
 
 
+def input_quality_text(notes: tuple[str, ...]) -> str:
+    """What the report and each finding say about input the model's checks flagged."""
+    return f"Input quality: {'; '.join(notes)}. Read the result with this in mind."
+
+
 def observation_identifier(event: InferenceCompleted, finding: Finding) -> dict[str, str]:
     """The business identifier of a finding's Observation: `<run value>/<key>/<index>`; the
     finding's alert shares its value (services/notifier/alerts.py)."""
@@ -144,7 +150,8 @@ def build_observation(
         "issued": event.created_at.isoformat(),
         "device": {"reference": device_url},
         "derivedFrom": derived_from,
-        "note": [{"text": note}],
+        "note": [{"text": note}]
+        + ([{"text": input_quality_text(event.input_notes)}] if event.input_notes else []),
     }
     extension = _image_extension(finding)
     if extension:

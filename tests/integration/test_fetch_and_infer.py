@@ -4,15 +4,24 @@ findings. Also the OIP v2 client's binary and JSON paths against the real server
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import gdcm
 import numpy as np
 import numpy.typing as npt
+import pydicom
 import pytest
+from pydicom import Dataset
+from pydicom.uid import JPEG2000, JPEGLosslessSV1
 
+from samples.dicom_series import describe_study, iter_instances
+from samples.load import SCENARIOS
 from services.fetcher.handlers import FetchStudy
 from services.fetcher.retention import RetentionSweep
 from services.inference.handlers import RunModel
@@ -175,6 +184,101 @@ async def test_swept_pixels_are_deleted_and_a_late_message_says_to_replay(
     run_model = RunModel(REGISTRY, store)
     try:
         with pytest.raises(PixelsGone, match=r"replay the study's study\.detected"):
+            await run_model(fetched)
+    finally:
+        await run_model.close()
+
+
+async def _stored_compressed(infra: Infrastructure, syntax: str) -> str:
+    """A head CT with a bleed stored to Orthanc compressed in `syntax` (encoded here: JPEG
+    Lossless SV1 by GDCM's Python bindings, lossy JPEG 2000 by pydicom's openjpeg plugin), as
+    a PACS holds what a modality sent; its Study Instance UID."""
+    seed = random.randrange(10**6, 10**7)
+    phantom = SCENARIOS["head-bleed"].make(seed, 32, 256)
+    info = describe_study(phantom, scenario="head-bleed", seed=seed)
+    encoded = []
+    for dataset in iter_instances(phantom, info):
+        if syntax == JPEGLosslessSV1:
+            encoded.append(_gdcm_jpeg_lossless(dataset))
+            continue
+        dataset.compress(syntax, j2k_cr=[15])
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        encoded.append(buffer.getvalue())
+    dicomweb = dicomweb_client(infra)
+    try:
+        await dicomweb.store_instances(encoded)
+    finally:
+        await dicomweb.close()
+    return info.study_instance_uid
+
+
+def _gdcm_jpeg_lossless(dataset: Dataset) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        plain, packed = Path(folder, "plain.dcm"), Path(folder, "packed.dcm")
+        dataset.save_as(plain, enforce_file_format=True)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(plain))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+        change.SetInput(reader.GetImage())
+        assert change.Change()
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(packed))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        return packed.read_bytes()
+
+
+async def _fetched(infra: Infrastructure, tmp_path: Path, study_uid: str) -> StudyFetched:
+    detected = StudyDetected(
+        study=StudyRef(study_instance_uid=study_uid),
+        models=(ModelRef(id="ich-reference", version="1"),),
+        source="manual",
+    )
+    dicomweb = dicomweb_client(infra)
+    try:
+        (fetched,) = await FetchStudy(REGISTRY, dicomweb, BlobStore(tmp_path))(detected)
+    finally:
+        await dicomweb.close()
+    assert isinstance(fetched, StudyFetched)
+    return fetched
+
+
+async def test_a_jpeg_lossless_series_served_as_stored_is_decoded_and_analysed(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """A head CT the PACS holds as JPEG Lossless, Process 14 SV1 (what many CT modalities
+    send) is fetched as stored and decoded: the bleed is found as in the uncompressed study,
+    and the result carries no input-quality note (the compression is lossless)."""
+    fetched = await _fetched(infra, tmp_path, await _stored_compressed(infra, JPEGLosslessSV1))
+    first = fetched.series[0].instances[0]
+    stored = pydicom.dcmread(BlobStore(tmp_path).existing_path(first.blob_key))
+    assert stored.file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    run_model = RunModel(REGISTRY, BlobStore(tmp_path))
+    try:
+        (completed,) = await run_model(fetched)
+    finally:
+        await run_model.close()
+    assert isinstance(completed, InferenceCompleted)
+    findings = {f.finding_key: f for f in completed.findings}
+    assert findings["intracranial-hemorrhage"].present
+    assert completed.input_notes == ()
+
+
+async def test_a_lossy_series_is_refused_by_default_saying_why(
+    infra: Infrastructure, tmp_path: Path
+) -> None:
+    """The same head CT stored as lossy JPEG 2000: the ICH model's default input check refuses
+    it, naming the compression — no confident answer from degraded pixels."""
+    fetched = await _fetched(infra, tmp_path, await _stored_compressed(infra, JPEG2000))
+    run_model = RunModel(REGISTRY, BlobStore(tmp_path))
+    try:
+        with pytest.raises(
+            PermanentError, match="not analysed by ich-reference 1: lossy input: JPEG 2000"
+        ):
             await run_model(fetched)
     finally:
         await run_model.close()

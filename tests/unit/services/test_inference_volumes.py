@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
+)
 
 from samples.dicom_series import describe_study, iter_instances
 from samples.phantoms import head_ct
@@ -17,13 +28,15 @@ from shared.storage import BlobStore
 
 
 def _stored_series(
-    tmp_path: Path, reverse: bool
+    tmp_path: Path, reverse: bool, change: Callable[[Dataset, int], None] | None = None
 ) -> tuple[SeriesManifest, np.ndarray, tuple[float, float, float]]:
     phantom = head_ct(seed=3, slices=6, size=64)
     info = describe_study(phantom, scenario="volume-test", seed=3)
     store = BlobStore(tmp_path)
     instances = []
-    for dataset in iter_instances(phantom, info):
+    for index, dataset in enumerate(iter_instances(phantom, info)):
+        if change is not None:
+            change(dataset, index)
         key = f"s/{dataset.SOPInstanceUID}.dcm"
         store.path(key).parent.mkdir(parents=True, exist_ok=True)
         dataset.save_as(store.path(key), enforce_file_format=True)
@@ -71,3 +84,126 @@ def test_series_of_one_slice_is_an_invalid_message(tmp_path: Path) -> None:
     single = manifest.model_copy(update={"instances": manifest.instances[:1]})
     with pytest.raises(InvalidMessage, match="has 1 image slices"):
         read_volume(BlobStore(tmp_path), single)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_losslessly_compressed_series_decode_to_the_same_volume(
+    tmp_path: Path, syntax: UID
+) -> None:
+    """Pixel data a PACS serves as stored (RLE, JPEG 2000 lossless) decodes (pylibjpeg) to the
+    very HU of the uncompressed series, and the volume is not called lossy."""
+
+    def compress(dataset: Dataset, _: int) -> None:
+        dataset.compress(syntax)
+
+    manifest, expected, _ = _stored_series(tmp_path, reverse=False, change=compress)
+    volume = read_volume(BlobStore(tmp_path), manifest)
+    assert np.array_equal(volume.hounsfield, expected)
+    assert volume.quality.lossy is None
+
+
+def test_lossy_pixels_are_reported_by_transfer_syntax_or_by_their_history(tmp_path: Path) -> None:
+    def lossy(dataset: Dataset, index: int) -> None:
+        if index == 0:
+            dataset.compress(JPEG2000, j2k_cr=[20])
+        else:
+            dataset.LossyImageCompression = "01"
+
+    manifest, _, _ = _stored_series(tmp_path, reverse=False, change=lossy)
+    quality = read_volume(BlobStore(tmp_path), manifest).quality
+    assert quality.lossy is not None and "JPEG 2000" in quality.lossy
+    history = manifest.model_copy(update={"instances": manifest.instances[1:]})
+    assert "Lossy Image Compression 01" in str(
+        read_volume(BlobStore(tmp_path), history).quality.lossy
+    )
+
+
+def test_a_missing_slice_shows_as_a_gap_in_the_spacings(tmp_path: Path) -> None:
+    manifest, _, spacing = _stored_series(tmp_path, reverse=False)
+    gapped = manifest.model_copy(
+        update={"instances": manifest.instances[:2] + manifest.instances[3:]}
+    )
+    spacings = read_volume(BlobStore(tmp_path), gapped).quality.spacings_mm
+    assert sorted(spacings) == pytest.approx([spacing[0]] * 3 + [2 * spacing[0]], abs=1e-3)
+
+
+def test_mixed_orientations_make_no_volume(tmp_path: Path) -> None:
+    def tilt(dataset: Dataset, index: int) -> None:
+        if index == 2:
+            dataset.ImageOrientationPatient = [1, 0, 0, 0, 0.8, -0.6]
+
+    manifest, _, _ = _stored_series(tmp_path, reverse=False, change=tilt)
+    with pytest.raises(InvalidMessage, match="mixes 2 image orientations"):
+        read_volume(BlobStore(tmp_path), manifest)
+
+
+def test_an_enhanced_multi_frame_ct_reads_as_the_same_volume(tmp_path: Path) -> None:
+    """One instance whose frames the Per-frame Functional Groups place (and rescale) reads as
+    the volume of the single-frame series it was made from."""
+    frames: list[Dataset] = []
+
+    def keep(dataset: Dataset, _: int) -> None:
+        frames.append(dataset)
+
+    _, expected, spacing = _stored_series(tmp_path, reverse=False, change=keep)
+    first = frames[0]
+    enhanced = Dataset()
+    enhanced.file_meta = first.file_meta
+    enhanced.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for keyword in (
+        "SOPClassUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "Modality",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+    ):
+        setattr(enhanced, keyword, getattr(first, keyword))
+    enhanced.SOPInstanceUID = generate_uid()
+    enhanced.NumberOfFrames = len(frames)
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = first.PixelSpacing
+    measures.SliceThickness = first.SliceThickness
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = first.ImageOrientationPatient
+    shared.PixelMeasuresSequence = DicomSequence([measures])
+    shared.PlaneOrientationSequence = DicomSequence([orientation])
+    enhanced.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    per_frame = []
+    for frame in reversed(frames):  # frame order is not slice order
+        group = Dataset()
+        position = Dataset()
+        position.ImagePositionPatient = frame.ImagePositionPatient
+        transform = Dataset()
+        transform.RescaleSlope = frame.RescaleSlope
+        transform.RescaleIntercept = frame.RescaleIntercept
+        group.PlanePositionSequence = DicomSequence([position])
+        group.PixelValueTransformationSequence = DicomSequence([transform])
+        per_frame.append(group)
+    enhanced.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
+    enhanced.PixelData = b"".join(frame.PixelData for frame in reversed(frames))
+    store = BlobStore(tmp_path / "enhanced")
+    store.path("e/1.dcm").parent.mkdir(parents=True, exist_ok=True)
+    enhanced.save_as(store.path("e/1.dcm"), enforce_file_format=True)
+    manifest = SeriesManifest(
+        series_instance_uid=str(first.SeriesInstanceUID),
+        modality="CT",
+        instances=(
+            BlobInstance(
+                sop_instance_uid=str(enhanced.SOPInstanceUID),
+                sop_class_uid=str(enhanced.SOPClassUID),
+                blob_key="e/1.dcm",
+                size_bytes=store.path("e/1.dcm").stat().st_size,
+            ),
+        ),
+    )
+    volume = read_volume(store, manifest)
+    assert np.array_equal(volume.hounsfield, expected)
+    assert volume.spacing_mm == pytest.approx(spacing)

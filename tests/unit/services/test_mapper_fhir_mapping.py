@@ -301,3 +301,23 @@ def test_registry_fixture_has_both_reference_models() -> None:
     """The registry the tests map with declares the two reference models (guards the fixtures)."""
     assert isinstance(REGISTRY, Registry)
     assert {model.id for model in REGISTRY.models} == {"ich-reference", "lung-nodule-reference"}
+
+
+def test_a_flagged_inputs_note_is_in_the_conclusion_and_on_every_finding() -> None:
+    """Input the model's checks flag (not refuse): the report's conclusion and each
+    Observation's notes say what was wrong with it; the run's identifiers are unchanged."""
+    event = _bleed().model_copy(
+        update={"input_notes": ("uneven slice spacing: 1 of 31 gaps differ from the median",)}
+    )
+    run = build_run(event, _model(event), RECORDED)
+    (report,) = _resources(run.bundle, "DiagnosticReport")
+    assert report["conclusion"].endswith(
+        "Input quality: uneven slice spacing: 1 of 31 gaps differ from the median. "
+        "Read the result with this in mind."
+    )
+    for observation in _resources(run.bundle, "Observation"):
+        assert observation["note"][-1]["text"].startswith("Input quality: uneven slice spacing")
+    plain = build_run(_bleed(), _model(event), RECORDED)
+    assert [e["request"] for e in plain.bundle["entry"]] == [
+        e["request"] for e in run.bundle["entry"]
+    ]
