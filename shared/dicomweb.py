@@ -132,6 +132,14 @@ class DicomWebClient:
         except (aiohttp.ClientConnectionError, TimeoutError) as error:
             raise RemoteUnavailable(f"WADO-RS rendered: {error!r}", url=url, status=None) from error
 
+    async def search_studies(self, accession_number: str) -> list[str]:
+        """QIDO-RS: the Study Instance UIDs of the studies with this accession number (the
+        caller checks it is safe in a query: letters, digits, '.', '_', '-')."""
+        found = await self._get_json(
+            "studies", [("AccessionNumber", accession_number), ("includefield", "0020000D")]
+        )
+        return [str(_value(dataset, "0020000D")) for dataset in found]
+
     async def search_series(self, study_instance_uid: str) -> list[SeriesInfo]:
         """QIDO-RS: the series of a study with modality, body part, description and size."""
         found = await self._get_json(

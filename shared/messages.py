@@ -142,7 +142,7 @@ class StudyDetected(Event):
     schema_version: Literal[1] = 1
     study: StudyRef
     models: tuple[ModelRef, ...]
-    source: Literal["fhir-rest-hook", "pacs-stable-study", "reconcile", "manual"]
+    source: Literal["fhir-rest-hook", "pacs-stable-study", "hl7-order", "reconcile", "manual"]
 
 
 class BlobInstance(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.subscriber.handlers import StudyAnnouncer
+from services.subscriber.hl7_orders import Hl7Listener
 from services.subscriber.settings import SubscriberSettings
 from services.subscriber.subscription import ensure_subscription
 from shared.bus import Bus
@@ -24,16 +25,28 @@ def build_app(settings: RadmeshSettings, own: SubscriberSettings) -> ServiceApp:
     dicomweb = DicomWebClient(settings.dicomweb)
     announcer = StudyAnnouncer(own, registry, fhir, dicomweb, bus)
 
+    listener = (
+        Hl7Listener(own.host, own.mllp_port, announcer.announce_hl7_order)
+        if own.mllp_port
+        else None
+    )
+
     async def subscribe() -> None:
         if own.ensure_subscription:
             await ensure_subscription(fhir, own)
         announcer.start_reconciliation()
+        if listener is not None:
+            await listener.start()
+
+    async def stop_listening() -> None:
+        if listener is not None:
+            await listener.stop()
 
     return bus_service(
         SERVICE,
         bus,
         on_start=[subscribe],
-        close=[announcer.stop_reconciliation, fhir.close, dicomweb.close],
+        close=[stop_listening, announcer.stop_reconciliation, fhir.close, dicomweb.close],
         routes=[
             web.put("/fhir/ImagingStudy/{id}", announcer.rest_hook_with_payload),
             web.post("/fhir", announcer.rest_hook_without_payload),

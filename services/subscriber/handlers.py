@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from services.subscriber.claims import claim_run
+from services.subscriber.hl7_orders import Hl7Order
 from services.subscriber.hook_auth import (
     SIGNATURE_HEADER,
     HookRefused,
@@ -21,6 +23,7 @@ from services.subscriber.hook_auth import (
     signature_matches,
 )
 from services.subscriber.hook_bodies import (
+    StableSeries,
     StableStudyEvent,
     imaging_study_of,
     parse_imaging_study,
@@ -60,7 +63,7 @@ from shared.registry import ModelEntry, Registry, SeriesSummary
 log = structlog.get_logger(__name__)
 # Pauses between attempts to release a claim (a DELETE HAPI may refuse while it writes).
 _RELEASE_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
-Source = Literal["fhir-rest-hook", "pacs-stable-study", "reconcile", "manual"]
+Source = Literal["fhir-rest-hook", "pacs-stable-study", "hl7-order", "reconcile", "manual"]
 
 
 def _key(model: ModelEntry) -> tuple[str, str]:
@@ -636,7 +639,55 @@ class StudyAnnouncer:
         )
         return True
 
-    async def announce_pacs_study(self, event: StableStudyEvent) -> int:
+    async def announce_hl7_order(self, order: Hl7Order) -> str:
+        """An HL7 order saying the study was performed (hl7_orders.py): announce it like a
+        PACS stable-study event once the PACS has it; what happened, for the ACK's MSA-3."""
+        uid = order.study_instance_uid
+        if uid is None:
+            assert order.accession_number is not None  # read_order: one of the two is there
+            uids = await self.dicomweb.search_studies(order.accession_number)
+            if len(uids) > 1:
+                raise InvalidMessage(
+                    f"{len(uids)} studies in the PACS have this accession number; radmesh "
+                    "never guesses which one was performed"
+                )
+            if not uids:
+                return (
+                    "accepted; the PACS has no study with this accession number yet (its "
+                    "stable-study event starts the analysis)"
+                )
+            uid = uids[0]
+        structlog.contextvars.bind_contextvars(study_instance_uid=uid)
+        series = await self.dicomweb.search_series(uid)
+        if not series:
+            return (
+                "accepted; the PACS does not hold the study yet (its stable-study event "
+                "starts the analysis)"
+            )
+        event = StableStudyEvent(
+            event_id=f"hl7-{hashlib.sha256(order.control_id.encode()).hexdigest()[:24]}",
+            emitted_at=datetime.now(UTC),
+            study_instance_uid=uid,
+            accession_number=order.accession_number,
+            modalities=sorted({info.modality for info in series if info.modality}),
+            series=[
+                StableSeries(
+                    series_instance_uid=info.series_instance_uid,
+                    modality=info.modality,
+                    series_description=info.series_description,
+                    instance_count=info.number_of_instances,
+                )
+                for info in series
+            ],
+        )
+        published = await self.announce_pacs_study(event, source="hl7-order")
+        if published:
+            return "accepted; the study's analysis is announced"
+        return "accepted; nothing to start (already analysed, in flight, or no model applies)"
+
+    async def announce_pacs_study(
+        self, event: StableStudyEvent, source: Source = "pacs-stable-study"
+    ) -> int:
         """A stable study from the PACS: find (or create, DICOMcast style) its ImagingStudy."""
         uid = event.study_instance_uid  # a DICOM UID: StableStudyEvent checks it
         structlog.contextvars.bind_contextvars(study_instance_uid=uid)
@@ -649,4 +700,4 @@ class StudyAnnouncer:
             log.info("study_skipped", reason="only SR/KO/PR objects (radmesh's own output)")
             return 0
         imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
-        return await self.announce(imaging_study, "pacs-stable-study", notes)
+        return await self.announce(imaging_study, source, notes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -12,6 +12,8 @@ class SubscriberSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RADMESH_SUBSCRIBER_", extra="ignore", frozen=True)
 
     port: int = 8090
+    # HL7 v2 orders (ORM^O01, OMI^O23) over MLLP, on `host` (hl7_orders.py); 0 turns it off.
+    mllp_port: int = Field(default=2575, ge=0, le=65535)
     # The address the FHIR server calls back (the Subscription's channel.endpoint is
     # `{public_url}/fhir`); the PACS calls `{public_url}/pacs/stable-study`.
     public_url: str = "http://127.0.0.1:8090"

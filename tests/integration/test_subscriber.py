@@ -15,6 +15,8 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+import hl7
+import hl7.mllp
 import pytest
 from pydantic import SecretStr
 
@@ -129,6 +131,7 @@ async def running_subscriber(
         "reconcile_hours": 0,  # the start-up sweep has its own test
         "reconcile_interval_seconds": 0,  # so has the periodic one
         "claim_runs": False,  # tests send one study's hooks again on purpose; claims have theirs
+        "mllp_port": 0,  # the HL7 listener has its own test (its own port)
         **overrides,
     }
     own = SubscriberSettings.model_validate(options)
@@ -893,3 +896,73 @@ async def test_a_claim_whose_release_races_the_server_is_released_on_a_retry(
         await fhir.close()
         await dicomweb.close()
     assert remaining == []
+
+
+def _orm(control_id: str, accession: str | None, *, message_type: str = "ORM^O01") -> str:
+    """An IHE Scheduled Workflow order (ORM^O01) saying the study was performed (ORC-5 CM),
+    its accession in OBR-18."""
+    obr = ["OBR", "1", "ORD-1", accession or "", "CTHEAD^CT head without contrast"]
+    obr += [""] * (18 - len(obr)) + [accession or ""]
+    return "\r".join(
+        [
+            f"MSH|^~\\&|RIS|HOSPITAL|RADMESH|HOSPITAL|20261201120000||{message_type}|{control_id}|P|2.5.1",
+            "PID|1||PAT-1^^^HOSPITAL^MR||TEST^SEED",
+            f"ORC|SC|ORD-1|{accession or ''}||CM",
+            "|".join(obr),
+        ]
+    )
+
+
+async def _acknowledged(port: int, messages: list[str]) -> list[hl7.Message]:
+    """Each message sent with python-hl7's MLLP client on one connection, and its ACK."""
+    reader, writer = await hl7.mllp.open_hl7_connection("127.0.0.1", port)
+    answers = []
+    try:
+        for message in messages:
+            writer.writemessage(hl7.parse(message) if message.startswith("MSH") else message)
+            await writer.drain()
+            answers.append(await asyncio.wait_for(reader.readmessage(), 30))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return answers
+
+
+async def test_an_hl7_order_over_mllp_starts_the_run_and_bad_messages_get_ae_or_ar(
+    infra: Infrastructure,
+) -> None:
+    """A site without FHIR Subscriptions: the order (ORM^O01, the accession in OBR-18) for a
+    study the PACS holds and the FHIR server has no ImagingStudy for is acknowledged AA and
+    announced; on the same connection, text that is not HL7 and an ADT get AR, an order naming
+    no study AE, and the listener goes on answering (a last valid order: AA)."""
+    port = _free_port()
+    loaded = await asyncio.to_thread(
+        load_fresh_study, infra, "head-bleed", slices=10, size=64, with_imaging_study=False
+    )
+    async with running_subscriber(infra, mllp_port=port) as subscriber:
+        acks = await _acknowledged(
+            port,
+            [
+                _orm("CTRL-1", loaded.accession_number),
+                "this is not HL7",
+                _orm("CTRL-2", loaded.accession_number, message_type="ADT^A01"),
+                _orm("CTRL-3", None),
+                _orm("CTRL-4", loaded.accession_number),
+            ],
+        )
+        codes = [
+            (str(a.extract_field("MSA", 1, 1)), str(a.extract_field("MSA", 1, 2))) for a in acks
+        ]
+        assert codes[0] == ("AA", "CTRL-1")
+        assert codes[1][0] == "AR"
+        assert codes[2] == ("AR", "CTRL-2")
+        assert codes[3] == ("AE", "CTRL-3")
+        assert codes[4] == ("AA", "CTRL-4")
+        assert "announced" in str(acks[0].extract_field("MSA", 1, 3))
+        assert "names no study" in str(acks[3].extract_field("MSA", 1, 3))
+        detected = await subscriber.next_detected(
+            study_instance_uid=loaded.study_instance_uid, source="hl7-order"
+        )
+        assert detected is not None
+        assert [m.id for m in detected.models] == ["ich-reference"]
+        assert detected.study.patient is not None  # found by the order's accession
