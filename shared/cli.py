@@ -4,6 +4,7 @@ radmesh registry check [PATH]        validate the model registry (exit 1 listing
 radmesh status                       queue depths, consumers and dead letters per service
 radmesh dlq list SERVICE             the dead letters of a service, with their reasons
 radmesh dlq replay SERVICE [--limit N]   send them back to that service's queue
+radmesh route STUDY_UID              which models read which series of a study in the PACS, and why not
 radmesh dev-token ACCOUNT            an access token of a development account (last line)
 radmesh report alerts [--hours H] [--plot PATH]   critical alerts: time to acknowledge, escalations
 """
@@ -21,9 +22,12 @@ from pathlib import Path
 from shared.alert_report import collect_alerts, plot_alerts, summarise, summary_text
 from shared.auth import IdentityProviderUnavailable, Unauthenticated, development_token
 from shared.dead_letters import SERVICES, list_dead_letters, queue_status, replay
+from shared.dicomweb import DicomWebClient
 from shared.errors import ConfigurationError, RadmeshError
 from shared.fhir import FhirClient
+from shared.identifiers import is_dicom_uid
 from shared.registry import load_registry
+from shared.routing import route_lines, study_series
 from shared.settings import RadmeshSettings
 
 __all__ = ["main"]
@@ -100,6 +104,26 @@ async def _report_alerts(settings: RadmeshSettings, hours: float, plot: Path) ->
     return 0
 
 
+async def _route(settings: RadmeshSettings, study_instance_uid: str) -> int:
+    if not is_dicom_uid(study_instance_uid):
+        print(f"route: {study_instance_uid!r} is not a DICOM UID", file=sys.stderr)
+        return 2
+    registry = load_registry(settings.registry_path)
+    dicomweb = DicomWebClient(settings.dicomweb)
+    try:
+        series = await study_series(dicomweb, study_instance_uid)
+    except RadmeshError as error:
+        print(f"route: the PACS could not be asked: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await dicomweb.close()
+    if not series:
+        print(f"route: the PACS has no series for study {study_instance_uid}", file=sys.stderr)
+        return 1
+    print("\n".join(route_lines(registry, series)))
+    return 0
+
+
 def _dev_token(settings: RadmeshSettings, account: str, password: str) -> int:
     if settings.environment != "development":
         print("dev-token: only in development (RADMESH_ENVIRONMENT)", file=sys.stderr)
@@ -134,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     dlq_replay = dlq_commands.add_parser("replay", help="replay a service's dead letters")
     dlq_replay.add_argument("service", choices=SERVICES)
     dlq_replay.add_argument("--limit", type=int, default=None)
+    route = commands.add_parser(
+        "route", help="which models read which series of a study in the PACS, and why not"
+    )
+    route.add_argument("study_instance_uid")
     dev_token = commands.add_parser(
         "dev-token", help="print an access token of a development account (rad1, clin1, ops1, ...)"
     )
@@ -157,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": lambda: _status(settings),
         "report": lambda: asyncio.run(_report_alerts(settings, arguments.hours, arguments.plot)),
         "dev-token": lambda: _dev_token(settings, arguments.account, arguments.password),
+        "route": lambda: asyncio.run(_route(settings, arguments.study_instance_uid)),
         "dlq": lambda: (
             _dlq_list(settings, arguments.service)
             if arguments.dlq_command == "list"

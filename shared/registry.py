@@ -93,19 +93,32 @@ class Selector(_Strict):
 
     def matches(self, series: SeriesSummary) -> bool:
         """True when this series is one the model should read."""
+        return self.mismatch(series) is None
+
+    def mismatch(self, series: SeriesSummary) -> str | None:
+        """Why this series is not one the model reads (the first condition, in the order
+        modality, body part, SOP class, series description, number of instances), or None."""
         if series.modality.upper() not in {modality.upper() for modality in self.modalities}:
-            return False
+            return f"modality {series.modality or 'none'} is not {'/'.join(self.modalities)}"
         if self.body_parts and (series.body_part_examined or "").upper() not in {
             part.upper() for part in self.body_parts
         }:
-            return False
+            return (
+                f"body part {series.body_part_examined or 'not stated'} is not "
+                f"{'/'.join(self.body_parts)}"
+            )
         if self.sop_class_uids and not set(series.sop_class_uids) & set(self.sop_class_uids):
-            return False
+            return f"SOP classes {', '.join(series.sop_class_uids) or 'unknown'} are not the model's"
         if self.series_description is not None and not re.search(
             self.series_description, series.series_description or "", re.IGNORECASE
         ):
-            return False
-        return series.number_of_instances >= self.min_instances
+            return (
+                f"series description {series.series_description or '(none)'!r} does not match "
+                f"{self.series_description!r}"
+            )
+        if series.number_of_instances < self.min_instances:
+            return f"{series.number_of_instances} instances, fewer than {self.min_instances}"
+        return None
 
 
 class Preprocessing(_Strict):
@@ -266,6 +279,10 @@ class Registry(_Strict):
             if model.id == model_id and model.version == version:
                 return model
         raise KeyError(f"no model {model_id} {version} in the registry")
+
+    def routes(self, series: list[SeriesSummary]) -> list[tuple[ModelEntry, list[str | None]]]:
+        """Each model with, per series, why it does not read it (None: it does)."""
+        return [(model, [model.selector.mismatch(s) for s in series]) for model in self.models]
 
     def models_for(self, series: list[SeriesSummary]) -> list[ModelEntry]:
         """The models with at least one series of the study matching their selector."""

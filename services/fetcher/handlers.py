@@ -10,7 +10,7 @@ import structlog
 from services.fetcher.pacs import PacsDirectory
 from services.fetcher.series_selection import select_series
 from shared.dicomweb import DicomWebClient, RetrievedInstance, SeriesInfo
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.messages import BlobInstance, Event, SeriesManifest, StudyDetected, StudyFetched
 from shared.registry import Registry
 from shared.storage import BlobStore
@@ -114,6 +114,14 @@ class FetchStudy:
         if not instances:
             raise PermanentError(
                 f"WADO-RS returned no instances for series {series.series_instance_uid}"
+            )
+        if series.number_of_instances > len(instances):
+            # The PACS listed more than it served: still receiving the series, or lost some.
+            # A model must not read a partial volume: retried, then dead-lettered saying so.
+            raise TransientError(
+                f"series {series.series_instance_uid}: QIDO-RS lists "
+                f"{series.number_of_instances} instances, WADO-RS returned {len(instances)}; "
+                "fetched again later (the PACS may still be receiving the series)"
             )
         # The claim check also lies beside the pixels, for operators and for replays.
         self.store.write_bytes(

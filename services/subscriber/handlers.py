@@ -59,6 +59,7 @@ from shared.iocm import RejectionNote
 from shared.messages import ModelRef, StudyDetected, StudyRef, StudyRetracted
 from shared.operation_outcome import media_type_refusal, outcome_response
 from shared.registry import ModelEntry, Registry, SeriesSummary
+from shared.routing import study_series
 
 log = structlog.get_logger(__name__)
 # Pauses between attempts to release a claim (a DELETE HAPI may refuse while it writes).
@@ -480,20 +481,11 @@ class StudyAnnouncer:
     ) -> list[SeriesSummary]:
         """What an ImagingStudy that lists no series would have said, from QIDO-RS: a FHIR
         server may announce a study before its series are recorded, while the PACS has them."""
-        summaries = []
-        for series in await self.dicomweb.search_series(uid):
-            if series.series_instance_uid in excluding:
-                continue
-            instances = await self.dicomweb.search_instances(uid, series.series_instance_uid)
-            summaries.append(
-                SeriesSummary(
-                    modality=series.modality,
-                    body_part_examined=series.body_part_examined,
-                    series_description=series.series_description,
-                    sop_class_uids=tuple(sorted({i.sop_class_uid for i in instances})),
-                    number_of_instances=len(instances),
-                )
-            )
+        summaries = [
+            item.summary
+            for item in await study_series(self.dicomweb, uid)
+            if item.info.series_instance_uid not in excluding and not item.rejected
+        ]
         log.info(
             "series_from_pacs", reason="the ImagingStudy lists no series", series=len(summaries)
         )

@@ -13,13 +13,14 @@ from pydantic import SecretStr
 
 from samples.dicom_series import describe_study, iter_encoded
 from samples.phantoms import head_ct
+from shared.cli import _route
 from shared.dicomweb import DicomWebClient
 from shared.errors import RemoteConflict, RemoteRejected, RemoteUnavailable
 from shared.fhir import FhirClient, conditional_create_entry, reference_of, transaction_bundle
-from shared.settings import DicomWebSettings, FhirSettings
+from shared.settings import DicomWebSettings, FhirSettings, RadmeshSettings
 from shared.storage import BlobStore
 from tests.conftest import Infrastructure
-from tests.integration.sample_studies import dicomweb_client
+from tests.integration.sample_studies import dicomweb_client, load_fresh_study
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +182,27 @@ async def test_fhir_errors_keep_the_operation_outcome_and_are_classified(
             await down.execute("metadata", method="get")
     finally:
         await down.close()
+
+
+async def test_radmesh_route_explains_which_model_reads_which_series(
+    infra: Infrastructure, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`radmesh route <study>` on a head CT in the PACS: the bleed model reads its CT series,
+    the chest model does not apply because the body part is HEAD; an unknown study exits 1."""
+    loaded = await asyncio.to_thread(
+        load_fresh_study, infra, "head-bleed", slices=24, size=32, with_fhir=False
+    )
+    settings = RadmeshSettings(
+        dicomweb=DicomWebSettings(
+            base_url=infra.orthanc_dicomweb_url,
+            username=infra.orthanc_auth[0],
+            password=SecretStr(infra.orthanc_auth[1]),
+        )
+    )
+    assert await _route(settings, loaded.study_instance_uid) == 0
+    printed = capsys.readouterr().out
+    assert f"ich-reference 1 (active): applies; reads {loaded.series_instance_uid}" in printed
+    assert "lung-nodule-reference 1 (active): does not apply" in printed
+    assert f"{loaded.series_instance_uid}: body part HEAD is not CHEST/LUNG/THORAX" in printed
+    assert await _route(settings, "1.2.826.0.1.3680043.10.999.404") == 1
+    assert await _route(settings, "%00") == 2

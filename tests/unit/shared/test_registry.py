@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from shared.errors import ConfigurationError
-from shared.registry import SeriesSummary, load_registry
+from shared.registry import Selector, SeriesSummary, load_registry
 
 REGISTRY = Path(__file__).resolve().parents[3] / "registry" / "models.yaml"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -98,3 +98,27 @@ def test_missing_or_broken_file_says_so(tmp_path: Path) -> None:
     broken.write_text("models: [unclosed")
     with pytest.raises(ConfigurationError, match="not valid YAML"):
         load_registry(broken)
+
+
+def test_a_selector_says_why_a_series_is_not_the_models() -> None:
+    """The first condition that fails, in the documented order; None when the series fits."""
+    selector = Selector(
+        modalities=("CT",), body_parts=("HEAD",), series_description="brain", min_instances=10
+    )
+    fits = SeriesSummary(
+        modality="CT",
+        body_part_examined="HEAD",
+        series_description="Axial brain",
+        number_of_instances=32,
+    )
+    assert selector.mismatch(fits) is None and selector.matches(fits)
+    assert selector.mismatch(fits.model_copy(update={"modality": "MR"})) == "modality MR is not CT"
+    assert selector.mismatch(fits.model_copy(update={"body_part_examined": None})) == (
+        "body part not stated is not HEAD"
+    )
+    assert "does not match 'brain'" in str(
+        selector.mismatch(fits.model_copy(update={"series_description": "Scout"}))
+    )
+    assert selector.mismatch(fits.model_copy(update={"number_of_instances": 3})) == (
+        "3 instances, fewer than 10"
+    )
