@@ -24,6 +24,9 @@ export RADMESH_SUBSCRIBER_PACS_HOOK_SECRET="${RADMESH_SUBSCRIBER_PACS_HOOK_SECRE
 # The local HAPI FHIR server also holds the test suite's studies: no start-up catch-up here
 # unless asked for (production default: the last 24 hours).
 export RADMESH_SUBSCRIBER_RECONCILE_HOURS="${RADMESH_SUBSCRIBER_RECONCILE_HOURS:-0}"
+# ... and the tests' runs that never had a verification Task or alert (written by the mapper's
+# tests alone): no consistency sweep here unless asked for (production default: every 300 s).
+export RADMESH_MAPPER_REDRIVE_INTERVAL_SECONDS="${RADMESH_MAPPER_REDRIVE_INTERVAL_SECONDS:-0}"
 python="$RADMESH_ROOT/.venv/bin/python"
 for service in "${services[@]}"; do
   dir="$(component_dir "services/$service")"

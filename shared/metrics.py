@@ -9,7 +9,9 @@
 - `radmesh_alert_time_to_acknowledge_seconds{finding, model}`: from the alert to its
   acknowledgement (verification), the figure a critical-results policy is judged by;
 - `radmesh_results_retracted_total{source}`: runs retracted because their images were deleted
-  or rejected in the PACS or their study changed patient (verification).
+  or rejected in the PACS or their study changed patient (verification);
+- `radmesh_runs_redriven_total{missing}`: runs whose verification Task or alert was missing,
+  announced again by the mapper's consistency sweep.
 
 Labels never carry patient or study identifiers.
 """
@@ -27,6 +29,7 @@ __all__ = [
     "MESSAGE_SECONDS",
     "METRICS_CONTENT_TYPE",
     "RESULTS_RETRACTED",
+    "RUNS_REDRIVEN",
     "TIME_TO_ACKNOWLEDGE",
     "alert_labels",
     "exposition",
@@ -61,6 +64,11 @@ RESULTS_RETRACTED = Counter(
     "radmesh_results_retracted",
     "AI runs retracted because their images changed in the PACS or their study changed patient",
     ["source"],
+)
+RUNS_REDRIVEN = Counter(
+    "radmesh_runs_redriven",
+    "Runs announced again by the mapper's consistency sweep, by what was missing",
+    ["missing"],
 )
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from services.mapper.handlers import MapResults, SupersedeReports
+from services.mapper.redrive import RedriveRuns
 from services.mapper.settings import MapperSettings
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
 from shared.messages import FindingRejected, FindingVerified, InferenceCompleted, ResultsRetracted
 from shared.registry import load_registry
-from shared.runtime import ServiceApp, bus_service
+from shared.runtime import Periodic, ServiceApp, bus_service
 from shared.settings import RadmeshSettings
 
 SERVICE = "mapper"
@@ -27,5 +28,13 @@ def build_app(settings: RadmeshSettings, own: MapperSettings) -> ServiceApp:
         bus.consume(FindingRejected, supersede.on_rejected)
         bus.consume(ResultsRetracted, supersede.on_retracted)
 
-    close = [fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
-    return bus_service(SERVICE, bus, close=close)
+    redrive = RedriveRuns(
+        registry,
+        fhir,
+        bus.publish,
+        hours=own.redrive_hours,
+        grace_seconds=own.redrive_grace_seconds,
+    )
+    sweep = Periodic(redrive.sweep, own.redrive_interval_seconds, "redrive_sweep_failed")
+    close = [sweep.stop, fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
+    return bus_service(SERVICE, bus, on_start=[sweep.start], close=close)

@@ -231,6 +231,7 @@ async def mesh(
         # Earlier tests leave unprocessed studies on the shared FHIR server; the mesh here reads
         # only what this module loads.
         "RADMESH_SUBSCRIBER_RECONCILE_HOURS": "0",
+        "RADMESH_MAPPER_REDRIVE_INTERVAL_SECONDS": "0",  # nor re-drives their half-done runs
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     processes: dict[str, asyncio.subprocess.Process] = {}

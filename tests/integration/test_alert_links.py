@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -21,26 +20,14 @@ from services.verification.audit import AuditTrail
 from shared.alert_links import AlertLink, sign_token
 from shared.fhir import FhirClient
 from shared.messages import AlertRaised
-from shared.registry import Registry, load_registry
+from shared.registry import Registry
 from shared.settings import AlertLinkSettings
 from tests.conftest import Infrastructure
-from tests.integration.fhir_seed import SeededStudy, answering_fhir_client, seed_study
+from tests.integration.fhir_seed import SeededStudy, seed_study
 
 pytestmark = pytest.mark.integration
 
 SECRET = "test-alert-link-secret"
-REGISTRY_PATH = Path(__file__).resolve().parents[2] / "registry" / "models.yaml"
-
-
-@pytest.fixture
-async def fhir(infra: Infrastructure) -> AsyncIterator[FhirClient]:
-    async with answering_fhir_client(infra) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return load_registry(REGISTRY_PATH)
 
 
 @pytest.fixture

@@ -12,10 +12,14 @@ import pytest
 from samples.dicom_series import derive_uid
 from samples.load import LoadResult
 from services.mapper.handlers import MapResults, SupersedeReports
+from services.mapper.redrive import RedriveRuns
 from services.mapper.structured_report import dataset_from_metadata, sr_uids
 from services.mapper.verified_report import verified_sr_uid
+from services.notifier.handlers import RaiseAlerts
+from services.verification.handlers import CreateVerificationTask
 from shared.fhir import FhirClient
 from shared.messages import (
+    Event,
     Finding,
     FindingVerified,
     InferenceCompleted,
@@ -404,3 +408,50 @@ async def test_shadow_model_posts_nothing_to_the_clinical_record(
     )
     series = await clients.dicomweb.search_series(loaded.study_instance_uid)
     assert [s.modality for s in series] == ["CT"]
+
+
+async def test_a_run_whose_results_posted_was_lost_is_redriven_until_its_task_and_alert_exist(
+    servers: Infrastructure, clients: _Clients
+) -> None:
+    """The bleed's results are on the FHIR server but results.posted never reached the
+    verification service or the notifier (lost after the write): the consistency sweep rebuilds
+    the event from the record — the same report, findings, Device and Provenance, the bleed
+    critical — and once its consumers handled it, the next sweep finds nothing to do."""
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "head-bleed", slices=8, size=64)
+    event = _event(
+        loaded,
+        "ich-reference",
+        (
+            Finding(finding_key="intracranial-hemorrhage", present=True, probability=0.91),
+            Finding(finding_key="hemorrhage-volume", present=True, value=14.2, unit="mL"),
+        ),
+    )
+    registry = load_registry(REGISTRY_PATH)
+    (original,) = await MapResults(registry, clients.fhir, None)(event)  # published: lost
+    assert isinstance(original, ResultsPosted)
+    published: list[Event] = []
+
+    async def publish(redriven: Event) -> None:
+        published.append(redriven)
+
+    sweep = RedriveRuns(registry, clients.fhir, publish, hours=0.05, grace_seconds=0)
+
+    async def ours() -> list[ResultsPosted]:
+        published.clear()
+        await sweep.sweep()
+        return [
+            e
+            for e in published
+            if isinstance(e, ResultsPosted) and e.diagnostic_report == original.diagnostic_report
+        ]
+
+    (rebuilt,) = await ours()
+    assert rebuilt.model_dump(include=_RUN_FIELDS) == original.model_dump(include=_RUN_FIELDS)
+    assert [f.critical for f in rebuilt.findings] == [True, False]
+    await CreateVerificationTask(clients.fhir)(rebuilt)
+    assert await ours() != [], "the alert is still missing: the run is announced again"
+    await RaiseAlerts(registry, clients.fhir)(rebuilt)
+    assert await ours() == []
+
+
+_RUN_FIELDS = {"study", "model", "diagnostic_report", "device", "provenance", "findings"}

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,11 @@ from shared.bus import Bus
 from shared.fhir import FhirClient
 from shared.messages import AlertRaised, FindingRejected, FindingVerified, StudyRef
 from shared.metrics import exposition
-from shared.registry import Registry, load_registry
+from shared.registry import Registry
 from shared.settings import BrokerSettings, FhirSettings, RadmeshSettings
 from tests.conftest import Infrastructure
 from tests.integration.fhir_seed import (
     SeededStudy,
-    answering_fhir_client,
     search_resources,
     seed_study,
 )
@@ -44,17 +43,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_PATH = ROOT / "registry" / "models.yaml"
-
-
-@pytest.fixture
-async def fhir(infra: Infrastructure) -> AsyncIterator[FhirClient]:
-    async with answering_fhir_client(infra) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return load_registry(REGISTRY_PATH)
 
 
 def _alert_identifier(seeded: SeededStudy, resource_type: str) -> str:

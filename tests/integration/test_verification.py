@@ -37,7 +37,6 @@ from tests.conftest import Infrastructure
 from tests.identity import TokenCache, access_token, forged_token, oidc_settings
 from tests.integration.fhir_seed import (
     SeededStudy,
-    answering_fhir_client,
     search_resources,
     seed_study,
 )
@@ -46,12 +45,6 @@ from tests.integration.review_app import review_app
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def fhir(infra: Infrastructure) -> AsyncIterator[FhirClient]:
-    async with answering_fhir_client(infra) as client:
-        yield client
 
 
 async def _task_of(fhir: FhirClient, seeded: SeededStudy) -> dict[str, Any]:
