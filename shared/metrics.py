@@ -10,6 +10,9 @@
   acknowledgement (verification), the figure a critical-results policy is judged by;
 - `radmesh_results_retracted_total{source}`: runs retracted because their images were deleted
   or rejected in the PACS or their study changed patient (verification);
+- `radmesh_studies_skipped_total{reason}`: announcements that started no run (subscriber):
+  not-available, opted-out, no-model-applies, in-flight, already-ran, already-claimed, gone,
+  radmesh-output, unusable;
 - `radmesh_runs_redriven_total{missing}`: runs whose verification Task or alert was missing,
   announced again by the mapper's consistency sweep.
 
@@ -30,6 +33,7 @@ __all__ = [
     "METRICS_CONTENT_TYPE",
     "RESULTS_RETRACTED",
     "RUNS_REDRIVEN",
+    "STUDIES_SKIPPED",
     "TIME_TO_ACKNOWLEDGE",
     "alert_labels",
     "exposition",
@@ -64,6 +68,11 @@ RESULTS_RETRACTED = Counter(
     "radmesh_results_retracted",
     "AI runs retracted because their images changed in the PACS or their study changed patient",
     ["source"],
+)
+STUDIES_SKIPPED = Counter(
+    "radmesh_studies_skipped",
+    "Announcements that started no run, by kind of reason (the log says which study and why)",
+    ["reason"],
 )
 RUNS_REDRIVEN = Counter(
     "radmesh_runs_redriven",

@@ -57,6 +57,7 @@ from shared.fhir import FhirClient
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
 from shared.iocm import RejectionNote
 from shared.messages import ModelRef, StudyDetected, StudyRef, StudyRetracted
+from shared.metrics import STUDIES_SKIPPED
 from shared.operation_outcome import media_type_refusal, outcome_response
 from shared.registry import ModelEntry, Registry, SeriesSummary
 from shared.routing import study_series
@@ -73,12 +74,23 @@ def _key(model: ModelEntry) -> tuple[str, str]:
 
 def _skip_reason(
     candidates: list[ModelEntry], in_flight: list[ModelEntry], rejected: frozenset[str]
-) -> str:
+) -> tuple[str, str]:
+    """(the kind, for the counter; the words, for the log) of a study that starts nothing."""
     if candidates:
-        return "run in flight" if in_flight else "every model already ran"
+        return ("in-flight", "run in flight") if in_flight else ("already-ran", "every model already ran")
     if rejected:
-        return f"no model applies ({len(rejected)} series rejected in the PACS left out)"
-    return "no model applies"
+        return (
+            "no-model-applies",
+            f"no model applies ({len(rejected)} series rejected in the PACS left out)",
+        )
+    return "no-model-applies", "no model applies"
+
+
+def _skipped(kind: str, reason: str, *, warning: bool = False, **fields: object) -> None:
+    """A study that starts no run: logged with the reason (`study_skipped`) and counted by kind
+    (`radmesh_studies_skipped_total{reason}`), never silent."""
+    STUDIES_SKIPPED.labels(reason=kind).inc()
+    (log.warning if warning else log.info)("study_skipped", reason=reason, kind=kind, **fields)
 
 
 class StudyAnnouncer:
@@ -258,8 +270,8 @@ class StudyAnnouncer:
             try:
                 published += await self.announce(dict(study), source)
             except InvalidMessage as error:  # one unusable study must not hide the others
-                log.warning(
-                    "study_skipped", imaging_study=f"ImagingStudy/{study['id']}", reason=str(error)
+                _skipped(
+                    "unusable", str(error), warning=True, imaging_study=f"ImagingStudy/{study['id']}"
                 )
         if since is None or since <= self._last_poll:
             self._last_poll = max(self._last_poll, started)
@@ -321,10 +333,10 @@ class StudyAnnouncer:
         uid = study_instance_uid(imaging_study)
         structlog.contextvars.bind_contextvars(study_instance_uid=uid)
         if imaging_study.get("status") != "available":
-            log.info("study_skipped", reason=f"status {imaging_study.get('status')}")
+            _skipped("not-available", f"status {imaging_study.get('status')}")
             return 0
         if await self._opted_out(imaging_study):
-            log.info("study_skipped", reason="patient opted out (active Consent with deny)")
+            _skipped("opted-out", "patient opted out (active Consent with deny)")
             return 0
         candidates, rejected = await self._candidates(imaging_study, uid, notes)
         patient = (imaging_study.get("subject") or {}).get("reference")
@@ -361,9 +373,8 @@ class StudyAnnouncer:
                 )
 
             if not pending:
-                log.info(
-                    "study_skipped",
-                    reason=_skip_reason(candidates, in_flight, rejected),
+                _skipped(
+                    *_skip_reason(candidates, in_flight, rejected),
                     models=[model.id for model in candidates],
                 )
                 return 0
@@ -426,7 +437,7 @@ class StudyAnnouncer:
             else:
                 lost.append(f"{model.id} ({task})")
         if lost:
-            log.info("study_skipped", reason="run already claimed", claims=lost)
+            _skipped("already-claimed", "run already claimed", claims=lost)
         return won_models, won_tasks
 
     async def _release_claims(self, tasks: list[str]) -> None:
@@ -603,7 +614,7 @@ class StudyAnnouncer:
             except RemoteRejected as error:
                 if error.status not in (404, 410):
                     raise
-                log.info("study_skipped", imaging_study=reference, reason="no longer on the server")
+                _skipped("gone", "no longer on the server", imaging_study=reference)
                 continue
             published += await self.announce(study, "fhir-rest-hook")
         if not notification.imaging_studies and not notification.focus_references:
@@ -689,7 +700,7 @@ class StudyAnnouncer:
         for retraction in rejection_note_retractions(uid, notes):
             await self._publish_retraction(retraction)
         if event.modalities and set(event.modalities) <= {"SR", "KO", "PR"}:
-            log.info("study_skipped", reason="only SR/KO/PR objects (radmesh's own output)")
+            _skipped("radmesh-output", "only SR/KO/PR objects (radmesh's own output)")
             return 0
         imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
         return await self.announce(imaging_study, source, notes)

@@ -18,6 +18,7 @@ import aiohttp
 import hl7
 import hl7.mllp
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from services.subscriber.app import build_app
@@ -671,15 +672,22 @@ async def test_malformed_hook_bodies_get_400_with_an_operation_outcome(
     assert await subscriber.next_detected(wait_seconds=0.5, study_instance_uid="1.2.3") is None
 
 
+def _skips(kind: str) -> float:
+    """radmesh_studies_skipped_total of that kind, in this process."""
+    return REGISTRY.get_sample_value("radmesh_studies_skipped_total", {"reason": kind}) or 0.0
+
+
 async def test_hook_for_a_study_already_done_publishes_nothing(
     infra: Infrastructure, subscriber: RunningSubscriber
 ) -> None:
     """When the FHIR server already has radmesh's DiagnosticReport for the study and model (the
-    check that holds across restarts and replicas), a hook for the study publishes nothing."""
+    check that holds across restarts and replicas), a hook for the study publishes nothing; the
+    skip is counted by its kind."""
     loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
     uid = loaded.study_instance_uid
     # the fixture Subscription's own hook comes first
     assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
+    already_ran = _skips("already-ran")
     fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
     try:
         study = await fhir.read_resource(loaded.imaging_study_id or "")
@@ -709,6 +717,7 @@ async def test_hook_for_a_study_already_done_publishes_nothing(
     assert response.status == 200
     assert outcome["issue"][0]["diagnostics"] == "0 study.detected published"
     assert await subscriber.next_detected(wait_seconds=0.5, study_instance_uid=uid) is None
+    assert _skips("already-ran") >= already_ran + 1
 
 
 async def test_start_up_reconciliation_announces_studies_that_arrived_while_down(
