@@ -6,9 +6,10 @@
     │   ├── RemoteUnavailable     a server answered 5xx/429, timed out or refused the connection
     │   ├── BrokerUnavailable     RabbitMQ did not take (confirm) a publish: connection or channel
     │   │                         lost, or no confirm in time
-    │   └── RemoteConflict        a server answered 409: a concurrent write won (e.g. two runs
-    │                             conditionally creating one Device); the retry re-reads and
-    │                             finds what the other wrote
+    │   └── RemoteConflict        a server answered 409 or 412: a concurrent write won (two runs
+    │                             conditionally creating one Device; a version-guarded update
+    │                             whose resource changed since it was read); the retry re-reads
+    │                             and finds what the other wrote
     └── PermanentError            dead-letter at once with the reason: retrying cannot fix it
         ├── InvalidMessage        the body is not JSON or does not validate against its event model
         ├── RemoteRejected        a server answered a 4xx that retrying cannot fix (keeps its payload,
@@ -92,10 +93,10 @@ class RemoteRejected(_RemoteError, PermanentError):
 
 
 def remote_error_for(status: int, message: str, *, url: str, payload: Any = None) -> RadmeshError:
-    """The error a remote HTTP answer maps to: 5xx, 408 and 429 are transient, 409 is a transient
-    conflict, other 4xx permanent."""
+    """The error a remote HTTP answer maps to: 5xx, 408 and 429 are transient, 409 and 412 (an
+    `If-Match` on a version someone else replaced) a transient conflict, other 4xx permanent."""
     if status >= 500 or status in (408, 425, 429):
         return RemoteUnavailable(message, url=url, status=status, payload=payload)
-    if status == 409:
+    if status in (409, 412):
         return RemoteConflict(message, url=url, status=status, payload=payload)
     return RemoteRejected(message, url=url, status=status, payload=payload)

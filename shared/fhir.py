@@ -126,7 +126,7 @@ class FhirClient(AsyncFHIRClient):
 
     async def update_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
         """PUT a resource read earlier, only if nobody changed it since (If-Match on its
-        meta.versionId; a concurrent change is a 412 RemoteRejected)."""
+        meta.versionId; a concurrent change is a 412, a RemoteConflict)."""
         reference = f"{resource['resourceType']}/{resource['id']}"
         version = (resource.get("meta") or {}).get("versionId")
         headers = {"If-Match": f'W/"{version}"'} if version else None

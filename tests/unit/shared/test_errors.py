@@ -32,6 +32,14 @@ def test_a_conflict_is_retried_and_keeps_the_payload() -> None:
     assert classify_error(error) == "transient"
 
 
+def test_a_version_guarded_write_that_lost_a_race_is_retried() -> None:
+    """412 (an If-Match on a version another writer replaced: a verdict and a retraction on one
+    report at once) is a conflict too: the retry re-reads the resource and writes against it."""
+    error = remote_error_for(412, "FHIR transaction", url="http://127.0.0.1/fhir")
+    assert isinstance(error, RemoteConflict) and error.status == 412
+    assert classify_error(error) == "transient"
+
+
 def test_client_errors_are_permanent_and_keep_the_payload() -> None:
     """A 4xx is dead-lettered at once, with the server's OperationOutcome kept for the reason."""
     outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}
