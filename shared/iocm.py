@@ -29,6 +29,7 @@ __all__ = [
     "RejectionNote",
     "RetractionSource",
     "reason_coding",
+    "rejected_series",
     "rejection_notes",
 ]
 
@@ -94,6 +95,11 @@ def rejection_notes(metadata: list[dict[str, Any]]) -> list[RejectionNote]:
         sop = next(iter(_values(instance, "00080018")), "")
         notes.append(RejectionNote(str(sop), cast(IocmCode, code), frozenset(series)))
     return notes
+
+
+def rejected_series(notes: list[RejectionNote]) -> frozenset[str]:
+    """Every series some rejection note rejects."""
+    return frozenset(uid for note in notes for uid in note.series_instance_uids)
 
 
 def reason_coding(code: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.dicomweb import DicomWebClient, SeriesInfo
+from shared.iocm import rejected_series
 from shared.registry import Registry, SeriesSummary
 
 __all__ = ["StudySeries", "route_lines", "study_series"]
@@ -28,7 +29,7 @@ async def study_series(dicomweb: DicomWebClient, study_instance_uid: str) -> lis
     notes = await dicomweb.rejection_notes(
         study_instance_uid, [(info.series_instance_uid, info.modality) for info in found]
     )
-    rejected = {uid for note in notes for uid in note.series_instance_uids}
+    rejected = rejected_series(notes)
     series = []
     for info in found:
         instances = await dicomweb.search_instances(study_instance_uid, info.series_instance_uid)

@@ -11,6 +11,7 @@ from services.fetcher.pacs import PacsDirectory
 from services.fetcher.series_selection import select_series
 from shared.dicomweb import DicomWebClient, RetrievedInstance, SeriesInfo
 from shared.errors import PermanentError, TransientError
+from shared.iocm import rejected_series
 from shared.messages import BlobInstance, Event, SeriesManifest, StudyDetected, StudyFetched
 from shared.registry import Registry
 from shared.storage import BlobStore
@@ -24,13 +25,11 @@ async def _without_rejected(
     """The series no IOCM rejection note in the PACS rejects (a series with any rejected
     instance is left out whole: a model never reads images the site took back), and how many
     were left out."""
-    rejected = {
-        uid
-        for note in await dicomweb.rejection_notes(
+    rejected = rejected_series(
+        await dicomweb.rejection_notes(
             study_uid, [(info.series_instance_uid, info.modality) for info in series]
         )
-        for uid in note.series_instance_uids
-    }
+    )
     kept = [info for info in series if info.series_instance_uid not in rejected]
     if len(kept) < len(series):
         log.warning(

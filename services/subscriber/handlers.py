@@ -55,11 +55,11 @@ from shared.errors import (
 )
 from shared.fhir import FhirClient
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
-from shared.iocm import RejectionNote
+from shared.iocm import RejectionNote, rejected_series
 from shared.messages import ModelRef, StudyDetected, StudyRef, StudyRetracted
 from shared.metrics import STUDIES_SKIPPED
 from shared.operation_outcome import media_type_refusal, outcome_response
-from shared.registry import ModelEntry, Registry, SeriesSummary
+from shared.registry import ModelEntry, Registry
 from shared.routing import study_series
 
 log = structlog.get_logger(__name__)
@@ -470,37 +470,26 @@ class StudyAnnouncer:
     async def _candidates(
         self, imaging_study: dict[str, Any], uid: str, notes: list[RejectionNote] | None
     ) -> tuple[list[ModelEntry], frozenset[str]]:
-        """The models whose selectors match a series of the study that no rejection note
-        rejects, and the rejected series."""
+        """The models whose selectors match a series of the study that no rejection note in
+        the PACS rejects, and the rejected series. The series are the ImagingStudy's; one that
+        lists none is completed from QIDO-RS (a FHIR server may announce a study before its
+        series are recorded, while the PACS has them), which reads the notes on the way."""
+        if not imaging_study.get("series"):
+            found = await study_series(self.dicomweb, uid)
+            log.info(
+                "series_from_pacs", reason="the ImagingStudy lists no series", series=len(found)
+            )
+            rejected = frozenset(i.info.series_instance_uid for i in found if i.rejected)
+            summaries = [item.summary for item in found if not item.rejected]
+            return self.registry.models_for(summaries), rejected
         if notes is None:
-            notes = await self._rejection_notes(uid)
-        rejected = frozenset(series for note in notes for series in note.series_instance_uids)
-        summaries = series_summaries(imaging_study, excluding=rejected) or (
-            await self._series_from_pacs(uid, excluding=rejected)
-        )
+            series = await self.dicomweb.search_series(uid)
+            notes = await self.dicomweb.rejection_notes(
+                uid, [(info.series_instance_uid, info.modality) for info in series]
+            )
+        rejected = rejected_series(notes)
+        summaries = series_summaries(imaging_study, excluding=rejected)
         return self.registry.models_for(summaries), rejected
-
-    async def _rejection_notes(self, uid: str) -> list[RejectionNote]:
-        """The IOCM rejection notes the PACS holds for the study (its KO series)."""
-        series = await self.dicomweb.search_series(uid)
-        return await self.dicomweb.rejection_notes(
-            uid, [(info.series_instance_uid, info.modality) for info in series]
-        )
-
-    async def _series_from_pacs(
-        self, uid: str, excluding: frozenset[str] = frozenset()
-    ) -> list[SeriesSummary]:
-        """What an ImagingStudy that lists no series would have said, from QIDO-RS: a FHIR
-        server may announce a study before its series are recorded, while the PACS has them."""
-        summaries = [
-            item.summary
-            for item in await study_series(self.dicomweb, uid)
-            if item.info.series_instance_uid not in excluding and not item.rejected
-        ]
-        log.info(
-            "series_from_pacs", reason="the ImagingStudy lists no series", series=len(summaries)
-        )
-        return summaries
 
     def _recently_announced(self, key: tuple[str, str, str, str | None]) -> bool:
         window = self.settings.reannounce_after_seconds
