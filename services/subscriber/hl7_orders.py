@@ -13,7 +13,9 @@ Every message gets an original-mode ACK (MSA-1), MSA-2 its control id, MSA-3 wha
 - AE: its content cannot be acted on (no study identifier, an accession the PACS does not know
   twice over, a malformed UID);
 - AR: rejected without being processed (not HL7, not a supported message type, or radmesh cannot
-  process it now: the FHIR server, the PACS or the broker unavailable) — the sender retries.
+  process it now: the FHIR server, the PACS or the broker unavailable, or an internal error,
+  logged) — the sender retries; a server refusing radmesh's own request is AE (retrying does not
+  help).
 
 A malformed message never stops the listener; nothing logged names the patient.
 """
@@ -150,21 +152,28 @@ class Hl7Listener:
     async def answer(self, text: str) -> str:
         """The ACK of one message (never raises)."""
         structlog.contextvars.clear_contextvars()
+        code, words = await self._decide(text)
+        return ack(text, code, words)
+
+    async def _decide(self, text: str) -> tuple[str, str]:
+        """(MSA-1, MSA-3) for one message, each refusal logged with its reason."""
         try:
             order = read_order(text)
+            outcome = await self.announce(order)
         except Hl7Rejected as error:
             log.warning("hl7_refused", code="AR", reason=str(error))
-            return ack(text, "AR", str(error))
+            return "AR", str(error)
         except InvalidMessage as error:
             log.warning("hl7_refused", code="AE", reason=str(error))
-            return ack(text, "AE", str(error))
-        try:
-            outcome = await self.announce(order)
-        except InvalidMessage as error:
-            log.warning("hl7_refused", code="AE", reason=str(error), control_id=order.control_id)
-            return ack(text, "AE", str(error))
-        except (TransientError, RadmeshError) as error:
+            return "AE", str(error)
+        except TransientError as error:
             log.warning("hl7_not_processed", code="AR", error=str(error)[:300])
-            return ack(text, "AR", f"not processed, send again later: {type(error).__name__}")
+            return "AR", f"not processed, send again later: {type(error).__name__}"
+        except RadmeshError as error:  # e.g. the FHIR server refused a write: not the sender's
+            log.error("hl7_not_processed", code="AE", error=str(error)[:300])
+            return "AE", f"not processed: {type(error).__name__} (see radmesh's log)"
+        except Exception:  # a bug: the sender is answered, the listener goes on
+            log.exception("hl7_not_processed", code="AR")
+            return "AR", "not processed: internal error (logged); send again later"
         log.info("hl7_accepted", control_id=order.control_id, outcome=outcome)
-        return ack(text, "AA", outcome)
+        return "AA", outcome

@@ -6,7 +6,7 @@ import hl7
 import pytest
 
 from services.subscriber.hl7_orders import Hl7Listener, Hl7Order, Hl7Rejected, ack, read_order
-from shared.errors import InvalidMessage, RemoteUnavailable
+from shared.errors import InvalidMessage, RemoteRejected, RemoteUnavailable
 
 MSH = "MSH|^~\\&|RIS|HOSP|RADMESH|HOSP|20261201120000||{type}|CTRL-9|P|2.5.1"
 
@@ -59,3 +59,20 @@ async def test_a_pacs_or_fhir_outage_is_ar_so_the_sender_retries() -> None:
     answer = hl7.parse(await listener.answer(_message("ORM^O01", "ORC|SC|O1|ACC-1")))
     assert str(answer.extract_field("MSA", 1, 1)) == "AR"
     assert "send again later" in str(answer.extract_field("MSA", 1, 3))
+
+
+async def test_a_refusal_retrying_cannot_fix_is_ae_and_a_bug_is_ar_without_dropping_the_line() -> (
+    None
+):
+    async def refused(order: Hl7Order) -> str:
+        raise RemoteRejected("FHIR POST: 422", url="http://fhir", status=422)
+
+    async def broken(order: Hl7Order) -> str:
+        raise KeyError("a bug")
+
+    message = _message("ORM^O01", "ORC|SC|O1|ACC-1")
+    answer = hl7.parse(await Hl7Listener("127.0.0.1", 0, refused).answer(message))
+    assert str(answer.extract_field("MSA", 1, 1)) == "AE"
+    answer = hl7.parse(await Hl7Listener("127.0.0.1", 0, broken).answer(message))
+    assert str(answer.extract_field("MSA", 1, 1)) == "AR"
+    assert "internal error" in str(answer.extract_field("MSA", 1, 3))
