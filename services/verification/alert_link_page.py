@@ -23,6 +23,7 @@ from aiohttp import web
 
 from services.verification.acknowledgements import AlertDesk
 from services.verification.audit import AuditTrail, audit_event
+from services.verification.handlers import remote_error_response
 from services.verification.review import TaskConflict, TaskNotFound
 from services.verification.verdicts import Reviewer
 from shared.alert_links import AlertLink, InvalidAlertLink, read_token
@@ -35,6 +36,7 @@ __all__ = ["AlertLinkPage"]
 
 log = structlog.get_logger(__name__)
 _ISSUER = "urn:radmesh:alert-link"
+_REMOTE_ERRORS = (RemoteUnavailable, RemoteConflict, RemoteRejected)
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
@@ -111,6 +113,8 @@ class AlertLinkPage:
             alert = await self._alert(link)
         except (InvalidAlertLink, TaskNotFound) as error:
             return self._refusal(error, browser=True)
+        except _REMOTE_ERRORS as error:
+            return remote_error_response(error)
         text = next(
             (str(p["contentString"]) for p in alert.get("payload", []) if p.get("contentString")),
             "",
@@ -134,9 +138,11 @@ class AlertLinkPage:
         try:
             link = self._link(request)
             alert = await self._alert(link)
+            recipient = await self.alerts.fhir.read_resource(link.recipient)
         except (InvalidAlertLink, TaskNotFound) as error:
             return self._refusal(error, browser=browser)
-        recipient = await self.alerts.fhir.read_resource(link.recipient)
+        except _REMOTE_ERRORS as error:
+            return remote_error_response(error)
         reviewer = Reviewer(link.recipient, _display(recipient, link.recipient))
         try:
             done = await self.alerts.acknowledge(str(alert["id"]), reviewer, datetime.now(UTC))
@@ -149,8 +155,8 @@ class AlertLinkPage:
         except TaskConflict as error:
             response = self._refusal(error, browser=browser)
             touched = [f"CommunicationRequest/{alert['id']}"]
-        except (RemoteUnavailable, RemoteConflict, RemoteRejected) as error:
-            response = outcome_response(503, "transient", f"not recorded, retry: {error}")
+        except _REMOTE_ERRORS as error:
+            response = remote_error_response(error)
             touched = [f"CommunicationRequest/{alert['id']}"]
         await self.audit.record(
             audit_event(

@@ -340,7 +340,7 @@ def _error_response(error: Exception) -> web.StreamResponse:
     if isinstance(error, TaskConflict):
         return outcome_response(409, "conflict", str(error))
     if isinstance(error, RemoteUnavailable | RemoteConflict | RemoteRejected):
-        return _remote_error_response(error)
+        return remote_error_response(error)
     raise error
 
 
@@ -369,7 +369,7 @@ async def _read_verdict(
         return outcome_response(400, "invalid", str(error))
 
 
-def _remote_error_response(
+def remote_error_response(
     error: RemoteUnavailable | RemoteConflict | RemoteRejected,
 ) -> web.StreamResponse:
     """The FHIR server failed us: 503 (retry later) or 502 (it refused); nothing was changed."""
