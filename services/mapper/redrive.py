@@ -64,6 +64,21 @@ def _probability(observation: dict[str, Any]) -> float | None:
     return None
 
 
+def _posted(observation: dict[str, Any], model: ModelEntry) -> PostedFinding:
+    """The finding as results.posted carried it, read back from its Observation (ValueError or
+    KeyError when the Observation is not one of this model's findings)."""
+    finding = FindingValue.parse(radmesh_identifier_value(observation) or "")
+    present = _present(observation)
+    return PostedFinding(
+        finding_key=finding.finding_key,
+        index=finding.index,
+        observation=f"Observation/{observation['id']}",
+        present=present,
+        probability=_probability(observation),
+        critical=model.finding(finding.finding_key).critical and present,
+    )
+
+
 class RedriveRuns:
     """The sweep (see the module's docstring); `publish` is the bus's."""
 
@@ -111,29 +126,35 @@ class RedriveRuns:
         return redriven
 
     async def _check(self, report: dict[str, Any], resources: dict[str, dict[str, Any]]) -> int:
-        try:
-            run = StudyRun.parse(radmesh_identifier_value(report) or "")
-            model = self.registry.get(run.model_id, run.model_version)
-        except (ValueError, KeyError):
-            return 0  # not a run of a model this registry knows: nothing to rebuild it from
         observations = [
             resources[ref]
             for ref in (_reference(r) for r in report.get("result", []))
             if ref in resources
         ]
+        try:
+            run = StudyRun.parse(radmesh_identifier_value(report) or "")
+            model = self.registry.get(run.model_id, run.model_version)
+            findings = [
+                (observation, _posted(observation, model)) for observation in observations
+            ]
+        except (ValueError, KeyError) as error:
+            log.info(
+                "run_not_checked",
+                diagnostic_report=f"DiagnosticReport/{report['id']}",
+                reason=f"not a run this registry can rebuild: {error}",
+            )
+            return 0
         missing = []
         if not await self._exists("Task", run.value):
             missing.append("verification-task")
-        for observation in observations:
-            finding = FindingValue.parse(radmesh_identifier_value(observation) or "")
-            mapping = model.finding(finding.finding_key)
-            critical = mapping.critical and _present(observation)
-            if critical and not await self._exists("Communication", finding.value):
+        for observation, posted in findings:
+            key = radmesh_identifier_value(observation) or ""
+            if posted.critical and not await self._exists("Communication", key):
                 missing.append("alert")
                 break
         if not missing:
             return 0
-        event = await self._results_posted(report, observations, run, model)
+        event = await self._results_posted(report, findings, run, model)
         if event is None:
             return 0
         await self.publish(event)
@@ -160,7 +181,7 @@ class RedriveRuns:
     async def _results_posted(
         self,
         report: dict[str, Any],
-        observations: list[dict[str, Any]],
+        findings: list[tuple[dict[str, Any], PostedFinding]],
         run: StudyRun,
         model: ModelEntry,
     ) -> ResultsPosted | None:
@@ -173,21 +194,7 @@ class RedriveRuns:
         )
         (entry, *_) = provenance.get("entry") or [{}]
         imaging_study = _reference(report.get("imagingStudy"))
-        findings = []
-        for observation in observations:
-            finding = FindingValue.parse(radmesh_identifier_value(observation) or "")
-            present = _present(observation)
-            findings.append(
-                PostedFinding(
-                    finding_key=finding.finding_key,
-                    index=finding.index,
-                    observation=f"Observation/{observation['id']}",
-                    present=present,
-                    probability=_probability(observation),
-                    critical=model.finding(finding.finding_key).critical and present,
-                )
-            )
-        device = _reference(observations[0].get("device")) if observations else None
+        device = _reference(findings[0][0].get("device")) if findings else None
         provenance_id = (entry.get("resource") or {}).get("id")
         if device is None or provenance_id is None:
             log.error(
@@ -210,7 +217,7 @@ class RedriveRuns:
             diagnostic_report=f"DiagnosticReport/{report['id']}",
             device=device,
             provenance=f"Provenance/{provenance_id}",
-            findings=tuple(findings),
+            findings=tuple(posted for _, posted in findings),
             rollout_mode=model.rollout,
         )
 
