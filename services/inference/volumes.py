@@ -112,7 +112,7 @@ def _frames(dataset: Dataset, sop: str) -> Iterator[_Slice]:
         yield _Slice(
             _triple(position, f"ImagePositionPatient for frame {index + 1}", sop),  # type: ignore[arg-type]
             _triple(orientation or [1, 0, 0, 0, 1, 0], "", sop),
-            f"{sop}",
+            sop,
             _hounsfield(
                 pixels[index],
                 float(transform.get("RescaleSlope", 1)),

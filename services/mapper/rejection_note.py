@@ -14,8 +14,9 @@ import highdicom as hd
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
+from services.mapper.structured_report import device_observer_uid
 from shared.identifiers import run_parts
-from shared.iocm import IOCM_TITLES, QUALITY
+from shared.iocm import IOCM_TITLES, QUALITY, RADMESH_MANUFACTURER
 from shared.registry import ModelEntry
 
 __all__ = [
@@ -62,7 +63,7 @@ def rejection_note(
         observer = hd.sr.ObserverContext(
             observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=generate_uid(entropy_srcs=["radmesh-device", model.id, model.version]),
+                uid=device_observer_uid(model),
                 name="radmesh",
             ),
         )
@@ -89,6 +90,6 @@ def rejection_note(
         series_number=REJECTION_SERIES_NUMBER,
         sop_instance_uid=sop_uid,
         instance_number=1,
-        manufacturer="radmesh",
+        manufacturer=RADMESH_MANUFACTURER,  # how the subscriber knows its own notes
     )
     return note

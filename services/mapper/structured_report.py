@@ -24,6 +24,7 @@ from pydicom.uid import generate_uid
 
 from shared.errors import PermanentError
 from shared.identifiers import run_parts
+from shared.iocm import RADMESH_MANUFACTURER
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import Coding, ModelEntry
 
@@ -31,6 +32,7 @@ __all__ = [
     "SR_SERIES_NUMBER",
     "build_structured_report",
     "dataset_from_metadata",
+    "device_observer_uid",
     "sr_uids",
     "tracking_uid",
 ]
@@ -55,6 +57,11 @@ def sr_uids(
         generate_uid(entropy_srcs=[*parts, "series"]),
         generate_uid(entropy_srcs=[*parts, "instance"]),
     )
+
+
+def device_observer_uid(model: ModelEntry) -> str:
+    """The Device Observer UID of a model version in radmesh's SRs and rejection notes."""
+    return generate_uid(entropy_srcs=["radmesh-device", model.id, model.version])
 
 
 def tracking_uid(
@@ -164,7 +171,7 @@ def build_structured_report(
     device_observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=["radmesh-device", model.id, model.version]),
+            uid=device_observer_uid(model),
             name=_lo(model.id),
             manufacturer_name=_lo(model.manufacturer),
             model_name=_lo(model.id),
@@ -209,7 +216,7 @@ def build_structured_report(
             series_number=SR_SERIES_NUMBER,
             sop_instance_uid=sop_uid,
             instance_number=1,
-            manufacturer="radmesh",
+            manufacturer=RADMESH_MANUFACTURER,
             is_complete=True,
             is_final=False,
             is_verified=False,
