@@ -5,6 +5,7 @@ radmesh status                       queue depths, consumers and dead letters pe
 radmesh dlq list SERVICE             the dead letters of a service, with their reasons
 radmesh dlq replay SERVICE [--limit N]   send them back to that service's queue
 radmesh route STUDY_UID              which models read which series of a study in the PACS, and why not
+radmesh rerun STUDY_UID --reason TEXT   retract a study's AI results and analyse it again
 radmesh dev-token ACCOUNT            an access token of a development account (last line)
 radmesh report alerts [--hours H] [--plot PATH]   critical alerts: time to acknowledge, escalations
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import runpy
 import sys
 from collections.abc import Callable
@@ -124,6 +126,29 @@ async def _route(settings: RadmeshSettings, study_instance_uid: str) -> int:
     return 0
 
 
+def _rerun(settings: RadmeshSettings, arguments: argparse.Namespace) -> int:
+    if not is_dicom_uid(arguments.study_instance_uid):
+        print(f"rerun: {arguments.study_instance_uid!r} is not a DICOM UID", file=sys.stderr)
+        return 2
+    # The subscriber's own announcing, run in this shell (imported here: a service's module).
+    rerun = importlib.import_module("services.subscriber.rerun").rerun
+    try:
+        return int(
+            asyncio.run(
+                rerun(
+                    settings,
+                    arguments.study_instance_uid,
+                    arguments.reason,
+                    include_verified=arguments.include_verified,
+                    wait_seconds=arguments.wait,
+                )
+            )
+        )
+    except RadmeshError as error:
+        print(f"rerun: not done ({type(error).__name__}): {error}", file=sys.stderr)
+        return 1
+
+
 def _dev_token(settings: RadmeshSettings, account: str, password: str) -> int:
     if settings.environment != "development":
         print("dev-token: only in development (RADMESH_ENVIRONMENT)", file=sys.stderr)
@@ -162,6 +187,21 @@ def main(argv: list[str] | None = None) -> int:
         "route", help="which models read which series of a study in the PACS, and why not"
     )
     route.add_argument("study_instance_uid")
+    rerun = commands.add_parser(
+        "rerun", help="retract a study's AI results (superseded) and analyse it again"
+    )
+    rerun.add_argument("study_instance_uid")
+    rerun.add_argument(
+        "--reason", required=True, help="why, for the record (no patient data): e.g. 'model fixed'"
+    )
+    rerun.add_argument(
+        "--include-verified",
+        action="store_true",
+        help="also retract reports a radiologist already decided",
+    )
+    rerun.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for the retraction (120)"
+    )
     dev_token = commands.add_parser(
         "dev-token", help="print an access token of a development account (rad1, clin1, ops1, ...)"
     )
@@ -186,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": lambda: asyncio.run(_report_alerts(settings, arguments.hours, arguments.plot)),
         "dev-token": lambda: _dev_token(settings, arguments.account, arguments.password),
         "route": lambda: asyncio.run(_route(settings, arguments.study_instance_uid)),
+        "rerun": lambda: _rerun(settings, arguments),
         "dlq": lambda: (
             _dlq_list(settings, arguments.service)
             if arguments.dlq_command == "list"

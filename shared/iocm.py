@@ -10,7 +10,9 @@ every service:
 - a deletion in the PACS is taken as (113037, "Rejected for Patient Safety Reasons"): the result
   no longer has its evidence;
 - a changed patient of the ImagingStudy is (113038, "Incorrect Modality Worklist Entry"), IOCM's
-  code for images filed under the wrong patient or order.
+  code for images filed under the wrong patient or order;
+- an operator's re-analysis (`radmesh rerun`) is (113001, "Rejected for Quality Reasons"): the
+  earlier results are superseded, and two live AI reports of one study must not disagree.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ IOCM_TITLES: dict[str, str] = {
     "113039": "Data Retention Policy Expired",
 }
 IocmCode = Literal["113001", "113037", "113038", "113039"]
-RetractionSource = Literal["pacs-deleted", "pacs-rejection-note", "patient-changed"]
+RetractionSource = Literal[
+    "pacs-deleted", "pacs-rejection-note", "patient-changed", "operator-rerun"
+]
 # The code a retraction carries when its source has no title of its own.
 SOURCE_CODES: dict[RetractionSource, IocmCode] = {
     "pacs-deleted": "113037",
     "patient-changed": "113038",
+    "operator-rerun": "113001",
 }
 
 

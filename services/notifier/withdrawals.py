@@ -49,6 +49,7 @@ _RETRACTED_BECAUSE = {
     "pacs-deleted": "the images it was made from were deleted from the PACS",
     "pacs-rejection-note": "the images it was made from were rejected in the PACS",
     "patient-changed": "the imaging study it was made from was filed under another patient",
+    "operator-rerun": "an operator asked for the study to be analysed again",
 }
 
 

@@ -12,8 +12,8 @@ retracted) is retracted in one guarded transaction (`ifMatch` on each version re
 - its analysis claim is `cancelled` (created so when the mapper wrote none), so that the
   study's next announcement starts the run's next generation under new identifiers
   (shared.claims): a study sent again after a correction is analysed afresh;
-- after a deletion or a patient change, runs still in progress are cancelled too (their claim;
-  the mapper then posts nothing for them);
+- after a deletion, a patient change or an operator's re-analysis (`radmesh rerun`), runs still
+  in progress are cancelled too (their claim; the mapper then posts nothing for them);
 - a Provenance (activity NULLIFY, reason the IOCM code) names every changed resource.
 
 Then results.retracted goes out per run: the notifier withdraws the run's alerts, the mapper
@@ -76,6 +76,7 @@ _SOURCE_WORDS = {
     "pacs-deleted": "the PACS deleted the images it was made from",
     "pacs-rejection-note": "a rejection note in the PACS rejected the images it was made from",
     "patient-changed": "the imaging study was filed under another patient",
+    "operator-rerun": "an operator asked for the study to be analysed again",
 }
 
 
@@ -259,7 +260,7 @@ class RetractResults:
     async def _cancel_runs_in_flight(
         self, event: StudyRetracted, studies: list[dict[str, Any]]
     ) -> None:
-        """After a deletion or a patient change, cancel the claims of the study's runs still in
+        """After a deletion, a patient change or an operator's re-analysis, cancel the claims of the study's runs still in
         progress (which series they read is not known yet; for a patient change, those of
         another patient): the mapper posts no results for a cancelled run, and the study's next
         announcement starts the next generation. Not for rejection notes: they are read again

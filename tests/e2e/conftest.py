@@ -81,6 +81,7 @@ class Mesh:
     spans: SpanCollector
     processes: dict[str, asyncio.subprocess.Process]
     logs: Path
+    env: dict[str, str]  # the services' environment (for the `radmesh` command in a test)
 
     def log_tail(self, service: str, lines: int = 30) -> str:
         text = (self.logs / f"{service}.log").read_text(errors="replace").splitlines()
@@ -263,6 +264,7 @@ async def mesh(
         spans=spans,
         processes=processes,
         logs=work,
+        env={**env, **direct["subscriber"]},
     )
     try:
         for service, port in SERVICES.items():

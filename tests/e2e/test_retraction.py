@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import sys
 from typing import Any
 
 import aiohttp
@@ -274,3 +275,66 @@ async def test_a_study_filed_under_another_patient_retracts_the_runs_of_the_firs
     assert posted.study.patient == right
     report = await fhir.read_resource(posted.diagnostic_report)
     assert (report["status"], report["subject"]["reference"]) == ("preliminary", right)
+
+
+async def _radmesh(mesh: Mesh, *arguments: str) -> tuple[int, str]:
+    """The `radmesh` command as an operator runs it, with the services' settings."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.cli",
+        *arguments,
+        cwd=ROOT,
+        env=mesh.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=180)
+    return int(process.returncode or 0), output.decode(errors="replace")
+
+
+async def test_rerun_retracts_the_earlier_results_and_analyses_the_study_as_its_next_generation(
+    mesh: Mesh,
+) -> None:
+    """`radmesh rerun` on an analysed head CT: a report a radiologist decided is not retracted
+    without --include-verified (exit 2, nothing changes); with it the earlier results are
+    retracted as superseded (113001, the alert withdrawn saying an operator asked) and the study
+    is analysed again as generation 2, with a new preliminary report and Task."""
+    loaded, progress = await _analysed(mesh)
+    (first,) = progress.of_type("results.posted")
+    assert isinstance(first, ResultsPosted)
+    report = await mesh.direct_fhir.read_resource(first.diagnostic_report)
+    await mesh.direct_fhir.update_resource({**report, "status": "final"})  # as if verified
+
+    status, said = await _radmesh(mesh, "rerun", loaded.study_instance_uid, "--reason", "model fixed")
+    assert status == 2, said
+    assert f"{first.diagnostic_report} final" in said and "--include-verified" in said
+    assert await _status(mesh.direct_fhir, first.diagnostic_report) == "final"
+
+    watcher = MeshWatcher(mesh.settings.broker.url, mesh.settings.broker.exchange, mesh.direct_fhir)
+    await watcher.start()
+    try:
+        again = watcher.track(loaded.study_instance_uid)
+        status, said = await _radmesh(
+            mesh,
+            "rerun",
+            loaded.study_instance_uid,
+            "--reason",
+            "model fixed",
+            "--include-verified",
+        )
+        assert status == 0, f"{said}\n{mesh.log_tail('verification')}"
+        assert "1 run(s) retracted" in said and "announced again" in said, said
+        incomplete = await watcher.wait(120)
+        assert not incomplete, f"{again.missing()}\n{mesh.log_tail('mapper')}"
+    finally:
+        await watcher.stop()
+    await _assert_retracted(mesh, progress, "113001", "asked for the study to be analysed again")
+    (posted,) = again.of_type("results.posted")
+    assert posted.model.generation == 2
+    assert posted.diagnostic_report != first.diagnostic_report
+    assert await _status(mesh.direct_fhir, posted.diagnostic_report) == "preliminary"
+    task = await mesh.direct_fhir.read_resource(again.tasks[posted.diagnostic_report])
+    assert task["status"] == "requested"
+    (detected,) = again.of_type("study.detected")
+    assert detected.source == "manual"
