@@ -31,6 +31,7 @@ __all__ = [
     "MESSAGES",
     "MESSAGE_SECONDS",
     "METRICS_CONTENT_TYPE",
+    "NOTIFICATION_GAPS",
     "RESULTS_RETRACTED",
     "RUNS_REDRIVEN",
     "STUDIES_SKIPPED",
@@ -73,6 +74,12 @@ STUDIES_SKIPPED = Counter(
     "radmesh_studies_skipped",
     "Announcements that started no run, by kind of reason (the log says which study and why)",
     ["reason"],
+)
+NOTIFICATION_GAPS = Counter(
+    "radmesh_notification_gaps",
+    "Gaps in a Subscription's event counter (notifications that never came), by how the "
+    "subscriber recovered them: the server's $events, or a search of what changed",
+    ["via"],
 )
 RUNS_REDRIVEN = Counter(
     "radmesh_runs_redriven",

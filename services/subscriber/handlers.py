@@ -34,7 +34,13 @@ from services.subscriber.imaging_study import (
     study_instance_uid,
     study_ref,
 )
-from services.subscriber.notifications import Notification, parse_posted_body
+from services.subscriber.notifications import (
+    Notification,
+    offers_events_operation,
+    parse_notification,
+    parse_posted_body,
+    subscription_reference,
+)
 from services.subscriber.pacs_study import find_or_register_imaging_study
 from services.subscriber.retractions import (
     deletion_retraction,
@@ -57,7 +63,7 @@ from shared.fhir import FhirClient
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
 from shared.iocm import RejectionNote, rejected_series
 from shared.messages import ModelRef, StudyDetected, StudyRef, StudyRetracted
-from shared.metrics import STUDIES_SKIPPED
+from shared.metrics import NOTIFICATION_GAPS, STUDIES_SKIPPED
 from shared.operation_outcome import media_type_refusal, outcome_response
 from shared.registry import ModelEntry, Registry
 from shared.routing import study_series
@@ -112,6 +118,7 @@ class StudyAnnouncer:
         self._last_poll = datetime.now(UTC).isoformat(timespec="milliseconds")
         self._replays = ReplayGuard(settings.pacs_hook_max_age_seconds)
         self._event_counters: dict[str, int] = {}  # Subscription → eventsSinceSubscriptionStart
+        self._events_offered: bool | None = None  # the server's `$events`, once known
         # (study, model, version, patient) → when announced: a run in flight; a hook naming
         # another patient for the study is a correction, not a duplicate.
         self._announced: dict[tuple[str, str, str, str | None], float] = {}
@@ -582,7 +589,7 @@ class StudyAnnouncer:
     async def announce_notification(self, notification: Notification) -> int:
         """Act on one POSTed notification: announce the ImagingStudies it carries or names
         (reading id-only focuses), search what changed when it names none (empty payload), and
-        recover by that search when the event counter shows notifications were missed."""
+        recover what the event counter shows was missed (`_recover`)."""
         log.info(
             "notification_received",
             kind=notification.kind,
@@ -591,10 +598,15 @@ class StudyAnnouncer:
             events=notification.event_count,
         )
         published = 0
-        if self._missed_events(notification):
-            published += await self.poll_updated("fhir-rest-hook")
+        missed = self._missed_events(notification)
+        if missed is not None:
+            published += await self._recover(notification.subscription or "", *missed)
         if not notification.carries_events:
             return published  # handshake, heartbeat, query-status: nothing changed
+        return published + await self._announce_events(notification)
+
+    async def _announce_events(self, notification: Notification) -> int:
+        published = 0
         for study in notification.imaging_studies:
             published += await self.announce(study, "fhir-rest-hook")
         for reference in notification.focus_references:
@@ -610,26 +622,72 @@ class StudyAnnouncer:
             published += await self.poll_updated("fhir-rest-hook")  # empty payload
         return published
 
-    def _missed_events(self, notification: Notification) -> bool:
-        """Whether the Subscription's event counter skipped numbers since its last notification
-        (logged; the caller recovers). The first notification of a Subscription sets the base."""
+    def _missed_events(self, notification: Notification) -> tuple[int, int] | None:
+        """The event numbers (first, last) the Subscription's counter skipped since its last
+        notification (logged; the caller recovers them). The first notification of a
+        Subscription sets the base."""
         since, subscription = notification.events_since_start, notification.subscription
         if since is None or subscription is None:
-            return False
+            return None
         last = self._event_counters.get(subscription)
         self._event_counters[subscription] = max(since, last or 0)
         if last is None:
-            return False
-        expected = last + (notification.event_count if notification.carries_events else 0)
+            return None
+        carried = notification.event_count if notification.carries_events else 0
+        expected = last + carried
         if since <= expected:
-            return False
+            return None
         log.warning(
             "notification_gap",
             subscription=subscription,
             missed_events=since - expected,
-            recovery="search for ImagingStudies updated since the last look",
         )
-        return True
+        return last + 1, since - carried
+
+    async def _recover(self, subscription: str, first: int, last: int) -> int:
+        """Announce what the missed events `first`..`last` named: the Subscription's `$events`
+        (the Backport IG's operation) where the server offers it, else a search for the
+        ImagingStudies updated since the last look. A failed `$events` falls back to the
+        search."""
+        reference = subscription_reference(subscription)
+        if reference is not None and await self._offers_events():
+            try:
+                replay = parse_notification(
+                    await self.fhir.execute(
+                        f"{reference}/$events",
+                        "get",
+                        params={
+                            "eventsSinceNumber": first,
+                            "eventsUntilNumber": last,
+                            "content": "id-only",
+                        },
+                    )
+                )
+            except (RemoteRejected, InvalidMessage) as error:
+                log.warning("events_operation_failed", subscription=reference, error=str(error))
+            else:
+                NOTIFICATION_GAPS.labels(via="$events").inc()
+                log.info(
+                    "notification_gap_recovered",
+                    via="$events",
+                    subscription=reference,
+                    events=replay.event_count,
+                )
+                if not replay.imaging_studies and not replay.focus_references:
+                    return 0  # the missed events named no ImagingStudy
+                return await self._announce_events(replay)
+        NOTIFICATION_GAPS.labels(via="search").inc()
+        log.info("notification_gap_recovered", via="search", subscription=subscription)
+        return await self.poll_updated("fhir-rest-hook")
+
+    async def _offers_events(self) -> bool:
+        """Whether the FHIR server's CapabilityStatement offers the Backport IG's `$events` on
+        Subscription (read once)."""
+        if self._events_offered is None:
+            capability = await self.fhir.execute("metadata", "get")
+            self._events_offered = offers_events_operation(capability)
+            log.info("events_operation", offered=self._events_offered)
+        return self._events_offered
 
     async def announce_hl7_order(self, order: Hl7Order) -> str:
         """An HL7 order saying the study was performed (hl7_orders.py): announce it like a

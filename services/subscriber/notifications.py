@@ -23,7 +23,15 @@ from shared.errors import InvalidMessage
 from shared.identifiers import FHIR_ID_PATTERN
 from shared.json_input import read_json
 
-__all__ = ["NOTIFICATION_TYPES", "Notification", "parse_posted_body"]
+__all__ = [
+    "EVENTS_OPERATION",
+    "NOTIFICATION_TYPES",
+    "Notification",
+    "offers_events_operation",
+    "parse_notification",
+    "parse_posted_body",
+    "subscription_reference",
+]
 
 NOTIFICATION_TYPES = ("handshake", "heartbeat", "event-notification", "query-status", "query-event")
 _STATUS_RESOURCES = ("Parameters", "SubscriptionStatus")
@@ -109,9 +117,44 @@ def _imaging_study_focus(reference: str) -> str | None:
     return None
 
 
+EVENTS_OPERATION = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"
+)
+
+
+def offers_events_operation(capability: Any) -> bool:
+    """Whether a CapabilityStatement offers the Backport IG's `$events` on Subscription (by the
+    operation's name or its definition)."""
+    if not isinstance(capability, dict):
+        return False
+    for rest in capability.get("rest") or []:
+        for resource in (rest or {}).get("resource") or []:
+            if (resource or {}).get("type") != "Subscription":
+                continue
+            for operation in resource.get("operation") or []:
+                name = str((operation or {}).get("name", "")).lstrip("$")
+                definition = str((operation or {}).get("definition", "")).split("|", 1)[0]
+                if name == "events" or definition == EVENTS_OPERATION:
+                    return True
+    return False
+
+
+def subscription_reference(reference: str) -> str | None:
+    """`Subscription/<id>` of a notification's subscription reference (relative or absolute)."""
+    path = reference.split("/_history/", 1)[0].rstrip("/").split("/")
+    if len(path) >= 2 and path[-2] == "Subscription" and _FHIR_ID.fullmatch(path[-1]):
+        return f"Subscription/{path[-1]}"
+    return None
+
+
 def parse_posted_body(body: bytes) -> Notification:
     """Read a non-empty POST to the rest-hook endpoint (see the module docstring)."""
-    document = read_json(body, fhir=True)
+    return parse_notification(read_json(body, fhir=True))
+
+
+def parse_notification(document: Any) -> Notification:
+    """Read a notification (or resource) already parsed from JSON: a POSTed body, or the
+    Bundle a server's `$events` answers with."""
     if not isinstance(document, dict):
         raise InvalidMessage("the body must be a FHIR resource (a notification Bundle)")
     resource_type = document.get("resourceType")
