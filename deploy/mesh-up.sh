@@ -27,6 +27,9 @@ export RADMESH_SUBSCRIBER_RECONCILE_HOURS="${RADMESH_SUBSCRIBER_RECONCILE_HOURS:
 # ... and the tests' runs that never had a verification Task or alert (written by the mapper's
 # tests alone): no consistency sweep here unless asked for (production default: every 300 s).
 export RADMESH_MAPPER_REDRIVE_INTERVAL_SECONDS="${RADMESH_MAPPER_REDRIVE_INTERVAL_SECONDS:-0}"
+# ... and their claims of runs that were dead-lettered on purpose: no re-drive of unfinished runs
+# here unless asked for (production default: claims older than 30 minutes).
+export RADMESH_SUBSCRIBER_REDRIVE_CLAIMS_AFTER_MINUTES="${RADMESH_SUBSCRIBER_REDRIVE_CLAIMS_AFTER_MINUTES:-0}"
 python="$RADMESH_ROOT/.venv/bin/python"
 for service in "${services[@]}"; do
   dir="$(component_dir "services/$service")"

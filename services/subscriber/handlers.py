@@ -49,6 +49,7 @@ from services.subscriber.retractions import (
     rejection_note_retractions,
 )
 from services.subscriber.settings import SubscriberSettings
+from services.subscriber.stale_claims import RedriveClaims
 from shared.bus import Bus
 from shared.claims import MAX_RUN_GENERATIONS, RETRACTED_CLAIM_STATUS
 from shared.dicomweb import DicomWebClient
@@ -123,6 +124,13 @@ class StudyAnnouncer:
         # another patient for the study is a correction, not a duplicate.
         self._announced: dict[tuple[str, str, str, str | None], float] = {}
         self._reconciliation: asyncio.Task[int] | None = None
+        self.stale_claims = RedriveClaims(
+            fhir,
+            bus.publish,
+            self._endpoint_addresses,
+            after_minutes=settings.redrive_claims_after_minutes,
+            max_attempts=settings.redrive_claims_attempts,
+        )
 
     # -- HTTP handlers --------------------------------------------------------------------
 
@@ -288,7 +296,8 @@ class StudyAnnouncer:
         """In the background (hooks are served meanwhile): the start-up catch-up, then a sweep
         every `reconcile_interval_seconds` of what changed since the last look, so a study whose
         hook never came (a lost notification, a server that gave up retrying) is still
-        analysed. Failures are logged and the next sweep tries again."""
+        analysed, and of runs claimed and never finished (stale_claims.py). Failures are logged
+        and the next sweep tries again."""
         if self.settings.reconcile_hours <= 0 and self.settings.reconcile_interval_seconds <= 0:
             return
 
@@ -306,6 +315,7 @@ class StudyAnnouncer:
             await asyncio.sleep(interval)
             try:
                 swept = await self.poll_updated("reconcile")
+                swept += await self.stale_claims.sweep()
             except RadmeshError as error:  # the FHIR server away: the next sweep looks again
                 log.warning("sweep_failed", error=str(error), next_in_seconds=interval)
                 continue

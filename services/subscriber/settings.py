@@ -35,6 +35,11 @@ class SubscriberSettings(ServiceSettings):
     # Then, while running, look this often for available studies updated since the last look
     # (what a lost hook would have announced); claimed or finished runs are skipped. 0: off.
     reconcile_interval_seconds: float = 300.0
+    # At each sweep, a run claimed longer ago than this and not finished is announced again
+    # (stale_claims.py), at most `redrive_claims_attempts` times before its claim is `failed`.
+    # 0: off (the development scripts: the shared FHIR server holds the tests' old claims).
+    redrive_claims_after_minutes: float = Field(default=30.0, ge=0)
+    redrive_claims_attempts: int = Field(default=3, ge=1)
     ensure_subscription: bool = True
     # Claim each model's run on the FHIR server (a Task with a unique identifier) before
     # announcing it, so that hooks, notifications, sweeps and replicas start one run together.

@@ -260,8 +260,9 @@ class RetractResults:
     async def _cancel_runs_in_flight(
         self, event: StudyRetracted, studies: list[dict[str, Any]]
     ) -> None:
-        """After a deletion, a patient change or an operator's re-analysis, cancel the claims of the study's runs still in
-        progress (which series they read is not known yet; for a patient change, those of
+        """After a deletion, a patient change or an operator's re-analysis, cancel the claims
+        of the study's runs still in progress or given up (`failed`, stale_claims in the
+        subscriber) (which series they read is not known yet; for a patient change, those of
         another patient): the mapper posts no results for a cancelled run, and the study's next
         announcement starts the next generation. Not for rejection notes: they are read again
         at every stable-study event, and the fetcher leaves rejected series out of every run."""
@@ -276,7 +277,7 @@ class RetractResults:
                 {
                     "focus": f"ImagingStudy/{imaging_study['id']}",
                     "identifier": f"{ANALYSIS_CLAIM_SYSTEM}|",
-                    "status": "in-progress",
+                    "status": "in-progress,failed",
                 },
             )
             for claim in claims:

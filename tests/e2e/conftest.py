@@ -233,6 +233,7 @@ async def mesh(
         # only what this module loads.
         "RADMESH_SUBSCRIBER_RECONCILE_HOURS": "0",
         "RADMESH_MAPPER_REDRIVE_INTERVAL_SECONDS": "0",  # nor re-drives their half-done runs
+        "RADMESH_SUBSCRIBER_REDRIVE_CLAIMS_AFTER_MINUTES": "0",  # or their unfinished claims
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     processes: dict[str, asyncio.subprocess.Process] = {}

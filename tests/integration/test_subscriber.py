@@ -25,6 +25,7 @@ from services.subscriber.app import build_app
 from services.subscriber.handlers import StudyAnnouncer
 from services.subscriber.hook_auth import SIGNATURE_HEADER, sign
 from services.subscriber.settings import SubscriberSettings
+from services.subscriber.stale_claims import REDRIVE_NOTE, RedriveClaims
 from services.subscriber.subscription import ensure_subscription
 from shared.bus import Bus
 from shared.claims import analysis_claim_task
@@ -32,7 +33,7 @@ from shared.dicomweb import DicomWebClient
 from shared.errors import RemoteConflict
 from shared.fhir import FhirClient
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
-from shared.messages import StudyDetected
+from shared.messages import Event, StudyDetected
 from shared.registry import load_registry
 from shared.runtime import start_http
 from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
@@ -975,3 +976,54 @@ async def test_an_hl7_order_over_mllp_starts_the_run_and_bad_messages_get_ae_or_
         assert detected is not None
         assert [m.id for m in detected.models] == ["ich-reference"]
         assert detected.study.patient is not None  # found by the order's accession
+
+
+async def test_a_run_claimed_and_never_finished_is_announced_again_then_given_up_visibly(
+    infra: Infrastructure,
+) -> None:
+    """A claim left `in-progress` past the re-drive age is announced again (study.detected for
+    that run alone, its generation kept, the attempt noted on the claim); a claim not that old
+    is left alone; after the last attempt the claim is `failed`, saying why, and nothing more
+    is announced."""
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    seeded = await seed_study(fhir, critical=False)
+    run = study_run_value(seeded.study_instance_uid, "ich-reference", "1", 2)
+    task = analysis_claim_task(
+        value=run,
+        imaging_study=seeded.imaging_study,
+        patient=seeded.patient,
+        model_id="ich-reference",
+        model_version="1",
+        correlation_id=str(uuid.uuid4()),
+    )
+    claim, _ = await fhir.create_once(task, f"identifier={ANALYSIS_CLAIM_SYSTEM}|{run}")
+    published: list[Event] = []
+
+    async def publish(event: Event) -> None:
+        published.append(event)
+
+    async def no_endpoints(imaging_study: dict[str, Any]) -> dict[str, str]:
+        return {}
+
+    sweep = RedriveClaims(fhir, publish, no_endpoints, after_minutes=30, max_attempts=2)
+    now = datetime.now(UTC)
+    try:
+        assert await sweep.sweep(now, imaging_study=seeded.imaging_study) == 0  # not stale yet
+        later = [now + timedelta(minutes=31 * step) for step in (1, 2, 3)]
+        assert await sweep.sweep(later[0], imaging_study=seeded.imaging_study) == 1
+        assert await sweep.sweep(later[1], imaging_study=seeded.imaging_study) == 1
+        assert await sweep.sweep(later[2], imaging_study=seeded.imaging_study) == 0
+        final = await fhir.read_resource(f"Task/{claim['id']}")
+    finally:
+        await fhir.close()
+    assert len(published) == 2
+    for event in published:
+        assert isinstance(event, StudyDetected)
+        assert event.source == "reconcile"
+        assert event.study.imaging_study == seeded.imaging_study
+        assert [(m.id, m.version, m.generation) for m in event.models] == [
+            ("ich-reference", "1", 2)
+        ]
+    assert [n["text"].split(" (")[0] for n in final["note"]] == [REDRIVE_NOTE, REDRIVE_NOTE]
+    assert final["status"] == "failed"
+    assert "did not finish after 2 re-drives" in final["statusReason"]["text"]
