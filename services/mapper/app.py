@@ -34,6 +34,7 @@ def build_app(settings: RadmeshSettings, own: MapperSettings) -> ServiceApp:
         bus.publish,
         hours=own.redrive_hours,
         grace_seconds=own.redrive_grace_seconds,
+        dicomweb=dicomweb,
     )
     sweep = Periodic(redrive.sweep, own.redrive_interval_seconds, "redrive_sweep_failed")
     close = [sweep.stop, fhir.close] + ([dicomweb.close] if dicomweb is not None else [])

@@ -145,7 +145,7 @@ class MapResults:
         response = await self.fhir.transaction(mapped.bundle)
         references = references_by_full_url(mapped, response)
         if self.dicomweb is not None:
-            await self._store_structured_report(event, model, self.dicomweb)
+            await store_structured_report(event, model, self.dicomweb)
         posted = tuple(
             PostedFinding(
                 finding_key=finding.finding_key,
@@ -179,40 +179,44 @@ class MapResults:
             )
         ]
 
-    async def _store_structured_report(
-        self, event: InferenceCompleted, model: ModelEntry, dicomweb: DicomWebClient
-    ) -> None:
-        series_uid = next(
-            (f.series_instance_uid for f in event.findings if f.series_instance_uid), None
+async def store_structured_report(
+    event: InferenceCompleted, model: ModelEntry, dicomweb: DicomWebClient
+) -> bool:
+    """Store the run's TID 1500 SR with STOW-RS (deterministic UIDs: storing it again replaces
+    it); whether it was stored. A failure no retry can fix is logged as an error, not raised
+    (see the module's docstring); a transient one is raised."""
+    series_uid = next(
+        (f.series_instance_uid for f in event.findings if f.series_instance_uid), None
+    )
+    if series_uid is None:
+        log.error("structured_report_not_stored", reason="no source series in the findings")
+        return False
+    try:
+        metadata = await dicomweb.retrieve_series_metadata(
+            event.study.study_instance_uid, series_uid
         )
-        if series_uid is None:
-            log.error("structured_report_not_stored", reason="no source series in the findings")
-            return
-        try:
-            metadata = await dicomweb.retrieve_series_metadata(
-                event.study.study_instance_uid, series_uid
-            )
-            evidence = [dataset_from_metadata(item) for item in metadata]
-            structured_report = build_structured_report(
-                event, model, evidence, created=event.created_at
-            )
-            buffer = io.BytesIO()
-            dcmwrite(buffer, structured_report, enforce_file_format=True)
-            await dicomweb.store_instances([buffer.getvalue()])
-        except PermanentError as error:
-            log.error(
-                "structured_report_not_stored",
-                model=model.id,
-                series_instance_uid=series_uid,
-                reason=str(error),
-            )
-            return
-        log.info(
-            "structured_report_stored",
+        evidence = [dataset_from_metadata(item) for item in metadata]
+        structured_report = build_structured_report(
+            event, model, evidence, created=event.created_at
+        )
+        buffer = io.BytesIO()
+        dcmwrite(buffer, structured_report, enforce_file_format=True)
+        await dicomweb.store_instances([buffer.getvalue()])
+    except PermanentError as error:
+        log.error(
+            "structured_report_not_stored",
             model=model.id,
-            series_instance_uid=str(structured_report.SeriesInstanceUID),
-            sop_instance_uid=str(structured_report.SOPInstanceUID),
+            series_instance_uid=series_uid,
+            reason=str(error),
         )
+        return False
+    log.info(
+        "structured_report_stored",
+        model=model.id,
+        series_instance_uid=str(structured_report.SeriesInstanceUID),
+        sop_instance_uid=str(structured_report.SOPInstanceUID),
+    )
+    return True
 
 
 def _person_name(practitioner: dict[str, Any]) -> str:

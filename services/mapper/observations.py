@@ -23,7 +23,13 @@ from typing import Any
 
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_NOTE, UNVERIFIED
 from shared.errors import InvalidMessage
-from shared.identifiers import DICOM_IMAGE_EXTENSION, DICOM_UID_SYSTEM, business_identifier
+from shared.identifiers import (
+    DICOM_IMAGE_EXTENSION,
+    DICOM_UID_SYSTEM,
+    FindingValue,
+    business_identifier,
+    radmesh_identifier_value,
+)
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import SNOMED_CT, UCUM, Coding, FindingMapping, ModelEntry
 
@@ -32,6 +38,7 @@ __all__ = [
     "PROBABILITY_CODE",
     "build_observation",
     "codeable_concept",
+    "finding_of_observation",
     "finding_summary",
     "imaging_study_reference",
     "input_quality_text",
@@ -192,6 +199,46 @@ def build_observation(
             }
         ]
     return observation
+
+
+def finding_of_observation(observation: dict[str, Any]) -> Finding:
+    """The finding an Observation of `build_observation` was made from, read back (the re-drive
+    rebuilds a run's messages and SR from the record); ValueError when it is not one."""
+    finding = FindingValue.parse(radmesh_identifier_value(observation) or "")
+    codings = (observation.get("valueCodeableConcept") or {}).get("coding", [])
+    quantity = observation.get("valueQuantity") or {}
+    probability = None
+    for component in observation.get("component", []):
+        codes = {c.get("code") for c in (component.get("code") or {}).get("coding", [])}
+        value = (component.get("valueQuantity") or {}).get("value")
+        if PROBABILITY_CODE["code"] in codes and isinstance(value, int | float):
+            probability = float(value)
+    series: str | None = None
+    instances: list[str] = []
+    centre: tuple[float, float, float] | None = None
+    for extension in observation.get("extension", []):
+        if extension.get("url") != DICOM_IMAGE_EXTENSION:
+            continue
+        for part in extension.get("extension", []):
+            oid = str(part.get("valueOid", "")).removeprefix("urn:oid:")
+            if part.get("url") == "seriesInstanceUid" and oid:
+                series = oid
+            elif part.get("url") == "sopInstanceUid" and oid:
+                instances.append(oid)
+            elif part.get("url") == "centreVoxel":
+                z, y, x = (float(v) for v in str(part.get("valueString", "")).split())
+                centre = (z, y, x)
+    return Finding(
+        finding_key=finding.finding_key,
+        index=finding.index,
+        present="value" in quantity or any(c.get("code") == PRESENT["code"] for c in codings),
+        probability=probability,
+        value=float(quantity["value"]) if isinstance(quantity.get("value"), int | float) else None,
+        unit=str(quantity["unit"]) if quantity.get("unit") else None,
+        center_voxel=centre,
+        series_instance_uid=series,
+        sop_instance_uids=tuple(instances),
+    )
 
 
 def presence_urls(

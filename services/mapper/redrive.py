@@ -7,12 +7,15 @@ record keeps a preliminary report nobody will review and a bleed nobody was told
 
 Every `redrive_interval_seconds` the sweep reads the preliminary radmesh DiagnosticReports last
 updated in the past `redrive_hours` but at least `redrive_grace_seconds` ago (the consumers'
-time to act), and checks each for its verification Task and, for every present critical finding,
-its alert Communication. A run missing either is announced again: results.posted rebuilt from the
-record (the same report, Observations, Device and Provenance; the registry says which findings are
-critical), so the verification service and the notifier create what is missing and find the rest
-(conditional creates). Each re-drive is logged (`run_redriven`, with what was missing) and
-counted (`radmesh_runs_redriven_total{missing}`).
+time to act), and checks each for its verification Task, for every present critical finding
+its alert Communication, and (when the mapper writes SRs) its SR in the PACS. A run missing the
+Task or an alert is announced again: results.posted rebuilt from the record (the same report,
+Observations, Device and Provenance; the registry says which findings are critical), so the
+verification service and the notifier create what is missing and find the rest (conditional
+creates). A missing SR is stored again, rebuilt from the same record (the findings read back
+from their Observations, `observations.finding_of_observation`; the same deterministic UIDs).
+Each re-drive is logged (`run_redriven`, with what was missing) and counted
+(`radmesh_runs_redriven_total{missing}`).
 """
 
 from __future__ import annotations
@@ -24,16 +27,26 @@ from typing import Any
 
 import structlog
 
-from services.mapper.observations import PRESENT, PROBABILITY_CODE
+from services.mapper.handlers import store_structured_report
+from services.mapper.observations import finding_of_observation
+from services.mapper.structured_report import sr_uids
+from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
 from shared.identifiers import (
-    FindingValue,
     StudyRun,
     business_identifier,
     radmesh_identifier_value,
     radmesh_system,
 )
-from shared.messages import Event, ModelRef, PostedFinding, ResultsPosted, StudyRef
+from shared.messages import (
+    Event,
+    Finding,
+    InferenceCompleted,
+    ModelRef,
+    PostedFinding,
+    ResultsPosted,
+    StudyRef,
+)
 from shared.metrics import RUNS_REDRIVEN
 from shared.registry import ModelEntry, Registry
 
@@ -48,35 +61,26 @@ def _reference(value: Any) -> str | None:
     return str(value["reference"]) if isinstance(value, dict) and value.get("reference") else None
 
 
-def _present(observation: dict[str, Any]) -> bool:
-    codings = (observation.get("valueCodeableConcept") or {}).get("coding", [])
-    return "valueQuantity" in observation or any(
-        c.get("code") == PRESENT["code"] for c in codings
-    )
-
-
-def _probability(observation: dict[str, Any]) -> float | None:
-    for component in observation.get("component", []):
-        codes = {c.get("code") for c in (component.get("code") or {}).get("coding", [])}
-        value = (component.get("valueQuantity") or {}).get("value")
-        if PROBABILITY_CODE["code"] in codes and isinstance(value, int | float):
-            return float(value)
-    return None
-
-
-def _posted(observation: dict[str, Any], model: ModelEntry) -> PostedFinding:
-    """The finding as results.posted carried it, read back from its Observation (ValueError or
-    KeyError when the Observation is not one of this model's findings)."""
-    finding = FindingValue.parse(radmesh_identifier_value(observation) or "")
-    present = _present(observation)
-    return PostedFinding(
+def _posted(observation: dict[str, Any], model: ModelEntry) -> tuple[Finding, PostedFinding]:
+    """The finding read back from its Observation, and as results.posted carried it (ValueError
+    or KeyError when the Observation is not one of this model's findings)."""
+    finding = finding_of_observation(observation)
+    return finding, PostedFinding(
         finding_key=finding.finding_key,
         index=finding.index,
         observation=f"Observation/{observation['id']}",
-        present=present,
-        probability=_probability(observation),
-        critical=model.finding(finding.finding_key).critical and present,
+        present=finding.present,
+        probability=finding.probability,
+        critical=model.finding(finding.finding_key).critical and finding.present,
     )
+
+
+def _issued(report: dict[str, Any]) -> datetime:
+    """When the run's report was issued (its SR's content time), else now."""
+    try:
+        return datetime.fromisoformat(str(report["issued"]))
+    except (KeyError, ValueError):
+        return datetime.now(UTC)
 
 
 class RedriveRuns:
@@ -90,10 +94,12 @@ class RedriveRuns:
         *,
         hours: float,
         grace_seconds: float,
+        dicomweb: DicomWebClient | None = None,
     ) -> None:
         self.registry = registry
         self.fhir = fhir
         self.publish = publish
+        self.dicomweb = dicomweb  # None: SRs are not written, nor checked
         self.hours = hours
         self.grace_seconds = grace_seconds
 
@@ -147,14 +153,42 @@ class RedriveRuns:
         missing = []
         if not await self._exists("Task", run.value):
             missing.append("verification-task")
-        for observation, posted in findings:
+        for observation, (_, posted) in findings:
             key = radmesh_identifier_value(observation) or ""
             if posted.critical and not await self._exists("Communication", key):
                 missing.append("alert")
                 break
-        if not missing:
+        sr_missing = self.dicomweb is not None and not await self._sr_in_pacs(run, model)
+        if not missing and not sr_missing:
             return 0
-        event = await self._results_posted(report, findings, run, model)
+        study = self._study(report, run)
+        if sr_missing and self.dicomweb is not None:
+            stored = await store_structured_report(
+                InferenceCompleted(
+                    created_at=_issued(report),
+                    study=study,
+                    model=ModelRef(
+                        id=run.model_id, version=run.model_version, generation=run.generation
+                    ),
+                    findings=tuple(finding for _, (finding, _) in findings),
+                    inference_duration_ms=0.0,
+                ),
+                model,
+                self.dicomweb,
+            )
+            if stored:
+                RUNS_REDRIVEN.labels(missing="structured-report").inc()
+                log.warning(
+                    "run_redriven",
+                    diagnostic_report=f"DiagnosticReport/{report['id']}",
+                    missing=["structured-report"],
+                    study_instance_uid=run.study_instance_uid,
+                )
+        if not missing:
+            return int(sr_missing)
+        event = await self._results_posted(
+            report, [(o, posted) for o, (_, posted) in findings], run, model, study
+        )
         if event is None:
             return 0
         await self.publish(event)
@@ -168,6 +202,22 @@ class RedriveRuns:
             study_instance_uid=run.study_instance_uid,
         )
         return 1
+
+    async def _sr_in_pacs(self, run: StudyRun, model: ModelEntry) -> bool:
+        assert self.dicomweb is not None
+        series_uid, sop_uid = sr_uids(run.study_instance_uid, model, run.generation)
+        instances = await self.dicomweb.search_instances(run.study_instance_uid, series_uid)
+        return any(instance.sop_instance_uid == sop_uid for instance in instances)
+
+    @staticmethod
+    def _study(report: dict[str, Any], run: StudyRun) -> StudyRef:
+        return StudyRef(
+            study_instance_uid=run.study_instance_uid,
+            imaging_study=_reference(report.get("imagingStudy")),
+            patient=_reference(report.get("subject")),
+            service_request=_reference(report.get("basedOn")),
+            encounter=_reference(report.get("encounter")),
+        )
 
     async def _exists(self, resource_type: str, value: str) -> bool:
         identifier = business_identifier(resource_type, value)
@@ -184,6 +234,7 @@ class RedriveRuns:
         findings: list[tuple[dict[str, Any], PostedFinding]],
         run: StudyRun,
         model: ModelEntry,
+        study: StudyRef,
     ) -> ResultsPosted | None:
         """results.posted as the mapper published it, read back from the record; None (logged)
         when the record lacks what it needs (the run's Provenance or Device)."""
@@ -193,7 +244,6 @@ class RedriveRuns:
             params={"_tag": f"{radmesh_system('Provenance')}|{run.value}", "_count": 1},
         )
         (entry, *_) = provenance.get("entry") or [{}]
-        imaging_study = _reference(report.get("imagingStudy"))
         device = _reference(findings[0][0].get("device")) if findings else None
         provenance_id = (entry.get("resource") or {}).get("id")
         if device is None or provenance_id is None:
@@ -206,13 +256,7 @@ class RedriveRuns:
             return None
         return ResultsPosted(
             correlation_id=uuid.uuid4(),
-            study=StudyRef(
-                study_instance_uid=run.study_instance_uid,
-                imaging_study=imaging_study,
-                patient=_reference(report.get("subject")),
-                service_request=_reference(report.get("basedOn")),
-                encounter=_reference(report.get("encounter")),
-            ),
+            study=study,
             model=ModelRef(id=run.model_id, version=run.model_version, generation=run.generation),
             diagnostic_report=f"DiagnosticReport/{report['id']}",
             device=device,

@@ -27,6 +27,7 @@ from shared.messages import (
     ResultsPosted,
     StudyRef,
 )
+from shared.metrics import RUNS_REDRIVEN
 from shared.registry import Registry, load_registry
 from shared.settings import FhirSettings
 from tests.conftest import Infrastructure
@@ -452,6 +453,74 @@ async def test_a_run_whose_results_posted_was_lost_is_redriven_until_its_task_an
     assert await ours() != [], "the alert is still missing: the run is announced again"
     await RaiseAlerts(registry, clients.fhir)(rebuilt)
     assert await ours() == []
+
+
+async def test_a_run_whose_sr_is_missing_from_the_pacs_has_it_stored_again_from_the_record(
+    servers: Infrastructure, clients: _Clients
+) -> None:
+    """A nodule run whose results and verification Task are on the FHIR server but whose SR never
+    reached the PACS: the consistency sweep stores the SR, rebuilt from the record (the nodule
+    and its 8.4 mm diameter, the source series as evidence) under the run's UIDs, announces
+    nothing else, and the next sweep finds the SR there."""
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "chest-nodules", slices=8, size=64)
+    registry = load_registry(REGISTRY_PATH)
+    model = registry.get("lung-nodule-reference", "1")
+    event = _event(
+        loaded,
+        "lung-nodule-reference",
+        (
+            Finding(
+                finding_key="lung-nodule",
+                present=True,
+                probability=0.77,
+                center_voxel=(3.0, 20.0, 31.0),
+                series_instance_uid=loaded.series_instance_uid,
+            ),
+            Finding(
+                finding_key="lung-nodule-diameter",
+                present=True,
+                value=8.4,
+                unit="mm",
+                series_instance_uid=loaded.series_instance_uid,
+            ),
+        ),
+    )
+    (posted,) = await MapResults(registry, clients.fhir, None)(event)  # no SR written
+    assert isinstance(posted, ResultsPosted)
+    await CreateVerificationTask(clients.fhir)(posted)
+    published: list[Event] = []
+
+    async def publish(redriven: Event) -> None:
+        published.append(redriven)
+
+    sweep = RedriveRuns(
+        registry, clients.fhir, publish, hours=0.05, grace_seconds=0, dicomweb=clients.dicomweb
+    )
+    series_uid, sop_uid = sr_uids(loaded.study_instance_uid, model)
+
+    async def stored() -> list[Any]:
+        found = await clients.dicomweb.search_instances(loaded.study_instance_uid, series_uid)
+        return [i for i in found if i.sop_instance_uid == sop_uid]
+
+    assert await stored() == []
+    await sweep.sweep()
+    assert len(await stored()) == 1
+    assert not [e for e in published if getattr(e, "diagnostic_report", None) == posted.diagnostic_report]
+    (metadata,) = await clients.dicomweb.retrieve_series_metadata(
+        loaded.study_instance_uid, series_uid
+    )
+    report = dataset_from_metadata(metadata)
+    diameters = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for item in content_items(report)
+        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "81827009"
+    ]
+    assert diameters == [8.4]
+    evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.SeriesInstanceUID == loaded.series_instance_uid
+    before = RUNS_REDRIVEN.labels(missing="structured-report")._value.get()
+    await sweep.sweep()
+    assert RUNS_REDRIVEN.labels(missing="structured-report")._value.get() == before
 
 
 _RUN_FIELDS = {"study", "model", "diagnostic_report", "device", "provenance", "findings"}
