@@ -7,6 +7,7 @@ tests/integration/test_subscriber.py)."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -65,7 +66,8 @@ def _announcer(
 ) -> tuple[StudyAnnouncer, list[str]]:
     """An announcer on the stub whose announcing and searching only record what they got."""
     announced: list[str] = []
-    announcer = StudyAnnouncer(SubscriberSettings(), None, fhir, None, None)  # type: ignore[arg-type]
+    bus = SimpleNamespace(publish=None)  # nothing is published here: announce is recorded
+    announcer = StudyAnnouncer(SubscriberSettings(), None, fhir, None, bus)  # type: ignore[arg-type]
 
     async def announce(study: dict[str, Any], source: str, notes: Any = None) -> int:
         announced.append(f"ImagingStudy/{study['id']}")
