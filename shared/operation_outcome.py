@@ -8,6 +8,7 @@ Body size is bounded before any of this: aiohttp refuses a body over the applica
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ __all__ = [
     "media_type_refusal",
     "operation_outcome",
     "outcome_response",
+    "transaction_response",
 ]
 
 FHIR_JSON = "application/fhir+json"
@@ -50,6 +52,22 @@ def outcome_response(
         status=status,
         content_type=FHIR_JSON,
         headers=headers,
+    )
+
+
+def transaction_response(answer: web.Response) -> web.Response:
+    """A 2xx OperationOutcome answer as a transaction-response Bundle whose one entry carries it
+    (`response.outcome`): for a caller that POSTed a Bundle as a FHIR transaction."""
+    outcome = json.loads(answer.body) if isinstance(answer.body, bytes) else {}
+    status = f"{answer.status} {answer.reason}"
+    return web.json_response(
+        {
+            "resourceType": "Bundle",
+            "type": "transaction-response",
+            "entry": [{"response": {"status": status, "outcome": outcome}}],
+        },
+        status=answer.status,
+        content_type=FHIR_JSON,
     )
 
 

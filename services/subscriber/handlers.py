@@ -65,7 +65,11 @@ from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study
 from shared.iocm import RejectionNote, rejected_series
 from shared.messages import ModelRef, StudyDetected, StudyRef, StudyRetracted
 from shared.metrics import NOTIFICATION_GAPS, STUDIES_SKIPPED
-from shared.operation_outcome import media_type_refusal, outcome_response
+from shared.operation_outcome import (
+    media_type_refusal,
+    outcome_response,
+    transaction_response,
+)
 from shared.registry import ModelEntry, Registry
 from shared.routing import study_series
 
@@ -166,10 +170,19 @@ class StudyAnnouncer:
         if not body.strip():
             return await self._answer(request, lambda: self.poll_updated("fhir-rest-hook"))
 
-        async def announce_all() -> int:
-            return await self.announce_notification(parse_posted_body(body))
+        notification: list[Notification] = []
 
-        return await self._answer(request, announce_all, body)
+        async def announce_all() -> int:
+            notification.append(parse_posted_body(body))
+            return await self.announce_notification(notification[0])
+
+        answer = await self._answer(request, announce_all, body)
+        if answer.status == 200 and notification and notification[0].bundle:
+            # A server delivering a notification Bundle as a FHIR transaction (HAPI's topic
+            # Subscriptions) reads a Bundle back; an OperationOutcome alone it takes for a failed
+            # delivery and sends again. The outcome rides in the transaction-response.
+            return transaction_response(answer)
+        return answer
 
     def _signed(self, request: web.Request, body: bytes) -> web.Response | None:
         """None when the PACS signed the body, else the 401."""

@@ -48,6 +48,7 @@ class Notification:
     event_count: int = 0  # how many events this notification carries
     imaging_studies: tuple[dict[str, Any], ...] = ()  # full-resource (or a bare resource)
     focus_references: tuple[str, ...] = field(default=())  # id-only: ImagingStudy/<id> to read
+    bundle: bool = True  # POSTed as a Bundle (not a bare resource)
 
     @property
     def carries_events(self) -> bool:
@@ -159,7 +160,9 @@ def parse_notification(document: Any) -> Notification:
         raise InvalidMessage("the body must be a FHIR resource (a notification Bundle)")
     resource_type = document.get("resourceType")
     if resource_type == "ImagingStudy":
-        return Notification(kind="resources", imaging_studies=(imaging_study_of(document),))
+        return Notification(
+            kind="resources", imaging_studies=(imaging_study_of(document),), bundle=False
+        )
     if resource_type != "Bundle":
         raise InvalidMessage(
             "the body must be a notification Bundle or an ImagingStudy, "

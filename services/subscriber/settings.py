@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -25,6 +27,10 @@ class SubscriberSettings(ServiceSettings):
     # within it (409): a captured request cannot be replayed.
     pacs_hook_max_age_seconds: float = 300.0
     subscription_criteria: str = "ImagingStudy?status=available"
+    # The Subscription asked for (subscription.py): `auto` takes a Subscriptions Backport IG
+    # topic-based one when the server advertises the IG and this topic, else an R4 criteria one.
+    subscription_kind: Literal["auto", "topic", "criteria"] = "auto"
+    subscription_topic: str = "http://radmesh.org/fhir/SubscriptionTopic/imaging-study-available"
     # A study announced by this replica is not announced again for this long while its run is in
     # flight (the FHIR hook and the PACS stable event usually both arrive for one new study).
     # Across replicas a duplicate run is still harmless: every write is idempotent.

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,14 +42,19 @@ SERVICES = {
 
 @dataclass
 class SpanCollector:
-    """An OTLP/HTTP trace receiver: (trace id, service name, span name) of every span exported."""
+    """An OTLP/HTTP trace receiver: (trace id, service name, span name) of every span exported,
+    and each export as received."""
 
     spans: list[tuple[str, str, str]] = field(default_factory=list)
     runs: dict[str, set[str]] = field(default_factory=dict)  # correlation id → trace ids
+    # Every export whole (resource, names, attributes, events, status), for a test of what the
+    # spans carry rather than which exist.
+    exports: list[ExportTraceServiceRequest] = field(default_factory=list)
 
     async def receive(self, request: web.Request) -> web.Response:
         export = ExportTraceServiceRequest()
         export.ParseFromString(await request.read())
+        self.exports.append(export)
         for resource_spans in export.resource_spans:
             service = next(
                 (
@@ -136,15 +141,6 @@ class Mesh:
                     f"\n{self.log_tail(service)}"
                 )
             await asyncio.sleep(0.1)
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 20.0) -> None:
-    """Wait until `check()` holds; fail the test naming `what` when it does not in time."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"not within {seconds} s: {what}")
-        await asyncio.sleep(0.2)
 
 
 async def only_resource(fhir: FhirClient, resource_type: str, **params: str) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from shared.errors import RemoteRejected
 from shared.fhir import FhirClient
 from shared.messages import AlertRaised, ResultsPosted
 from shared.registry import load_registry
-from tests.e2e.conftest import ROOT, Mesh, only_resource, until
+from tests.e2e.conftest import ROOT, Mesh, only_resource
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,9 @@ from shared.errors import RemoteRejected
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted
 from shared.registry import load_registry
-from tests.e2e.conftest import ROOT, SERVICES, Mesh, only_resource, until
+from tests.e2e.conftest import ROOT, SERVICES, Mesh, only_resource
 from tests.identity import DEV_PASSWORD
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,11 @@ from services.subscriber.handlers import StudyAnnouncer
 from services.subscriber.hook_auth import SIGNATURE_HEADER, sign
 from services.subscriber.settings import SubscriberSettings
 from services.subscriber.stale_claims import REDRIVE_NOTE, RedriveClaims
-from services.subscriber.subscription import ensure_subscription
+from services.subscriber.subscription import (
+    BACKPORT_SUBSCRIPTION_PROFILE,
+    TOPIC_CANONICAL_EXTENSION,
+    ensure_subscription,
+)
 from shared.bus import Bus
 from shared.claims import analysis_claim_task
 from shared.dicomweb import DicomWebClient
@@ -42,6 +46,7 @@ from tests.integration.fhir_seed import seed_study
 from tests.integration.sample_studies import load_fresh_study
 from tests.subscriptions_backport import r4_notification, r4b_notification
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -270,9 +275,13 @@ async def _post_notification(subscriber: RunningSubscriber, document: dict[str, 
             json=document,
             headers={"Authorization": f"Bearer {HOOK_SECRET}"},
         )
-        outcome = await response.json(content_type=None)
-    assert response.status == 200, outcome
-    return str(outcome["issue"][0]["diagnostics"])
+        answer = await response.json(content_type=None)
+    assert response.status == 200, answer
+    if document.get("resourceType") != "Bundle":
+        return str(answer["issue"][0]["diagnostics"])
+    # A Bundle is answered as a transaction: the outcome rides in its one entry.
+    assert answer["resourceType"] == "Bundle" and answer["type"] == "transaction-response"
+    return str(answer["entry"][0]["response"]["outcome"]["issue"][0]["diagnostics"])
 
 
 async def test_backport_notifications_start_runs_and_a_gap_is_recovered(
@@ -1027,3 +1036,56 @@ async def test_a_run_claimed_and_never_finished_is_announced_again_then_given_up
     assert [n["text"].split(" (")[0] for n in final["note"]] == [REDRIVE_NOTE, REDRIVE_NOTE]
     assert final["status"] == "failed"
     assert "did not finish after 2 re-drives" in final["statusReason"]["text"]
+
+
+async def _advertised_topics(fhir: FhirClient) -> list[str]:
+    capability = await fhir.execute("metadata", "get")
+    return [
+        str(extension.get("valueCanonical"))
+        for rest in capability.get("rest", [])
+        for resource in rest.get("resource", [])
+        if resource.get("type") == "Subscription"
+        for extension in resource.get("extension", [])
+        if extension.get("url") == TOPIC_CANONICAL_EXTENSION
+    ]
+
+
+async def test_a_server_advertising_the_backport_ig_gets_a_topic_subscription_that_delivers(
+    infra: Infrastructure,
+) -> None:
+    """The development HAPI advertises the Subscriptions Backport IG and radmesh's topic (once
+    it has loaded it): the subscriber asks for a topic-based Subscription (backport profile,
+    the topic as criteria, filtered, id-only), HAPI activates it, and an available head CT
+    stored afterwards reaches the subscriber as an id-only event notification, which it
+    answers with a transaction-response and announces."""
+    settings = SubscriberSettings()
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        topics: list[str] = []
+
+        async def advertised() -> bool:
+            topics[:] = await _advertised_topics(fhir)
+            return settings.subscription_topic in topics
+
+        # HAPI loads a stored topic within a minute and caches its CapabilityStatement for one.
+        await until(advertised, "HAPI advertises radmesh's subscription topic", seconds=150)
+        async with running_subscriber(infra) as subscriber:
+            (subscription,) = (
+                await fhir.resources("Subscription")
+                .search(url=f"{subscriber.own.public_url}/fhir")
+                .fetch_all()
+            )
+            assert subscription["meta"]["profile"] == [BACKPORT_SUBSCRIPTION_PROFILE]
+            assert subscription["criteria"] == settings.subscription_topic
+            assert subscription["status"] == "active"
+            loaded = await asyncio.to_thread(
+                load_fresh_study, infra, "head-bleed", slices=10, size=64
+            )
+            detected = await subscriber.next_detected(
+                wait_seconds=20, study_instance_uid=loaded.study_instance_uid
+            )
+    finally:
+        await fhir.close()
+    assert detected is not None, "HAPI's topic notification started no run"
+    assert detected.source == "fhir-rest-hook"
+    assert detected.study.imaging_study == loaded.imaging_study_id

@@ -16,6 +16,7 @@ import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
 import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
 import ca.uhn.fhir.validation.IInstanceValidatorModule;
 import ca.uhn.fhir.validation.ResultSeverityEnum;
+import org.hl7.fhir.common.hapi.validation.validator.FhirInstanceValidator;
 import org.springframework.beans.factory.annotation.Qualifier;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
@@ -38,6 +39,7 @@ public class RestfulServerConfig {
 			DaoRegistry daoRegistry,
 			IInterceptorBroadcaster interceptorBroadcaster,
 			ThreadSafeResourceDeleterSvc resourceDeleter,
+			BackportConfig.BackportCapabilities backportCapabilities,
 			RadmeshFhirProperties properties) {
 		RestfulServer server = new RestfulServer(systemDao.getContext());
 		server.setServerName("HAPI FHIR Server (radmesh development)");
@@ -50,7 +52,14 @@ public class RestfulServerConfig {
 		// DELETE ...?_cascade=delete removes a resource with everything that refers to it
 		server.registerInterceptor(new CascadingDeleteInterceptor(
 				systemDao.getContext(), daoRegistry, interceptorBroadcaster, resourceDeleter));
+		server.registerInterceptor(backportCapabilities);
 		if (properties.validateRequests()) {
+			// A Subscription declares the Backport IG's profile (meta.profile is how HAPI tells a
+			// topic-based Subscription); the IG's package is not installed, so a profile the
+			// server does not know is checked against the base resource, not refused.
+			if (instanceValidator instanceof FhirInstanceValidator fhirValidator) {
+				fhirValidator.setErrorForUnknownProfiles(false);
+			}
 			RequestValidatingInterceptor validating = new RequestValidatingInterceptor();
 			validating.addValidatorModule(instanceValidator);
 			validating.setFailOnSeverity(ResultSeverityEnum.ERROR);
