@@ -16,8 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,6 +32,7 @@ RESCALE_INTERCEPT = -1024
 RESCALE_SLOPE = 1
 MANUFACTURER = "SYNTHETIC"
 MODEL_NAME = "radmesh phantom CT"
+INSTITUTION_NAME = "RADMESH SYNTHETIC HOSPITAL"
 
 _GIVEN = ("ALEX", "SAM", "ROBIN", "KIM", "NOA", "JULES", "ARIEL", "CAMILLE", "DREW", "EDEN")
 _FAMILY = ("SYNTHOVA", "FICTIVO", "MOCKWELL", "TESTORY", "DUMMSON")
@@ -86,6 +87,20 @@ class PatientInfo:
 
 
 @dataclass(frozen=True)
+class StudyIdentity:
+    """Whose study it is and where it was ordered, in place of what the seed derives: e.g. a
+    test's canary patient, whose identifiers must never appear outside the PACS and the record."""
+
+    patient: PatientInfo
+    accession_number: str  # SH: 16 characters at most
+    referring_physician: str  # PN, e.g. "FAMILY^GIVEN^^DR"
+    institution_name: str = INSTITUTION_NAME
+    # DICOM attributes as a sloppy modality writes them, over the record's values (keyword,
+    # value): e.g. ("PatientName", "SMITH JOHN") without carets, or a birth date as 1950-01-31.
+    written_as: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class StudyInfo:
     """Identifiers and descriptive attributes of one synthetic study with one CT series."""
 
@@ -108,6 +123,8 @@ class StudyInfo:
     rows: int
     columns: int
     spacing_mm: tuple[float, float, float]
+    institution_name: str = INSTITUTION_NAME
+    written_as: tuple[tuple[str, str], ...] = ()  # StudyIdentity.written_as
 
     def sop_instance_uid(self, index: int) -> str:
         """SOP Instance UID of slice `index` (0 = most inferior)."""
@@ -143,8 +160,12 @@ def synthetic_patient(seed: int) -> PatientInfo:
     )
 
 
-def describe_study(phantom: PhantomLike, *, scenario: str, seed: int) -> StudyInfo:
-    """All identifiers of the study generated from `phantom` for (scenario, seed).
+def describe_study(
+    phantom: PhantomLike, *, scenario: str, seed: int, identity: StudyIdentity | None = None
+) -> StudyInfo:
+    """All identifiers of the study generated from `phantom` for (scenario, seed); the patient,
+    accession number, referring physician, institution (and the attributes as a sloppy modality
+    writes them) are `identity`'s when it is given (the UIDs stay the seed's).
 
     The shape of the volume is part of the study's identity, so loading the same scenario with
     another --slices/--size gives another study instead of mixing two geometries in one series.
@@ -162,7 +183,7 @@ def describe_study(phantom: PhantomLike, *, scenario: str, seed: int) -> StudyIn
         body_part, (f"CT {body_part}", "Axial {thickness}mm")
     )
     series_description = series_description.format(thickness=f"{spacing[0]:.3g}")
-    return StudyInfo(
+    info = StudyInfo(
         scenario=scenario,
         seed=seed,
         patient=synthetic_patient(seed),
@@ -182,6 +203,16 @@ def describe_study(phantom: PhantomLike, *, scenario: str, seed: int) -> StudyIn
         rows=rows,
         columns=columns,
         spacing_mm=(spacing[0], spacing[1], spacing[2]),
+    )
+    if identity is None:
+        return info
+    return replace(
+        info,
+        patient=identity.patient,
+        accession_number=identity.accession_number,
+        referring_physician=identity.referring_physician,
+        institution_name=identity.institution_name,
+        written_as=identity.written_as,
     )
 
 
@@ -217,7 +248,7 @@ def _base_dataset(info: StudyInfo) -> Dataset:
     ds.AccessionNumber = info.accession_number
     ds.Modality = "CT"
     ds.Manufacturer = MANUFACTURER
-    ds.InstitutionName = "RADMESH SYNTHETIC HOSPITAL"
+    ds.InstitutionName = info.institution_name
     ds.ReferringPhysicianName = info.referring_physician
     ds.StationName = "SYNTHCT01"
     ds.StudyDescription = info.study_description
@@ -239,6 +270,8 @@ def _base_dataset(info: StudyInfo) -> Dataset:
     ds.ConvolutionKernel = "STANDARD"
     ds.PatientPosition = "HFS"
     _add_image_attributes(ds, info)
+    for keyword, value in info.written_as:
+        setattr(ds, keyword, value)
     return ds
 
 
@@ -268,8 +301,11 @@ def _add_image_attributes(ds: Dataset, info: StudyInfo) -> None:
     ds.RescaleType = "HU"
 
 
-def iter_instances(phantom: PhantomLike, info: StudyInfo) -> Iterator[Dataset]:
-    """Yield the CT instances of `phantom` one at a time (slice 0, the most inferior, first)."""
+def iter_instances(
+    phantom: PhantomLike, info: StudyInfo, missing_slices: Collection[int] = ()
+) -> Iterator[Dataset]:
+    """Yield the CT instances of `phantom` one at a time (slice 0, the most inferior, first),
+    leaving out the slices `missing_slices` (a series with gaps, as if lost in transfer)."""
     volume = phantom.volume_hu
     if volume.ndim != 3:
         raise ValueError(f"volume_hu must be (slices, rows, columns), got shape {volume.shape}")
@@ -278,6 +314,8 @@ def iter_instances(phantom: PhantomLike, info: StudyInfo) -> Iterator[Dataset]:
     pixel_representation = stored_pixel_representation(volume)
     dtype = np.dtype("<u2") if pixel_representation == 0 else np.dtype("<i2")
     for index in range(info.slices):
+        if index in missing_slices:
+            continue
         ds = _base_dataset(info)
         sop_uid = UID(info.sop_instance_uid(index))
         meta = FileMetaDataset()
@@ -308,7 +346,9 @@ def encode(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def iter_encoded(phantom: PhantomLike, info: StudyInfo) -> Iterator[bytes]:
-    """Yield the Part 10 bytes of each instance, one at a time."""
-    for ds in iter_instances(phantom, info):
+def iter_encoded(
+    phantom: PhantomLike, info: StudyInfo, missing_slices: Collection[int] = ()
+) -> Iterator[bytes]:
+    """Yield the Part 10 bytes of each instance, one at a time (`missing_slices` left out)."""
+    for ds in iter_instances(phantom, info, missing_slices):
         yield encode(ds)

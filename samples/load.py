@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,16 +140,21 @@ def load_study(
     batch_size: int = 24,
     with_fhir: bool = True,
     with_imaging_study: bool = True,
+    identity: dicom_series.StudyIdentity | None = None,
+    missing_slices: Collection[int] = (),
     out: Printer = _quiet,
 ) -> LoadResult:
     """Generate `scenario`, store it in Orthanc (STOW-RS) and register it on the FHIR server:
     the order and the ImagingStudy, or (`with_imaging_study=False`, `--pacs-only`) the order
-    only, as a site without DICOM-to-FHIR sync has it; `with_fhir=False`: the images only."""
+    only, as a site without DICOM-to-FHIR sync has it; `with_fhir=False`: the images only.
+    `identity`: the patient, accession, referring physician and institution instead of the
+    seed's (dicom_series.StudyIdentity); `missing_slices`: slice indices never stored (a series
+    with gaps)."""
     if scenario not in SCENARIOS:
         raise KeyError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     t0 = time.perf_counter()
     phantom = SCENARIOS[scenario].make(seed, slices, size)
-    info = dicom_series.describe_study(phantom, scenario=scenario, seed=seed)
+    info = dicom_series.describe_study(phantom, scenario=scenario, seed=seed, identity=identity)
     generate_seconds = time.perf_counter() - t0
     seeded: dict[str, int] = dict(Counter(str(lesion.kind) for lesion in phantom.lesions))
     out(
@@ -165,7 +170,7 @@ def load_study(
         )
 
     progress = client.store(
-        dicom_series.iter_encoded(phantom, info),
+        dicom_series.iter_encoded(phantom, info, missing_slices),
         batch_size=batch_size,
         study_uid=info.study_instance_uid,
         on_batch=report,
@@ -182,6 +187,7 @@ def load_study(
         refs = [
             fhir_records.InstanceRef(info.sop_instance_uid(i), str(CTImageStorage), i + 1)
             for i in range(info.slices)
+            if i not in missing_slices
         ]
         bundle = fhir_records.imaging_study_bundle(
             info, refs, dicomweb_root=settings.dicomweb_root, with_imaging_study=with_imaging_study

@@ -3,7 +3,8 @@
 - structlog: JSON when stdout is not a terminal, console otherwise; `correlation_id` and the
   study UID are bound per message with contextvars (`bind_message_context`), `trace_id` and
   `span_id` are added from the current OpenTelemetry span, and `redact_patient_data` removes
-  patient names and identifiers from every event before it is rendered.
+  patient names and identifiers from every event before it is rendered (and what the DICOM
+  libraries quote from their messages: Python warnings are logged through the same chain).
 - OpenTelemetry: one tracer provider per process; the W3C trace context travels in AMQP headers
   (`inject_trace_context` on publish, `extract_trace_context` on consume), so one study is one trace.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -28,12 +30,14 @@ from shared.settings import TelemetrySettings
 
 __all__ = [
     "PATIENT_DATA_KEYS",
+    "QUOTING_LOGGERS",
     "bind_message_context",
     "configure_logging",
     "configure_tracing",
     "extract_trace_context",
     "inject_trace_context",
     "redact_patient_data",
+    "without_quoted_values",
 ]
 
 # Log keys that may carry patient names or identifiers (DICOM keywords and FHIR element names,
@@ -60,12 +64,34 @@ PATIENT_DATA_KEYS = frozenset(
     )
 )
 REDACTED = "[redacted]"
+# Loggers whose messages quote the values they complain about, which are patient data as often
+# as not (pydicom: "Invalid value for VR DA: '1950-01-31'."; highdicom: 'The string "SMITH JOHN"
+# is unlikely to represent the intended person name …'; Python warnings carry both): their
+# messages keep their words, not what they quote.
+QUOTING_LOGGERS = frozenset({"pydicom", "highdicom", "py.warnings"})
+# From a line's first quote to its last of the same kind: a name with an apostrophe (O'Brien)
+# is redacted whole, and an apostrophe in the words at worst redacts more.
+_QUOTED = re.compile(r"'.*'|\".*\"")
+
+
+def without_quoted_values(text: str) -> str:
+    """`text` with what it quotes ('…' or "…") replaced by [redacted]."""
+    return _QUOTED.sub(REDACTED, text)
+
+
+def _quotes_values(logger: object) -> bool:
+    return isinstance(logger, str) and any(
+        logger == name or logger.startswith(f"{name}.") for name in QUOTING_LOGGERS
+    )
 
 
 def redact_patient_data(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: replace the value of any patient-identifying key, at any depth."""
+    """structlog processor: replace the value of any patient-identifying key, at any depth,
+    and what a QUOTING_LOGGERS message quotes."""
+    if _quotes_values(event_dict.get("logger")) and isinstance(event_dict.get("event"), str):
+        event_dict["event"] = without_quoted_values(event_dict["event"])
     redacted: MutableMapping[str, Any] = _redact(event_dict)
     return redacted
 
@@ -125,6 +151,9 @@ def configure_logging(service: str, settings: TelemetrySettings) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # Python warnings (pydicom's and highdicom's quote header values) are log records of
+    # `py.warnings` then, redacted like the rest, not raw lines on stderr.
+    logging.captureWarnings(True)
     structlog.configure(
         processors=[*shared_processors, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -27,6 +27,7 @@ from shared.identifiers import run_parts
 from shared.iocm import RADMESH_MANUFACTURER
 from shared.messages import Finding, InferenceCompleted
 from shared.registry import Coding, ModelEntry
+from shared.telemetry import without_quoted_values
 
 __all__ = [
     "SR_SERIES_NUMBER",
@@ -224,7 +225,8 @@ def build_structured_report(
             series_description=_lo(f"AI results {model.id} v{model.version} (preliminary)"),
         )
     except (ValueError, TypeError, AttributeError) as error:
+        # highdicom and pydicom quote the header value they refuse (a birth date, a name).
         raise PermanentError(
-            f"SR of {model.id} {model.version} cannot be built: {error}; message dead-lettered"
+            f"SR of {model.id} {model.version} cannot be built: {without_quoted_values(str(error))}"
         ) from error
     return structured_report

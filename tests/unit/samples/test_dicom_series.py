@@ -219,3 +219,33 @@ def test_real_phantom_series_round_trips() -> None:
     assert float(datasets[1].ImagePositionPatient[2]) - float(
         datasets[0].ImagePositionPatient[2]
     ) == pytest.approx(phantom.spacing_mm[0], abs=1e-6)
+
+
+def test_an_identity_names_the_patient_order_and_site_and_missing_slices_are_left_out() -> None:
+    """A study identity (a test's canary patient) is what the headers name — patient,
+    accession, referring physician, institution, and attributes as a sloppy modality writes
+    them — while the UIDs stay the seed's; the missing slices are not generated."""
+    phantom = _phantom()
+    seeded = dicom_series.describe_study(phantom, scenario="head-normal", seed=3)
+    identity = dicom_series.StudyIdentity(
+        patient=dicom_series.PatientInfo("Canary^Tweety", "MRN-C", "19230417", "F"),
+        accession_number="ACC-C",
+        referring_physician="Refer^Petra^^DR",
+        institution_name="Canary Infirmary",
+        written_as=(("PatientName", "CANARY TWEETY"),),
+    )
+    info = dicom_series.describe_study(phantom, scenario="head-normal", seed=3, identity=identity)
+    assert info.study_instance_uid == seeded.study_instance_uid
+    datasets = list(dicom_series.iter_instances(phantom, info, missing_slices={1, 2}))
+    assert [int(ds.InstanceNumber) for ds in datasets] == [1, 4, 5, 6]
+    first = datasets[0]
+    assert (str(first.PatientName), first.PatientID, first.PatientBirthDate) == (
+        "CANARY TWEETY",
+        "MRN-C",
+        "19230417",
+    )
+    assert (first.AccessionNumber, str(first.ReferringPhysicianName)) == (
+        "ACC-C",
+        "Refer^Petra^^DR",
+    )
+    assert first.InstitutionName == "Canary Infirmary"

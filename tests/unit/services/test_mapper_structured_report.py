@@ -134,3 +134,21 @@ def test_sr_without_evidence_is_a_permanent_error() -> None:
     )
     with pytest.raises(PermanentError, match="no source instance metadata"):
         build_structured_report(event, MODEL, [], created=event.created_at)
+
+
+def test_sr_whose_evidence_header_is_refused_says_why_without_quoting_the_value(
+    evidence: list[Dataset],
+) -> None:
+    """A modality that wrote the birth date as 1950-01-31 (not DICOM DA): highdicom refuses to
+    copy it; the PermanentError (logged by the mapper) says what could not be converted, not
+    the birth date."""
+    sloppy = [Dataset(dataset) for dataset in evidence]
+    event = _event(sloppy)
+    with (
+        pytest.warns(UserWarning, match="Invalid value for VR DA"),  # pydicom's, on assignment
+        pytest.raises(PermanentError, match="cannot be built: Unable to convert") as raised,
+    ):
+        for dataset in sloppy:
+            dataset.PatientBirthDate = "1950-01-31"
+        build_structured_report(event, MODEL, sloppy, created=event.created_at)
+    assert "1950" not in str(raised.value)

@@ -41,3 +41,27 @@ def test_missing_trace_headers_give_an_empty_context() -> None:
     """A message without traceparent starts a new trace instead of failing."""
     context = extract_trace_context(None)
     assert trace.get_current_span(context).get_span_context().is_valid is False
+
+
+def test_what_dicom_libraries_and_warnings_quote_is_redacted_their_words_kept() -> None:
+    """pydicom and highdicom quote the header values they complain about (a birth date, a name
+    without carets), in their log records and in Python warnings: the quoted values go, the
+    words stay; radmesh's own events are left as they are."""
+    records = [
+        {"event": "Invalid value for VR DA: '1950-01-31'.", "logger": "pydicom"},
+        {"event": 'Invalid value for VR PN: "O\'BRIEN PAT".', "logger": "pydicom.valuerep"},
+        {
+            "event": 'base.py:199: UserWarning: The string "DOE JANE" is unlikely to represent'
+            " the intended person name\n  check_person_name(patient_name)",
+            "logger": "py.warnings",
+        },
+    ]
+    redacted = [redact_patient_data(None, "warning", dict(record))["event"] for record in records]
+    assert redacted == [
+        "Invalid value for VR DA: [redacted].",
+        "Invalid value for VR PN: [redacted].",
+        "base.py:199: UserWarning: The string [redacted] is unlikely to represent the intended"
+        " person name\n  check_person_name(patient_name)",
+    ]
+    own = {"event": "study_skipped", "reason": "series description 'AX' does not match"}
+    assert redact_patient_data(None, "info", dict(own)) == own
