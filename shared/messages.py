@@ -161,6 +161,7 @@ class SeriesManifest(_Model):
     series_instance_uid: DicomUid
     modality: str
     body_part_examined: str | None = None
+    # Left empty by the fetcher (free text that may hold patient data); kept for older senders.
     series_description: str | None = None
     instances: tuple[BlobInstance, ...]
 

@@ -135,7 +135,8 @@ def _manifest(series: SeriesInfo, instances: list[RetrievedInstance]) -> SeriesM
         series_instance_uid=series.series_instance_uid,
         modality=series.modality,
         body_part_examined=series.body_part_examined,
-        series_description=series.series_description,
+        # not the Series Description: free text a technologist may have typed a name into, and
+        # no later stage reads it (the series were chosen by it already)
         instances=tuple(
             BlobInstance(
                 sop_instance_uid=instance.sop_instance_uid,
