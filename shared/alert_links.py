@@ -65,7 +65,9 @@ def sign_token(link: AlertLink, secret: str) -> str:
 
 def read_token(token: str, secret: str, now: datetime) -> AlertLink:
     """The link a token names, once its signature and expiry are checked."""
-    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
+    # base64url and one dot: anything else (non-ASCII above all, which hmac cannot compare)
+    # is no token of ours
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii() or token.count(".") != 1:
         raise InvalidAlertLink("the link is not a radmesh alert link")
     payload, signature = token.split(".")
     if not hmac.compare_digest(signature, _signature(payload, secret)):
@@ -78,9 +80,10 @@ def read_token(token: str, secret: str, now: datetime) -> AlertLink:
             expires=datetime.fromtimestamp(int(body["e"]), UTC),
         )
         FindingValue.parse(link.alert)
-    except (binascii.Error, ValueError, KeyError, TypeError) as error:
+    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, OSError) as error:
+        # OverflowError, OSError: an expiry no datetime holds (1e300, Infinity)
         raise InvalidAlertLink("the link's content is malformed") from error
-    if not _RECIPIENT.match(link.recipient):
+    if not _RECIPIENT.fullmatch(link.recipient):
         raise InvalidAlertLink("the link names no recipient")
     if now >= link.expires:
         raise InvalidAlertLink(

@@ -94,19 +94,30 @@ class DicomWebClient:
                 response.status, f"DICOMweb {what}: {text[:500]}", url=str(response.url)
             )
 
-    async def _get_json(self, path: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    async def _get_json(
+        self, path: str, params: list[tuple[str, str]], what: str = "QIDO-RS"
+    ) -> list[dict[str, Any]]:
         url = f"{self.base_url}/{path}"
         try:
-            async with self._http().get(
-                url, params=params, headers={"Accept": DICOM_JSON}
-            ) as response:
-                await self._check(response, f"QIDO-RS {path}")
-                if response.status == 204:
-                    return []
-                found: list[dict[str, Any]] = await response.json(content_type=None)
-                return found
+            try:
+                return await self._read_json(url, params, f"{what} {path}")
+            except aiohttp.ServerDisconnectedError:
+                # A keep-alive connection the PACS closed while it sat idle in the pool (as in
+                # store_instances): the GET reached nobody and goes again on a fresh one, instead
+                # of a hook answering 503 after a quiet second.
+                return await self._read_json(url, params, f"{what} {path}")
         except (aiohttp.ClientConnectionError, TimeoutError) as error:
-            raise RemoteUnavailable(f"QIDO-RS {path}: {error!r}", url=url, status=None) from error
+            raise RemoteUnavailable(f"{what} {path}: {error!r}", url=url, status=None) from error
+
+    async def _read_json(
+        self, url: str, params: list[tuple[str, str]], what: str
+    ) -> list[dict[str, Any]]:
+        async with self._http().get(url, params=params, headers={"Accept": DICOM_JSON}) as response:
+            await self._check(response, what)
+            if response.status == 204:
+                return []
+            found: list[dict[str, Any]] = await response.json(content_type=None)
+            return found
 
     async def rendered_instance(
         self,
@@ -195,16 +206,7 @@ class DicomWebClient:
     ) -> list[dict[str, Any]]:
         """WADO-RS metadata: every instance of a series as DICOM JSON (bulk data as URIs only)."""
         path = f"studies/{study_instance_uid}/series/{series_instance_uid}/metadata"
-        url = f"{self.base_url}/{path}"
-        try:
-            async with self._http().get(url, headers={"Accept": DICOM_JSON}) as response:
-                await self._check(response, f"WADO-RS {path}")
-                if response.status == 204:
-                    return []
-                found: list[dict[str, Any]] = await response.json(content_type=None)
-                return found
-        except (aiohttp.ClientConnectionError, TimeoutError) as error:
-            raise RemoteUnavailable(f"WADO-RS {path}: {error!r}", url=url, status=None) from error
+        return await self._get_json(path, [], "WADO-RS")
 
     async def rejection_notes(
         self, study_instance_uid: str, series: Iterable[tuple[str, str | None]]

@@ -38,8 +38,10 @@ DICOM_IMAGE_EXTENSION = "urn:radmesh:extension:dicom-image-reference"
 # DICOM PS3.5 §9.1: numeric components separated by ".", no leading zeros, at most 64 characters.
 DICOM_UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 DICOM_UID_MAX_LENGTH = 64
-# FHIR R4 id (datatypes: id): 1-64 characters of A-Z a-z 0-9 - .
-FHIR_ID_PATTERN = r"[A-Za-z0-9\-.]{1,64}"
+# FHIR R4 id (datatypes: id): 1-64 characters of A-Z a-z 0-9 - . — but "." and "..", which FHIR
+# allows and no URL can carry (RFC 3986 removes them as dot-segments: "Task/.." is the server's
+# base). No look-ahead: pydantic's (Rust) regular expressions have none.
+FHIR_ID_PATTERN = r"(?:[A-Za-z0-9\-.]{3,64}|[A-Za-z0-9\-][A-Za-z0-9\-.]?|\.[A-Za-z0-9\-])"
 
 _DICOM_UID = re.compile(DICOM_UID_PATTERN)
 _GENERATION = re.compile(r"^g[1-9][0-9]*$")
@@ -47,7 +49,8 @@ _GENERATION = re.compile(r"^g[1-9][0-9]*$")
 
 def is_dicom_uid(value: str) -> bool:
     """Whether `value` is a well-formed DICOM UID (so it is safe in a QIDO/WADO path)."""
-    return len(value) <= DICOM_UID_MAX_LENGTH and bool(_DICOM_UID.match(value))
+    # fullmatch: `$` also matches before a trailing newline ("1.2.3\n" is no UID)
+    return len(value) <= DICOM_UID_MAX_LENGTH and _DICOM_UID.fullmatch(value) is not None
 
 
 def fhir_reference_pattern(*resource_types: str) -> str:

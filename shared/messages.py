@@ -87,7 +87,9 @@ VerifierReference = Annotated[
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and Infinity are no JSON numbers (RFC 8259) and no measurement: pydantic reads them
+    # from JSON text unless told not to, and they reached FHIR writes as such
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Event(_Model):

@@ -17,9 +17,13 @@ from shared.storage import BlobStore
 SERVICE = "fetcher"
 
 
-def build_app(settings: RadmeshSettings, own: FetcherSettings) -> ServiceApp:
+def build_app(
+    settings: RadmeshSettings, own: FetcherSettings, service: str = SERVICE
+) -> ServiceApp:
+    """The fetcher; `service` names its queues: another name gives an instance queues of
+    its own, as the tests do."""
     registry = load_registry(settings.registry_path)
-    bus = Bus(settings.broker, SERVICE)
+    bus = Bus(settings.broker, service)
     dicomweb = DicomWebClient(settings.dicomweb)
     store = BlobStore(settings.storage.blob_dir)
     pacs = PacsDirectory(dicomweb, settings.dicomweb, own.allowed_pacs)
@@ -27,5 +31,5 @@ def build_app(settings: RadmeshSettings, own: FetcherSettings) -> ServiceApp:
     sweep = RetentionSweep(store, settings.storage)
 
     return bus_service(
-        SERVICE, bus, on_start=[sweep.start], close=[sweep.stop, pacs.close, dicomweb.close]
+        service, bus, on_start=[sweep.start], close=[sweep.stop, pacs.close, dicomweb.close]
     )

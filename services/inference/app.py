@@ -14,10 +14,14 @@ from shared.storage import BlobStore
 SERVICE = "inference"
 
 
-def build_app(settings: RadmeshSettings, own: InferenceSettings) -> ServiceApp:
+def build_app(
+    settings: RadmeshSettings, own: InferenceSettings, service: str = SERVICE
+) -> ServiceApp:
+    """The inference service; `service` names its queues: another name gives an instance queues of
+    its own, as the tests do."""
     registry = load_registry(settings.registry_path)
-    bus = Bus(settings.broker, SERVICE)
+    bus = Bus(settings.broker, service)
     run_model = RunModel(registry, BlobStore(settings.storage.blob_dir))
     bus.consume(StudyFetched, run_model)
 
-    return bus_service(SERVICE, bus, close=[run_model.close])
+    return bus_service(service, bus, close=[run_model.close])

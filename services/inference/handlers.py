@@ -13,7 +13,7 @@ import structlog
 from services.inference.findings import decode_findings, output_names
 from services.inference.input_checks import input_notes
 from services.inference.volumes import prepare_input, read_volume
-from shared.errors import PermanentError, TransientError
+from shared.errors import InvalidMessage, PermanentError, TransientError
 from shared.inference_protocol import InferenceClient
 from shared.messages import Event, InferenceCompleted, StudyFetched
 from shared.registry import ModelEntry, Registry
@@ -45,6 +45,8 @@ class RunModel:
             model = self.registry.get(event.model.id, event.model.version)
         except KeyError as error:
             raise PermanentError(str(error)) from error
+        if not event.series:  # the fetcher names the one series the model reads
+            raise InvalidMessage("study.fetched names no series: there is nothing to read")
         series = event.series[0]
         started = time.perf_counter()
         volume = await asyncio.to_thread(read_volume, self.store, series)

@@ -16,9 +16,11 @@ from shared.settings import RadmeshSettings
 SERVICE = "mapper"
 
 
-def build_app(settings: RadmeshSettings, own: MapperSettings) -> ServiceApp:
+def build_app(settings: RadmeshSettings, own: MapperSettings, service: str = SERVICE) -> ServiceApp:
+    """The mapper; `service` names its queues: another name gives an instance queues of
+    its own, as the tests do."""
     registry = load_registry(settings.registry_path)
-    bus = Bus(settings.broker, SERVICE)
+    bus = Bus(settings.broker, service)
     fhir = FhirClient(settings.fhir)
     dicomweb = DicomWebClient(settings.dicomweb) if own.write_structured_report else None
     bus.consume(InferenceCompleted, MapResults(registry, fhir, dicomweb))
@@ -38,4 +40,4 @@ def build_app(settings: RadmeshSettings, own: MapperSettings) -> ServiceApp:
     )
     sweep = Periodic(redrive.sweep, own.redrive_interval_seconds, "redrive_sweep_failed")
     close = [sweep.stop, fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
-    return bus_service(SERVICE, bus, on_start=[sweep.start], close=close)
+    return bus_service(service, bus, on_start=[sweep.start], close=close)

@@ -117,6 +117,12 @@ class MapResults:
             model = self.registry.get(event.model.id, event.model.version)
         except KeyError as error:
             raise PermanentError(f"{error}; message dead-lettered") from error
+        unknown = sorted({f.finding_key for f in event.findings} - {m.key for m in model.findings})
+        if unknown:
+            raise InvalidMessage(
+                f"findings.finding_key {[key[:40] for key in unknown[:3]]} not among the findings "
+                f"of {model.id} {model.version} in the registry; message dead-lettered"
+            )
         if model.rollout == "shadow":
             log.info(
                 "shadow_results_not_posted",

@@ -86,7 +86,7 @@ def read_order(text: str) -> Hl7Order:
         accession = _field(message, "OBR", 18) or _field(message, "ORC", 3)
     if uid and not is_dicom_uid(uid):
         raise InvalidMessage(f"the Study Instance UID in {'^'.join(kind)} is not a DICOM UID")
-    if accession and not _ACCESSION.match(accession):
+    if accession and not _ACCESSION.fullmatch(accession):
         raise InvalidMessage("the accession number is not 1-16 letters, digits, '.', '_' or '-'")
     if not uid and not accession:
         raise InvalidMessage(

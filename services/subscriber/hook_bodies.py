@@ -9,6 +9,7 @@ it (e.g. `"series": null` iterated as a list)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from fhir.resources.R4B.imagingstudy import ImagingStudy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import InvalidMessage
+from shared.identifiers import fhir_reference_pattern
 from shared.json_input import read_json
 from shared.messages import DicomUid, validation_problems
 
@@ -28,15 +30,49 @@ __all__ = [
 ]
 
 
+_PATIENT = re.compile(fhir_reference_pattern("Patient"))
+_ENDPOINT = re.compile(fhir_reference_pattern("Endpoint"))
+_JSON_KINDS = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    return "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
+
+
 def imaging_study_of(resource: Any) -> dict[str, Any]:
-    """`resource` when it is an ImagingStudy valid against the FHIR structure (InvalidMessage
-    saying what is wrong otherwise)."""
-    if not isinstance(resource, dict) or resource.get("resourceType") != "ImagingStudy":
-        raise InvalidMessage("body must be an ImagingStudy resource")
+    """`resource` when it is an ImagingStudy valid against the FHIR structure, whose subject (if
+    any) is a relative Patient reference and whose relative Endpoint references are well formed
+    (InvalidMessage saying what is wrong otherwise). Both are read on the FHIR server before the
+    study is announced (its Consents, its PACS address): a subject FHIR allows but radmesh does
+    not analyse (a Group, another server's Patient) or a reference that is a path of its own
+    must not reach those requests."""
+    if not isinstance(resource, dict):
+        raise InvalidMessage(f"body must be an ImagingStudy resource, not a JSON {_kind(resource)}")
+    if "resourceType" not in resource:
+        raise InvalidMessage("body must be an ImagingStudy resource: it has no resourceType")
+    if resource["resourceType"] != "ImagingStudy":
+        raise InvalidMessage(
+            "body must be an ImagingStudy resource, not resourceType "
+            f"{str(resource['resourceType'])[:40]!r}"
+        )
     try:
         ImagingStudy.model_validate(resource)
     except ValidationError as error:
         raise InvalidMessage(f"ImagingStudy is invalid: {validation_problems(error)}") from error
+    subject = (resource.get("subject") or {}).get("reference")
+    if subject is not None and not _PATIENT.fullmatch(subject):
+        raise InvalidMessage(
+            "ImagingStudy subject.reference must be a relative Patient/<id> reference (radmesh "
+            f"analyses patients' studies on this FHIR server): {subject[:80]!r}"
+        )
+    for index, endpoint in enumerate(resource.get("endpoint", [])):
+        reference = str(endpoint.get("reference", ""))
+        if reference.startswith("Endpoint/") and not _ENDPOINT.fullmatch(reference):
+            raise InvalidMessage(
+                f"ImagingStudy endpoint.{index}.reference is not an Endpoint/<id> reference: "
+                f"{reference[:80]!r}"
+            )
     return resource
 
 

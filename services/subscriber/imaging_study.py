@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from shared.errors import InvalidMessage
 from shared.identifiers import DICOM_UID_SYSTEM, is_dicom_uid
-from shared.messages import StudyRef, validation_problems
+from shared.messages import StudyRef
 from shared.registry import SeriesSummary
 
 __all__ = [
@@ -29,6 +29,15 @@ BODY_PART_BY_SNOMED = {
     "12921003": "PELVIS",
 }
 SNOMED = "http://snomed.info/sct"
+# Where in the ImagingStudy each field of StudyRef is read from (what a refusal names).
+_ELEMENTS = {
+    "study_instance_uid": "identifier",
+    "imaging_study": "id",
+    "patient": "subject.reference",
+    "service_request": "basedOn.reference",
+    "encounter": "encounter.reference",
+    "dicomweb_base_url": "endpoint",
+}
 
 
 def study_instance_uid(imaging_study: dict[str, Any]) -> str:
@@ -93,7 +102,10 @@ def study_ref(imaging_study: dict[str, Any], endpoints: dict[str, str]) -> Study
                 (endpoints[ref] for ref in endpoint_refs if ref in endpoints), None
             ),
         )
-    except ValidationError as error:  # e.g. a subject that is not a relative Patient/<id>
-        raise InvalidMessage(
-            f"ImagingStudy cannot be announced: {validation_problems(error, limit=3)}"
-        ) from error
+    except ValidationError as error:  # e.g. an encounter that is not a relative Encounter/<id>
+        problems = "; ".join(
+            f"{_ELEMENTS.get(field, field)} ({field}): {detail['msg']}"
+            for detail in error.errors()[:3]
+            for field in [".".join(str(part) for part in detail["loc"]) or "<study>"]
+        )
+        raise InvalidMessage(f"ImagingStudy cannot be announced: {problems}") from error

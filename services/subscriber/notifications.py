@@ -73,14 +73,21 @@ def _counter(value: Any, where: str) -> int | None:
     return number
 
 
+def _objects(value: Any, where: str) -> list[dict[str, Any]]:
+    """A FHIR list of elements (absent: empty); anything else is an InvalidMessage naming it."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise InvalidMessage(f"{where} must be a list of objects")
+    return value
+
+
 def _status_r4(parameters: dict[str, Any]) -> tuple[str | None, str | None, int | None, list[str]]:
     """type, subscription, eventsSinceSubscriptionStart and focus references of an R4 status."""
     kind = subscription = None
     since = None
     focuses: list[str] = []
-    for parameter in parameters.get("parameter", []):
-        if not isinstance(parameter, dict):
-            raise InvalidMessage("Parameters.parameter entries must be objects")
+    for parameter in _objects(parameters.get("parameter"), "Parameters.parameter"):
         name = parameter.get("name")
         if name == "type":
             kind = parameter.get("valueCode")
@@ -92,8 +99,8 @@ def _status_r4(parameters: dict[str, Any]) -> tuple[str | None, str | None, int 
                 "events-since-subscription-start",
             )
         elif name == "notification-event":
-            for part in parameter.get("part", []):
-                if isinstance(part, dict) and part.get("name") == "focus":
+            for part in _objects(parameter.get("part"), "Parameters.parameter.part"):
+                if part.get("name") == "focus":
                     focus = _reference(part.get("valueReference"))
                     if focus:
                         focuses.append(focus)
@@ -103,8 +110,8 @@ def _status_r4(parameters: dict[str, Any]) -> tuple[str | None, str | None, int 
 def _status_r4b(status: dict[str, Any]) -> tuple[str | None, str | None, int | None, list[str]]:
     focuses = [
         focus
-        for event in status.get("notificationEvent", [])
-        if isinstance(event, dict) and (focus := _reference(event.get("focus")))
+        for event in _objects(status.get("notificationEvent"), "SubscriptionStatus.notificationEvent")
+        if (focus := _reference(event.get("focus")))
     ]
     since = _counter(status.get("eventsSinceSubscriptionStart"), "eventsSinceSubscriptionStart")
     return status.get("type"), _reference(status.get("subscription")), since, focuses
@@ -126,15 +133,19 @@ EVENTS_OPERATION = (
 def offers_events_operation(capability: Any) -> bool:
     """Whether a CapabilityStatement offers the Backport IG's `$events` on Subscription (by the
     operation's name or its definition)."""
-    if not isinstance(capability, dict):
+    if not isinstance(capability, dict) or not isinstance(capability.get("rest"), list):
         return False
-    for rest in capability.get("rest") or []:
-        for resource in (rest or {}).get("resource") or []:
-            if (resource or {}).get("type") != "Subscription":
+    for rest in capability["rest"]:
+        resources = rest.get("resource") if isinstance(rest, dict) else None
+        for resource in resources if isinstance(resources, list) else []:
+            if not isinstance(resource, dict) or resource.get("type") != "Subscription":
                 continue
-            for operation in resource.get("operation") or []:
-                name = str((operation or {}).get("name", "")).lstrip("$")
-                definition = str((operation or {}).get("definition", "")).split("|", 1)[0]
+            operations = resource.get("operation")
+            for operation in operations if isinstance(operations, list) else []:
+                if not isinstance(operation, dict):
+                    continue
+                name = str(operation.get("name", "")).lstrip("$")
+                definition = str(operation.get("definition", "")).split("|", 1)[0]
                 if name == "events" or definition == EVENTS_OPERATION:
                     return True
     return False
@@ -163,6 +174,10 @@ def parse_notification(document: Any) -> Notification:
         return Notification(
             kind="resources", imaging_studies=(imaging_study_of(document),), bundle=False
         )
+    if resource_type is None:
+        raise InvalidMessage(
+            "the body has no resourceType: a notification Bundle or an ImagingStudy is expected"
+        )
     if resource_type != "Bundle":
         raise InvalidMessage(
             "the body must be a notification Bundle or an ImagingStudy, "
@@ -190,6 +205,11 @@ def parse_notification(document: Any) -> Notification:
         return Notification(kind="resources", imaging_studies=studies, event_count=len(studies))
     reader = _status_r4 if status["resourceType"] == "Parameters" else _status_r4b
     kind, subscription, since, focuses = reader(status)
+    if kind is None:
+        raise InvalidMessage(
+            f"the notification's status ({status['resourceType']}) names no type; expected one "
+            f"of {', '.join(NOTIFICATION_TYPES)}"
+        )
     if kind not in NOTIFICATION_TYPES:
         raise InvalidMessage(
             f"notification type {str(kind)[:40]!r} is not one of {', '.join(NOTIFICATION_TYPES)}"

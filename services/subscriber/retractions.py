@@ -47,7 +47,9 @@ class DeletedEvent(BaseModel):
     @model_validator(mode="after")
     def _names_what_went(self) -> DeletedEvent:
         if not self.whole_study and not self.series_instance_uids:
-            raise ValueError("a deletion that is not of the whole study names its series")
+            raise ValueError(
+                "a deletion that is not of the whole study names its series (series_instance_uids)"
+            )
         return self
 
 

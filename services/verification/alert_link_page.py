@@ -7,9 +7,10 @@ for.
                                 for a browser's form post)
 
 A forged, malformed or expired token is 403, an alert that is gone 404, a withdrawn one 409,
-each saying why; the acknowledgement is the review desk's (acknowledgements.py: recorded once,
-the Flag cleared) and every use of a link is audited (an AuditEvent naming the recipient, "via
-signed alert link").
+each saying why: in a page to a browser (a request accepting text/html), in an OperationOutcome
+to any other client. The acknowledgement is the review desk's (acknowledgements.py: recorded
+once, the Flag cleared) and every use of a link is audited (an AuditEvent naming the
+recipient, "via signed alert link").
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def _display(resource: dict[str, Any], reference: str) -> str:
     return reference
 
 
+def _browser(request: web.Request) -> bool:
+    """Whether the client asks for HTML (a browser opening or posting the link: every browser
+    navigation accepts text/html); a refusal to any other is an OperationOutcome."""
+    return "text/html" in request.headers.get("Accept", "")
+
+
 class AlertLinkPage:
     def __init__(self, alerts: AlertDesk, audit: AuditTrail, settings: AlertLinkSettings) -> None:
         self.alerts = alerts
@@ -112,7 +119,7 @@ class AlertLinkPage:
             link = self._link(request)
             alert = await self._alert(link)
         except (InvalidAlertLink, TaskNotFound) as error:
-            return self._refusal(error, browser=True)
+            return self._refusal(error, browser=_browser(request))
         except _REMOTE_ERRORS as error:
             return remote_error_response(error)
         text = next(
@@ -134,7 +141,7 @@ class AlertLinkPage:
         )
 
     async def acknowledge(self, request: web.Request) -> web.StreamResponse:
-        browser = "text/html" in request.headers.get("Accept", "")
+        browser = _browser(request)
         try:
             link = self._link(request)
             alert = await self._alert(link)

@@ -25,8 +25,12 @@ from shared.settings import RadmeshSettings
 SERVICE = "verification"
 
 
-def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceApp:
-    bus = Bus(settings.broker, SERVICE)
+def build_app(
+    settings: RadmeshSettings, own: VerificationSettings, service: str = SERVICE
+) -> ServiceApp:
+    """The verification service; `service` names its queues: another name gives an instance queues of
+    its own, as the tests do."""
+    bus = Bus(settings.broker, service)
     fhir = FhirClient(settings.fhir)
     bus.consume(ResultsPosted, CreateVerificationTask(fhir))
     bus.consume(StudyRetracted, RetractResults(fhir, settings.fhir.base_url))
@@ -45,7 +49,7 @@ def build_app(settings: RadmeshSettings, own: VerificationSettings) -> ServiceAp
     audit = AuditTrail(fhir)
 
     return bus_service(
-        SERVICE,
+        service,
         bus,
         on_start=[outbox.start],
         close=[outbox.stop, fhir.close, tokens.close, pacs.close],

@@ -11,6 +11,7 @@ AuditEvent is logged as an error (`audit_event_not_recorded`), and the read or v
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,6 +20,7 @@ import structlog
 
 from shared.auth import Principal
 from shared.fhir import FhirClient
+from shared.identifiers import FHIR_ID_PATTERN
 
 __all__ = ["AuditTrail", "audit_event"]
 
@@ -56,6 +58,22 @@ def _outcome(status: int) -> str:
     if status < 400:
         return "0"
     return "4" if status < 500 else "8"
+
+
+_REFERENCE = re.compile(rf"[A-Z][A-Za-z]{{1,63}}/{FHIR_ID_PATTERN}")
+
+
+def _what(reference: str, found: bool) -> dict[str, str]:
+    """The entity: a reference to the resource; or, when the request named none or one the
+    server does not have (`found` false: a 404), what it named, as escaped text. A reference
+    there kept the AuditEvent of the attempt off the server: HAPI's referential integrity
+    refuses a reference to nothing (HAPI-1094), and its JSON parser the escape of a control
+    character in an id — probing for Tasks left no trail."""
+    if not _REFERENCE.fullmatch(reference):
+        return {"display": f"not a resource reference: {reference[:200]!r}"}
+    if not found:
+        return {"display": f"not on the server: {reference}"}
+    return {"reference": reference}
 
 
 def audit_event(
@@ -116,7 +134,7 @@ def audit_event(
         code, display = _ROLE.get(reference.split("/", 1)[0], ("4", "Domain Resource"))
         event["entity"].append(
             {
-                "what": {"reference": reference},
+                "what": _what(reference, found=status != 404),
                 "role": {
                     "system": "http://terminology.hl7.org/CodeSystem/object-role",
                     "code": code,

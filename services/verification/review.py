@@ -199,7 +199,7 @@ class ReviewDesk:
         return (await self._task_and_view(task_id))[1]
 
     async def _task_and_view(self, task_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        if not _FHIR_ID.match(task_id):
+        if not _FHIR_ID.fullmatch(task_id):
             raise TaskNotFound(f"{task_id!r} is not a FHIR id")
         task = await self._get(f"Task/{task_id}")
         if task is None or not is_verification_task(task):
@@ -215,7 +215,7 @@ class ReviewDesk:
     async def report_view(self, report_id: str) -> dict[str, Any]:
         """A DiagnosticReport with its findings, whatever its status (the caller decides who
         may see which status)."""
-        if not _FHIR_ID.match(report_id):
+        if not _FHIR_ID.fullmatch(report_id):
             raise TaskNotFound(f"{report_id!r} is not a FHIR id")
         report = await self._get(f"DiagnosticReport/{report_id}")
         if report is None:
@@ -300,7 +300,7 @@ class ReviewDesk:
         }
 
     async def _read(self, task_id: str, verdict: Verdict) -> ReviewedRecord:
-        if not _FHIR_ID.match(task_id):
+        if not _FHIR_ID.fullmatch(task_id):
             raise TaskNotFound(f"{task_id!r} is not a FHIR id")
         task = await self._get(f"Task/{task_id}")
         if task is None or not is_verification_task(task):

@@ -57,6 +57,9 @@ OUTPUT_SYSTEM = "urn:radmesh:task-output"
 REASON_SYSTEM = "urn:radmesh:verdict-reason"
 MAX_NOTE_LENGTH = 2000
 _OBSERVATION = re.compile(fhir_reference_pattern("Observation"))
+# FHIR R4 datatypes, string: no Unicode code points below 32 but tab, line feed, carriage return
+# (HAPI refuses the transaction carrying one: a 502 to the radiologist)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 VerdictKind = Literal["accepted", "rejected", "amended"]
 
 
@@ -181,6 +184,11 @@ def _note(body: dict[str, Any]) -> str | None:
         raise InvalidVerdict("note must be a string")
     if len(note) > MAX_NOTE_LENGTH:
         raise InvalidVerdict(f"note is longer than {MAX_NOTE_LENGTH} characters")
+    if (control := _CONTROL.search(note)) is not None:
+        raise InvalidVerdict(
+            f"note has the control character U+{ord(control.group()):04X}: FHIR strings carry "
+            "none but tab and line breaks"
+        )
     return note.strip() or None
 
 
@@ -211,7 +219,7 @@ def parse_verdict(body: Any, kind: VerdictKind, verifier: Reviewer) -> Verdict:
             raise InvalidVerdict('reason "other" needs a note saying why')
         return Verdict(kind=kind, verifier=verifier, reason=reason, note=note)
     observation = body.get("observation")
-    if not isinstance(observation, str) or not _OBSERVATION.match(observation):
+    if not isinstance(observation, str) or not _OBSERVATION.fullmatch(observation):
         raise InvalidVerdict('observation must be a reference "Observation/<id>" of the report')
     value = body.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

@@ -114,6 +114,19 @@ async def test_unknown_model_is_dead_lettered() -> None:
     assert fhir.transactions == []
 
 
+async def test_a_finding_the_model_does_not_have_is_dead_lettered_saying_which() -> None:
+    """A finding key the model's registry entry does not list (a corrupted or forged message)
+    is an InvalidMessage naming it, not a KeyError dead-lettered as a bug; nothing is sent."""
+    fhir = FakeFhir()
+    event = _event(present=False)
+    forged = event.model_copy(
+        update={"findings": (*event.findings, Finding(finding_key="01.2", present=True))}
+    )
+    with pytest.raises(InvalidMessage, match=r"findings.finding_key \['01.2'\] not among"):
+        await _handler(REGISTRY, fhir)(forged)
+    assert fhir.transactions == []
+
+
 async def test_study_without_patient_is_not_posted() -> None:
     """Results without a subject would be orphans in the record: InvalidMessage, nothing sent."""
     fhir = FakeFhir()

@@ -160,12 +160,57 @@ def test_nulls_are_left_to_the_model_outside_fhir() -> None:
             id="duplicate-member",
         ),
         pytest.param(b"{not json", "body is not JSON: Expecting property name", id="not-json"),
+        pytest.param(b"[]", "ImagingStudy resource, not a JSON array", id="an-array"),
+        pytest.param(
+            _bytes(_study(resourceType="Patient")), "not resourceType 'Patient'", id="a-patient"
+        ),
+        pytest.param(
+            _bytes({k: v for k, v in _study().items() if k != "resourceType"}),
+            "ImagingStudy resource: it has no resourceType",
+            id="no-resource-type",
+        ),
     ],
 )
 def test_hostile_imaging_study_is_refused_saying_what_and_where(body: bytes, expected: str) -> None:
     """Each hostile rest-hook payload is an InvalidMessage (a 400) whose text names the problem
     and, where there is one, its location."""
     assert expected in _refusal(parse_imaging_study, body)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(
+            {"subject": {"reference": "Group/g1"}}, "subject.reference must be", id="group"
+        ),
+        pytest.param(
+            {"subject": {"reference": "http://elsewhere/fhir/Patient/1"}},
+            "subject.reference must be",
+            id="absolute",
+        ),
+        pytest.param(
+            {"subject": {"reference": "." * 70_000}}, "subject.reference must be", id="overlong"
+        ),
+        pytest.param(
+            {"subject": {"reference": "Patient/p\n"}}, "subject.reference must be", id="newline"
+        ),
+        pytest.param(
+            {"endpoint": [{"reference": "Endpoint/../Patient/p"}]},
+            "endpoint.0.reference is not an Endpoint/<id>",
+            id="endpoint-path",
+        ),
+    ],
+)
+def test_references_read_before_the_announcement_are_checked_first(
+    change: dict[str, Any], expected: str
+) -> None:
+    """The subject (its Consents are searched) and the Endpoint references (read for the PACS
+    address) of an ImagingStudy are refused at the door when they are not what radmesh reads:
+    a 400 naming the element, not the FHIR server's 400 to a search (which the hook answered
+    with 500)."""
+    assert expected in _refusal(parse_imaging_study, _bytes(_study(**change)))
+    absolute = {"endpoint": [{"reference": "http://elsewhere/fhir/Endpoint/e"}]}
+    assert parse_imaging_study(_bytes(_study(**absolute)))["id"] == "is-1"  # not read: left be
 
 
 def test_null_series_inside_a_notification_bundle_is_refused_with_its_path() -> None:

@@ -42,7 +42,7 @@ def test_a_whole_study_deletion_retracts_every_run() -> None:
 @pytest.mark.parametrize(
     ("change", "where"),
     [
-        ({"series_instance_uids": []}, "names its series"),
+        ({"series_instance_uids": []}, "names its series (series_instance_uids)"),
         ({"study_instance_uid": "%00"}, "study_instance_uid"),
         ({"series_instance_uids": ["1.2.3#x"]}, "series_instance_uids.0"),
         ({"whole_study": None}, "whole_study"),

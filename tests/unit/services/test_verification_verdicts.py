@@ -47,6 +47,9 @@ RAD_REFERENCE = {"reference": RAD.reference, "display": RAD.display}
         ({"observation": "Patient/1", "value": 3}, "amended", "observation must be"),
         ({"observation": "Observation/o2", "value": True}, "amended", "finite number"),
         ({"observation": "Observation/o2", "value": "3"}, "amended", "finite number"),
+        ({"observation": "Observation/o2\n", "value": 3}, "amended", "observation must be"),
+        ({"note": "misread\x08"}, "accepted", "control character U+0008"),
+        ({"reason": "other", "note": "a\x00b"}, "rejected", "control character U+0000"),
     ],
 )
 def test_bad_bodies_are_refused_saying_what_is_wrong(
@@ -54,6 +57,12 @@ def test_bad_bodies_are_refused_saying_what_is_wrong(
 ) -> None:
     with pytest.raises(InvalidVerdict, match=re.escape(message)):
         parse_verdict(body, kind, RAD)
+
+
+def test_a_note_may_break_lines_and_tab() -> None:
+    """Tab and line breaks are the control characters FHIR strings allow."""
+    verdict = parse_verdict({"note": "first line\r\n\tsecond"}, "accepted", RAD)
+    assert verdict.note == "first line\r\n\tsecond"
 
 
 def test_good_bodies_become_verdicts_of_the_signed_in_user() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -51,5 +54,41 @@ def test_no_link_without_a_base_url_or_a_recipient() -> None:
     ],
 )
 def test_a_forged_expired_or_malformed_link_is_refused_saying_why(token: str, reason: str) -> None:
+    with pytest.raises(InvalidAlertLink, match=reason):
+        read_token(token, "k", NOW)
+
+
+def _signed_payload(payload: bytes, secret: str = "k") -> str:
+    """A token around any payload, signed with the right key (its content is what is read)."""
+    encoded = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    signature = hmac.new(secret.encode(), encoded.encode(), hashlib.sha256).digest()
+    return f"{encoded}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        pytest.param("payload.signatureé", "not a radmesh alert link", id="non-ascii-signature"),
+        pytest.param("päyload.signature", "not a radmesh alert link", id="non-ascii-payload"),
+        pytest.param(
+            _signed_payload(f'{{"a": "{KEY}", "r": "Practitioner/p", "e": 1e300}}'.encode()),
+            "malformed",
+            id="expiry-beyond-any-date",
+        ),
+        pytest.param(
+            _signed_payload(f'{{"a": "{KEY}", "r": "Practitioner/p", "e": Infinity}}'.encode()),
+            "malformed",
+            id="infinite-expiry",
+        ),
+        pytest.param(
+            sign_token(AlertLink(KEY, "Practitioner/p\n", NOW + timedelta(hours=1)), "k"),
+            "no recipient",
+            id="recipient-with-a-newline",
+        ),
+    ],
+)
+def test_a_hostile_token_is_refused_not_raised_on(token: str, reason: str) -> None:
+    """Tokens the link page once answered with 500: a non-ASCII signature (hmac refuses to
+    compare it), an expiry no datetime holds; and a recipient a trailing newline made pass."""
     with pytest.raises(InvalidAlertLink, match=reason):
         read_token(token, "k", NOW)

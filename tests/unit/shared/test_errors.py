@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from shared.bus import classify_error, header_count
 from shared.errors import (
@@ -73,3 +74,12 @@ def test_attempt_header_counts_are_whole_numbers_or_none() -> None:
     negative or an absurd count is None, which the bus dead-letters instead of crashing on."""
     assert [header_count(v) for v in (0, 3, "4", b"5")] == [0, 3, 4, 5]
     assert [header_count(v) for v in ("abc", -1, 10**9, 1.5, None, True, "")] == [None] * 7
+
+
+@pytest.mark.parametrize("value", ["²", "①", "٣", "9" * 5000, b"9" * 5000, " ", "0x10", "1e3"])
+def test_attempt_headers_that_only_look_like_digits_are_none(value: str | bytes) -> None:
+    """Digits that str.isdigit() takes but int() refuses ("²") or reads ("٣"), and more digits
+    than int() converts, are None as well: a header the bus raised on was put back on the
+    queue again and again (its consumer crashing each time) until the broker dead-lettered
+    it without a reason; such a message is now dead-lettered at once, saying why."""
+    assert header_count(value) is None

@@ -1,10 +1,19 @@
-"""Run values and their generations (shared.identifiers)."""
+"""Run values and their generations, DICOM UIDs and FHIR ids (shared.identifiers)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from shared.identifiers import StudyRun, business_identifier, study_run_value
+from shared.identifiers import (
+    FHIR_ID_PATTERN,
+    StudyRun,
+    business_identifier,
+    fhir_reference_pattern,
+    is_dicom_uid,
+    study_run_value,
+)
 from shared.messages import ModelRef
 
 
@@ -49,3 +58,32 @@ def test_run_values_read_back_with_their_generation(value: str, expected: StudyR
 def test_what_is_not_a_run_value_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="not a radmesh run value"):
         StudyRun.parse(value)
+
+
+@pytest.mark.parametrize("uid", ["1.2.3\n", "1.2.3\x00", " 1.2.3", "01.2"])
+def test_a_uid_with_anything_around_it_is_no_uid(uid: str) -> None:
+    """`$` also matched before a trailing newline: "1.2.3\\n" passed as a UID into QIDO-RS."""
+    assert not is_dicom_uid(uid)
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("a", True),
+        ("a.", True),
+        (".a", True),
+        ("...", True),
+        ("a-1.b", True),
+        ("x" * 64, True),
+        (".", False),  # a dot-segment: "Task/." is the Task endpoint itself
+        ("..", False),  # "Task/.." is the server's base URL (HAPI-0287, answered as 502 once)
+        ("x" * 65, False),
+        ("a\n", False),
+        ("", False),
+    ],
+)
+def test_a_fhir_id_is_what_a_url_can_carry(value: str, valid: bool) -> None:
+    """FHIR's id pattern, less the two ids URL resolution removes; also inside a reference."""
+    assert (re.fullmatch(FHIR_ID_PATTERN, value) is not None) is valid
+    reference = re.compile(fhir_reference_pattern("Task"))
+    assert (reference.fullmatch(f"Task/{value}") is not None) is valid

@@ -120,3 +120,22 @@ def test_well_formed_uids_and_references_pass() -> None:
         service_request="ServiceRequest/sr-1",
     )
     assert ref.study_instance_uid == uid
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_a_number_that_is_no_number_is_refused_naming_the_field(number: bytes) -> None:
+    """NaN and infinities (and a literal beyond float range) are refused where they stand, not
+    carried on into a probability or a duration."""
+    completed = InferenceCompleted(
+        study=StudyRef(study_instance_uid="1.2.3"),
+        model=ModelRef(id="ich-reference", version="1"),
+        findings=(),
+        inference_duration_ms=12.5,
+    )
+    body = completed.to_json().replace(
+        b'"inference_duration_ms":12.5', b'"inference_duration_ms":' + number
+    )
+    with pytest.raises(
+        InvalidMessage, match="inference_duration_ms: Input should be a finite number"
+    ):
+        parse_event(InferenceCompleted, body)
