@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install infra-up infra-down mesh-up mesh-down down demo test test-unit test-integration lint typecheck bench clean
+.PHONY: help install infra-up infra-down mesh-up mesh-down down demo test test-unit test-integration chaos fuzz lint typecheck bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ test-integration: install infra-up ## integration tests against the running infr
 
 test: install lint typecheck infra-up ## lint, typecheck, bring the infrastructure up, run every test
 	$(BIN)/pytest -q tests
+
+chaos: install infra-up ## bursts of studies through the mesh while services are killed, the broker restarted, servers frozen (~8 min; alone)
+	$(BIN)/pytest -q -s -m chaos tests/e2e/test_chaos.py
+
+fuzz: install infra-up ## generated hostile input: 1,000+ cases per HTTP endpoint and per service queue (~2 min)
+	$(BIN)/pytest -q -s -m fuzz tests/fuzz
 
 bench: install infra-up ## benchmarks that print figures (HAPI FHIR, model transport, PACS, fetch)
 	$(BIN)/python deploy/hapi-fhir/bench.py

@@ -54,6 +54,7 @@ __all__ = [
     "ServiceQueues",
     "classify_error",
     "header_count",
+    "without_broker_headers",
 ]
 
 ATTEMPT_HEADER = "x-radmesh-attempt"
@@ -71,25 +72,27 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class ServiceQueues:
-    """The names of one service's queues."""
+    """The names of one service's queues (`<prefix>.<service>…`; BrokerSettings.queue_prefix)."""
 
     service: str
+    prefix: str = "radmesh"
 
     @property
     def queue(self) -> str:
-        return f"radmesh.{self.service}"
+        return f"{self.prefix}.{self.service}"
 
     @property
     def dead_letter_queue(self) -> str:
-        return f"radmesh.{self.service}.dead-letter"
+        return f"{self.prefix}.{self.service}.dead-letter"
 
     def retry_queue(self, delay_seconds: float) -> str:
         # `.delay.`, not the earlier `.retry.`: those were classic queues, and RabbitMQ refuses to
         # redeclare a queue with other arguments; what is left in an old one still drains back.
-        return f"radmesh.{self.service}.delay.{round(delay_seconds * 1000)}ms"
+        return f"{self.prefix}.{self.service}.delay.{round(delay_seconds * 1000)}ms"
 
 
 _MAX_ATTEMPTS_HEADER = 10_000
+_MAX_ATTEMPTS_DIGITS = len(str(_MAX_ATTEMPTS_HEADER))
 
 
 def header_count(value: Any) -> int | None:
@@ -99,11 +102,34 @@ def header_count(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str | bytes) and value.strip().isdigit():
-        number = int(value)
+    elif isinstance(value, str | bytes):
+        digits = value.strip()
+        # ASCII digits only: str.isdigit() also holds for "²" and "٣", which int() refuses or
+        # reads; and no more of them than the largest count has (int() refuses 4301 digits)
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > _MAX_ATTEMPTS_DIGITS:
+            return None
+        number = int(digits)
     else:
         return None
     return number if 0 <= number <= _MAX_ATTEMPTS_HEADER else None
+
+
+# Headers the broker owns: RabbitMQ writes them when it dead-letters a message (a delay queue's
+# expiry sends it back) and reads them again the next time. A publisher's own `x-death` that is
+# not RabbitMQ's array of tables, carried into a delay queue, made RabbitMQ 3.10's
+# dead-lettering there crash (rabbit_dead_letter function_clause): the message stayed in the
+# delay queue and the broker closed connections with INTERNAL_ERROR. The attempts are counted
+# in radmesh's own header; the broker writes its own history afresh.
+_BROKER_PREFIXES = ("x-first-death-", "x-last-death-")
+
+
+def without_broker_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """`headers` less the broker's dead-letter history (what a retry publishes)."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name != "x-death" and not name.startswith(_BROKER_PREFIXES)
+    }
 
 
 def classify_error(error: BaseException) -> str:
@@ -126,7 +152,7 @@ class Bus:
     ) -> None:
         self.settings = settings
         self.service = service
-        self.queues = ServiceQueues(service)
+        self.queues = ServiceQueues(service, settings.queue_prefix)
         self.broker = RabbitBroker(
             settings.url,
             default_channel=Channel(prefetch_count=settings.prefetch_count),
@@ -370,7 +396,7 @@ class Bus:
                 routing_key=self.queues.retry_queue(delay),
                 persist=True,
                 headers={
-                    **headers,
+                    **without_broker_headers(headers),
                     ATTEMPT_HEADER: attempt + 1,
                     "x-radmesh-last-error": str(error)[:1000],
                 },

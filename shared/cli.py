@@ -57,7 +57,11 @@ def _registry_check(settings: RadmeshSettings, path: Path | None) -> int:
 
 def _status(settings: RadmeshSettings) -> int:
     statuses = asyncio.run(
-        queue_status(settings.broker.url, retry_delays_seconds=settings.broker.retry_delays_seconds)
+        queue_status(
+            settings.broker.url,
+            retry_delays_seconds=settings.broker.retry_delays_seconds,
+            prefix=settings.broker.queue_prefix,
+        )
     )
     print(f"{'queue':40} {'messages':>9} {'consumers':>9}")
     for status in statuses:
@@ -72,7 +76,9 @@ def _status(settings: RadmeshSettings) -> int:
 
 
 def _dlq_list(settings: RadmeshSettings, service: str) -> int:
-    letters = asyncio.run(list_dead_letters(settings.broker.url, service))
+    letters = asyncio.run(
+        list_dead_letters(settings.broker.url, service, prefix=settings.broker.queue_prefix)
+    )
     if not letters:
         print(f"no dead letters for {service}")
     for letter in letters:
@@ -85,8 +91,8 @@ def _dlq_list(settings: RadmeshSettings, service: str) -> int:
 
 
 def _dlq_replay(settings: RadmeshSettings, service: str, limit: int | None) -> int:
-    count = asyncio.run(replay(settings.broker.url, service, limit))
-    print(f"replayed {count} dead letters to radmesh.{service}")
+    count = asyncio.run(replay(settings.broker.url, service, limit, settings.broker.queue_prefix))
+    print(f"replayed {count} dead letters to {settings.broker.queue_prefix}.{service}")
     return 0
 
 

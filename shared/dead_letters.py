@@ -53,6 +53,7 @@ async def queue_status(
     amqp_url: str,
     services: tuple[str, ...] = SERVICES,
     retry_delays_seconds: tuple[float, ...] = (),
+    prefix: str = "radmesh",
 ) -> list[QueueStatus]:
     """Depth and consumers of each service's queue, its delay queues (messages waiting for a
     retry) and its dead-letter queue."""
@@ -60,7 +61,7 @@ async def queue_status(
     try:
         statuses = []
         for service in services:
-            queues = ServiceQueues(service)
+            queues = ServiceQueues(service, prefix)
             statuses.append(await _inspect(connection, queues.queue))
             for delay in retry_delays_seconds:
                 statuses.append(await _inspect(connection, queues.retry_queue(delay)))
@@ -87,12 +88,16 @@ def _describe(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
     )
 
 
-async def list_dead_letters(amqp_url: str, service: str, limit: int = 100) -> list[DeadLetter]:
+async def list_dead_letters(
+    amqp_url: str, service: str, limit: int = 100, prefix: str = "radmesh"
+) -> list[DeadLetter]:
     """The dead letters of one service, left in place (browsed, then returned to the queue)."""
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(ServiceQueues(service).dead_letter_queue, passive=True)
+        queue = await channel.declare_queue(
+            ServiceQueues(service, prefix).dead_letter_queue, passive=True
+        )
         seen: list[DeadLetter] = []
         while len(seen) < limit:
             message = await queue.get(no_ack=False, fail=False)
@@ -106,9 +111,11 @@ async def list_dead_letters(amqp_url: str, service: str, limit: int = 100) -> li
         await connection.close()
 
 
-async def replay(amqp_url: str, service: str, limit: int | None = None) -> int:
+async def replay(
+    amqp_url: str, service: str, limit: int | None = None, prefix: str = "radmesh"
+) -> int:
     """Move dead letters back to their service's queue; returns how many were replayed."""
-    queues = ServiceQueues(service)
+    queues = ServiceQueues(service, prefix)
     connection = await aio_pika.connect(amqp_url)
     replayed = 0
     try:

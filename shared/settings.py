@@ -36,6 +36,9 @@ class BrokerSettings(_Section):
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
     exchange: str = "radmesh"
     dead_letter_exchange: str = "radmesh.dead-letter"
+    # Each service's queues are `<queue_prefix>.<service>` (and `….dead-letter`, `….delay.<ms>`):
+    # another prefix gives a mesh queues of its own on a shared broker (the tests' meshes).
+    queue_prefix: str = Field(default="radmesh", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
     retry_delays_seconds: tuple[float, ...] = Field(default=(1.0, 5.0, 25.0, 120.0))
     delivery_limit: int = Field(default=10, ge=1)
     prefetch_count: int = Field(default=4, ge=1)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,15 @@ class Mesh:
     processes: dict[str, asyncio.subprocess.Process]
     logs: Path
     env: dict[str, str]  # the services' environment (for the `radmesh` command in a test)
+    launch: Callable[[str], Awaitable[asyncio.subprocess.Process]] | None = None
+
+    async def restart(self, service: str) -> None:
+        """Start `service` again (after a crash a test caused), its log appended to; fails the
+        test when it does not become ready."""
+        assert self.launch is not None
+        self.processes[service] = await self.launch(service)
+        if not await _ready(SERVICES[service], self.processes[service]):
+            pytest.fail(f"{service} did not become ready again:\n{self.log_tail(service)}")
 
     def log_tail(self, service: str, lines: int = 30) -> str:
         text = (self.logs / f"{service}.log").read_text(errors="replace").splitlines()
@@ -191,8 +201,16 @@ async def _cancel_open_verification_tasks(fhir: FhirClient, since: datetime) -> 
 
 
 @pytest.fixture(scope="module")
+def mesh_overrides() -> dict[str, str]:
+    """Settings a test module gives its mesh on top of the fixture's (override the fixture)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 async def mesh(
-    infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory
+    infra: Infrastructure,
+    tmp_path_factory: pytest.TempPathFactory,
+    mesh_overrides: dict[str, str],
 ) -> AsyncIterator[Mesh]:
     tag = uuid.uuid4().hex[:8]
     started = datetime.now(UTC)
@@ -214,6 +232,8 @@ async def mesh(
         **os.environ,
         "RADMESH_BROKER__URL": infra.amqp_url,
         "RADMESH_BROKER__EXCHANGE": exchange,
+        # queues of its own too: the broker is shared with other meshes and `make mesh-up`
+        "RADMESH_BROKER__QUEUE_PREFIX": exchange,
         "RADMESH_BROKER__RETRY_DELAYS_SECONDS": "[0.5, 1, 2, 4, 8]",
         "RADMESH_FHIR__BASE_URL": f"http://127.0.0.1:{proxy.port}/fhir",
         "RADMESH_FHIR__TIMEOUT_SECONDS": "5",
@@ -231,14 +251,16 @@ async def mesh(
         "RADMESH_MAPPER_REDRIVE_INTERVAL_SECONDS": "0",  # nor re-drives their half-done runs
         "RADMESH_SUBSCRIBER_REDRIVE_CLAIMS_AFTER_MINUTES": "0",  # or their unfinished claims
         "OTEL_BSP_SCHEDULE_DELAY": "200",
+        **mesh_overrides,
     }
     processes: dict[str, asyncio.subprocess.Process] = {}
     # The subscriber reads the FHIR server directly; the services that write go through the
     # proxy, so a test can make the FHIR server unreachable for them mid-run.
     direct = {"subscriber": {"RADMESH_FHIR__BASE_URL": infra.fhir_base_url}}
-    for service in SERVICES:
-        with (work / f"{service}.log").open("wb") as log:
-            processes[service] = await asyncio.create_subprocess_exec(
+
+    async def launch(service: str) -> asyncio.subprocess.Process:
+        with (work / f"{service}.log").open("ab") as log:  # appended: crash evidence stays
+            return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "shared.cli",
@@ -249,8 +271,16 @@ async def mesh(
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
             )
+
+    for service in SERVICES:
+        processes[service] = await launch(service)
     settings = RadmeshSettings(
-        broker=BrokerSettings(url=infra.amqp_url, exchange=exchange),
+        broker=BrokerSettings(
+            url=infra.amqp_url,
+            exchange=exchange,
+            queue_prefix=exchange,
+            retry_delays_seconds=json.loads(env["RADMESH_BROKER__RETRY_DELAYS_SECONDS"]),
+        ),
         fhir=FhirSettings(base_url=env["RADMESH_FHIR__BASE_URL"]),
         dicomweb=DicomWebSettings(base_url=infra.orthanc_dicomweb_url),
     )
@@ -262,6 +292,7 @@ async def mesh(
         processes=processes,
         logs=work,
         env={**env, **direct["subscriber"]},
+        launch=launch,
     )
     try:
         for service, port in SERVICES.items():
@@ -290,6 +321,17 @@ async def mesh(
         connection = await aio_pika.connect(infra.amqp_url)
         channel = await connection.channel()
         await channel.exchange_delete(exchange)
+        # its queues (durable: each mesh would leave ~40 behind), timers' delay queues included
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            ["rabbitmqctl", "-q", "list_queues", "name"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        for name in listed.stdout.split():
+            if name.startswith(f"{exchange}."):
+                await channel.queue_delete(name)
         await connection.close()
         await runner.cleanup()
         await proxy.down()

@@ -18,7 +18,7 @@ import pytest
 from samples.demo import run_demo
 from samples.load import LoadResult, Settings, load_study
 from samples.mesh_watch import MeshWatcher, StudyProgress
-from shared.bus import Bus
+from shared.bus import Bus, ServiceQueues
 from shared.dead_letters import list_dead_letters
 from shared.messages import InferenceCompleted, ResultsPosted, StudyDetected
 from tests.conftest import Infrastructure
@@ -307,7 +307,9 @@ async def _dead_letters_of_run(mesh: Mesh, correlation_id: uuid.UUID) -> list[st
     earlier runs and the demo, whose letters are not this test's business)."""
     found = []
     for service in ("mapper", "notifier", "verification"):
-        for letter in await list_dead_letters(mesh.settings.broker.url, service):
+        for letter in await list_dead_letters(
+            mesh.settings.broker.url, service, prefix=mesh.settings.broker.queue_prefix
+        ):
             if letter.correlation_id == str(correlation_id):
                 found.append(f"{service}: {letter.reason}")
     return found
@@ -447,7 +449,7 @@ async def test_one_trace_spans_all_six_services(
 async def test_message_failing_validation_lands_in_the_dead_letter_queue_with_its_reason(
     mesh: Mesh,
 ) -> None:
-    """A study.detected without its study goes to radmesh.fetcher.dead-letter, saying why."""
+    """A study.detected without its study goes to the fetcher's dead-letter queue, saying why."""
     message_id = f"e2e-invalid-{random.randrange(10**9)}"
     connection = await aio_pika.connect(mesh.settings.broker.url)
     try:
@@ -463,7 +465,9 @@ async def test_message_failing_validation_lands_in_the_dead_letter_queue_with_it
         )
         letter = None
         for _ in range(100):
-            letters = await list_dead_letters(mesh.settings.broker.url, "fetcher")
+            letters = await list_dead_letters(
+                mesh.settings.broker.url, "fetcher", prefix=mesh.settings.broker.queue_prefix
+            )
             letter = next((item for item in letters if item.message_id == message_id), None)
             if letter is not None:
                 break
@@ -471,9 +475,11 @@ async def test_message_failing_validation_lands_in_the_dead_letter_queue_with_it
         assert letter is not None, mesh.log_tail("fetcher")
         assert "study: Field required" in letter.reason
         assert letter.error_type.startswith("permanent:InvalidMessage")
-        # Take our own dead letter off the shared queue again; closing the channel returns the
+        # Take our own dead letter off the queue again; closing the channel returns any
         # others, unacknowledged, to the queue.
-        queue = await channel.get_queue("radmesh.fetcher.dead-letter")
+        queue = await channel.get_queue(
+            ServiceQueues("fetcher", mesh.settings.broker.queue_prefix).dead_letter_queue
+        )
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
             if message.message_id == message_id:
                 await message.ack()

@@ -149,7 +149,9 @@ def _header_text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else repr(value)
 
 
-async def _dead_letters(amqp_url: str, take_off: set[str]) -> list[tuple[str, str, str]]:
+async def _dead_letters(
+    amqp_url: str, prefix: str, take_off: set[str]
+) -> list[tuple[str, str, str]]:
     """(queue, correlation id, the whole message as text: properties, headers and body) of every
     dead letter on the consumers' dead-letter queues, browsed; those of the runs in `take_off`
     are taken off the shared queues, the others go back unacknowledged when the channel
@@ -159,7 +161,7 @@ async def _dead_letters(amqp_url: str, take_off: set[str]) -> list[tuple[str, st
     try:
         channel = await connection.channel()
         for service in CONSUMERS:
-            name = ServiceQueues(service).dead_letter_queue
+            name = ServiceQueues(service, prefix).dead_letter_queue
             queue = await channel.declare_queue(name, passive=True)
             while (message := await queue.get(no_ack=False, fail=False)) is not None:
                 properties = json.dumps(message.info(), default=_header_text)
@@ -215,7 +217,8 @@ async def _inference_refused(mesh: Mesh, study: LoadResult) -> list[str]:
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(
-            ServiceQueues("inference").dead_letter_queue, passive=True
+            ServiceQueues("inference", mesh.settings.broker.queue_prefix).dead_letter_queue,
+            passive=True,
         )
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
             if study.study_instance_uid.encode() in message.body:
@@ -428,9 +431,11 @@ async def test_the_canary_patients_identifiers_appear_in_no_log_dead_letter_mani
             for path in others
         ), f"no manifest of {study.study_instance_uid} in the blob store"
 
-    letters = await _dead_letters(mesh.settings.broker.url, take_off={studies.gappy_run})
+    letters = await _dead_letters(
+        mesh.settings.broker.url, mesh.settings.broker.queue_prefix, take_off={studies.gappy_run}
+    )
     assert [queue for queue, run, _ in letters if run == studies.gappy_run] == [
-        ServiceQueues("inference").dead_letter_queue
+        ServiceQueues("inference", mesh.settings.broker.queue_prefix).dead_letter_queue
     ]
     texts: list[tuple[str, str]] = []
     for service in SERVICES:
