@@ -59,6 +59,9 @@ __all__ = [
 
 ATTEMPT_HEADER = "x-radmesh-attempt"
 REASON_HEADER = "x-radmesh-dead-letter-reason"
+# When a message was put in a delay queue or the dead-letter queue (ISO 8601, UTC): the age
+# `radmesh status` shows for the oldest message waiting there.
+WAITING_SINCE_HEADER = "x-radmesh-waiting-since"
 _TRANSIENT_LIBRARY_ERRORS = (
     TimeoutError,
     ConnectionError,
@@ -399,6 +402,7 @@ class Bus:
                     **without_broker_headers(headers),
                     ATTEMPT_HEADER: attempt + 1,
                     "x-radmesh-last-error": str(error)[:1000],
+                    WAITING_SINCE_HEADER: datetime.now(UTC).isoformat(),
                 },
                 content_type=raw.content_type,
                 message_id=raw.message_id,

@@ -63,11 +63,12 @@ def _status(settings: RadmeshSettings) -> int:
             prefix=settings.broker.queue_prefix,
         )
     )
-    print(f"{'queue':40} {'messages':>9} {'consumers':>9}")
+    print(f"{'queue':40} {'messages':>9} {'consumers':>9} {'oldest':>10}")
     for status in statuses:
         messages = "-" if status.messages is None else str(status.messages)
         consumers = "-" if status.consumers is None else str(status.consumers)
-        print(f"{status.queue:40} {messages:>9} {consumers:>9}")
+        oldest = "-" if status.oldest_seconds is None else f"{status.oldest_seconds:.0f} s"
+        print(f"{status.queue:40} {messages:>9} {consumers:>9} {oldest:>10}")
     dead = sum(status.messages or 0 for status in statuses if status.queue.endswith("dead-letter"))
     waiting = sum(status.messages or 0 for status in statuses if ".delay." in status.queue)
     print(f"waiting for a retry: {waiting}")

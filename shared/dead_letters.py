@@ -8,11 +8,18 @@ count starts afresh. Idempotent FHIR writes make a replay safe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aio_pika
 from aio_pika.exceptions import ChannelClosed
 
-from shared.bus import ATTEMPT_HEADER, REASON_HEADER, ServiceQueues, header_count
+from shared.bus import (
+    ATTEMPT_HEADER,
+    REASON_HEADER,
+    WAITING_SINCE_HEADER,
+    ServiceQueues,
+    header_count,
+)
 
 __all__ = ["SERVICES", "DeadLetter", "QueueStatus", "list_dead_letters", "queue_status", "replay"]
 
@@ -25,6 +32,9 @@ class QueueStatus:
     queue: str
     messages: int | None  # None: the queue does not exist (the service never started)
     consumers: int | None
+    # How long the message at the head has waited there (delay and dead-letter queues only:
+    # browsing a service queue would count towards its delivery limit); None: not known.
+    oldest_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -38,15 +48,44 @@ class DeadLetter:
     dead_lettered_at: str | None
 
 
-async def _inspect(connection: aio_pika.abc.AbstractConnection, name: str) -> QueueStatus:
+def _waiting_since(message: aio_pika.abc.AbstractIncomingMessage) -> datetime | None:
+    """When the message was put where it waits: the bus's headers, else its timestamp (a timer)."""
+    headers = message.headers or {}
+    for header in ("x-radmesh-dead-lettered-at", WAITING_SINCE_HEADER):
+        value = headers.get(header)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            try:
+                since = datetime.fromisoformat(value)
+            except ValueError:
+                continue  # a strange header says nothing about the age
+            return since if since.tzinfo else since.replace(tzinfo=UTC)
+    stamp = message.timestamp
+    if stamp is None:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+async def _inspect(
+    connection: aio_pika.abc.AbstractConnection, name: str, *, browse: bool = False
+) -> QueueStatus:
+    """A queue's depth and consumers, and (`browse`) the age of its head message, which goes
+    back to the queue unacknowledged when the channel closes."""
     channel = await connection.channel()
     try:
         declared = await channel.declare_queue(name, passive=True)
     except ChannelClosed:
         return QueueStatus(name, None, None)
     result = declared.declaration_result
+    oldest = None
+    if browse and result.message_count:
+        head = await declared.get(no_ack=False, fail=False)
+        since = _waiting_since(head) if head is not None else None
+        if since is not None:
+            oldest = max(0.0, (datetime.now(UTC) - since).total_seconds())
     await channel.close()
-    return QueueStatus(name, result.message_count, result.consumer_count)
+    return QueueStatus(name, result.message_count, result.consumer_count, oldest)
 
 
 async def queue_status(
@@ -64,8 +103,10 @@ async def queue_status(
             queues = ServiceQueues(service, prefix)
             statuses.append(await _inspect(connection, queues.queue))
             for delay in retry_delays_seconds:
-                statuses.append(await _inspect(connection, queues.retry_queue(delay)))
-            statuses.append(await _inspect(connection, queues.dead_letter_queue))
+                statuses.append(
+                    await _inspect(connection, queues.retry_queue(delay), browse=True)
+                )
+            statuses.append(await _inspect(connection, queues.dead_letter_queue, browse=True))
         return statuses
     finally:
         await connection.close()

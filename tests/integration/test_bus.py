@@ -393,10 +393,11 @@ async def test_messages_waiting_for_their_retry_survive_a_broker_restart(
         assert len(failed) == len(sent), "not every first delivery reached the handler"
         await first.stop()  # stops consuming at once: the retries sit in the delay queue
         waiting = {
-            status.queue: status.messages
+            status.queue: status
             for status in await queue_status(infra.amqp_url, (service,), (delay,))
-        }
-        assert waiting[first.queues.retry_queue(delay)] == len(sent)  # as `radmesh status` shows
+        }[first.queues.retry_queue(delay)]
+        # as `radmesh status` shows it: how many wait, and how long the oldest has
+        assert waiting.messages == len(sent) and 0 <= (waiting.oldest_seconds or -1) < 60, waiting
         await asyncio.to_thread(_restart_broker, 2.5 * delay)  # the delay runs out while down
 
         async def succeed(event: StudyDetected) -> Sequence[Event]:
