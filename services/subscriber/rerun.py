@@ -55,17 +55,24 @@ class LiveRun:
         return self.report_status is not None and self.report_status not in _UNDECIDED_REPORT
 
 
-async def _live_runs(fhir: FhirClient, imaging_study: str) -> list[LiveRun]:
+async def _live_claims(fhir: FhirClient, imaging_study: str) -> list[dict[str, Any]]:
+    """The study's claims that no retraction cancelled (one search)."""
     claims = await fhir.execute(
         "Task",
         "get",
         params={"focus": imaging_study, "identifier": f"{ANALYSIS_CLAIM_SYSTEM}|", "_count": 100},
     )
+    return [
+        entry["resource"]
+        for entry in claims.get("entry", [])
+        if entry["resource"].get("status") != RETRACTED_CLAIM_STATUS
+    ]
+
+
+async def _live_runs(fhir: FhirClient, imaging_study: str) -> list[LiveRun]:
+    """The live claims with their report's status (read once, before the retraction)."""
     runs = []
-    for entry in claims.get("entry", []):
-        claim: dict[str, Any] = entry["resource"]
-        if claim.get("status") == RETRACTED_CLAIM_STATUS:
-            continue
+    for claim in await _live_claims(fhir, imaging_study):
         report = next(
             (
                 str(output["valueReference"]["reference"])
@@ -162,7 +169,7 @@ async def _wait_until_cancelled(
     loop = asyncio.get_running_loop()
     started = last_said = loop.time()
     while True:
-        live = await _live_runs(fhir, imaging_study)
+        live = await _live_claims(fhir, imaging_study)
         waited = loop.time() - started
         if not live:
             print(f"{count} run(s) retracted in {waited:.1f} s", file=out)
