@@ -13,7 +13,7 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
-from services.subscriber.claims import claim_run
+from services.subscriber.claims import claim_run, mark_announced
 from services.subscriber.hl7_orders import Hl7Order
 from services.subscriber.hook_auth import (
     SIGNATURE_HEADER,
@@ -104,6 +104,16 @@ def _skipped(kind: str, reason: str, *, warning: bool = False, **fields: object)
     (log.warning if warning else log.info)("study_skipped", reason=reason, kind=kind, **fields)
 
 
+def _report_failure(event: str) -> Callable[[asyncio.Task[Any]], None]:
+    """A done-callback for a background loop: its end by an error is logged as `event`."""
+
+    def report(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(event, error=str(task.exception()))
+
+    return report
+
+
 class StudyAnnouncer:
     """The subscriber's handlers: authenticate, resolve the study, pick models, publish."""
 
@@ -134,7 +144,9 @@ class StudyAnnouncer:
             self._endpoint_addresses,
             after_minutes=settings.redrive_claims_after_minutes,
             max_attempts=settings.redrive_claims_attempts,
+            unannounced_after_seconds=settings.unannounced_claims_after_seconds,
         )
+        self._claim_watch: asyncio.Task[None] | None = None
 
     # -- HTTP handlers --------------------------------------------------------------------
 
@@ -314,12 +326,8 @@ class StudyAnnouncer:
         if self.settings.reconcile_hours <= 0 and self.settings.reconcile_interval_seconds <= 0:
             return
 
-        def report(task: asyncio.Task[int]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                log.error("reconcile_failed", error=str(task.exception()))
-
         self._reconciliation = asyncio.create_task(self._reconcile_then_sweep())
-        self._reconciliation.add_done_callback(report)
+        self._reconciliation.add_done_callback(_report_failure("reconcile_failed"))
 
     async def _reconcile_then_sweep(self) -> int:
         published = await self.reconcile() if self.settings.reconcile_hours > 0 else 0
@@ -337,11 +345,30 @@ class StudyAnnouncer:
             published += swept
         return published
 
+    def start_claim_watch(self) -> None:
+        """In the background: every `unannounced_claims_after_seconds`, announce the runs
+        claimed and never announced (stale_claims.py). Failures are logged and the next look
+        tries again."""
+        if self.settings.unannounced_claims_after_seconds <= 0 or not self.settings.claim_runs:
+            return
+        self._claim_watch = asyncio.create_task(self._watch_claims())
+        self._claim_watch.add_done_callback(_report_failure("claim_watch_failed"))
+
+    async def _watch_claims(self) -> None:
+        interval = self.settings.unannounced_claims_after_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.stale_claims.announce_unannounced()
+            except RadmeshError as error:  # the FHIR server or the broker away: look again
+                log.warning("claim_watch_failed", error=str(error), next_in_seconds=interval)
+
     async def stop_reconciliation(self) -> None:
-        if self._reconciliation is not None and not self._reconciliation.done():
-            self._reconciliation.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconciliation
+        for task in (self._reconciliation, self._claim_watch):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def reconcile(self) -> int:
         """On start: announce what arrived while no subscriber was listening (the last
@@ -414,7 +441,7 @@ class StudyAnnouncer:
                 models=model_refs(pending),
                 source=source,
             )
-            won: list[str] = []  # the claim Tasks this call created
+            won: list[dict[str, Any]] = []  # the claim Tasks this call created
             if self.settings.claim_runs:
                 pending, won = await self._claim(imaging_study, uid, pending, event, generations)
                 if not pending:
@@ -426,6 +453,7 @@ class StudyAnnouncer:
                 await self._release_claims(won)  # or no hook would ever start this run again
                 raise
             published = True
+            await mark_announced(self.fhir, won)
         finally:
             for model in claimed:  # release what was not announced (done already, or failed)
                 if not published or model not in pending:
@@ -446,11 +474,11 @@ class StudyAnnouncer:
         models: list[ModelEntry],
         event: StudyDetected,
         generations: dict[tuple[str, str], int],
-    ) -> tuple[list[ModelEntry], list[str]]:
+    ) -> tuple[list[ModelEntry], list[dict[str, Any]]]:
         """The models whose run this call claimed on the FHIR server, and their claim Tasks;
         a run another hook or replica claimed first is logged and left to it."""
         won_models: list[ModelEntry] = []
-        won_tasks: list[str] = []
+        won_tasks: list[dict[str, Any]] = []
         lost: list[str] = []
         for model in models:
             created, task = await claim_run(
@@ -465,17 +493,17 @@ class StudyAnnouncer:
                 won_models.append(model)
                 won_tasks.append(task)
             else:
-                lost.append(f"{model.id} ({task})")
+                lost.append(f"{model.id} (Task/{task['id']})")
         if lost:
             _skipped("already-claimed", "run already claimed", claims=lost)
         return won_models, won_tasks
 
-    async def _release_claims(self, tasks: list[str]) -> None:
+    async def _release_claims(self, claims: list[dict[str, Any]]) -> None:
         """Delete the claims of a run that was not announced, so the retried hook can claim it.
         A transient failure (HAPI answers a DELETE racing its own write of the Task with a
         409 version-constraint failure) is retried; an orphaned claim would block the study for
         good, so it is logged as an error naming what to do."""
-        for task in tasks:
+        for task in (f"Task/{claim['id']}" for claim in claims):
             for attempt, pause in enumerate(_RELEASE_BACKOFF_SECONDS):
                 try:
                     await self.fhir.execute(task, method="delete")

@@ -46,6 +46,9 @@ class SubscriberSettings(ServiceSettings):
     # 0: off (the development scripts: the shared FHIR server holds the tests' old claims).
     redrive_claims_after_minutes: float = Field(default=30.0, ge=0)
     redrive_claims_attempts: int = Field(default=3, ge=1)
+    # This often, a run claimed longer ago than this and never announced (its claim still
+    # `ready`: the subscriber stopped between the claim and the publish) is announced. 0: off.
+    unannounced_claims_after_seconds: float = Field(default=60.0, ge=0)
     ensure_subscription: bool = True
     # Claim each model's run on the FHIR server (a Task with a unique identifier) before
     # announcing it, so that hooks, notifications, sweeps and replicas start one run together.

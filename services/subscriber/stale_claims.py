@@ -1,10 +1,19 @@
-"""Re-driving runs that were claimed and never finished.
+"""Re-driving runs that were claimed and never announced, or never finished.
 
-A run's claim (shared.claims) stays `in-progress` until the mapper completes it with the
-results. One left so for long was lost on the way: a crash between the claim and the publish,
-a purged queue, a message dead-lettered by a fault since fixed (a model server down for hours,
-a PACS that lost the series for a while). Nothing else would ever start it again: every hook
-finds the claim and starts nothing.
+A run's claim (shared.claims) is created `ready`, set `in-progress` once study.detected is
+published, and stays so until the mapper completes it with the results. Nothing but this module
+would ever start a lost run again: every hook finds the claim and starts nothing.
+
+A claim still `ready` after `unannounced_after_seconds` (60) was never announced: its subscriber
+stopped (a crash, a kill, a node lost) between creating it and publishing. Every
+`unannounced_after_seconds` the subscriber looks for such claims and announces each: the claim
+is set `in-progress` first with a note (version-guarded: of two replicas, one announces), then
+study.detected is published for that run alone; logged (`run_redriven`) and counted
+(`radmesh_runs_redriven_total{missing="announcement"}`). A critical finding waits a minute or
+two for its alert, not half an hour.
+
+A claim `in-progress` for long was lost on the way: a purged queue, a message dead-lettered by
+a fault since fixed (a model server down for hours, a PACS that lost the series for a while).
 
 At each of the subscriber's sweeps (`reconcile_interval_seconds`), every claim `in-progress`
 whose last change is older than `redrive_claims_after_minutes` is taken up:
@@ -31,17 +40,19 @@ from typing import Any
 import structlog
 
 from services.subscriber.imaging_study import study_ref
+from shared.claims import ANNOUNCED_CLAIM_STATUS, CLAIMED_STATUS
 from shared.errors import InvalidMessage, RemoteConflict, RemoteRejected
 from shared.fhir import FhirClient
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, StudyRun
 from shared.messages import Event, ModelRef, StudyDetected
 from shared.metrics import RUNS_REDRIVEN
 
-__all__ = ["REDRIVE_NOTE", "RedriveClaims"]
+__all__ = ["ANNOUNCE_NOTE", "REDRIVE_NOTE", "RedriveClaims"]
 
 log = structlog.get_logger(__name__)
 
 REDRIVE_NOTE = "radmesh re-drove this unfinished analysis"
+ANNOUNCE_NOTE = "radmesh announced this analysis, claimed and never announced"
 
 
 def _claim_value(claim: dict[str, Any]) -> str:
@@ -82,12 +93,14 @@ class RedriveClaims:
         *,
         after_minutes: float,
         max_attempts: int,
+        unannounced_after_seconds: float = 0.0,
     ) -> None:
         self.fhir = fhir
         self.publish = publish
         self.endpoint_addresses = endpoint_addresses
         self.after_minutes = after_minutes
         self.max_attempts = max_attempts
+        self.unannounced_after_seconds = unannounced_after_seconds
 
     async def sweep(self, now: datetime | None = None, imaging_study: str | None = None) -> int:
         """One round (of one ImagingStudy's claims when given: a server shared with others'
@@ -95,31 +108,47 @@ class RedriveClaims:
         if self.after_minutes <= 0:
             return 0
         now = now or datetime.now(UTC)
-        before = now - timedelta(minutes=self.after_minutes)
+        redriven = 0
+        for claim in await self._claims(
+            ANNOUNCED_CLAIM_STATUS, now - timedelta(minutes=self.after_minutes), imaging_study
+        ):
+            redriven += await self._take_up(claim, now)
+        return redriven
+
+    async def announce_unannounced(
+        self, now: datetime | None = None, imaging_study: str | None = None
+    ) -> int:
+        """One look for claims left `ready` past `unannounced_after_seconds` (of one
+        ImagingStudy's when given); how many runs were announced."""
+        if self.unannounced_after_seconds <= 0:
+            return 0
+        now = now or datetime.now(UTC)
+        announced = 0
+        for claim in await self._claims(
+            CLAIMED_STATUS, now - timedelta(seconds=self.unannounced_after_seconds), imaging_study
+        ):
+            announced += await self._announce(claim, now)
+        return announced
+
+    async def _claims(
+        self, status: str, changed_before: datetime, imaging_study: str | None
+    ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {
             "identifier": f"{ANALYSIS_CLAIM_SYSTEM}|",
-            "status": "in-progress",
-            "_lastUpdated": f"le{before.isoformat()}",
+            "status": status,
+            "_lastUpdated": f"le{changed_before.isoformat()}",
             "_count": 50,
         }
         if imaging_study is not None:
             params["focus"] = imaging_study
+        claims = []
         bundle: dict[str, Any] | None = await self.fhir.execute("Task", "get", params=params)
-        redriven = 0
         while bundle is not None:
-            for entry in bundle.get("entry", []):
-                if "resource" in entry:
-                    redriven += await self._take_up(dict(entry["resource"]), now)
+            claims += [dict(e["resource"]) for e in bundle.get("entry", []) if "resource" in e]
             bundle = await self.fhir.next_page(bundle)
-        return redriven
+        return claims
 
     async def _take_up(self, claim: dict[str, Any], now: datetime) -> int:
-        reference = f"Task/{claim['id']}"
-        try:
-            run = StudyRun.parse(_claim_value(claim))
-        except ValueError as error:
-            log.info("claim_not_redriven", claim=reference, reason=str(error))
-            return 0
         if attempts(claim) >= self.max_attempts:
             await self._fail(
                 claim,
@@ -127,6 +156,34 @@ class RedriveClaims:
                 f"the analysis did not finish after {attempts(claim)} re-drives; the dead "
                 "letters say why (radmesh dlq list), radmesh rerun starts it afresh",
             )
+            return 0
+        note = f"{REDRIVE_NOTE} ({attempts(claim) + 1}) on {now.isoformat(timespec='seconds')}"
+        changes = {"note": [*claim.get("note", []), {"text": note}]}
+        return await self._publish(claim, now, changes, "finished-run", attempt=attempts(claim) + 1)
+
+    async def _announce(self, claim: dict[str, Any], now: datetime) -> int:
+        note = f"{ANNOUNCE_NOTE} on {now.isoformat(timespec='seconds')}"
+        changes = {
+            "status": ANNOUNCED_CLAIM_STATUS,
+            "note": [*claim.get("note", []), {"text": note}],
+        }
+        return await self._publish(claim, now, changes, "announcement")
+
+    async def _publish(
+        self,
+        claim: dict[str, Any],
+        now: datetime,
+        changes: dict[str, Any],
+        missing: str,
+        **fields: object,
+    ) -> int:
+        """Announce the claim's run again after writing `changes` to the claim (only if nobody
+        changed it since it was read); 1 if announced."""
+        reference = f"Task/{claim['id']}"
+        try:
+            run = StudyRun.parse(_claim_value(claim))
+        except ValueError as error:
+            log.info("claim_not_redriven", claim=reference, reason=str(error))
             return 0
         imaging_study = await self._imaging_study(claim)
         if imaging_study is None or imaging_study.get("status") != "available":
@@ -143,19 +200,18 @@ class RedriveClaims:
         except InvalidMessage as error:
             await self._fail(claim, now, f"its imaging study cannot be announced: {error}")
             return 0
-        note = f"{REDRIVE_NOTE} ({attempts(claim) + 1}) on {now.isoformat(timespec='seconds')}"
-        if not await self._update(claim, {"note": [*claim.get("note", []), {"text": note}]}):
+        if not await self._update(claim, changes):
             return 0
         await self.publish(event)
-        RUNS_REDRIVEN.labels(missing="finished-run").inc()
+        RUNS_REDRIVEN.labels(missing=missing).inc()
         log.warning(
             "run_redriven",
-            missing=["finished-run"],
+            missing=[missing],
             claim=reference,
-            attempt=attempts(claim) + 1,
             earlier_correlation_id=_correlation_id(claim),
             correlation_id=str(event.correlation_id),
             study_instance_uid=run.study_instance_uid,
+            **fields,
         )
         return 1
 

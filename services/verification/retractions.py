@@ -32,7 +32,13 @@ from typing import Any
 
 import structlog
 
-from shared.claims import RETRACTED_CLAIM_STATUS, analysis_claim_search, analysis_claim_task
+from shared.claims import (
+    ANNOUNCED_CLAIM_STATUS,
+    CLAIMED_STATUS,
+    RETRACTED_CLAIM_STATUS,
+    analysis_claim_search,
+    analysis_claim_task,
+)
 from shared.fhir import FhirClient, reference_of, transaction_bundle, versioned_update_entry
 from shared.identifiers import (
     ANALYSIS_CLAIM_SYSTEM,
@@ -261,7 +267,7 @@ class RetractResults:
         self, event: StudyRetracted, studies: list[dict[str, Any]]
     ) -> None:
         """After a deletion, a patient change or an operator's re-analysis, cancel the claims
-        of the study's runs still in progress or given up (`failed`, stale_claims in the
+        of the study's runs still claimed, in progress or given up (`failed`, stale_claims in the
         subscriber) (which series they read is not known yet; for a patient change, those of
         another patient): the mapper posts no results for a cancelled run, and the study's next
         announcement starts the next generation. Not for rejection notes: they are read again
@@ -277,7 +283,7 @@ class RetractResults:
                 {
                     "focus": f"ImagingStudy/{imaging_study['id']}",
                     "identifier": f"{ANALYSIS_CLAIM_SYSTEM}|",
-                    "status": "in-progress,failed",
+                    "status": f"{CLAIMED_STATUS},{ANNOUNCED_CLAIM_STATUS},failed",
                 },
             )
             for claim in claims:

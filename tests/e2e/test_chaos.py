@@ -29,6 +29,7 @@ import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,8 @@ async def _burst(mesh: Mesh, fault: Callable[[], Coroutine[Any, Any, None]]) -> 
             problems.append(f"dead letter {key}: {reason}")
         else:
             print(f"[chaos] a dead letter of no study of the burst: {key}: {reason}")
+    for uid in sorted(uids - set(done_at)):  # what the services logged of an incomplete study
+        print(f"[chaos] study {uid} incomplete; its log lines:\n{_trace(mesh, uid)}")
     outcome = BurstOutcome(
         studies=len(studies),
         burst_seconds=round(burst_end - started, 1),
@@ -192,6 +195,16 @@ async def _burst(mesh: Mesh, fault: Callable[[], Coroutine[Any, Any, None]]) -> 
     )
     print(f"\n[chaos] {fault.__name__}: {outcome}")
     return outcome
+
+
+def _trace(mesh: Mesh, study_instance_uid: str) -> str:
+    """The mesh's log lines bound to the study, every service's, in time order."""
+    lines = [
+        (str(record.get("timestamp", "")), service, str(record.get("event", "")))
+        for service in SERVICES
+        for record in mesh.log_events(service, study_instance_uid, bound_to="study_instance_uid")
+    ]
+    return "\n".join(f"  {stamp} {service}: {event}" for stamp, service, event in sorted(lines))
 
 
 async def _waiting_for_retry(mesh: Mesh) -> int:
@@ -234,6 +247,7 @@ async def test_sigkill_of_each_service_in_turn_loses_and_duplicates_nothing(mesh
             await asyncio.sleep(STUDIES * PACE_SECONDS / (len(SERVICES) + 1))
             process = mesh.processes[service]
             process.send_signal(signal.SIGKILL)
+            print(f"\n[chaos] {service} SIGKILLed at {datetime.now(UTC).isoformat()}")
             await process.wait()
             await mesh.restart(service)
 

@@ -22,10 +22,11 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from services.subscriber.app import build_app
+from services.subscriber.claims import claim_run
 from services.subscriber.handlers import StudyAnnouncer
 from services.subscriber.hook_auth import SIGNATURE_HEADER, sign
 from services.subscriber.settings import SubscriberSettings
-from services.subscriber.stale_claims import REDRIVE_NOTE, RedriveClaims
+from services.subscriber.stale_claims import ANNOUNCE_NOTE, REDRIVE_NOTE, RedriveClaims
 from services.subscriber.subscription import (
     BACKPORT_SUBSCRIPTION_PROFILE,
     TOPIC_CANONICAL_EXTENSION,
@@ -137,6 +138,7 @@ async def running_subscriber(
         "reannounce_after_seconds": 0,  # each test's hooks are announced as they come
         "reconcile_hours": 0,  # the start-up sweep has its own test
         "reconcile_interval_seconds": 0,  # so has the periodic one
+        "unannounced_claims_after_seconds": 0,  # and the look for claims never announced
         "claim_runs": False,  # tests send one study's hooks again on purpose; claims have theirs
         "mllp_port": 0,  # the HL7 listener has its own test (its own port)
         **overrides,
@@ -381,6 +383,7 @@ async def test_hooks_and_replicas_racing_for_one_study_start_exactly_one_run(
     assert len(claims) == 1
     assert claims[0]["focus"]["reference"] == loaded.imaging_study_id
     assert str(announced[0].correlation_id) in claims[0]["description"]
+    assert claims[0]["status"] == "in-progress"  # claimed `ready`, then announced
 
 
 async def test_an_imaging_study_without_series_is_completed_from_the_pacs(
@@ -904,7 +907,7 @@ async def test_a_claim_whose_release_races_the_server_is_released_on_a_retry(
         Bus(BrokerSettings(url=infra.amqp_url), "test-subscriber-release"),
     )
     try:
-        await announcer._release_claims([f"Task/{claim['id']}"])
+        await announcer._release_claims([claim])
         assert fhir.refusals == 0
         remaining = (
             await fhir.resources("Task")
@@ -985,6 +988,56 @@ async def test_an_hl7_order_over_mllp_starts_the_run_and_bad_messages_get_ae_or_
         assert detected is not None
         assert [m.id for m in detected.models] == ["ich-reference"]
         assert detected.study.patient is not None  # found by the order's accession
+
+
+async def test_a_run_claimed_and_never_announced_is_announced_by_one_look_within_a_minute(
+    infra: Infrastructure,
+) -> None:
+    """A subscriber stopped between claiming a run and publishing it leaves the claim `ready`:
+    a look after `unannounced_claims_after_seconds` announces the run (study.detected for that
+    run alone, its generation kept) and sets the claim `in-progress` with a note; a claim not
+    that old is left alone, and a second look announces nothing more."""
+    fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    seeded = await seed_study(fhir, critical=True)
+    registry = load_registry(ROOT / "registry" / "models.yaml")
+    imaging_study = await fhir.read_resource(seeded.imaging_study)
+    won, claim = await claim_run(  # what the killed subscriber had done: claimed, no publish
+        fhir,
+        imaging_study,
+        seeded.study_instance_uid,
+        registry.get("ich-reference", "1"),
+        str(uuid.uuid4()),
+        generation=3,
+    )
+    published: list[Event] = []
+
+    async def publish(event: Event) -> None:
+        published.append(event)
+
+    async def no_endpoints(imaging_study: dict[str, Any]) -> dict[str, str]:
+        return {}
+
+    watch = RedriveClaims(
+        fhir, publish, no_endpoints, after_minutes=30, max_attempts=3, unannounced_after_seconds=60
+    )
+    now = datetime.now(UTC)
+    try:
+        assert won and claim["status"] == "ready"
+        assert await watch.announce_unannounced(now, imaging_study=seeded.imaging_study) == 0
+        later = now + timedelta(seconds=61)
+        assert await watch.announce_unannounced(later, imaging_study=seeded.imaging_study) == 1
+        assert await watch.announce_unannounced(later, imaging_study=seeded.imaging_study) == 0
+        assert await watch.sweep(later, imaging_study=seeded.imaging_study) == 0  # fresh again
+        final = await fhir.read_resource(f"Task/{claim['id']}")
+    finally:
+        await fhir.close()
+    assert len(published) == 1
+    event = published[0]
+    assert isinstance(event, StudyDetected)
+    assert event.study.imaging_study == seeded.imaging_study
+    assert [(m.id, m.version, m.generation) for m in event.models] == [("ich-reference", "1", 3)]
+    assert final["status"] == "in-progress"
+    assert [n["text"].split(" on ")[0] for n in final["note"]] == [ANNOUNCE_NOTE]
 
 
 async def test_a_run_claimed_and_never_finished_is_announced_again_then_given_up_visibly(
