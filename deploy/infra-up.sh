@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Starts the local infrastructure radmesh talks to, each component once (a second run is a
 # no-op): RabbitMQ, Orthanc + DICOMweb, HAPI FHIR, the Triton model server, Keycloak, and
-# Debian's Chromium for the browser tests.
-# Usage: deploy/infra-up.sh [component ...]   (default: all six)
+# Debian's Chromium for the browser tests, promtool, and the tools that check the deployment
+# files (deploy/deployment-tools).
+# Usage: deploy/infra-up.sh [component ...]   (default: all of them)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 components=("$@")
-(( ${#components[@]} )) || components=(rabbitmq orthanc hapi-fhir model-server keycloak chromium prometheus)
+(( ${#components[@]} )) || components=(rabbitmq orthanc hapi-fhir model-server keycloak chromium prometheus deployment-tools)
 mkdir -p "$RADMESH_RUN_DIR"
 started="$(now_ms)"
 for component in "${components[@]}"; do

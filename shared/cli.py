@@ -8,6 +8,9 @@ radmesh route STUDY_UID              which models read which series of a study i
 radmesh rerun STUDY_UID --reason TEXT   retract a study's AI results and analyse it again
 radmesh dev-token ACCOUNT            an access token of a development account (last line)
 radmesh report alerts [--hours H] [--plot PATH]   critical alerts: time to acknowledge, escalations
+radmesh probe [SERVICE]              exit 0 if the service here answers /readyz (a container's health check)
+
+`run` and `probe` take the service from RADMESH_SERVICE when it is not named (the container image).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import runpy
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +36,7 @@ from shared.fhir import FhirClient
 from shared.identifiers import is_dicom_uid
 from shared.registry import load_registry
 from shared.routing import route_lines, study_series
-from shared.settings import RadmeshSettings
+from shared.settings import RadmeshSettings, ServiceSettings
 
 __all__ = ["main"]
 
@@ -173,11 +179,49 @@ def _dev_token(settings: RadmeshSettings, account: str, password: str) -> int:
     return 0
 
 
+def _service_settings_class(service: str) -> type[ServiceSettings]:
+    module = importlib.import_module(f"services.{service}.settings")
+    return next(
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, ServiceSettings)
+        and value is not ServiceSettings
+    )
+
+
+def _probe(service: str) -> int:
+    """GET the service's own /readyz on loopback (its port from its settings): 0 when ready."""
+    port = _service_settings_class(service)().port
+    url = f"http://127.0.0.1:{port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5):  # loopback only
+            print(f"{service} ready ({url})")
+            return 0
+    except urllib.error.HTTPError as error:
+        print(f"{service} not ready: {url} answered {error.code}", file=sys.stderr)
+    except OSError as error:
+        print(f"{service} not answering at {url}: {error}", file=sys.stderr)
+    return 1
+
+
+def _service(named: str | None, parser: argparse.ArgumentParser) -> str:
+    service = named or os.environ.get("RADMESH_SERVICE", "")
+    if service not in ALL_SERVICES:
+        parser.error(
+            f"name a service ({', '.join(ALL_SERVICES)}) or set RADMESH_SERVICE"
+            + (f" (RADMESH_SERVICE={service!r} is none)" if service else "")
+        )
+    return service
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radmesh", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run one service")
-    run.add_argument("service", choices=ALL_SERVICES)
+    run.add_argument("service", nargs="?", choices=ALL_SERVICES, default=None)
+    probe = commands.add_parser("probe", help="exit 0 if the service here answers /readyz")
+    probe.add_argument("service", nargs="?", choices=ALL_SERVICES, default=None)
     registry = commands.add_parser("registry", help="model registry")
     registry_commands = registry.add_subparsers(dest="registry_command", required=True)
     check = registry_commands.add_parser("check", help="validate the model registry")
@@ -224,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
 
     if arguments.command == "run":
-        runpy.run_module(f"services.{arguments.service}", run_name="__main__", alter_sys=True)
+        service = _service(arguments.service, parser)
+        runpy.run_module(f"services.{service}", run_name="__main__", alter_sys=True)
         return 0
+    if arguments.command == "probe":
+        return _probe(_service(arguments.service, parser))
     settings = RadmeshSettings()
     commands_run: dict[str, Callable[[], int]] = {
         "registry": lambda: _registry_check(settings, arguments.path),

@@ -10,10 +10,11 @@ unapproved mapping. Swapping or upgrading a model is an edit of this file.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -293,14 +294,48 @@ class Registry(_Strict):
         ]
 
 
+# `${NAME}` or `${NAME:-default}` in a string value: one registry file for every environment
+# (the model server at 127.0.0.1 here, `http://model-server:8000` in Compose or Kubernetes).
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, unset: list[str]) -> Any:
+    """`value` with the environment's variables put in (those unset, without a default, are
+    listed in `unset`)."""
+    if isinstance(value, dict):
+        return {key: _expand(item, unset) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, unset) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name) or default
+        if found is None:
+            unset.append(name)
+            return match.group(0)
+        return found
+
+    return _VARIABLE.sub(substitute, value)
+
+
 def load_registry(path: Path) -> Registry:
-    """Read and validate the registry file; ConfigurationError lists every problem found."""
+    """Read and validate the registry file (its `${NAME:-default}` put in from the environment);
+    ConfigurationError lists every problem found."""
     try:
-        document = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text())
     except OSError as error:
         raise ConfigurationError(f"model registry {path} cannot be read: {error}") from error
     except yaml.YAMLError as error:
         raise ConfigurationError(f"model registry {path} is not valid YAML: {error}") from error
+    unset: list[str] = []
+    document = _expand(raw, unset)
+    if unset:
+        raise ConfigurationError(
+            f"model registry {path} names environment variables that are not set and have no "
+            f"default: {', '.join(sorted(set(unset)))}; radmesh will not start"
+        )
     try:
         return Registry.model_validate(document)
     except ValidationError as error:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,49 @@ def test_registry_check_lists_the_models_or_the_problems(
     bad.write_text("models: []\nextra: 1\n")
     assert main(["registry", "check", str(bad)]) == 1
     assert "extra: Extra inputs are not permitted" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_probe_says_whether_the_service_named_by_radmesh_service_is_ready(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`radmesh probe` (the image's health check) reads the service from RADMESH_SERVICE and
+    its port from that service's settings: 0 while /readyz answers 200, 1 on a 503 or when
+    nothing listens, each saying which; no service at all is a usage error."""
+    port = _free_port()
+    monkeypatch.setenv("RADMESH_SERVICE", "mapper")
+    monkeypatch.setenv("RADMESH_MAPPER_PORT", str(port))
+    assert main(["probe"]) == 1
+    assert "mapper not answering" in capsys.readouterr().err
+    status = {"code": 200}
+
+    class Readyz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the name http.server calls
+            self.send_response(status["code"] if self.path == "/readyz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None  # the test's output stays quiet
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Readyz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert main(["probe"]) == 0
+        assert "mapper ready" in capsys.readouterr().out
+        status["code"] = 503
+        assert main(["probe"]) == 1
+        assert "answered 503" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.delenv("RADMESH_SERVICE")
+    with pytest.raises(SystemExit) as usage:
+        main(["probe"])
+    assert usage.value.code == 2
+    assert "set RADMESH_SERVICE" in capsys.readouterr().err

@@ -122,3 +122,19 @@ def test_a_selector_says_why_a_series_is_not_the_models() -> None:
     assert selector.mismatch(fits.model_copy(update={"number_of_instances": 3})) == (
         "3 instances, fewer than 10"
     )
+
+
+def test_the_model_server_address_comes_from_the_environment_with_a_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`${RADMESH_MODEL_SERVER_URL:-…}` in the shipped registry: the default without the
+    variable, its value with it; a variable without a default that is not set stops start-up,
+    naming it."""
+    monkeypatch.delenv("RADMESH_MODEL_SERVER_URL", raising=False)
+    assert {m.endpoint.url for m in load_registry(REGISTRY).models} == {"http://127.0.0.1:8000"}
+    monkeypatch.setenv("RADMESH_MODEL_SERVER_URL", "http://model-server:8000")
+    assert {m.endpoint.url for m in load_registry(REGISTRY).models} == {"http://model-server:8000"}
+    document = _shipped()
+    document["models"][0]["endpoint"] = {"url": "${RADMESH_NOT_SET_ANYWHERE}", "model_name": "x"}
+    with pytest.raises(ConfigurationError, match="RADMESH_NOT_SET_ANYWHERE"):
+        load_registry(_write(tmp_path, document))
