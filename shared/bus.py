@@ -159,6 +159,7 @@ class Bus:
         self.broker = RabbitBroker(
             settings.url,
             default_channel=Channel(prefetch_count=settings.prefetch_count),
+            graceful_timeout=settings.graceful_stop_seconds,
             logger=None,
         )
         self._tracer = trace.get_tracer("radmesh.bus", tracer_provider=tracer_provider)

@@ -44,6 +44,10 @@ class BrokerSettings(_Section):
     prefetch_count: int = Field(default=4, ge=1)
     # A publish not confirmed in this time fails as BrokerUnavailable (retried by the caller).
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    # On SIGTERM a service stops taking messages and waits this long for those it is handling;
+    # what is still unfinished then goes back to its queue unacknowledged (redelivered, and
+    # every stage is idempotent). Keep it below the orchestrator's grace period (k8s: 60 s).
+    graceful_stop_seconds: float = Field(default=30.0, gt=0)
 
 
 class FhirSettings(_Section):

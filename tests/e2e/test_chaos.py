@@ -4,6 +4,8 @@ Each test loads a burst of studies (head CTs with and without a bleed, chest CTs
 `PACE_SECONDS`) and, while they flow, injects one kind of fault:
 
 - every service SIGKILLed in turn mid-burst and started again (a supervisor's restart);
+- every service stopped in turn by SIGTERM mid-burst, as a rolling update does (each must exit
+  0, having finished what it held), and started again;
 - the project's own RabbitMQ node restarted mid-burst, while messages sit in retry delays (the
   FHIR server made unreachable for the writing services just before);
 - the FHIR server, the PACS and the model server each frozen (SIGSTOP) for 30 s, then resumed.
@@ -253,6 +255,31 @@ async def test_sigkill_of_each_service_in_turn_loses_and_duplicates_nothing(mesh
 
     outcome = await _burst(mesh, kill_each_service)
     assert outcome.problems == []
+
+
+async def test_a_rolling_restart_of_every_service_under_load_loses_and_duplicates_nothing(
+    mesh: Mesh,
+) -> None:
+    """What an orchestrator's rolling update does: each service in turn gets SIGTERM mid-burst,
+    stops taking messages, finishes what it holds, exits 0, and is started again."""
+    stopped: dict[str, tuple[int | None, float]] = {}
+
+    async def terminate_each_service() -> None:
+        for service in SERVICES:
+            await asyncio.sleep(STUDIES * PACE_SECONDS / (len(SERVICES) + 1))
+            process = mesh.processes[service]
+            began = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            code = await process.wait()
+            stopped[service] = (code, round(time.monotonic() - began, 1))
+            print(f"\n[chaos] {service} stopped on SIGTERM: exit {code} in {stopped[service][1]} s")
+            await mesh.restart(service)
+
+    outcome = await _burst(mesh, terminate_each_service)
+    assert outcome.problems == []
+    assert {service: code for service, (code, _) in stopped.items()} == dict.fromkeys(SERVICES, 0)
+    graceful = mesh.settings.broker.graceful_stop_seconds
+    assert all(seconds <= graceful + 15 for _, seconds in stopped.values()), stopped
 
 
 async def test_a_broker_restart_while_messages_wait_in_retry_delays_loses_nothing(

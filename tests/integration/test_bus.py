@@ -524,3 +524,41 @@ async def test_a_service_consuming_two_event_types_hands_each_to_its_own_handler
     assert all(isinstance(event, StudyDetected) for event in detected) and len(detected) == 10
     assert sorted(event.message_id for event in fetched) == sorted(sent_fetched)
     assert await under_test.messages_in(bus.queues.dead_letter_queue, 1, wait_seconds=0.5) == []
+
+
+async def test_a_stop_waits_for_the_message_in_hand_and_takes_no_new_one(
+    bus_under_test: BusUnderTest,
+) -> None:
+    """SIGTERM's path (`Bus.stop`) while a handler is busy: the handler finishes and its message
+    is acknowledged (a new consumer gets nothing twice), and the messages still queued stay in
+    the queue for the next consumer, none taken by the stopping one."""
+    under_test = bus_under_test
+    bus = under_test.bus
+    busy = asyncio.Event()
+    release = asyncio.Event()
+    handled: list[uuid.UUID] = []
+
+    async def slow(event: StudyDetected) -> Sequence[Event]:
+        busy.set()
+        await release.wait()  # the work in hand when the stop comes
+        handled.append(event.message_id)
+        return []
+
+    await under_test.serve(slow)
+    sent = [_study_detected() for _ in range(5)]
+    for event in sent:
+        await bus.publish(event)
+    async with asyncio.timeout(10):
+        await busy.wait()
+    stopping = asyncio.create_task(bus.stop())
+    await asyncio.sleep(0.3)  # the stop has begun: it must be waiting for the handler
+    assert not stopping.done()
+    release.set()
+    async with asyncio.timeout(bus.settings.graceful_stop_seconds):
+        await stopping
+    in_hand = len(handled)
+    assert 1 <= in_hand <= bus.settings.prefetch_count
+    left = await under_test.messages_in(bus.queues.queue, expected=len(sent), wait_seconds=3)
+    left_ids = {StudyDetected.model_validate_json(message.body).message_id for message in left}
+    assert left_ids.isdisjoint(handled)
+    assert left_ids | set(handled) == {event.message_id for event in sent}
