@@ -29,6 +29,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from shared.metrics import remote_call_tracing
 from shared.operation_outcome import outcome_response
 from shared.settings import OidcSettings
 
@@ -126,7 +127,9 @@ class TokenVerifier:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, trace_configs=[remote_call_tracing("identity-provider")]
+            )
         return self._session
 
     async def _get_json(self, url: str) -> dict[str, Any]:

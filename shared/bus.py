@@ -26,6 +26,7 @@ error or a bug goes to the dead-letter queue at once. Dead letters carry these h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +43,13 @@ from opentelemetry import trace
 
 from shared.errors import BrokerUnavailable, InvalidMessage, PermanentError, TransientError
 from shared.messages import Event, EventT, parse_event
-from shared.metrics import MESSAGE_SECONDS, MESSAGES
+from shared.metrics import (
+    DEAD_LETTERS,
+    MESSAGE_SECONDS,
+    MESSAGES,
+    MESSAGES_PUBLISHED,
+    QUEUE_DEPTH,
+)
 from shared.settings import BrokerSettings
 from shared.telemetry import bind_message_context, extract_trace_context, inject_trace_context
 
@@ -172,6 +179,7 @@ class Bus:
         # dispatches each message by its type (a queue shared by several subscribers would hand
         # each message to whichever is next, whatever its type).
         self._handlers: dict[str, tuple[type[Event], Handler[Any]]] = {}
+        self._depth_watch: asyncio.Task[None] | None = None
 
     # -- topology ---------------------------------------------------------------------------
 
@@ -264,6 +272,7 @@ class Bus:
                     message_type=event.event_type,
                     timestamp=event.created_at,
                 )
+            MESSAGES_PUBLISHED.labels(self.service, event.event_type).inc()
         except (
             aio_pika.exceptions.AMQPError,  # connection lost, channel closed, nack
             aio_pika.exceptions.ChannelInvalidStateError,  # the channel is being re-opened
@@ -415,6 +424,7 @@ class Bus:
             str(error) if kind != "transient" else f"gave up after {attempt + 1} attempts: {error}"
         )
         MESSAGES.labels(self.service, event_type, "dead_lettered").inc()
+        DEAD_LETTERS.labels(self.service, event_type, _reason_class(kind, error)).inc()
         if kind == "bug":
             log.error(
                 "message_dead_lettered",
@@ -448,9 +458,60 @@ class Bus:
 
     async def start(self) -> None:
         await self.broker.start()
+        if self.consumed and self.settings.depth_interval_seconds > 0:
+            self._depth_watch = asyncio.create_task(self._watch_depth())
 
     async def stop(self) -> None:
+        if self._depth_watch is not None:
+            self._depth_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._depth_watch
         await self.broker.stop()
+
+    async def _watch_depth(self) -> None:
+        """Every `depth_interval_seconds`, the depth of this service's queues into
+        radmesh_queue_depth{queue=work|retry-delay|dead-letter} (a connection of its own; a
+        queue not declared yet reads as nothing waiting). Failures are logged; it tries again."""
+        kinds = {
+            self.queues.queue: "work",
+            self.queues.dead_letter_queue: "dead-letter",
+            **{self.queues.retry_queue(d): "retry-delay" for d in self.settings.retry_delays_seconds},
+        }
+        interval = self.settings.depth_interval_seconds
+        connection: aio_pika.abc.AbstractRobustConnection | None = None
+        try:
+            while True:
+                try:
+                    if connection is None:
+                        connection = await aio_pika.connect_robust(self.settings.url)
+                    depths = dict.fromkeys(kinds.values(), 0)
+                    for name, kind in kinds.items():
+                        channel = await connection.channel()
+                        try:
+                            queue = await channel.declare_queue(name, passive=True)
+                            depths[kind] += queue.declaration_result.message_count or 0
+                        except aio_pika.exceptions.ChannelClosed:
+                            continue  # not declared (yet): nothing waits in it
+                        finally:
+                            if not channel.is_closed:
+                                await channel.close()
+                    for kind, depth in depths.items():
+                        QUEUE_DEPTH.labels(self.service, kind).set(depth)
+                except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as error:
+                    log.warning("queue_depth_unreadable", error=str(error)[:200])
+                await asyncio.sleep(interval)
+        finally:
+            if connection is not None:
+                await connection.close()
+
+
+def _reason_class(kind: str, error: Exception) -> str:
+    """The dead letter's class of reason for the metric (the message's header has the reason)."""
+    if kind == "transient":
+        return "retries-exhausted"
+    if isinstance(error, InvalidMessage):
+        return "invalid-message"
+    return "permanent-error" if kind == "permanent" else "bug"
 
 
 async def _raw_body(message: Any) -> bytes:

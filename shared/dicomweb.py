@@ -19,6 +19,7 @@ import pydicom
 
 from shared.errors import RemoteUnavailable, remote_error_for
 from shared.iocm import KEY_OBJECT_SELECTION_MODALITY, RejectionNote, rejection_notes
+from shared.metrics import remote_call_tracing
 from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
 
@@ -79,7 +80,11 @@ class DicomWebClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                trace_configs=[remote_call_tracing("dicomweb")],
+            )
         return self._session
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ from fhirpy import AsyncFHIRClient
 from fhirpy.base.utils import AttrDict
 
 from shared.errors import RemoteUnavailable, remote_error_for
+from shared.metrics import remote_call_tracing
 from shared.settings import FhirSettings
 
 __all__ = [
@@ -51,7 +52,7 @@ class FhirClient(AsyncFHIRClient):
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(trace_configs=[remote_call_tracing("fhir")])
         return self._session
 
     async def _do_request(

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.errors import InvalidMessage, RemoteUnavailable, remote_error_for
+from shared.metrics import remote_call_tracing
 
 __all__ = ["InferenceClient", "ModelMetadata"]
 
@@ -63,7 +64,9 @@ class InferenceClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, trace_configs=[remote_call_tracing("model-server")]
+            )
         return self._session
 
     async def close(self) -> None:

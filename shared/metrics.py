@@ -13,32 +13,58 @@
 - `radmesh_studies_skipped_total{reason}`: announcements that started no run (subscriber):
   not-available, opted-out, no-model-applies, in-flight, already-ran, already-claimed, gone,
   radmesh-output, unusable;
-- `radmesh_runs_redriven_total{missing}`: runs whose verification Task or alert was missing,
-  announced again by the mapper's consistency sweep.
+- `radmesh_runs_redriven_total{missing}`: runs announced again (the mapper's consistency
+  sweep: verification-task, alert, structured-report; the subscriber's: announcement,
+  finished-run, abandoned);
+- `radmesh_messages_published_total{service, event_type}`: events a service published;
+- `radmesh_dead_letters_total{service, event_type, reason}`: messages dead-lettered, by class of
+  reason (invalid-message, permanent-error, retries-exhausted, bug);
+- `radmesh_queue_depth{service, queue}`: messages waiting in the service's own queues as it last
+  looked (work, dead-letter, retry-delay; every `RADMESH_BROKER__DEPTH_INTERVAL_SECONDS`);
+- `radmesh_remote_call_seconds{remote, method, outcome}`: every HTTP call to the FHIR server,
+  the PACS, the model server and the identity provider (outcome: 2xx, 3xx, 4xx, 5xx,
+  unavailable);
+- `radmesh_model_inference_seconds{model, version, outcome}`: one model call (inference);
+- `radmesh_verification_backlog{priority}`: AI reports waiting for a radiologist's decision
+  (verification Tasks `requested`), as the verification service last counted.
 
 Labels never carry patient or study identifiers.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+import time
+from types import SimpleNamespace
+from typing import Literal
+
+import aiohttp
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from shared.identifiers import FindingValue
 
 __all__ = [
     "ALERTS_RAISED",
     "ALERT_ESCALATIONS",
+    "DEAD_LETTERS",
     "MESSAGES",
+    "MESSAGES_PUBLISHED",
     "MESSAGE_SECONDS",
     "METRICS_CONTENT_TYPE",
+    "MODEL_INFERENCE_SECONDS",
     "NOTIFICATION_GAPS",
+    "QUEUE_DEPTH",
+    "REMOTE_CALL_SECONDS",
     "RESULTS_RETRACTED",
     "RUNS_REDRIVEN",
     "STUDIES_SKIPPED",
     "TIME_TO_ACKNOWLEDGE",
+    "VERIFICATION_BACKLOG",
     "alert_labels",
     "exposition",
+    "remote_call_tracing",
 ]
+
+Remote = Literal["fhir", "dicomweb", "model-server", "identity-provider"]
 
 MESSAGES = Counter(
     "radmesh_messages",
@@ -83,10 +109,77 @@ NOTIFICATION_GAPS = Counter(
 )
 RUNS_REDRIVEN = Counter(
     "radmesh_runs_redriven",
-    "Runs announced again by the mapper's consistency sweep, by what was missing",
+    "Runs announced again by a sweep (the mapper's or the subscriber's), by what was missing",
     ["missing"],
 )
+MESSAGES_PUBLISHED = Counter(
+    "radmesh_messages_published", "Events a service published", ["service", "event_type"]
+)
+DEAD_LETTERS = Counter(
+    "radmesh_dead_letters",
+    "Messages dead-lettered, by class of reason (radmesh dlq list says which and why)",
+    ["service", "event_type", "reason"],
+)
+QUEUE_DEPTH = Gauge(
+    "radmesh_queue_depth",
+    "Messages waiting in the service's own queues, as it last looked",
+    ["service", "queue"],
+)
+REMOTE_CALL_SECONDS = Histogram(
+    "radmesh_remote_call_seconds",
+    "HTTP calls to the FHIR server, the PACS, the model server and the identity provider",
+    ["remote", "method", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+MODEL_INFERENCE_SECONDS = Histogram(
+    "radmesh_model_inference_seconds",
+    "One call of a model (the inference request), by model and outcome",
+    ["model", "version", "outcome"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+VERIFICATION_BACKLOG = Gauge(
+    "radmesh_verification_backlog",
+    "AI reports waiting for a radiologist's decision (verification Tasks requested)",
+    ["priority"],
+)
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def remote_call_tracing(remote: Remote) -> aiohttp.TraceConfig:
+    """An aiohttp TraceConfig for a ClientSession of a remote adapter: each request is timed into
+    `radmesh_remote_call_seconds` (the URL is not a label: it may name a study)."""
+    tracing = aiohttp.TraceConfig()
+
+    async def started(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+    ) -> None:
+        context.radmesh_started = time.perf_counter()
+
+    def observe(context: SimpleNamespace, method: str, outcome: str) -> None:
+        began = getattr(context, "radmesh_started", None)
+        if began is not None:
+            REMOTE_CALL_SECONDS.labels(remote, method.upper(), outcome).observe(
+                time.perf_counter() - began
+            )
+
+    async def ended(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        observe(context, params.method, f"{params.response.status // 100}xx")
+
+    async def failed(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestExceptionParams,
+    ) -> None:
+        observe(context, params.method, "unavailable")
+
+    tracing.on_request_start.append(started)
+    tracing.on_request_end.append(ended)
+    tracing.on_request_exception.append(failed)
+    return tracing
 
 
 def alert_labels(key: str) -> dict[str, str]:

@@ -48,6 +48,9 @@ class BrokerSettings(_Section):
     # what is still unfinished then goes back to its queue unacknowledged (redelivered, and
     # every stage is idempotent). Keep it below the orchestrator's grace period (k8s: 60 s).
     graceful_stop_seconds: float = Field(default=30.0, gt=0)
+    # This often a consuming service reads the depth of its own queues (work, retry delays,
+    # dead letters) into the radmesh_queue_depth gauge (0: never).
+    depth_interval_seconds: float = Field(default=15.0, ge=0)
 
 
 class FhirSettings(_Section):

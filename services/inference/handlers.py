@@ -13,9 +13,10 @@ import structlog
 from services.inference.findings import decode_findings, output_names
 from services.inference.input_checks import input_notes
 from services.inference.volumes import prepare_input, read_volume
-from shared.errors import InvalidMessage, PermanentError, TransientError
+from shared.errors import InvalidMessage, PermanentError, RadmeshError, TransientError
 from shared.inference_protocol import InferenceClient
 from shared.messages import Event, InferenceCompleted, StudyFetched
+from shared.metrics import MODEL_INFERENCE_SECONDS
 from shared.registry import ModelEntry, Registry
 from shared.storage import BlobStore
 
@@ -88,17 +89,25 @@ class RunModel:
     ) -> dict[str, npt.NDArray[Any]]:
         client = self._client(model)
         attempts = model.endpoint.retries + 1
+        timing = MODEL_INFERENCE_SECONDS.labels
         for attempt in range(1, attempts + 1):
+            started = time.perf_counter()
             try:
-                return await client.infer(
+                outputs = await client.infer(
                     model.endpoint.model_name,
                     inputs,
                     output_names(model),
                     version=model.endpoint.model_version,
                 )
-            except TransientError as error:
-                if attempt == attempts:
+            except RadmeshError as error:
+                timing(model.id, model.version, type(error).__name__).observe(
+                    time.perf_counter() - started
+                )
+                if not isinstance(error, TransientError) or attempt == attempts:
                     raise
                 log.warning("model_call_retry", model=model.id, attempt=attempt, error=str(error))
                 await asyncio.sleep(0.5 * 2 ** (attempt - 1))
+                continue
+            timing(model.id, model.version, "ok").observe(time.perf_counter() - started)
+            return outputs
         raise AssertionError("unreachable")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from services.verification.acknowledgements import AlertDesk
 from services.verification.alert_link_page import AlertLinkPage
 from services.verification.audit import AuditTrail
+from services.verification.backlog import BacklogGauge
 from services.verification.handlers import PROTECTED_PATHS, CreateVerificationTask, ReviewApi
 from services.verification.outbox import VerdictOutbox
 from services.verification.page import ReviewPage
@@ -47,12 +48,13 @@ def build_app(
     )
     tokens = TokenVerifier(settings.oidc)
     audit = AuditTrail(fhir)
+    backlog = BacklogGauge(desk.open_task_counts, own.backlog_interval_seconds)
 
     return bus_service(
         service,
         bus,
-        on_start=[outbox.start],
-        close=[outbox.stop, fhir.close, tokens.close, pacs.close],
+        on_start=[outbox.start, backlog.start],
+        close=[backlog.stop, outbox.stop, fhir.close, tokens.close, pacs.close],
         routes=[
             *ReviewApi(desk, ReviewerDirectory(fhir), audit).routes(),
             *ReviewPage(tokens, own.viewer_url).routes(),

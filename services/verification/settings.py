@@ -22,3 +22,6 @@ class VerificationSettings(ServiceSettings):
     # the sweep publishes it (the live path's chance); 0 turns the sweep off.
     outbox_sweep_seconds: float = Field(default=60.0, ge=0)
     outbox_grace_seconds: float = Field(default=30.0, ge=0)
+    # How often the verification backlog (Tasks waiting for a radiologist) is counted into
+    # radmesh_verification_backlog; 0: never.
+    backlog_interval_seconds: float = Field(default=60.0, ge=0)

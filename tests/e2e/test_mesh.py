@@ -14,6 +14,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from samples.demo import run_demo
 from samples.load import LoadResult, Settings, load_study
@@ -22,7 +23,7 @@ from shared.bus import Bus, ServiceQueues
 from shared.dead_letters import list_dead_letters
 from shared.messages import InferenceCompleted, ResultsPosted, StudyDetected
 from tests.conftest import Infrastructure
-from tests.e2e.conftest import Mesh
+from tests.e2e.conftest import SERVICES, Mesh
 from tests.identity import access_token
 
 pytestmark = pytest.mark.integration
@@ -568,3 +569,70 @@ async def test_every_resource_radmesh_wrote_passes_hapi_validate(
     assert not errors, (
         f"{len(errors)} $validate error(s) in {len(written)} resources:\n" + "\n".join(errors)
     )
+
+
+async def _metrics(service: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The service's /metrics, parsed: sample name → (labels, value) of each sample."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{SERVICES[service]}/metrics") as response,
+    ):
+        assert response.status == 200
+        text = await response.text()
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
+
+
+def _total(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
+) -> float:
+    return sum(
+        value
+        for found, value in samples.get(name, [])
+        if all(found.get(key) == wanted for key, wanted in labels.items())
+    )
+
+
+async def test_every_service_exposes_the_metrics_a_dashboard_needs_after_the_demo(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
+) -> None:
+    """After the demo (and the tests above): each service's /metrics has its messages handled
+    and published, handler latency, the depth of its queues, its calls to the FHIR server, the
+    PACS or the model server timed, and the model's inference time, the alerts raised, the
+    dead letters by class of reason and the verification backlog."""
+    metrics = {service: await _metrics(service) for service in SERVICES}
+    published = "radmesh_messages_published_total"
+    assert _total(metrics["subscriber"], published, event_type="study.detected") >= 3
+    assert _total(metrics["subscriber"], "radmesh_remote_call_seconds_count", remote="fhir") > 0
+    for service in ("fetcher", "inference", "mapper", "notifier", "verification"):
+        samples = metrics[service]
+        assert _total(samples, "radmesh_messages_total", outcome="handled") > 0, service
+        assert _total(samples, "radmesh_message_seconds_count") > 0, service
+        depths = {labels["queue"] for labels, _ in samples.get("radmesh_queue_depth", [])}
+        assert depths == {"work", "retry-delay", "dead-letter"}, service
+    for service, remote in (
+        ("fetcher", "dicomweb"),
+        ("inference", "model-server"),
+        ("mapper", "fhir"),
+        ("mapper", "dicomweb"),  # the SR's STOW-RS
+        ("notifier", "fhir"),
+        ("verification", "fhir"),
+    ):
+        count = _total(metrics[service], "radmesh_remote_call_seconds_count", remote=remote)
+        assert count > 0, (service, remote)
+    for service in ("fetcher", "inference", "mapper"):
+        assert _total(metrics[service], published) > 0, service
+    inference = metrics["inference"]
+    timed = "radmesh_model_inference_seconds_count"
+    assert _total(inference, timed, model="ich-reference", outcome="ok") >= 2
+    assert _total(inference, timed, model="lung-nodule-reference", outcome="ok") >= 1
+    assert _total(metrics["notifier"], "radmesh_alerts_raised_total") >= 1
+    dead = _total(metrics["fetcher"], "radmesh_dead_letters_total", reason="invalid-message")
+    assert dead >= 1  # the invalid study.detected above
+    backlog = {
+        labels["priority"] for labels, _ in metrics["verification"]["radmesh_verification_backlog"]
+    }
+    assert backlog == {"stat", "asap", "urgent", "routine"}

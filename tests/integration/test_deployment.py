@@ -6,7 +6,9 @@ resources, against their CustomResourceDefinitions (fetched by `make infra-up`).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +18,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
+import shared.metrics  # noqa: F401 (its families, registered)
 from shared.bus import ServiceQueues
 from shared.dead_letters import SERVICES as CONSUMERS
 
@@ -38,6 +42,7 @@ COMPOSE_SECRETS = {
     "RADMESH_PACS_HOOK_SECRET": "test-pacs-hook-secret",
     "RADMESH_ALERT_LINK_SECRET": "test-alert-link-secret",
     "KEYCLOAK_ADMIN_PASSWORD": "test-keycloak-password",
+    "GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
 }
 
 
@@ -133,6 +138,7 @@ def test_the_compose_file_is_valid_and_takes_every_secret_from_the_environment()
         "otel-collector",
         "jaeger",
         "prometheus",
+        "grafana",
     } <= set(services)
     for name in ALL_SERVICES:
         service = services[name]
@@ -289,3 +295,46 @@ def test_production_runs_a_rabbitmq_cluster_with_production_settings_and_no_gene
     )
     dev = _render("dev")
     assert any(name.startswith("radmesh-secrets") for name in _of_kind(dev, "Secret"))
+
+
+def test_the_grafana_dashboard_queries_are_valid_promql_on_metrics_radmesh_exposes(
+    tmp_path: Path,
+) -> None:
+    """Each panel query of deploy/grafana/radmesh.json parses as PromQL (promtool, as recording
+    rules) and names only metric families shared.metrics defines: the dashboard cannot drift
+    from the code."""
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "radmesh.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(expressions) >= 14
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"radmesh:dashboard_query_{n}", "expr": expr}
+                    for n, expr in enumerate(expressions)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    promtool = _tool("promtool", RUN_DIR / "prometheus" / "root" / "usr" / "bin" / "promtool")
+    checked = _run(promtool, "check", "rules", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    defined = {
+        sample_name
+        for family in REGISTRY.collect()
+        if family.name.startswith("radmesh_")
+        for sample_name in (
+            family.name,
+            f"{family.name}_total",
+            f"{family.name}_bucket",
+            f"{family.name}_count",
+            f"{family.name}_sum",
+        )
+    }
+    named = {name for expr in expressions for name in re.findall(r"\bradmesh_[a-z_]+", expr)}
+    assert named <= defined, f"not metrics radmesh exposes: {sorted(named - defined)}"
+    families = {name.removesuffix("_total") for name in named}
+    assert len(families) >= 12
