@@ -11,14 +11,25 @@ ARG BASE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own (from pyproject.toml alone, with empty
+# packages and README in place of the code): a change to the code rebuilds only the last steps.
+COPY pyproject.toml ./
+RUN mkdir -p shared services samples \
+ && touch README.md shared/__init__.py services/__init__.py samples/__init__.py \
+ && python3.11 -m venv /opt/radmesh \
+ && /opt/radmesh/bin/pip install --no-compile --upgrade "pip>=24" \
+ && /opt/radmesh/bin/pip install --no-compile . \
+ && /opt/radmesh/bin/python -m compileall -q /opt/radmesh/lib \
+ && rm -rf shared services samples
+COPY README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY samples ./samples
-RUN python3.11 -m venv /opt/radmesh \
- && /opt/radmesh/bin/pip install --no-compile --upgrade "pip>=24" \
- && /opt/radmesh/bin/pip install --no-compile . \
- && /opt/radmesh/bin/python -m compileall -q /opt/radmesh/lib
+RUN /opt/radmesh/bin/pip install --no-compile --no-deps --force-reinstall . \
+ && /opt/radmesh/bin/python -m compileall -q \
+      /opt/radmesh/lib/python3.11/site-packages/shared \
+      /opt/radmesh/lib/python3.11/site-packages/services \
+      /opt/radmesh/lib/python3.11/site-packages/samples
 
 FROM ${BASE} AS runtime
 LABEL org.opencontainers.image.title="radmesh" \

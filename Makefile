@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install infra-up infra-down mesh-up mesh-down down demo test test-unit test-integration chaos fuzz lint typecheck bench clean
+.PHONY: help install infra-up infra-down mesh-up mesh-down down demo test test-unit test-integration chaos fuzz lint typecheck bench image image-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,12 @@ chaos: install infra-up ## bursts of studies through the mesh while services are
 
 fuzz: install infra-up ## generated hostile input: 1,000+ cases per HTTP endpoint and per service queue (~2 min)
 	$(BIN)/pytest -q -s -m fuzz tests/fuzz
+
+image: ## build the radmesh container image with podman from a debootstrap base (no Docker engine needed)
+	@bash deploy/image/build.sh
+
+image-test: install infra-up image ## start one service from the image and check it is ready and stops cleanly
+	$(BIN)/pytest -q -s -m image tests/image
 
 bench: install infra-up ## benchmarks that print figures (HAPI FHIR, model transport, PACS, fetch)
 	$(BIN)/python deploy/hapi-fhir/bench.py

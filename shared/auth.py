@@ -29,9 +29,9 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from shared.metrics import remote_call_tracing
 from shared.operation_outcome import outcome_response
 from shared.settings import OidcSettings
+from shared.telemetry import http_client_tracing
 
 __all__ = [
     "CLINICIAN",
@@ -128,7 +128,7 @@ class TokenVerifier:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
             self._session = aiohttp.ClientSession(
-                timeout=timeout, trace_configs=[remote_call_tracing("identity-provider")]
+                timeout=timeout, trace_configs=http_client_tracing("identity-provider")
             )
         return self._session
 

@@ -19,9 +19,10 @@ import pydicom
 
 from shared.errors import RemoteUnavailable, remote_error_for
 from shared.iocm import KEY_OBJECT_SELECTION_MODALITY, RejectionNote, rejection_notes
-from shared.metrics import remote_call_tracing
 from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
+from shared.telemetry import http_client_tracing
+from shared.tls import Trust
 
 __all__ = ["DicomWebClient", "InstanceInfo", "RetrievedInstance", "SeriesInfo"]
 
@@ -76,14 +77,16 @@ class DicomWebClient:
                 settings.username, settings.password.get_secret_value()
             )
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        self._trust = Trust(settings.ca_bundle)
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
+                connector=self._trust.connector(),
                 headers=self._headers,
                 timeout=self._timeout,
-                trace_configs=[remote_call_tracing("dicomweb")],
+                trace_configs=http_client_tracing("dicomweb"),
             )
         return self._session
 

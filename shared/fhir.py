@@ -19,8 +19,10 @@ from fhirpy import AsyncFHIRClient
 from fhirpy.base.utils import AttrDict
 
 from shared.errors import RemoteUnavailable, remote_error_for
-from shared.metrics import remote_call_tracing
 from shared.settings import FhirSettings
+from shared.smart_auth import SmartBackendAuth
+from shared.telemetry import http_client_tracing
+from shared.tls import Trust
 
 __all__ = [
     "FhirClient",
@@ -43,16 +45,30 @@ class FhirClient(AsyncFHIRClient):
             authorization=f"Bearer {token}" if token else None,
             aiohttp_config={"timeout": aiohttp.ClientTimeout(total=settings.timeout_seconds)},
         )
+        self._trust = Trust(settings.ca_bundle)
         self._session: aiohttp.ClientSession | None = None
+        # SMART Backend Services: a token per call from the client's signed assertion.
+        self._smart = (
+            SmartBackendAuth(
+                settings.smart, settings.base_url, settings.timeout_seconds, self._trust
+            )
+            if settings.smart is not None
+            else None
+        )
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._smart is not None:
+            await self._smart.close()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(trace_configs=[remote_call_tracing("fhir")])
+            self._session = aiohttp.ClientSession(
+                connector=self._trust.connector(),
+                trace_configs=http_client_tracing("fhir"),
+            )
         return self._session
 
     async def _do_request(
@@ -69,20 +85,14 @@ class FhirClient(AsyncFHIRClient):
         if data is not None:
             headers["Content-Type"] = FHIR_JSON
         url = self._build_request_url(path, params)
-        try:
-            async with self._http().request(
-                method,
-                url,
-                data=json.dumps(data) if data is not None else None,
-                headers=headers,
-                **self.aiohttp_config,
-            ) as response:
-                text = await response.text()
-                status = response.status
-        except (aiohttp.ClientConnectionError, TimeoutError) as error:
-            raise RemoteUnavailable(
-                f"FHIR {method.upper()} {path} failed: {error!r}", url=url, status=None
-            ) from error
+        for attempt in (1, 2):
+            if self._smart is not None:
+                headers["Authorization"] = f"Bearer {await self._smart.token()}"
+            text, status = await self._exchange(method, path, url, data, headers)
+            if status == 401 and self._smart is not None and attempt == 1:
+                self._smart.forget()  # revoked or expired early: one more try, a new token
+                continue
+            break
         if 200 <= status < 300 or status == 304:
             body = json.loads(text, object_hook=AttrDict) if text else None
             return (body, status) if returning_status else body
@@ -97,6 +107,31 @@ class FhirClient(AsyncFHIRClient):
             url=url,
             payload=payload,
         )
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        data: dict[str, Any] | None,
+        headers: dict[str, str],
+    ) -> tuple[str, int]:
+        """One HTTP exchange: the answer's text and status."""
+        try:
+            async with self._http().request(
+                method,
+                url,
+                data=json.dumps(data) if data is not None else None,
+                headers=headers,
+                **self.aiohttp_config,
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            raise RemoteUnavailable(
+                f"FHIR {method.upper()} {path} failed: {error!r}", url=url, status=None
+            ) from error
+        return text, status
 
     async def create_resource(
         self, resource: dict[str, Any], if_none_exist: str | None = None

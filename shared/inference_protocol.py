@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.errors import InvalidMessage, RemoteUnavailable, remote_error_for
-from shared.metrics import remote_call_tracing
+from shared.telemetry import http_client_tracing
 
 __all__ = ["InferenceClient", "ModelMetadata"]
 
@@ -65,7 +65,7 @@ class InferenceClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, trace_configs=[remote_call_tracing("model-server")]
+                timeout=self._timeout, trace_configs=http_client_tracing("model-server")
             )
         return self._session
 

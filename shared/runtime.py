@@ -20,8 +20,6 @@ from typing import TypeVar
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from opentelemetry import trace
-from opentelemetry.propagate import extract
 from pydantic import ValidationError
 
 from shared.bus import Bus
@@ -55,22 +53,6 @@ class ServiceApp:
     ready: Callable[[], Awaitable[bool]]
     routes: Sequence[web.RouteDef] = field(default_factory=list)
     middlewares: Sequence[Middleware] = field(default_factory=list)
-
-
-@web.middleware
-async def _trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One server span per request (health probes excepted), continuing the caller's trace."""
-    if request.path in ("/healthz", "/readyz", "/metrics"):
-        return await handler(request)
-    tracer = trace.get_tracer("radmesh.http")
-    with tracer.start_as_current_span(
-        f"{request.method} {request.match_info.route.resource.canonical if request.match_info.route.resource else request.path}",
-        context=extract(dict(request.headers)),
-        kind=trace.SpanKind.SERVER,
-    ) as span:
-        response = await handler(request)
-        span.set_attribute("http.response.status_code", response.status)
-        return response
 
 
 class Periodic:
@@ -187,7 +169,7 @@ def _http_application(app: ServiceApp) -> web.Application:
         )
 
     application = web.Application(
-        middlewares=[_trace_request, _operation_outcomes, *app.middlewares],
+        middlewares=[_operation_outcomes, *app.middlewares],
         client_max_size=64 << 20,
     )
 

@@ -21,6 +21,7 @@ __all__ = [
     "OidcSettings",
     "RadmeshSettings",
     "ServiceSettings",
+    "SmartBackendSettings",
     "StorageSettings",
     "TelemetrySettings",
 ]
@@ -53,12 +54,34 @@ class BrokerSettings(_Section):
     depth_interval_seconds: float = Field(default=15.0, ge=0)
 
 
+class SmartBackendSettings(_Section):
+    """SMART Backend Services (shared/smart_auth.py): OAuth 2.0 client credentials with a JWT
+    assertion signed by the client's private key, for every call to the FHIR server."""
+
+    client_id: str
+    # The private key (PEM, RSA for RS384 or EC P-384 for ES384): a file, or the key itself
+    # (from a secret).
+    private_key_file: Path | None = None
+    private_key: SecretStr | None = None
+    algorithm: Literal["RS384", "ES384"] = "RS384"
+    key_id: str | None = None  # the `kid` of the key in the client's JWKS, if it has one
+    # None: the FHIR server's /.well-known/smart-configuration names it.
+    token_url: str | None = None
+    scopes: str = "system/*.rs system/*.cruds"
+    refresh_before_seconds: float = Field(default=60.0, ge=0)
+    failure_backoff_seconds: float = Field(default=30.0, gt=0)
+
+
 class FhirSettings(_Section):
     """The FHIR R4 server radmesh reads studies from and writes results to."""
 
     base_url: str = "http://127.0.0.1:8080/fhir"
-    bearer_token: SecretStr | None = None
+    bearer_token: SecretStr | None = None  # a static token; `smart` gets them instead
+    smart: SmartBackendSettings | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
+    # A PEM bundle of the certificate authorities to trust for https:// (the site's own CA);
+    # None: the system's.
+    ca_bundle: Path | None = None
 
 
 class DicomWebSettings(_Section):
@@ -68,6 +91,7 @@ class DicomWebSettings(_Section):
     username: str | None = "radmesh"
     password: SecretStr | None = SecretStr("radmesh-dev")
     timeout_seconds: float = Field(default=60.0, gt=0)
+    ca_bundle: Path | None = None  # PEM bundle of CAs to trust for https://; None: the system's
 
 
 class OidcSettings(_Section):

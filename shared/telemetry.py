@@ -12,20 +12,26 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+import aiohttp
 import structlog
+import yarl
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
+from shared.metrics import Remote, remote_call_tracing
 from shared.settings import TelemetrySettings
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "configure_logging",
     "configure_tracing",
     "extract_trace_context",
+    "http_client_tracing",
     "inject_trace_context",
     "redact_patient_data",
     "without_quoted_values",
@@ -167,6 +174,7 @@ def configure_tracing(
 ) -> TracerProvider:
     """Install this process's tracer provider: the given exporter (tests), OTLP, or none."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"radmesh-{service}"}))
+    provider.add_span_processor(_WithoutQueryStrings())
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif settings.otlp_endpoint:
@@ -174,7 +182,50 @@ def configure_tracing(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
         )
     trace.set_tracer_provider(provider)
+    # A server span per HTTP request (OpenTelemetry's aiohttp-server instrumentation, added to
+    # every aiohttp Application made from now on), continuing the caller's trace; not for the
+    # health probes and the metrics scrape.
+    os.environ.setdefault("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", "/healthz,/readyz,/metrics")
+    instrumentor = AioHttpServerInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)
     return provider
+
+
+class _WithoutQueryStrings(SpanProcessor):
+    """Query strings leave no span: the server instrumentation records the request target with
+    its query (a search may name a patient or an accession); rewritten as each span starts."""
+
+    _URL_KEYS = ("http.target", "http.url", "url.full")
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        attributes = span.attributes or {}
+        for key in self._URL_KEYS:
+            value = attributes.get(key)
+            if isinstance(value, str) and "?" in value:
+                span.set_attribute(key, value.split("?", 1)[0])
+        if attributes.get("url.query"):
+            span.set_attribute("url.query", "")
+
+
+def _without_query(url: yarl.URL) -> str:
+    """The URL a client span records: no query string (searches name accession numbers and
+    patients), no credentials."""
+    return str(url.with_query(None).with_fragment(None).with_user(None))
+
+
+def http_client_tracing(remote: Remote) -> list[aiohttp.TraceConfig]:
+    """The trace configs of a remote adapter's aiohttp session: a client span per call
+    (OpenTelemetry's aiohttp-client instrumentation, named `<remote> <METHOD>`, in the trace of
+    the message or request being handled), and its time in radmesh_remote_call_seconds."""
+
+    def name(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> None:
+        span.update_name(f"{remote} {params.method}")
+
+    return [
+        remote_call_tracing(remote),
+        create_trace_config(url_filter=_without_query, request_hook=name),
+    ]
 
 
 def bind_message_context(*, service: str, **values: str | None) -> None:

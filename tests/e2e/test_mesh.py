@@ -445,6 +445,24 @@ async def test_one_trace_spans_all_six_services(
     assert any(services >= expected for services in by_trace.values()), (
         f"no trace of the run covers all six services: {by_trace}"
     )
+    # ... and in it, every call to the FHIR server, the PACS and the model server as a client
+    # span of the service that made it (OpenTelemetry's aiohttp-client instrumentation).
+    (whole,) = [trace for trace, services in by_trace.items() if services >= expected]
+    calls = {(service, name) for trace_id, service, name in mesh.spans.spans if trace_id == whole}
+    for service, name in (
+        ("radmesh-subscriber", "fhir GET"),  # the ImagingStudy and the claim search
+        ("radmesh-subscriber", "fhir POST"),  # the run's claim
+        ("radmesh-fetcher", "dicomweb GET"),  # QIDO-RS and WADO-RS
+        ("radmesh-inference", "model-server POST"),  # the OIP inference request
+        ("radmesh-mapper", "fhir POST"),  # the results transaction
+        ("radmesh-mapper", "dicomweb POST"),  # the SR's STOW-RS
+        ("radmesh-notifier", "fhir POST"),
+        ("radmesh-verification", "fhir POST"),
+    ):
+        assert (service, name) in calls, (service, name, sorted(calls))
+    assert ("radmesh-subscriber", "PUT /fhir/ImagingStudy/{id}") in calls or any(
+        service == "radmesh-subscriber" and name.startswith("POST /fhir") for service, name in calls
+    ), sorted(calls)
 
 
 async def test_message_failing_validation_lands_in_the_dead_letter_queue_with_its_reason(

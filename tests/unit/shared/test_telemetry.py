@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared.telemetry import extract_trace_context, inject_trace_context, redact_patient_data
+from shared.telemetry import (
+    extract_trace_context,
+    http_client_tracing,
+    inject_trace_context,
+    redact_patient_data,
+)
 
 
 def test_patient_names_and_identifiers_are_redacted_at_any_depth() -> None:
@@ -65,3 +72,39 @@ def test_what_dicom_libraries_and_warnings_quote_is_redacted_their_words_kept() 
     ]
     own = {"event": "study_skipped", "reason": "series description 'AX' does not match"}
     assert redact_patient_data(None, "info", dict(own)) == own
+
+
+async def test_http_calls_make_client_and_server_spans_without_query_strings(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """A call through an adapter's session (http_client_tracing) to a service's HTTP server
+    gives a client span `<remote> <METHOD>` and a server span in the same trace; neither
+    records the query string (a search may name a patient or an accession)."""
+    application = web.Application()  # made after configure_tracing: instrumented
+
+    async def search(request: web.Request) -> web.Response:
+        return web.json_response({"resourceType": "Bundle"})
+
+    application.router.add_get("/fhir/Patient", search)
+    runner = web.AppRunner(application)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    span_exporter.clear()
+    try:
+        async with (
+            aiohttp.ClientSession(trace_configs=http_client_tracing("fhir")) as http,
+            http.get(f"http://127.0.0.1:{port}/fhir/Patient?identifier=MRN-CANARY-7") as answer,
+        ):
+            assert answer.status == 200
+    finally:
+        await runner.cleanup()
+    spans = span_exporter.get_finished_spans()
+    client = next(s for s in spans if s.name == "fhir GET")
+    server = next(s for s in spans if s.kind == trace.SpanKind.SERVER)
+    assert server.name == "GET /fhir/Patient"
+    assert client.context.trace_id == server.context.trace_id
+    for span in (client, server):
+        recorded = " ".join(str(value) for value in (span.attributes or {}).values())
+        assert "MRN-CANARY-7" not in recorded and "identifier=" not in recorded, span.attributes
