@@ -15,7 +15,11 @@ export RADMESH_STORAGE__BLOB_DIR="${RADMESH_STORAGE__BLOB_DIR:-$RADMESH_RUN_DIR/
 export RADMESH_REGISTRY_PATH="${RADMESH_REGISTRY_PATH:-$RADMESH_ROOT/registry/models.yaml}"
 # The services reach the infrastructure where deploy/lib.sh put it (ports overridable there).
 export RADMESH_BROKER__URL="${RADMESH_BROKER__URL:-amqp://guest:guest@127.0.0.1:$RADMESH_RABBITMQ_PORT/}"
-export RADMESH_FHIR__BASE_URL="${RADMESH_FHIR__BASE_URL:-http://127.0.0.1:$RADMESH_FHIR_PORT/fhir}"
+# ... the FHIR server on its SMART Backend Services port: every call carries an access token
+# the services get from Keycloak with the client radmesh-services' key (deploy/keycloak/up.sh).
+export RADMESH_FHIR__BASE_URL="${RADMESH_FHIR__BASE_URL:-http://127.0.0.1:$RADMESH_FHIR_SMART_PORT/fhir}"
+export RADMESH_FHIR__SMART__CLIENT_ID="${RADMESH_FHIR__SMART__CLIENT_ID:-radmesh-services}"
+export RADMESH_FHIR__SMART__PRIVATE_KEY_FILE="${RADMESH_FHIR__SMART__PRIVATE_KEY_FILE:-$RADMESH_RUN_DIR/keycloak/smart/radmesh-services.key.pem}"
 export RADMESH_DICOMWEB__BASE_URL="${RADMESH_DICOMWEB__BASE_URL:-http://127.0.0.1:$RADMESH_ORTHANC_HTTP_PORT/dicom-web}"
 export RADMESH_DICOMWEB__USERNAME="${RADMESH_DICOMWEB__USERNAME:-$RADMESH_ORTHANC_USER}"
 export RADMESH_DICOMWEB__PASSWORD="${RADMESH_DICOMWEB__PASSWORD:-$RADMESH_ORTHANC_PASSWORD}"

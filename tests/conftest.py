@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared.settings import TelemetrySettings
 from shared.telemetry import configure_tracing
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,9 @@ class Infrastructure:
     orthanc_dicom_port: int
     pacs_hook_url: str
     pacs_hook_secret: str
-    fhir_base_url: str
+    fhir_base_url: str  # open: the tests' own view of the FHIR server
+    fhir_smart_base_url: str  # the same server, SMART Backend Services tokens required
+    smart_key_dir: Path  # the radmesh-services client's key pair (and a wrong one)
     triton_http_url: str
     triton_grpc_address: str
     oidc_issuer: str  # the development Keycloak's realm radmesh
@@ -50,6 +55,8 @@ def infra() -> Infrastructure:
         pacs_hook_url=_env("RADMESH_PACS_HOOK_URL", "http://127.0.0.1:8090/pacs/stable-study"),
         pacs_hook_secret=_env("RADMESH_PACS_HOOK_SECRET", "radmesh-dev-pacs-secret"),
         fhir_base_url=f"http://127.0.0.1:{_env('RADMESH_FHIR_PORT', '8080')}/fhir",
+        fhir_smart_base_url=f"http://127.0.0.1:{_env('RADMESH_FHIR_SMART_PORT', '8081')}/fhir",
+        smart_key_dir=Path(_env("RADMESH_RUN_DIR", str(ROOT / ".run"))) / "keycloak" / "smart",
         triton_http_url=f"http://127.0.0.1:{_env('RADMESH_TRITON_HTTP_PORT', '8000')}",
         triton_grpc_address=f"127.0.0.1:{_env('RADMESH_TRITON_GRPC_PORT', '8001')}",
         oidc_issuer=f"http://127.0.0.1:{_env('RADMESH_KEYCLOAK_PORT', '8180')}/realms/radmesh",

@@ -26,7 +26,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from shared.fhir import FhirClient
-from shared.settings import BrokerSettings, DicomWebSettings, FhirSettings, RadmeshSettings
+from shared.settings import (
+    BrokerSettings,
+    DicomWebSettings,
+    FhirSettings,
+    RadmeshSettings,
+    SmartBackendSettings,
+)
 from tests.conftest import Infrastructure
 from tests.tcp_proxy import TcpProxy
 
@@ -215,7 +221,9 @@ async def mesh(
     tag = uuid.uuid4().hex[:8]
     started = datetime.now(UTC)
     work = tmp_path_factory.mktemp("mesh")
-    fhir_port = int(infra.fhir_base_url.split(":")[2].split("/")[0])
+    # The services reach the FHIR server on its SMART Backend Services port: every call they
+    # make carries an access token from Keycloak (client radmesh-services, private_key_jwt).
+    fhir_port = int(infra.fhir_smart_base_url.split(":")[2].split("/")[0])
     proxy = TcpProxy(fhir_port)
     await proxy.up()
     spans = SpanCollector()
@@ -237,6 +245,10 @@ async def mesh(
         "RADMESH_BROKER__RETRY_DELAYS_SECONDS": "[0.5, 1, 2, 4, 8]",
         "RADMESH_FHIR__BASE_URL": f"http://127.0.0.1:{proxy.port}/fhir",
         "RADMESH_FHIR__TIMEOUT_SECONDS": "5",
+        "RADMESH_FHIR__SMART__CLIENT_ID": "radmesh-services",
+        "RADMESH_FHIR__SMART__PRIVATE_KEY_FILE": str(
+            infra.smart_key_dir / "radmesh-services.key.pem"
+        ),
         "RADMESH_DICOMWEB__BASE_URL": infra.orthanc_dicomweb_url,
         "RADMESH_DICOMWEB__USERNAME": user,
         "RADMESH_DICOMWEB__PASSWORD": password,
@@ -256,7 +268,7 @@ async def mesh(
     processes: dict[str, asyncio.subprocess.Process] = {}
     # The subscriber reads the FHIR server directly; the services that write go through the
     # proxy, so a test can make the FHIR server unreachable for them mid-run.
-    direct = {"subscriber": {"RADMESH_FHIR__BASE_URL": infra.fhir_base_url}}
+    direct = {"subscriber": {"RADMESH_FHIR__BASE_URL": infra.fhir_smart_base_url}}
 
     async def launch(service: str) -> asyncio.subprocess.Process:
         with (work / f"{service}.log").open("ab") as log:  # appended: crash evidence stays
@@ -281,7 +293,13 @@ async def mesh(
             queue_prefix=exchange,
             retry_delays_seconds=json.loads(env["RADMESH_BROKER__RETRY_DELAYS_SECONDS"]),
         ),
-        fhir=FhirSettings(base_url=env["RADMESH_FHIR__BASE_URL"]),
+        fhir=FhirSettings(
+            base_url=env["RADMESH_FHIR__BASE_URL"],
+            smart=SmartBackendSettings(
+                client_id=env["RADMESH_FHIR__SMART__CLIENT_ID"],
+                private_key_file=Path(env["RADMESH_FHIR__SMART__PRIVATE_KEY_FILE"]),
+            ),
+        ),
         dicomweb=DicomWebSettings(base_url=infra.orthanc_dicomweb_url),
     )
     mesh = Mesh(

@@ -48,7 +48,8 @@ import org.springframework.context.annotation.Import;
 	SubscriptionTopicConfig.class,
 	JpaServerConfig.class,
 	RestfulServerConfig.class,
-	TerminologyConfig.class
+	TerminologyConfig.class,
+	SmartBackendConfig.class
 })
 public class FhirServerApplication {
 

@@ -22,7 +22,10 @@ import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
 
-/** The REST layer: HAPI's RestfulServer at /fhir/* with the JPA providers and interceptors. */
+/**
+ * The REST layer: HAPI's RestfulServer at /fhir/* with the JPA providers and interceptors, on both
+ * HTTP ports (the second one, SMART Backend Services, requires access tokens: {@link SmartBackendConfig}).
+ */
 @Configuration
 public class RestfulServerConfig {
 
@@ -40,6 +43,7 @@ public class RestfulServerConfig {
 			IInterceptorBroadcaster interceptorBroadcaster,
 			ThreadSafeResourceDeleterSvc resourceDeleter,
 			BackportConfig.BackportCapabilities backportCapabilities,
+			SmartBackendAuthInterceptor smartBackendAuth,
 			RadmeshFhirProperties properties) {
 		RestfulServer server = new RestfulServer(systemDao.getContext());
 		server.setServerName("HAPI FHIR Server (radmesh development)");
@@ -49,6 +53,8 @@ public class RestfulServerConfig {
 		server.setServerConformanceProvider(new JpaCapabilityStatementProvider(
 				server, systemDao, storageSettings, searchParamRegistry, validationSupport));
 		server.setDefaultResponseEncoding(ca.uhn.fhir.rest.api.EncodingEnum.JSON);
+		// Access tokens on the SMART Backend Services port (only there), ahead of request validation
+		server.registerInterceptor(smartBackendAuth);
 		// DELETE ...?_cascade=delete removes a resource with everything that refers to it
 		server.registerInterceptor(new CascadingDeleteInterceptor(
 				systemDao.getContext(), daoRegistry, interceptorBroadcaster, resourceDeleter));
