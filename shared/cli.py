@@ -1,7 +1,8 @@
 """The `radmesh` command: operations on a running mesh.
 
 radmesh registry check [PATH]        validate the model registry (exit 1 listing every problem)
-radmesh status                       queue depths, consumers and dead letters per service
+radmesh status                       queue depths, consumers and dead letters per service; each
+                                     service's messages, handler time and remote failures
 radmesh dlq list SERVICE             the dead letters of a service, with their reasons
 radmesh dlq replay SERVICE [--limit N]   send them back to that service's queue
 radmesh route STUDY_UID              which models read which series of a study in the PACS, and why not
@@ -36,6 +37,7 @@ from shared.fhir import FhirClient
 from shared.identifiers import is_dicom_uid
 from shared.registry import load_registry
 from shared.routing import route_lines, study_series
+from shared.service_status import read_summary, summary_line
 from shared.settings import RadmeshSettings, ServiceSettings
 
 __all__ = ["main"]
@@ -79,6 +81,13 @@ def _status(settings: RadmeshSettings) -> int:
     waiting = sum(status.messages or 0 for status in statuses if ".delay." in status.queue)
     print(f"waiting for a retry: {waiting}")
     print(f"dead letters: {dead}" + ("  (radmesh dlq list SERVICE)" if dead else ""))
+    print(
+        f"\n{'service':14} {'handled':>8} {'retried':>8} {'dead':>6} {'p90':>9} {'remote✗':>8}"
+        "   (since each started; its /metrics on this host)"
+    )
+    for service in ALL_SERVICES:
+        port = _service_settings_class(service)().port
+        print(summary_line(read_summary(service, port)))
     return 0
 
 
