@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.codes import AIAST, CLINAST_AIRPT
+
 __all__ = [
     "AI_ASSERTED",
     "CLINICIAN_ASSERTED_FROM_AI",
@@ -22,16 +24,9 @@ __all__ = [
     "verified_text",
 ]
 
-AI_ASSERTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "AIAST",
-    "display": "Artificial Intelligence asserted",
-}
-CLINICIAN_ASSERTED_FROM_AI = {
-    "system": "http://hl7.org/fhir/uv/aitransparency/CodeSystem/AddedProvenanceCS",
-    "code": "CLINAST_AIRPT",
-    "display": "Clinician Asserted from AI Reported",
-}
+# The codes live in shared.codes; these are their FHIR Codings, as meta.security takes them.
+AI_ASSERTED = AIAST.fhir()
+CLINICIAN_ASSERTED_FROM_AI = CLINAST_AIRPT.fhir()
 UNVERIFIED = "not verified by a radiologist"
 # The report's conclusion and each Observation's note begin with these until a verdict.
 PRELIMINARY_CONCLUSION = f"AI result, preliminary, {UNVERIFIED}"

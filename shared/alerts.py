@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from shared.codes import COMMUNICATION_CATEGORY_ALERT, FLAG_CATEGORY_CLINICAL
 from shared.fhir import conditional_create_entry, versioned_update_entry
 from shared.identifiers import business_identifier, radmesh_identifier_value
 
@@ -25,24 +26,8 @@ __all__ = [
     "follow_up_entry",
 ]
 
-ALERT_CATEGORY = {
-    "coding": [
-        {
-            "system": "http://terminology.hl7.org/CodeSystem/communication-category",
-            "code": "alert",
-            "display": "Alert",
-        }
-    ]
-}
-FLAG_CATEGORY = {
-    "coding": [
-        {
-            "system": "http://terminology.hl7.org/CodeSystem/flag-category",
-            "code": "clinical",
-            "display": "Clinical",
-        }
-    ]
-}
+ALERT_CATEGORY = COMMUNICATION_CATEGORY_ALERT.concept()
+FLAG_CATEGORY = FLAG_CATEGORY_CLINICAL.concept()
 
 
 def alert_key(resource: dict[str, Any]) -> str | None:

@@ -3,8 +3,8 @@
 When the PACS deletes the images a run read, a Key Object Selection "rejection note" stored to
 the PACS rejects them, or the study's patient changes, the AI results made from those images
 are wrong or unsupported: radmesh retracts them (services/verification/retractions.py). The
-reason travels as a DICOM code of CID 7011 (the rejection note's document title), one table for
-every service:
+reason travels as a DICOM code of CID 7010 (the rejection note's document title; the codes are in
+shared.codes), one table for every service:
 
 - a rejection note carries its own title;
 - a deletion in the PACS is taken as (113037, "Rejected for Patient Safety Reasons"): the result
@@ -20,8 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from shared.codes import (
+    DCM,
+    INCORRECT_MODALITY_WORKLIST_ENTRY,
+    IOCM_REJECTION_TITLES,
+    REJECTED_FOR_PATIENT_SAFETY_REASONS,
+    REJECTED_FOR_QUALITY_REASONS,
+    SCHEME_DESIGNATORS,
+    IocmCode,
+)
+
 __all__ = [
-    "DCM",
     "IOCM_TITLES",
     "KEY_OBJECT_SELECTION_MODALITY",
     "QUALITY",
@@ -35,23 +44,16 @@ __all__ = [
     "rejection_notes",
 ]
 
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
-QUALITY = "113001"
-IOCM_TITLES: dict[str, str] = {
-    QUALITY: "Rejected for Quality Reasons",
-    "113037": "Rejected for Patient Safety Reasons",
-    "113038": "Incorrect Modality Worklist Entry",
-    "113039": "Data Retention Policy Expired",
-}
-IocmCode = Literal["113001", "113037", "113038", "113039"]
+QUALITY = cast(IocmCode, REJECTED_FOR_QUALITY_REASONS.code)
+IOCM_TITLES: dict[str, str] = {title.code: title.display for title in IOCM_REJECTION_TITLES}
 RetractionSource = Literal[
     "pacs-deleted", "pacs-rejection-note", "patient-changed", "operator-rerun"
 ]
 # The code a retraction carries when its source has no title of its own.
 SOURCE_CODES: dict[RetractionSource, IocmCode] = {
-    "pacs-deleted": "113037",
-    "patient-changed": "113038",
-    "operator-rerun": "113001",
+    "pacs-deleted": cast(IocmCode, REJECTED_FOR_PATIENT_SAFETY_REASONS.code),
+    "patient-changed": cast(IocmCode, INCORRECT_MODALITY_WORKLIST_ENTRY.code),
+    "operator-rerun": QUALITY,
 }
 
 
@@ -87,7 +89,7 @@ def rejection_notes(metadata: list[dict[str, Any]]) -> list[RejectionNote]:
         title = titles[0] if titles and isinstance(titles[0], dict) else {}
         code = next(iter(_values(title, "00080100")), None)
         scheme = next(iter(_values(title, "00080102")), None)
-        if code not in IOCM_TITLES or scheme != "DCM":
+        if code not in IOCM_TITLES or scheme != SCHEME_DESIGNATORS[DCM]:
             continue
         series = {
             str(uid)

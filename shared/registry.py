@@ -19,10 +19,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.codes import SNOMED_CT, FindingSystem
+from shared.codes import Coding as StandardCoding
 from shared.errors import ConfigurationError
 
 __all__ = [
-    "SNOMED_CT",
     "Approval",
     "Coding",
     "Endpoint",
@@ -38,11 +39,6 @@ __all__ = [
     "load_registry",
 ]
 
-SNOMED_CT = "http://snomed.info/sct"
-RADLEX = "http://radlex.org"
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -51,9 +47,13 @@ class _Strict(BaseModel):
 class Coding(_Strict):
     """One code of a finding: SNOMED CT, RadLex or LOINC."""
 
-    system: Literal["http://snomed.info/sct", "http://radlex.org", "http://loinc.org"]
+    system: FindingSystem
     code: str = Field(min_length=1)
     display: str = Field(min_length=1)
+
+    def coding(self) -> StandardCoding:
+        """This code as a `shared.codes.Coding`, for its FHIR and DICOM forms."""
+        return StandardCoding(self.system, self.code, self.display)
 
 
 class Endpoint(_Strict):

@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.mapper.observations import (
-    OBSERVATION_CATEGORY,
     build_observation,
     codeable_concept,
     finding_summary,
@@ -38,6 +37,7 @@ from services.mapper.observations import (
 )
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_CONCLUSION
 from shared.claims import analysis_claim_search, analysis_claim_task
+from shared.codes import CREATE, IMAGING, PERFORMER, RADIOLOGY
 from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier
@@ -49,10 +49,6 @@ __all__ = [
     "build_run",
     "conclusion_text",
 ]
-
-V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
-PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
-DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 
 
 @dataclass(frozen=True)
@@ -114,10 +110,7 @@ def _diagnostic_report(
         "meta": {"security": [dict(AI_ASSERTED)]},
         "identifier": [identifier],
         "status": "preliminary",
-        "category": [
-            {"coding": [{"system": V2_0074, "code": "RAD", "display": "Radiology"}]},
-            {"coding": [{"system": OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]},
-        ],
+        "category": [RADIOLOGY.concept(), IMAGING.concept()],
         "code": codeable_concept(model.diagnostic_report_code),
         "issued": event.created_at.isoformat(),
         "imagingStudy": [imaging_study_reference(event)],
@@ -151,21 +144,8 @@ def _provenance(
         "target": [{"reference": url} for url in targets],
         "occurredPeriod": {"start": started.isoformat(), "end": ended.isoformat()},
         "recorded": recorded.isoformat(),
-        "activity": {"coding": [{"system": DATA_OPERATION, "code": "CREATE", "display": "create"}]},
-        "agent": [
-            {
-                "type": {
-                    "coding": [
-                        {
-                            "system": PROVENANCE_PARTICIPANT,
-                            "code": "performer",
-                            "display": "Performer",
-                        }
-                    ]
-                },
-                "who": {"reference": device_url},
-            }
-        ],
+        "activity": CREATE.concept(),
+        "agent": [{"type": PERFORMER.concept(), "who": {"reference": device_url}}],
         "entity": [{"role": "source", "what": imaging_study_reference(event)}],
     }
 

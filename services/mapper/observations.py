@@ -1,7 +1,8 @@
 """One finding → one FHIR R4 Observation (pure, no I/O), and the pieces the report reuses.
 
 Observation per finding: `preliminary`, category imaging, the registry codes, present/absent
-(`valueCodeableConcept`, SNOMED CT 52101004 / 2667000) or a UCUM `valueQuantity`; the model's
+(`valueCodeableConcept`, SNOMED CT 52101004 / 2667000: shared.codes says why not the SR's
+272519000) or a UCUM `valueQuantity`; the model's
 probability as a component coded DICOM `DCM#122157 "Probability"` with a UCUM `1` quantity;
 `derivedFrom` the ImagingStudy — and, for a quantity, also the presence Observation it
 measures (the hemorrhage whose volume it is, the nodule whose diameter it is). `partOf` is not
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_NOTE, UNVERIFIED
+from shared.codes import ABSENT, IMAGING, PRESENT, PROBABILITY, UCUM
 from shared.errors import InvalidMessage
 from shared.identifiers import (
     DICOM_IMAGE_EXTENSION,
@@ -31,11 +33,9 @@ from shared.identifiers import (
     radmesh_identifier_value,
 )
 from shared.messages import Finding, InferenceCompleted
-from shared.registry import SNOMED_CT, UCUM, Coding, FindingMapping, ModelEntry
+from shared.registry import Coding, FindingMapping, ModelEntry
 
 __all__ = [
-    "OBSERVATION_CATEGORY",
-    "PROBABILITY_CODE",
     "build_observation",
     "codeable_concept",
     "finding_of_observation",
@@ -46,21 +46,10 @@ __all__ = [
     "presence_urls",
 ]
 
-OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
-
-PROBABILITY_CODE = {"system": DCM, "code": "122157", "display": "Probability"}
-PRESENT = {"system": SNOMED_CT, "code": "52101004", "display": "Present"}
-ABSENT = {"system": SNOMED_CT, "code": "2667000", "display": "Absent"}
-
-
-def _coding(coding: Coding) -> dict[str, str]:
-    return {"system": coding.system, "code": coding.code, "display": coding.display}
-
 
 def codeable_concept(*codings: Coding) -> dict[str, Any]:
     """A CodeableConcept of the registry codings, its text the first coding's display."""
-    return {"coding": [_coding(c) for c in codings], "text": codings[0].display}
+    return {"coding": [c.coding().fhir() for c in codings], "text": codings[0].display}
 
 
 def _oid(uid: str) -> str:
@@ -150,9 +139,7 @@ def build_observation(
         "meta": {"security": [dict(AI_ASSERTED)]},
         "identifier": [identifier],
         "status": "preliminary",
-        "category": [
-            {"coding": [{"system": OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]}
-        ],
+        "category": [IMAGING.concept()],
         "code": codeable_concept(*mapping.codes),
         "issued": event.created_at.isoformat(),
         "device": {"reference": device_url},
@@ -173,7 +160,7 @@ def build_observation(
         observation["bodySite"] = codeable_concept(mapping.body_site)
     if mapping.value_type == "presence":
         value = PRESENT if finding.present else ABSENT
-        observation["valueCodeableConcept"] = {"coding": [dict(value)], "text": value["display"]}
+        observation["valueCodeableConcept"] = value.concept(text=value.display)
     else:
         if finding.value is None:
             raise InvalidMessage(
@@ -189,7 +176,7 @@ def build_observation(
     if finding.probability is not None:
         observation["component"] = [
             {
-                "code": {"coding": [dict(PROBABILITY_CODE)], "text": "Probability"},
+                "code": PROBABILITY.concept(text=PROBABILITY.display),
                 "valueQuantity": {
                     "value": finding.probability,
                     "unit": "1",
@@ -211,7 +198,7 @@ def finding_of_observation(observation: dict[str, Any]) -> Finding:
     for component in observation.get("component", []):
         codes = {c.get("code") for c in (component.get("code") or {}).get("coding", [])}
         value = (component.get("valueQuantity") or {}).get("value")
-        if PROBABILITY_CODE["code"] in codes and isinstance(value, int | float):
+        if PROBABILITY.code in codes and isinstance(value, int | float):
             probability = float(value)
     series: str | None = None
     instances: list[str] = []
@@ -231,7 +218,7 @@ def finding_of_observation(observation: dict[str, Any]) -> Finding:
     return Finding(
         finding_key=finding.finding_key,
         index=finding.index,
-        present="value" in quantity or any(c.get("code") == PRESENT["code"] for c in codings),
+        present="value" in quantity or any(c.get("code") == PRESENT.code for c in codings),
         probability=probability,
         value=float(quantity["value"]) if isinstance(quantity.get("value"), int | float) else None,
         unit=str(quantity["unit"]) if quantity.get("unit") else None,

@@ -15,8 +15,9 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from services.mapper.structured_report import device_observer_uid
+from shared.codes import DEVICE, IOCM_REJECTION_TITLES, PERSON
 from shared.identifiers import run_parts
-from shared.iocm import IOCM_TITLES, QUALITY, RADMESH_MANUFACTURER
+from shared.iocm import QUALITY, RADMESH_MANUFACTURER
 from shared.registry import ModelEntry
 
 __all__ = [
@@ -27,10 +28,8 @@ __all__ = [
     "rejection_note_uids",
 ]
 
-# IOCM's document titles (DICOM CID 7011), from shared.iocm.
-REJECTION_TITLES = {
-    code: hd.sr.CodedConcept(code, "DCM", words) for code, words in IOCM_TITLES.items()
-}
+# IOCM's document titles (DICOM CID 7010), from shared.codes.
+REJECTION_TITLES = {title.code: title.dicom() for title in IOCM_REJECTION_TITLES}
 REJECTED_FOR_QUALITY_REASONS = REJECTION_TITLES[QUALITY]
 REJECTION_SERIES_NUMBER = 9002
 
@@ -61,7 +60,7 @@ def rejection_note(
     series_uid, sop_uid = rejection_note_uids(str(rejected.StudyInstanceUID), model, generation)
     if verifier_name is None:
         observer = hd.sr.ObserverContext(
-            observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
+            observer_type=DEVICE.dicom(),
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                 uid=device_observer_uid(model),
                 name="radmesh",
@@ -70,7 +69,7 @@ def rejection_note(
         description = f"AI result retracted: {reason}"
     else:
         observer = hd.sr.ObserverContext(
-            observer_type=hd.sr.CodedConcept("121006", "DCM", "Person"),
+            observer_type=PERSON.dicom(),
             observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
                 name=verifier_name
             ),

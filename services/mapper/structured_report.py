@@ -1,9 +1,10 @@
 """One model run → a DICOM TID 1500 Comprehensive 3D SR for the PACS (pure, no I/O).
 
 Per IHE AI Results (AIR): a Measurement Report (TID 1500) whose observer is the algorithm as a
-device, one Measurements and Qualitative Evaluations group (TID 1501) per presence finding — its
-finding type, the algorithm (name, version), the finding site, the qualitative evaluation
-present/absent, the probability (DCM 122157, unit `1`) and the measurements that depend on it
+device, Procedure Reported from DICOM CID 100 (LOINC 25045-6 "CT unspecified body region" for a CT
+study: shared.codes), one Measurements and Qualitative Evaluations group (TID 1501) per presence
+finding — its finding type, the algorithm (name, version), the finding site, the qualitative
+evaluation present/absent (CID 240), the probability (DCM 122157, unit `1`) and the measurements that depend on it
 (hemorrhage volume, nodule diameter, in UCUM units) — and the AI system named in the Contributing
 Equipment Sequence (purpose DCM 109102 "Processing Equipment"). The evidence is the source series
 (instance metadata from WADO-RS; no pixels needed). The SR's Series and SOP Instance UIDs derive
@@ -19,9 +20,17 @@ from typing import Any
 
 import highdicom as hd
 from pydicom import Dataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from shared.codes import (
+    ABSENCE_FINDINGS,
+    DEVICE,
+    PRESENT,
+    PROBABILITY,
+    PROCESSING_EQUIPMENT,
+    procedure_reported,
+    ucum,
+)
 from shared.errors import PermanentError
 from shared.identifiers import run_parts
 from shared.iocm import RADMESH_MANUFACTURER
@@ -39,7 +48,6 @@ __all__ = [
 ]
 
 SR_SERIES_NUMBER = 9001
-_SCHEME = {"http://snomed.info/sct": "SCT", "http://radlex.org": "RADLEX", "http://loinc.org": "LN"}
 _BULK_DATA_TAGS = ("7FE00010", "7FE00008", "7FE00009", "54000100", "00420011")
 
 
@@ -81,13 +89,11 @@ def dataset_from_metadata(metadata: dict[str, Any]) -> Dataset:
 
 
 def _concept(coding: Coding) -> hd.sr.CodedConcept:
-    return hd.sr.CodedConcept(
-        value=coding.code, scheme_designator=_SCHEME[coding.system], meaning=_lo(coding.display)
-    )
+    return coding.coding().dicom()
 
 
 def _ucum(unit: str) -> hd.sr.CodedConcept:
-    return hd.sr.CodedConcept(value=unit, scheme_designator="UCUM", meaning=unit)
+    return ucum(unit).dicom()
 
 
 def _group(
@@ -106,7 +112,7 @@ def _group(
     if finding.probability is not None:
         measurements.append(
             hd.sr.Measurement(
-                name=codes.DCM.Probability,
+                name=PROBABILITY.dicom(),
                 value=finding.probability,
                 unit=_ucum("1"),
                 algorithm_id=algorithm,
@@ -146,7 +152,7 @@ def _group(
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
                 name=finding_type,
-                value=codes.SCT.Present if finding.present else codes.SCT.Absent,
+                value=(PRESENT if finding.present else ABSENCE_FINDINGS).dicom(),
             )
         ],
         source_images=source_images or None,
@@ -170,7 +176,7 @@ def build_structured_report(
     )
     series_uid, sop_uid = sr_uids(event.study.study_instance_uid, model, event.model.generation)
     device_observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
+        observer_type=DEVICE.dicom(),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=device_observer_uid(model),
             name=_lo(model.id),
@@ -198,12 +204,12 @@ def build_structured_report(
     ]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device_observer),
-        procedure_reported=_concept(model.diagnostic_report_code),
+        procedure_reported=procedure_reported(str(evidence[0].get("Modality") or "")).dicom(),
         imaging_measurements=groups,
     )
     equipment = hd.ContributingEquipment(
         manufacturer=_lo(model.manufacturer),
-        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        purpose_of_reference=PROCESSING_EQUIPMENT.dicom(),
         manufacturer_model_name=_lo(model.id),
         software_versions=_lo(model.version),
         contribution_datetime=created,

@@ -22,12 +22,13 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from shared.codes import TRACKING_UNIQUE_IDENTIFIER
 from shared.identifiers import run_parts
 from shared.registry import ModelEntry
 
 __all__ = ["Amendment", "verified_sr_uid", "verified_structured_report"]
 
-_TRACKING_UID = "112040"  # DCM "Tracking Unique Identifier"
+_TRACKING_UID = TRACKING_UNIQUE_IDENTIFIER.code
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ from typing import Any
 from shared.ai_transparency import AI_ASSERTED
 from shared.alert_links import acknowledgement_url
 from shared.alerts import ALERT_CATEGORY, FLAG_CATEGORY
+from shared.codes import SNOMED_CT
 from shared.fhir import conditional_create_entry
 from shared.identifiers import business_identifier
 from shared.messages import PostedFinding, ResultsPosted
-from shared.registry import SNOMED_CT, Coding, FindingMapping, ModelEntry, Registry
+from shared.registry import Coding, FindingMapping, ModelEntry, Registry
 from shared.settings import AlertLinkSettings
 
 # The title of the signed acknowledgement link in an alert's payload (shared/alert_links.py).

@@ -7,28 +7,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.codes import BODY_PART_BY_SNOMED
 from shared.errors import InvalidMessage
 from shared.identifiers import DICOM_UID_SYSTEM, is_dicom_uid
 from shared.messages import StudyRef
 from shared.registry import SeriesSummary
 
 __all__ = [
-    "BODY_PART_BY_SNOMED",
     "series_summaries",
     "study_instance_uid",
     "study_ref",
 ]
 
-# SNOMED CT body structures → DICOM Body Part Examined (PS3.16 CID 4031).
-BODY_PART_BY_SNOMED = {
-    "69536005": "HEAD",
-    "12738006": "BRAIN",
-    "51185008": "CHEST",
-    "39607008": "LUNG",
-    "818981001": "ABDOMEN",
-    "12921003": "PELVIS",
-}
-SNOMED = "http://snomed.info/sct"
 # Where in the ImagingStudy each field of StudyRef is read from (what a refusal names).
 _ELEMENTS = {
     "study_instance_uid": "identifier",

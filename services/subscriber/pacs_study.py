@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from services.subscriber.hook_bodies import StableStudyEvent
+from shared.codes import ACCESSION_ID, DICOM_WADO_RS, SNOMED_BY_BODY_PART, dicom_modality
 from shared.dicomweb import DicomWebClient, InstanceInfo, SeriesInfo
 from shared.errors import InvalidMessage
 from shared.fhir import FhirClient
@@ -18,19 +19,6 @@ from shared.identifiers import DICOM_UID_SYSTEM, business_identifier
 __all__ = ["find_or_register_imaging_study", "imaging_study_from_pacs"]
 
 log = structlog.get_logger(__name__)
-
-SNOMED_BY_BODY_PART = {
-    "HEAD": ("69536005", "Head structure"),
-    "BRAIN": ("12738006", "Brain structure"),
-    "CHEST": ("51185008", "Thoracic structure"),
-    "LUNG": ("39607008", "Lung structure"),
-    "ABDOMEN": ("818981001", "Abdomen"),
-    "PELVIS": ("12921003", "Pelvis"),
-}
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
-SNOMED = "http://snomed.info/sct"
-ACSN = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}
-ENDPOINT_CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 
 
 async def find_or_register_imaging_study(
@@ -65,7 +53,7 @@ async def find_or_register_imaging_study(
 def _is_accession(identifier: dict[str, Any], accession: str) -> bool:
     codings = (identifier.get("type") or {}).get("coding") or []
     return identifier.get("value") == accession and any(
-        coding.get("code") == "ACSN" for coding in codings
+        coding.get("code") == ACCESSION_ID.code for coding in codings
     )
 
 
@@ -101,7 +89,7 @@ async def _ensure_endpoint(fhir: FhirClient, address: str) -> str:
             "resourceType": "Endpoint",
             "identifier": [identifier],
             "status": "active",
-            "connectionType": {"system": ENDPOINT_CONNECTION_TYPE, "code": "dicom-wado-rs"},
+            "connectionType": DICOM_WADO_RS.fhir(),
             "payloadType": [{"text": "DICOM"}],
             "address": address,
         },
@@ -127,11 +115,11 @@ def imaging_study_from_pacs(
         }
     ]
     if event.accession_number:
-        identifiers.append({"type": ACSN, "value": event.accession_number})
+        identifiers.append({"type": ACCESSION_ID.concept(), "value": event.accession_number})
     series = []
     modalities: list[dict[str, str]] = []
     for info, instances in series_details:
-        coding = {"system": DCM, "code": info.modality or "OT"}
+        coding = dicom_modality(info.modality or "OT")
         if coding not in modalities:
             modalities.append(coding)
         entry: dict[str, Any] = {
@@ -144,8 +132,7 @@ def imaging_study_from_pacs(
             entry["description"] = info.series_description
         body_part = (info.body_part_examined or "").upper()
         if body_part in SNOMED_BY_BODY_PART:
-            code, display = SNOMED_BY_BODY_PART[body_part]
-            entry["bodySite"] = {"system": SNOMED, "code": code, "display": display}
+            entry["bodySite"] = SNOMED_BY_BODY_PART[body_part].fhir()
         if instances:
             entry["instance"] = [
                 {

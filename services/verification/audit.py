@@ -19,6 +19,17 @@ from typing import Any, Literal
 import structlog
 
 from shared.auth import Principal
+from shared.codes import (
+    INFORMATION_RECIPIENT,
+    OBJECT_ROLE_DOMAIN_RESOURCE,
+    OBJECT_ROLE_PATIENT,
+    OBJECT_ROLE_REPORT,
+    RESTFUL_INTERACTION,
+    RESTFUL_OPERATION,
+    SECURITY_SOURCE_APPLICATION_SERVER,
+    SYSTEM_OBJECT,
+    VERIFIER,
+)
 from shared.fhir import FhirClient
 from shared.identifiers import FHIR_ID_PATTERN
 
@@ -28,28 +39,14 @@ log = structlog.get_logger(__name__)
 
 Interaction = Literal["read", "search-type", "update"]
 _ACTIONS = {"read": "R", "search-type": "E", "update": "U"}
-_REST = {
-    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-    "code": "rest",
-    "display": "Restful Operation",
-}
-_ROLE = {  # the entity's role (BALP: object-role)
-    "Patient": ("1", "Patient"),
-    "Task": ("4", "Domain Resource"),
-    "DiagnosticReport": ("3", "Report"),
-    "Observation": ("4", "Domain Resource"),
-    "ImagingStudy": ("4", "Domain Resource"),
-    "Practitioner": ("4", "Domain Resource"),
+_REST = RESTFUL_OPERATION.fhir()
+_ROLE = {  # the entity's role (BALP: object-role); any other resource is a Domain Resource
+    "Patient": OBJECT_ROLE_PATIENT,
+    "DiagnosticReport": OBJECT_ROLE_REPORT,
 }
 _SOURCE = {
     "observer": {"display": "radmesh verification service"},
-    "type": [
-        {
-            "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-            "code": "4",
-            "display": "Application Server",
-        }
-    ],
+    "type": [SECURITY_SOURCE_APPLICATION_SERVER.fhir()],
 }
 
 
@@ -90,7 +87,7 @@ def audit_event(
 ) -> dict[str, Any]:
     """One AuditEvent (pure): who did what to which resources, when, from where, with what
     outcome. A reader is the information recipient (IRCP), a decider the verifier (VRF)."""
-    role = ("IRCP", "information recipient") if interaction != "update" else ("VRF", "verifier")
+    role = INFORMATION_RECIPIENT if interaction != "update" else VERIFIER
     who: dict[str, Any] = {
         "identifier": {"system": principal.issuer, "value": principal.subject},
         "display": principal.label,
@@ -98,15 +95,7 @@ def audit_event(
     if practitioner:
         who["reference"] = practitioner
     agent: dict[str, Any] = {
-        "type": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                    "code": role[0],
-                    "display": role[1],
-                }
-            ]
-        },
+        "type": role.concept(),
         "who": who,
         "altId": principal.label,
         "requestor": True,
@@ -116,7 +105,7 @@ def audit_event(
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "type": _REST,
-        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+        "subtype": [{"system": RESTFUL_INTERACTION, "code": interaction}],
         "action": _ACTIONS[interaction],
         "recorded": (now or datetime.now(UTC)).isoformat(),
         "outcome": _outcome(status),
@@ -131,25 +120,14 @@ def audit_event(
         if not reference or reference in seen:
             continue
         seen.add(reference)
-        code, display = _ROLE.get(reference.split("/", 1)[0], ("4", "Domain Resource"))
+        entity_role = _ROLE.get(reference.split("/", 1)[0], OBJECT_ROLE_DOMAIN_RESOURCE)
         event["entity"].append(
-            {
-                "what": _what(reference, found=status != 404),
-                "role": {
-                    "system": "http://terminology.hl7.org/CodeSystem/object-role",
-                    "code": code,
-                    "display": display,
-                },
-            }
+            {"what": _what(reference, found=status != 404), "role": entity_role.fhir()}
         )
     if query:
         event["entity"].append(
             {
-                "type": {
-                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                    "code": "2",
-                    "display": "System Object",
-                },
+                "type": SYSTEM_OBJECT.fhir(),
                 "query": base64.b64encode(query.encode()).decode("ascii"),
             }
         )

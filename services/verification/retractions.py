@@ -39,6 +39,7 @@ from shared.claims import (
     analysis_claim_search,
     analysis_claim_task,
 )
+from shared.codes import NULLIFY, PROVENANCE_AUTHOR
 from shared.fhir import FhirClient, reference_of, transaction_bundle, versioned_update_entry
 from shared.identifiers import (
     ANALYSIS_CLAIM_SYSTEM,
@@ -59,25 +60,8 @@ log = structlog.get_logger(__name__)
 RETRACTED = "entered-in-error"
 # Task states in which no radiologist has decided yet (FHIR R4 TaskStatus).
 _UNDECIDED = {"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"}
-_NULLIFY = {
-    "coding": [
-        {
-            "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-            "code": "NULLIFY",
-            "display": "nullify",
-        }
-    ],
-    "text": "retract",
-}
-_AUTHOR = {
-    "coding": [
-        {
-            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-            "code": "author",
-            "display": "Author",
-        }
-    ]
-}
+_NULLIFY = NULLIFY.concept(text="retract")
+_AUTHOR = PROVENANCE_AUTHOR.concept()
 _SOURCE_WORDS = {
     "pacs-deleted": "the PACS deleted the images it was made from",
     "pacs-rejection-note": "a rejection note in the PACS rejected the images it was made from",

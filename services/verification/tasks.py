@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from services.verification.key_images import image_references
+from shared.codes import PROBABILITY, TASK_APPROVE
 from shared.fhir import conditional_create_entry
 from shared.identifiers import business_identifier, radmesh_system
 from shared.messages import ResultsPosted, StudyRef
@@ -34,11 +35,7 @@ __all__ = [
     "worklist_item",
 ]
 
-TASK_CODE = {
-    "system": "http://hl7.org/fhir/CodeSystem/task-code",
-    "code": "approve",
-    "display": "Activate/approve the focal resource",
-}
+TASK_CODE = TASK_APPROVE.fhir()
 INPUT_SYSTEM = "urn:radmesh:task-input"
 # On a decided Task until its verdict's event is published (services/verification/outbox.py).
 OUTBOX_TAG = {
@@ -48,7 +45,7 @@ OUTBOX_TAG = {
 }
 # The mapper codes the probability component DICOM DCM 122157 "Probability"; other writers are
 # recognised by the words of their component code.
-_PROBABILITY_CODE = ("http://dicom.nema.org/resources/ontology/DCM", "122157")
+_PROBABILITY_CODE = (PROBABILITY.system, PROBABILITY.code)
 _PROBABILITY_MARKERS = ("probability", "likelihood", "confidence")
 
 

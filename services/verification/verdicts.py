@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from services.verification.tasks import OUTBOX_TAG
 from shared.ai_transparency import CLINICIAN_ASSERTED_FROM_AI, relabelled, verified_text
+from shared.codes import NULLIFY, PROVENANCE_VERIFIER, REVISE, VERIFIER
 from shared.fhir import versioned_update_entry
 from shared.identifiers import fhir_reference_pattern
 
@@ -83,46 +84,11 @@ REJECT_REASONS = {
 }
 
 _ACTIVITY = {
-    "accepted": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                "code": "VRF",
-                "display": "verifier",
-            }
-        ],
-        "text": "verify",
-    },
-    "rejected": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                "code": "NULLIFY",
-                "display": "nullify",
-            }
-        ],
-        "text": "reject",
-    },
-    "amended": {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                "code": "UPDATE",
-                "display": "revise",
-            }
-        ],
-        "text": "amend",
-    },
+    "accepted": VERIFIER.concept(text="verify"),
+    "rejected": NULLIFY.concept(text="reject"),
+    "amended": REVISE.concept(text="amend"),
 }
-_VERIFIER_TYPE = {
-    "coding": [
-        {
-            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-            "code": "verifier",
-            "display": "Verifier",
-        }
-    ]
-}
+_VERIFIER_TYPE = PROVENANCE_VERIFIER.concept()
 
 
 class InvalidVerdict(ValueError):

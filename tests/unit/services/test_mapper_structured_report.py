@@ -124,6 +124,31 @@ def test_sr_groups_hold_finding_presence_probability_volume_and_algorithm(
     assert len(groups) == 1
 
 
+def test_sr_procedure_reported_is_cid_100_and_absent_is_cid_240(
+    evidence: list[Dataset],
+) -> None:
+    """Procedure Reported is DICOM CID 100's (LN 25045-6 "CT unspecified body region" for a CT
+    study), not the registry's LOINC report code; an absent bleed is evaluated SCT 272519000
+    "Absent" (CID 240)."""
+    event = _event(evidence)
+    absent = event.findings[0].model_copy(update={"present": False, "probability": 0.1})
+    event = event.model_copy(update={"findings": (absent,)})
+    items = content_items(build_structured_report(event, MODEL, evidence, event.created_at))
+    values = {
+        item.ConceptNameCodeSequence[0].CodeMeaning: item.ConceptCodeSequence[0]
+        for item in items
+        if "ConceptNameCodeSequence" in item and "ConceptCodeSequence" in item
+    }
+    procedure = values["Procedure reported"]
+    assert (procedure.CodeValue, procedure.CodingSchemeDesignator, procedure.CodeMeaning) == (
+        "25045-6",
+        "LN",
+        "CT unspecified body region",
+    )
+    evaluation = values["Intracranial hemorrhage"]
+    assert (evaluation.CodeValue, evaluation.CodeMeaning) == ("272519000", "Absent")
+
+
 def test_sr_without_evidence_is_a_permanent_error() -> None:
     """No source metadata (the series is not in the PACS) → PermanentError, no SR."""
     event = InferenceCompleted(

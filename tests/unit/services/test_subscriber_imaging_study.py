@@ -96,6 +96,32 @@ def test_pacs_study_becomes_an_imaging_study_with_real_instances() -> None:
     assert series_summaries(study)[0].body_part_examined == "HEAD"
 
 
+def test_a_chest_series_is_coded_as_dicom_codes_chest_and_read_back_from_either_code() -> None:
+    """CHEST is SNOMED 816094009 "Chest" (PS3.16 Annex L); a body site in the code DICOM used
+    before, 51185008 (as EHRs and the samples still write it), reads back as CHEST too."""
+    event = StableStudyEvent(
+        event_id="0123456789abcdef",
+        emitted_at=datetime(2026, 12, 1, 10, 0, tzinfo=UTC),
+        study_instance_uid="1.2.3",
+        accession_number="ACC1",
+        modalities=["CT"],
+        instance_count=1,
+    )
+    details = [
+        (SeriesInfo("1.2.3.1", "CT", "CHEST", "Axial", 1), [InstanceInfo("1.2.3.1.1", CT, 1)])
+    ]
+    study = imaging_study_from_pacs(event, details, "Patient/p", "ServiceRequest/sr", "Endpoint/e")
+    (series,) = study["series"]
+    assert series["bodySite"] == {
+        "system": "http://snomed.info/sct",
+        "code": "816094009",
+        "display": "Chest",
+    }
+    assert series_summaries(study)[0].body_part_examined == "CHEST"
+    series["bodySite"] = {"system": "http://snomed.info/sct", "code": "51185008"}
+    assert series_summaries(study)[0].body_part_examined == "CHEST"
+
+
 @pytest.mark.parametrize("uid", ["%00", "", "1.2.3#frag", "1.2.3; DROP TABLE", "01.2"])
 def test_an_imaging_study_whose_dicom_uid_is_malformed_is_refused(uid: str) -> None:
     """A urn:dicom:uid identifier that is not a DICOM UID is an InvalidMessage (the hook gets a
