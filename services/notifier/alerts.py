@@ -175,22 +175,6 @@ def alert_entries(
             resource, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
         )
 
-    communication = entry(
-        {
-            "resourceType": "Communication",
-            "status": "completed",
-            "category": [ALERT_CATEGORY],
-            "priority": "stat",
-            "subject": _reference(context.patient),
-            "encounter": _reference(context.encounter),
-            "about": about,
-            "reasonReference": [{"reference": finding.observation}],
-            "sent": when,
-            "recipient": recipients,
-            "sender": {"reference": event.device},
-            "payload": payload,
-        }
-    )
     communication_request = entry(
         {
             "resourceType": "CommunicationRequest",
@@ -208,6 +192,23 @@ def alert_entries(
             "payload": payload,
         }
     )
+    communication = entry(
+        {
+            "resourceType": "Communication",
+            "status": "completed",
+            "category": [ALERT_CATEGORY],
+            "priority": "stat",
+            "subject": _reference(context.patient),
+            "encounter": _reference(context.encounter),
+            "about": about,
+            "reasonReference": [{"reference": finding.observation}],
+            "basedOn": [{"reference": communication_request["fullUrl"]}],  # the open loop
+            "sent": when,
+            "recipient": recipients,
+            "sender": {"reference": event.device},
+            "payload": payload,
+        }
+    )
     consult = None
     if critical.consult is not None and context.patient is not None:
         specialty = critical.consult_specialty or critical.consult.display
@@ -215,7 +216,8 @@ def alert_entries(
             {
                 "resourceType": "ServiceRequest",
                 "status": "active",
-                "intent": "order",
+                # An AI proposes; a clinician orders (or not): never an order of its own.
+                "intent": "proposal",
                 "priority": "stat",
                 "code": {
                     "coding": [critical.consult.model_dump()],

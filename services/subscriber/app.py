@@ -35,7 +35,7 @@ def build_app(settings: RadmeshSettings, own: SubscriberSettings) -> ServiceApp:
         if own.ensure_subscription:
             await ensure_subscription(fhir, own)
         announcer.start_reconciliation()
-        announcer.start_claim_watch()
+        await announcer.start_claim_watch()
         if listener is not None:
             await listener.start()
 

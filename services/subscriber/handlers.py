@@ -72,6 +72,7 @@ from shared.operation_outcome import (
 )
 from shared.registry import ModelEntry, Registry
 from shared.routing import study_series
+from shared.runtime import Periodic
 
 log = structlog.get_logger(__name__)
 # Pauses between attempts to release a claim (a DELETE HAPI may refuse while it writes).
@@ -146,7 +147,7 @@ class StudyAnnouncer:
             max_attempts=settings.redrive_claims_attempts,
             unannounced_after_seconds=settings.unannounced_claims_after_seconds,
         )
-        self._claim_watch: asyncio.Task[None] | None = None
+        self._claim_watch: Periodic | None = None
 
     # -- HTTP handlers --------------------------------------------------------------------
 
@@ -345,30 +346,27 @@ class StudyAnnouncer:
             published += swept
         return published
 
-    def start_claim_watch(self) -> None:
-        """In the background: every `unannounced_claims_after_seconds`, announce the runs
-        claimed and never announced (stale_claims.py). Failures are logged and the next look
-        tries again."""
-        if self.settings.unannounced_claims_after_seconds <= 0 or not self.settings.claim_runs:
+    async def start_claim_watch(self) -> None:
+        """In the background: at start and every `unannounced_claims_after_seconds`, announce
+        the runs claimed and never announced (stale_claims.py). Failures are logged and the
+        next look tries again."""
+        if not self.settings.claim_runs:
             return
-        self._claim_watch = asyncio.create_task(self._watch_claims())
-        self._claim_watch.add_done_callback(_report_failure("claim_watch_failed"))
-
-    async def _watch_claims(self) -> None:
-        interval = self.settings.unannounced_claims_after_seconds
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.stale_claims.announce_unannounced()
-            except RadmeshError as error:  # the FHIR server or the broker away: look again
-                log.warning("claim_watch_failed", error=str(error), next_in_seconds=interval)
+        self._claim_watch = Periodic(
+            self.stale_claims.announce_unannounced,
+            self.settings.unannounced_claims_after_seconds,
+            "claim_watch_failed",
+            tolerated=(RadmeshError,),
+        )
+        await self._claim_watch.start()
 
     async def stop_reconciliation(self) -> None:
-        for task in (self._reconciliation, self._claim_watch):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._reconciliation is not None and not self._reconciliation.done():
+            self._reconciliation.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciliation
+        if self._claim_watch is not None:
+            await self._claim_watch.stop()
 
     async def reconcile(self) -> int:
         """On start: announce what arrived while no subscriber was listening (the last

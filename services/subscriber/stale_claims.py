@@ -107,13 +107,8 @@ class RedriveClaims:
         work); how many runs were announced again."""
         if self.after_minutes <= 0:
             return 0
-        now = now or datetime.now(UTC)
-        redriven = 0
-        for claim in await self._claims(
-            ANNOUNCED_CLAIM_STATUS, now - timedelta(minutes=self.after_minutes), imaging_study
-        ):
-            redriven += await self._take_up(claim, now)
-        return redriven
+        age = timedelta(minutes=self.after_minutes)
+        return await self._each(ANNOUNCED_CLAIM_STATUS, age, self._take_up, now, imaging_study)
 
     async def announce_unannounced(
         self, now: datetime | None = None, imaging_study: str | None = None
@@ -122,13 +117,23 @@ class RedriveClaims:
         ImagingStudy's when given); how many runs were announced."""
         if self.unannounced_after_seconds <= 0:
             return 0
+        age = timedelta(seconds=self.unannounced_after_seconds)
+        return await self._each(CLAIMED_STATUS, age, self._announce, now, imaging_study)
+
+    async def _each(
+        self,
+        status: str,
+        age: timedelta,
+        take: Callable[[dict[str, Any], datetime], Awaitable[int]],
+        now: datetime | None,
+        imaging_study: str | None,
+    ) -> int:
+        """`take` each claim of `status` unchanged for longer than `age`; how many it took."""
         now = now or datetime.now(UTC)
-        announced = 0
-        for claim in await self._claims(
-            CLAIMED_STATUS, now - timedelta(seconds=self.unannounced_after_seconds), imaging_study
-        ):
-            announced += await self._announce(claim, now)
-        return announced
+        taken = 0
+        for claim in await self._claims(status, now - age, imaging_study):
+            taken += await take(claim, now)
+        return taken
 
     async def _claims(
         self, status: str, changed_before: datetime, imaging_study: str | None

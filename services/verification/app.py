@@ -17,10 +17,11 @@ from services.verification.settings import VerificationSettings
 from shared.auth import TokenVerifier, oidc_middleware
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
+from shared.errors import RadmeshError
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted, StudyRetracted
 from shared.registry import load_registry
-from shared.runtime import ServiceApp, bus_service
+from shared.runtime import Periodic, ServiceApp, bus_service
 from shared.settings import RadmeshSettings
 
 SERVICE = "verification"
@@ -48,7 +49,12 @@ def build_app(
     )
     tokens = TokenVerifier(settings.oidc)
     audit = AuditTrail(fhir)
-    backlog = BacklogGauge(desk.open_task_counts, own.backlog_interval_seconds)
+    backlog = Periodic(
+        BacklogGauge(desk.open_task_counts).look,
+        own.backlog_interval_seconds,
+        "backlog_unreadable",
+        tolerated=(RadmeshError,),
+    )
 
     return bus_service(
         service,

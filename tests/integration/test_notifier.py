@@ -85,6 +85,8 @@ async def test_critical_finding_alerts_the_ordering_practitioner(
 
     request = dict(await fhir.execute(alert.communication_request, "get"))
     assert request["status"] == "active"
+    sent = dict(await fhir.execute(alert.communication, "get"))
+    assert sent["basedOn"] == [{"reference": alert.communication_request}]
     assert request["priority"] == "stat"
     assert request["recipient"] == [{"reference": seeded.practitioner}]
     assert request["category"][0]["coding"][0]["code"] == "alert"
@@ -93,7 +95,7 @@ async def test_critical_finding_alerts_the_ordering_practitioner(
     consult = dict(await fhir.execute(alert.consult_service_request, "get"))
     assert (consult["status"], consult["intent"], consult["priority"]) == (
         "active",
-        "order",
+        "proposal",  # an AI proposes the consult; a clinician orders it
         "stat",
     )
     assert consult["code"]["coding"][0]["code"] == "44383000"

@@ -137,12 +137,14 @@ def test_alert_resources_point_at_the_requester_the_device_and_the_results() -> 
     assert communication["sent"] == NOW.isoformat()
     request = alert.communication_request["resource"]
     assert (request["status"], request["priority"]) == ("active", "stat")
+    # the Communication sent is based on the CommunicationRequest that stays open until acked
+    assert communication["basedOn"] == [{"reference": alert.communication_request["fullUrl"]}]
     assert request["recipient"] == [{"reference": "Practitioner/orderer"}]
     assert alert.consult_service_request is not None
     consult = alert.consult_service_request["resource"]
     assert (consult["status"], consult["intent"], consult["priority"]) == (
         "active",
-        "order",
+        "proposal",  # an AI proposes the consult; a clinician orders it
         "stat",
     )
     assert consult["code"]["coding"][0]["code"] == "44383000"
