@@ -12,7 +12,7 @@ Each test loads a burst of studies (head CTs with and without a bleed, chest CTs
 
 After each, read back from the FHIR server: every study has exactly one DiagnosticReport per
 model that applies, one verification Task per report and one alert Communication per critical
-finding, and no service dead-lettered anything during the burst. The figures (studies, burst
+finding the model found, and no service dead-lettered anything during the burst. The figures (studies, burst
 length, time from the burst's end to the last result, the slowest study) are printed, and the
 README's "Guarantees" section quotes them.
 
@@ -40,6 +40,7 @@ import pytest
 
 from samples.load import LoadResult, Settings, load_study
 from shared.bus import REASON_HEADER, ServiceQueues
+from shared.codes import PRESENT
 from shared.dead_letters import SERVICES as CONSUMERS
 from shared.dead_letters import queue_status
 from shared.fhir import FhirClient
@@ -99,13 +100,36 @@ async def _count(fhir: FhirClient, resource_type: str, *parts: str | int) -> int
     return int(bundle.get("total", 0))
 
 
+async def _present(fhir: FhirClient, value: str) -> bool | None:
+    """Whether the run's Observation of a presence finding says present (None: no Observation)."""
+    identifier = business_identifier("Observation", value)
+    bundle = await fhir.execute(
+        "Observation",
+        "get",
+        params={"identifier": f"{identifier['system']}|{identifier['value']}"},
+    )
+    observations = [entry["resource"] for entry in bundle.get("entry", [])]
+    if not observations:
+        return None
+    codings = (observations[0].get("valueCodeableConcept") or {}).get("coding", [])
+    return any(coding.get("code") == PRESENT.code for coding in codings)
+
+
 async def _missing(fhir: FhirClient, scenario: str, loaded: LoadResult) -> list[str]:
-    """What the study still lacks, or has twice (empty: exactly what it should have)."""
+    """What the study still lacks, or has twice (empty: exactly what it should have). A
+    critical finding's alert is expected where the model found it: the reference detector
+    misses a small phantom bleed now and then (its sensitivity is measured elsewhere,
+    tests/integration/test_reference_models.py), and a miss is no loss."""
     model, critical = SCENARIOS[scenario]
     run = study_run_value(loaded.study_instance_uid, model, "1")
     expected = {("DiagnosticReport", run): 1, ("Task", run): 1}
     if critical is not None:
-        expected[("Communication", f"{run}/{critical}/0")] = 1
+        finding = f"{run}/{critical}/0"
+        expected[("Observation", finding)] = 1
+        present = await _present(fhir, finding)
+        if present is False:
+            print(f"[chaos] {loaded.study_instance_uid}: the model found no bleed (no alert due)")
+        expected[("Communication", finding)] = 0 if present is False else 1
     problems = []
     for (resource_type, value), wanted in expected.items():
         found = await _count(fhir, resource_type, value)
