@@ -8,8 +8,10 @@ credentials and a signed JWT assertion (private_key_jwt), as the SMART App Launc
   key (RS384 or ES384, the algorithms the IG requires servers to support; the key from a PEM
   file or secret), `iss` = `sub` = the client id, `aud` = the token endpoint, a unique `jti`,
   expiring within five minutes.
-- The access token is cached and refreshed `refresh_before_seconds` before it expires; one
-  request at a time per process, however many handlers need a token at once.
+- The access token is cached and refreshed `refresh_before_seconds` before it expires (or
+  halfway through its life, if that is shorter: a short-lived token is still reused rather than
+  asked for at every call); one request at a time per process, however many handlers need a
+  token at once.
 - A refusal from the token endpoint (a wrong key, an unknown client: 400/401) is logged once
   with the endpoint's error and raised as `TokenRefused` (transient: the message waits in the
   retry delays, nothing is lost); further attempts within `failure_backoff_seconds` fail at
@@ -50,7 +52,7 @@ class TokenRefused(TransientError):
 @dataclass(frozen=True)
 class _Token:
     value: str
-    expires_at: float  # time.monotonic()
+    renew_at: float  # time.monotonic() after which a new one is asked for
 
 
 def client_assertion(
@@ -139,10 +141,7 @@ class SmartBackendAuth:
             return self._token.value
 
     def _fresh(self, token: _Token | None) -> bool:
-        return (
-            token is not None
-            and time.monotonic() < token.expires_at - self.settings.refresh_before_seconds
-        )
+        return token is not None and time.monotonic() < token.renew_at
 
     async def _discover(self) -> str:
         url = f"{self.fhir_base_url}/.well-known/smart-configuration"
@@ -212,4 +211,5 @@ class SmartBackendAuth:
             log.warning("smart_scopes_not_granted", missing=sorted(missing), granted=granted)
         lifetime = float(body.get("expires_in", 300))
         log.info("smart_token_obtained", expires_in=lifetime, scope=granted)
-        return _Token(str(body["access_token"]), time.monotonic() + lifetime)
+        margin = min(self.settings.refresh_before_seconds, lifetime / 2)
+        return _Token(str(body["access_token"]), time.monotonic() + lifetime - margin)
