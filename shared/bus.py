@@ -485,16 +485,17 @@ class Bus:
                     if connection is None:
                         connection = await aio_pika.connect_robust(self.settings.url)
                     depths = dict.fromkeys(kinds.values(), 0)
+                    channel = await connection.channel()
                     for name, kind in kinds.items():
-                        channel = await connection.channel()
+                        if channel.is_closed:  # the broker closes it on a queue not declared
+                            channel = await connection.channel()
                         try:
                             queue = await channel.declare_queue(name, passive=True)
                             depths[kind] += queue.declaration_result.message_count or 0
                         except aio_pika.exceptions.ChannelClosed:
                             continue  # not declared (yet): nothing waits in it
-                        finally:
-                            if not channel.is_closed:
-                                await channel.close()
+                    if not channel.is_closed:
+                        await channel.close()
                     for kind, depth in depths.items():
                         QUEUE_DEPTH.labels(self.service, kind).set(depth)
                 except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as error:
