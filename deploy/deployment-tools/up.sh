@@ -54,6 +54,12 @@ for entry in "${CRD_MODULES[@]}"; do
   rm -f "$zip"
 done
 
-renderer="kubectl $(kubectl version --client 2>/dev/null | head -n 1 | awk '{print $3}')"
-command -v kubectl >/dev/null 2>&1 || renderer="$DIR/bin/kustomize"
+# (no pipe into head: under pipefail, the writer's SIGPIPE would end this script)
+if command -v kubectl >/dev/null 2>&1; then
+  version="$(kubectl version --client 2>/dev/null || true)"
+  version="${version%%$'\n'*}"
+  renderer="kubectl ${version##* }"
+else
+  renderer="$DIR/bin/kustomize"
+fi
 ready_line "$NAME" "$started" "docker-compose $(docker-compose version --short 2>/dev/null), $renderer, CRDs in $DIR/crds" "$LOGFILE"
