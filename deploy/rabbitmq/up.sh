@@ -17,8 +17,9 @@ if ! command -v rabbitmq-server >/dev/null 2>&1; then
   apt_install rabbitmq "$dir/apt.log" rabbitmq-server || exit 1
 fi
 # rabbitmq-server -detached daemonises itself; it is the machine's broker, so infra-down leaves it
-# running unless this script started it (marker file below).
-rabbitmq-server -detached >"$dir/log" 2>&1 || { show_log_tail rabbitmq "$dir/log"; exit 1; }
+# running unless this script started it (marker file below). advanced.config: how soon the broker
+# retries moving an expired retry back to its queue (see the file).
+RABBITMQ_ADVANCED_CONFIG_FILE="$(cd "$(dirname "$0")" && pwd)/advanced.config" rabbitmq-server -detached >"$dir/log" 2>&1 || { show_log_tail rabbitmq "$dir/log"; exit 1; }
 touch "$dir/started-by-radmesh"
 if ! wait_until 90 rabbitmq rabbit_ready; then
   show_log_tail rabbitmq "$dir/log"; exit 1

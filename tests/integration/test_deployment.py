@@ -111,7 +111,10 @@ def test_the_image_runs_as_a_non_root_user_with_radmesh_run_as_its_entry_point()
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["radmesh", "run"]' in text
     assert "USER 10001:10001" in text
-    assert 'HEALTHCHECK --interval=15s --timeout=6s --start-period=30s --retries=3 CMD ["radmesh", "probe"]' in text
+    assert (
+        'HEALTHCHECK --interval=15s --timeout=6s --start-period=30s --retries=3 CMD ["radmesh", "probe"]'
+        in text
+    )
     assert "[dev]" not in text  # no dev dependencies in the image
 
 
@@ -232,7 +235,9 @@ def test_every_service_runs_locked_down_with_probes_and_a_disruption_budget(over
         assert name in budgets
         assert name in services
     registry = next(
-        d for d in documents if d["kind"] == "ConfigMap" and "radmesh-registry" in d["metadata"]["name"]
+        d
+        for d in documents
+        if d["kind"] == "ConfigMap" and "radmesh-registry" in d["metadata"]["name"]
     )
     assert registry["data"]["models.yaml"] == (ROOT / "registry" / "models.yaml").read_text()
     for name in ("fetcher", "inference"):  # the claim-check blob store, shared
@@ -295,6 +300,35 @@ def test_production_runs_a_rabbitmq_cluster_with_production_settings_and_no_gene
     )
     dev = _render("dev")
     assert any(name.startswith("radmesh-secrets") for name in _of_kind(dev, "Secret"))
+
+
+def _erlang_settings(text: str) -> dict[str, str]:
+    """The `{key, value}` pairs of an advanced.config's `rabbit` section, comments dropped."""
+    terms = re.sub(r"%[^\n]*", "", text)
+    return dict(re.findall(r"\{\s*([a-z_]+)\s*,\s*([0-9a-z_]+)\s*\}", terms))
+
+
+def test_every_rabbitmq_radmesh_describes_gets_the_same_broker_settings() -> None:
+    """deploy/rabbitmq/advanced.config (what `make infra-up` starts the broker with) reaches the
+    Compose broker as a mounted file and both Kubernetes overlays' brokers with the same
+    values: a retry waiting across a restart comes back in seconds everywhere."""
+    expected = _erlang_settings((ROOT / "deploy" / "rabbitmq" / "advanced.config").read_text())
+    assert expected["dead_letter_worker_publisher_confirm_timeout"] == "5000", expected
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    assert (
+        "./rabbitmq/advanced.config:/etc/rabbitmq/advanced.config:ro"
+        in compose["services"]["rabbitmq"]["volumes"]
+    )
+    dev = _render("dev")
+    broker = _of_kind(dev, "StatefulSet")["rabbitmq"]["spec"]["template"]["spec"]
+    mounted = {m["mountPath"]: m for m in broker["containers"][0]["volumeMounts"]}
+    config_map = next(v["configMap"]["name"] for v in broker["volumes"] if v["name"] == "config")
+    assert mounted["/etc/rabbitmq/advanced.config"]["subPath"] == "advanced.config"
+    dev_config = _of_kind(dev, "ConfigMap")[config_map]["data"]["advanced.config"]
+    prod_cluster = _of_kind(_render("prod"), "RabbitmqCluster")["radmesh-rabbitmq"]
+    prod_config = prod_cluster["spec"]["rabbitmq"]["advancedConfig"]
+    assert _erlang_settings(dev_config) == expected
+    assert _erlang_settings(prod_config) == expected
 
 
 def test_the_grafana_dashboard_queries_are_valid_promql_on_metrics_radmesh_exposes(
