@@ -7,7 +7,7 @@ from aiohttp import web
 from services.subscriber.handlers import StudyAnnouncer
 from services.subscriber.hl7_orders import Hl7Listener
 from services.subscriber.settings import SubscriberSettings
-from services.subscriber.subscription import ensure_subscription
+from services.subscriber.subscription import ensure_subscription_at_start
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
@@ -33,7 +33,7 @@ def build_app(settings: RadmeshSettings, own: SubscriberSettings) -> ServiceApp:
 
     async def subscribe() -> None:
         if own.ensure_subscription:
-            await ensure_subscription(fhir, own)
+            await ensure_subscription_at_start(fhir, own)
         announcer.start_reconciliation()
         await announcer.start_claim_watch()
         if listener is not None:

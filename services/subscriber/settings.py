@@ -56,3 +56,7 @@ class SubscriberSettings(ServiceSettings):
     # How long start-up waits for the FHIR server to activate the Subscription (HAPI does so
     # asynchronously, within a second or two, and delivers nothing before).
     subscription_activation_seconds: float = 30.0
+    # How long start-up keeps asking a FHIR server that is down or slow (a HAPI just booted
+    # answers its first Subscription after several seconds) before the subscriber gives up and
+    # exits saying why; each try is logged.
+    subscription_startup_seconds: float = Field(default=120.0, ge=0)

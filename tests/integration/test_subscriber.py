@@ -18,6 +18,7 @@ import aiohttp
 import hl7
 import hl7.mllp
 import pytest
+import structlog.testing
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
@@ -31,11 +32,12 @@ from services.subscriber.subscription import (
     BACKPORT_SUBSCRIPTION_PROFILE,
     TOPIC_CANONICAL_EXTENSION,
     ensure_subscription,
+    ensure_subscription_at_start,
 )
 from shared.bus import Bus
 from shared.claims import analysis_claim_task
 from shared.dicomweb import DicomWebClient
-from shared.errors import RemoteConflict
+from shared.errors import RemoteConflict, RemoteUnavailable
 from shared.fhir import FhirClient
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
 from shared.messages import Event, StudyDetected
@@ -825,6 +827,14 @@ async def test_pacs_study_with_an_ambiguous_accession_is_refused(
     assert await subscriber.next_detected(wait_seconds=0.5, study_instance_uid=uid) is None
 
 
+async def _delete_subscriptions(fhir: FhirClient, port: int) -> None:
+    """Delete the Subscriptions a test made for a subscriber on `port`."""
+    for subscription in (
+        await fhir.resources("Subscription").search(url=f"http://127.0.0.1:{port}/fhir").fetch_all()
+    ):
+        await fhir.execute(f"Subscription/{subscription['id']}", method="delete")
+
+
 async def test_subscription_is_brought_up_to_date_when_the_secret_changes(
     infra: Infrastructure,
 ) -> None:
@@ -848,13 +858,46 @@ async def test_subscription_is_brought_up_to_date_when_the_secret_changes(
         assert len(found) == 1
         assert found[0]["channel"]["header"] == ["Authorization: Bearer new"]
     finally:
-        for subscription in (
-            await fhir.resources("Subscription")
-            .search(url=f"http://127.0.0.1:{port}/fhir")
-            .fetch_all()
-        ):
-            await fhir.execute(f"Subscription/{subscription['id']}", method="delete")
+        await _delete_subscriptions(fhir, port)
         await fhir.close()
+
+
+async def test_at_start_the_subscription_waits_out_a_fhir_server_that_is_not_answering_yet(
+    infra: Infrastructure,
+) -> None:
+    """With the FHIR server unreachable at start-up (a HAPI still booting), the subscriber
+    tries again, logging each try, and makes its Subscription once the server answers; with
+    no time left it gives up with the server's error instead of waiting for ever."""
+    port = _free_port()
+    proxy = TcpProxy(int(infra.fhir_base_url.split(":")[2].split("/")[0]))
+    await proxy.up()
+    await proxy.down()
+    fhir = FhirClient(FhirSettings(base_url=f"http://127.0.0.1:{proxy.port}/fhir"))
+    settings = SubscriberSettings.model_validate(
+        {"port": port, "public_url": f"http://127.0.0.1:{port}", "subscription_startup_seconds": 60}
+    )
+    direct = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(RemoteUnavailable):
+                await ensure_subscription_at_start(
+                    fhir, settings.model_copy(update={"subscription_startup_seconds": 0})
+                )
+            assert [entry["event"] for entry in logs] == ["subscription_not_made"]
+            starting = asyncio.create_task(ensure_subscription_at_start(fhir, settings))
+
+            async def retried() -> bool:
+                return any(entry["event"] == "subscription_retry" for entry in logs)
+
+            await until(retried, "a logged second try while the FHIR server is unreachable")
+            await proxy.up()
+            reference = await asyncio.wait_for(starting, timeout=60)
+        assert (await direct.read_resource(reference))["status"] == "active"
+    finally:
+        await proxy.down()
+        await _delete_subscriptions(direct, port)
+        await fhir.close()
+        await direct.close()
 
 
 class _RacingDeletes(FhirClient):
