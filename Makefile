@@ -71,6 +71,7 @@ bench: install infra-up ## benchmarks that print figures (HAPI FHIR, model trans
 	$(BIN)/python deploy/model-server/bench.py
 	$(BIN)/python -m samples.bench
 	$(BIN)/python -m samples.bench_fetch
+	$(BIN)/python -m samples.bench_sr
 
 clean: ## remove the venv and caches (not the run directory)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -9,13 +9,17 @@ and keywords are sent.
 
 from __future__ import annotations
 
+import io
+import struct
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pydicom
+from pydicom.errors import InvalidDicomError
 
 from shared.errors import RemoteUnavailable, remote_error_for
 from shared.iocm import KEY_OBJECT_SELECTION_MODALITY, RejectionNote, rejection_notes
@@ -28,6 +32,9 @@ __all__ = ["DicomWebClient", "InstanceInfo", "RetrievedInstance", "SeriesInfo"]
 
 DICOM_JSON = "application/dicom+json"
 _CHUNK = 1 << 20
+# The first bytes of each retrieved instance parsed for its UIDs (a CT header is 2-10 KB).
+_HEADER_BYTES = 64 << 10
+_IDENTITY_TAGS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,24 @@ class RetrievedInstance:
     instance_number: int | None
     blob_key: str
     size_bytes: int
+
+
+def _identity(head: bytes, *, whole: bool) -> pydicom.Dataset | None:
+    """SOP Instance UID, SOP Class UID and Instance Number from the first bytes of a Part 10
+    instance, or None when they do not hold the header as far as the Instance Number (the
+    caller then reads the stored file). `whole`: `head` is the entire instance."""
+    try:
+        dataset = pydicom.dcmread(
+            io.BytesIO(head), stop_before_pixels=True, specific_tags=list(_IDENTITY_TAGS)
+        )
+    except (InvalidDicomError, EOFError, ValueError, OSError, struct.error, zlib.error):
+        return None
+    if "SOPInstanceUID" not in dataset or "SOPClassUID" not in dataset:
+        return None
+    if whole or "InstanceNumber" in dataset:
+        return dataset
+    # No Instance Number in the first bytes: absent from the header, or beyond them.
+    return None
 
 
 def _value(dataset: dict[str, Any], tag: str) -> Any:
@@ -216,6 +241,18 @@ class DicomWebClient:
         path = f"studies/{study_instance_uid}/series/{series_instance_uid}/metadata"
         return await self._get_json(path, [], "WADO-RS")
 
+    async def retrieve_instance_metadata(
+        self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+    ) -> dict[str, Any] | None:
+        """WADO-RS metadata of one instance as DICOM JSON (None on an empty answer; a PACS
+        without the instance answers 404: RemoteRejected)."""
+        path = (
+            f"studies/{study_instance_uid}/series/{series_instance_uid}"
+            f"/instances/{sop_instance_uid}/metadata"
+        )
+        found = await self._get_json(path, [], "WADO-RS")
+        return found[0] if found else None
+
     async def rejection_notes(
         self, study_instance_uid: str, series: Iterable[tuple[str, str | None]]
     ) -> list[RejectionNote]:
@@ -262,25 +299,36 @@ class DicomWebClient:
     async def _store_part(
         self, part: aiohttp.BodyPartReader, store: BlobStore, key_prefix: str
     ) -> RetrievedInstance:
-        temporary_key = f"{key_prefix}/.incoming-{uuid.uuid4().hex}.dcm"
+        """One instance into the store: its UIDs parsed from the first bytes of the part, then
+        one write and one rename to `<prefix>/<SOP Instance UID>.dcm`. A header longer than
+        the first bytes (rare) is written under a temporary key and read back from the file."""
+        head = b""
+        while len(head) < _HEADER_BYTES and (chunk := await part.read_chunk(_CHUNK)):
+            head += chunk
+        whole = len(head) < _HEADER_BYTES  # the part ended within the first bytes
 
         async def chunks() -> AsyncIterator[bytes]:
+            yield head
             while chunk := await part.read_chunk(_CHUNK):
                 yield chunk
 
-        size = await store.write_stream(temporary_key, chunks())
-        temporary = store.path(temporary_key)
-        header = pydicom.dcmread(
-            temporary,
-            stop_before_pixels=True,
-            specific_tags=["SOPInstanceUID", "SOPClassUID", "InstanceNumber"],
-        )
-        key = f"{key_prefix}/{header.SOPInstanceUID}.dcm"
-        temporary.replace(store.path(key))
-        number = header.get("InstanceNumber")
+        identity = _identity(head, whole=whole)
+        if identity is not None:
+            key = f"{key_prefix}/{identity.SOPInstanceUID}.dcm"
+            size = await store.write_stream(key, chunks())
+        else:
+            temporary_key = f"{key_prefix}/.incoming-{uuid.uuid4().hex}.dcm"
+            size = await store.write_stream(temporary_key, chunks())
+            temporary = store.path(temporary_key)
+            identity = pydicom.dcmread(
+                temporary, stop_before_pixels=True, specific_tags=list(_IDENTITY_TAGS)
+            )
+            key = f"{key_prefix}/{identity.SOPInstanceUID}.dcm"
+            temporary.replace(store.path(key))
+        number = identity.get("InstanceNumber")
         return RetrievedInstance(
-            sop_instance_uid=str(header.SOPInstanceUID),
-            sop_class_uid=str(header.SOPClassUID),
+            sop_instance_uid=str(identity.SOPInstanceUID),
+            sop_class_uid=str(identity.SOPClassUID),
             instance_number=int(number) if number is not None else None,
             blob_key=key,
             size_bytes=size,

@@ -30,6 +30,7 @@ __all__ = [
     "AlertRaised",
     "BlobInstance",
     "Event",
+    "EvidenceSeries",
     "Finding",
     "FindingRejected",
     "FindingVerified",
@@ -49,6 +50,9 @@ __all__ = [
 
 
 EventT = TypeVar("EventT", bound="Event")
+
+# Instances of one series an SR may name as evidence (a 0.5 mm whole-body CT has ~4,000).
+MAX_EVIDENCE_INSTANCES = 20_000
 
 # Identifiers in messages are checked where they cross the process boundary: a UID goes into
 # QIDO/WADO paths and a reference into FHIR writes, so neither may be anything but what it says.
@@ -193,6 +197,15 @@ class Finding(_Model):
     sop_instance_uids: tuple[DicomUid, ...] = ()
 
 
+class EvidenceSeries(_Model):
+    """Instances of one series and SOP class that a model read: the SR's evidence, as the
+    fetcher's manifest names them (the mapper needs no per-instance metadata from the PACS)."""
+
+    series_instance_uid: DicomUid
+    sop_class_uid: DicomUid
+    sop_instance_uids: tuple[DicomUid, ...] = Field(min_length=1, max_length=MAX_EVIDENCE_INSTANCES)
+
+
 class InferenceCompleted(Event):
     """inference → mapper: what one model found in one study."""
 
@@ -205,6 +218,9 @@ class InferenceCompleted(Event):
     # What a reader of the results must know about the input the model read (lossy pixels,
     # slice gaps): the model's input_checks flag rather than refuse it (no patient data).
     input_notes: tuple[str, ...] = ()
+    # What the model read (empty from senders before it existed: the mapper then reads the
+    # series' metadata from the PACS instead).
+    evidence: tuple[EvidenceSeries, ...] = Field(default=(), max_length=16)
 
 
 class PostedFinding(_Model):

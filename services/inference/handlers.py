@@ -15,7 +15,13 @@ from services.inference.input_checks import input_notes
 from services.inference.volumes import prepare_input, read_volume
 from shared.errors import InvalidMessage, PermanentError, RadmeshError, TransientError
 from shared.inference_protocol import InferenceClient
-from shared.messages import Event, InferenceCompleted, StudyFetched
+from shared.messages import (
+    Event,
+    EvidenceSeries,
+    InferenceCompleted,
+    SeriesManifest,
+    StudyFetched,
+)
 from shared.metrics import MODEL_INFERENCE_SECONDS
 from shared.registry import ModelEntry, Registry
 from shared.storage import BlobStore
@@ -81,6 +87,7 @@ class RunModel:
                 findings=findings,
                 inference_duration_ms=round(infer_ms, 1),
                 input_notes=notes,
+                evidence=evidence_of(series),
             )
         ]
 
@@ -111,3 +118,19 @@ class RunModel:
             timing(model.id, model.version, "ok").observe(time.perf_counter() - started)
             return outputs
         raise AssertionError("unreachable")
+
+
+def evidence_of(series: SeriesManifest) -> tuple[EvidenceSeries, ...]:
+    """The instances the model read, one entry per SOP class, in the manifest's order: the
+    mapper's SR names them as evidence without asking the PACS for their metadata."""
+    by_class: dict[str, list[str]] = {}
+    for instance in series.instances:
+        by_class.setdefault(instance.sop_class_uid, []).append(instance.sop_instance_uid)
+    return tuple(
+        EvidenceSeries(
+            series_instance_uid=series.series_instance_uid,
+            sop_class_uid=sop_class_uid,
+            sop_instance_uids=tuple(sop_instance_uids),
+        )
+        for sop_class_uid, sop_instance_uids in by_class.items()
+    )

@@ -18,6 +18,7 @@ critical finding must still reach the notifier.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from services.mapper.rejection_note import rejection_note
 from services.mapper.structured_report import (
     build_structured_report,
     dataset_from_metadata,
+    evidence_from_manifest,
     sr_uids,
     tracking_uid,
 )
@@ -192,22 +194,19 @@ async def store_structured_report(
     it); whether it was stored. A failure no retry can fix is logged as an error, not raised
     (see the module's docstring); a transient one is raised."""
     series_uid = next(
-        (f.series_instance_uid for f in event.findings if f.series_instance_uid), None
+        (f.series_instance_uid for f in event.findings if f.series_instance_uid),
+        event.evidence[0].series_instance_uid if event.evidence else None,
     )
     if series_uid is None:
         log.error("structured_report_not_stored", reason="no source series in the findings")
         return False
     try:
-        metadata = await dicomweb.retrieve_series_metadata(
-            event.study.study_instance_uid, series_uid
+        evidence = await _evidence(event, series_uid, dicomweb)
+        # building and encoding take CPU in proportion to the instances: off the event loop
+        structured_report, encoded = await asyncio.to_thread(
+            _encoded_structured_report, event, model, evidence
         )
-        evidence = [dataset_from_metadata(item) for item in metadata]
-        structured_report = build_structured_report(
-            event, model, evidence, created=event.created_at
-        )
-        buffer = io.BytesIO()
-        dcmwrite(buffer, structured_report, enforce_file_format=True)
-        await dicomweb.store_instances([buffer.getvalue()])
+        await dicomweb.store_instances([encoded])
     except PermanentError as error:
         log.error(
             "structured_report_not_stored",
@@ -223,6 +222,37 @@ async def store_structured_report(
         sop_instance_uid=str(structured_report.SOPInstanceUID),
     )
     return True
+
+
+async def _evidence(
+    event: InferenceCompleted, series_uid: str, dicomweb: DicomWebClient
+) -> list[Dataset]:
+    """The SR's evidence: the instances the inference service says the model read, with one
+    instance's metadata from the PACS; from a sender that names none, every instance's
+    metadata of the findings' series."""
+    study_uid = event.study.study_instance_uid
+    if event.evidence:
+        first = event.evidence[0]
+        header = await dicomweb.retrieve_instance_metadata(
+            study_uid, first.series_instance_uid, first.sop_instance_uids[0]
+        )
+        if header is None:
+            raise PermanentError(
+                f"the PACS has no metadata for an instance of series {first.series_instance_uid}"
+            )
+        return evidence_from_manifest(dataset_from_metadata(header), study_uid, event.evidence)
+    metadata = await dicomweb.retrieve_series_metadata(study_uid, series_uid)
+    return [dataset_from_metadata(item) for item in metadata]
+
+
+def _encoded_structured_report(
+    event: InferenceCompleted, model: ModelEntry, evidence: Sequence[Dataset]
+) -> tuple[Dataset, bytes]:
+    """The run's SR and its Part 10 bytes."""
+    structured_report = build_structured_report(event, model, evidence, created=event.created_at)
+    buffer = io.BytesIO()
+    dcmwrite(buffer, structured_report, enforce_file_format=True)
+    return structured_report, buffer.getvalue()
 
 
 def _person_name(practitioner: dict[str, Any]) -> str:

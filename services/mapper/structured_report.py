@@ -6,8 +6,9 @@ study: shared.codes), one Measurements and Qualitative Evaluations group (TID 15
 finding — its finding type, the algorithm (name, version), the finding site, the qualitative
 evaluation present/absent (CID 240), the probability (DCM 122157, unit `1`) and the measurements that depend on it
 (hemorrhage volume, nodule diameter, in UCUM units) — and the AI system named in the Contributing
-Equipment Sequence (purpose DCM 109102 "Processing Equipment"). The evidence is the source series
-(instance metadata from WADO-RS; no pixels needed). The SR's Series and SOP Instance UIDs derive
+Equipment Sequence (purpose DCM 109102 "Processing Equipment"). The evidence is the instances the
+model read, as the inference service names them (`InferenceCompleted.evidence`), with one
+instance's WADO-RS metadata for the Patient and Study modules; no pixels needed. The SR's Series and SOP Instance UIDs derive
 from study + model + version, so a redelivered message stores the same instance again instead of
 a second one.
 """
@@ -34,7 +35,7 @@ from shared.codes import (
 from shared.errors import PermanentError
 from shared.identifiers import run_parts
 from shared.iocm import RADMESH_MANUFACTURER
-from shared.messages import Finding, InferenceCompleted
+from shared.messages import EvidenceSeries, Finding, InferenceCompleted
 from shared.registry import Coding, ModelEntry
 from shared.telemetry import without_quoted_values
 
@@ -43,6 +44,7 @@ __all__ = [
     "build_structured_report",
     "dataset_from_metadata",
     "device_observer_uid",
+    "evidence_from_manifest",
     "sr_uids",
     "tracking_uid",
 ]
@@ -86,6 +88,26 @@ def dataset_from_metadata(metadata: dict[str, Any]) -> Dataset:
     """A pydicom Dataset from one instance's DICOM JSON metadata, without its bulk data."""
     attributes = {tag: value for tag, value in metadata.items() if tag not in _BULK_DATA_TAGS}
     return Dataset.from_json(attributes)
+
+
+def evidence_from_manifest(
+    header: Dataset, study_instance_uid: str, evidence: Sequence[EvidenceSeries]
+) -> list[Dataset]:
+    """The SR's evidence from what the model read: `header` (one instance's metadata, whose
+    Patient and Study modules the SR copies) first, then each other instance as just the four
+    UIDs an evidence reference holds (no per-instance metadata from the PACS, nothing to copy)."""
+    datasets = [header]
+    for series in evidence:
+        for sop_instance_uid in series.sop_instance_uids:
+            if sop_instance_uid == header.SOPInstanceUID:
+                continue
+            reference = Dataset()
+            reference.StudyInstanceUID = study_instance_uid
+            reference.SeriesInstanceUID = series.series_instance_uid
+            reference.SOPClassUID = series.sop_class_uid
+            reference.SOPInstanceUID = sop_instance_uid
+            datasets.append(reference)
+    return datasets
 
 
 def _concept(coding: Coding) -> hd.sr.CodedConcept:

@@ -11,7 +11,7 @@ import pytest
 
 from samples.dicom_series import derive_uid
 from samples.load import LoadResult
-from services.mapper.handlers import MapResults, SupersedeReports
+from services.mapper.handlers import MapResults, SupersedeReports, store_structured_report
 from services.mapper.redrive import RedriveRuns
 from services.mapper.structured_report import dataset_from_metadata, sr_uids
 from services.mapper.verified_report import verified_sr_uid
@@ -20,6 +20,7 @@ from services.verification.handlers import CreateVerificationTask
 from shared.fhir import FhirClient
 from shared.messages import (
     Event,
+    EvidenceSeries,
     Finding,
     FindingVerified,
     InferenceCompleted,
@@ -295,6 +296,73 @@ async def test_structured_report_is_stored_in_the_study_once(
     )
 
 
+async def test_an_sr_names_every_instance_the_model_read_from_the_manifest_alone(
+    servers: Infrastructure, clients: _Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inference.completed that names what the model read (its evidence, from the fetcher's
+    manifest) gives an SR in the PACS referencing each of those instances under the series,
+    with the Patient and Study modules of the source study, while the mapper reads the
+    metadata of one instance, not the series'."""
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "head-bleed", slices=12, size=64)
+    registry = load_registry(REGISTRY_PATH)
+    model = registry.get("ich-reference", "1")
+    instances = await clients.dicomweb.search_instances(
+        loaded.study_instance_uid, loaded.series_instance_uid
+    )
+    event = _event(
+        loaded,
+        "ich-reference",
+        (
+            Finding(
+                finding_key="intracranial-hemorrhage",
+                present=True,
+                probability=0.91,
+                series_instance_uid=loaded.series_instance_uid,
+                sop_instance_uids=(instances[5].sop_instance_uid,),
+            ),
+            Finding(finding_key="hemorrhage-volume", present=True, value=6.0, unit="mL"),
+        ),
+    ).model_copy(
+        update={
+            "evidence": (
+                EvidenceSeries(
+                    series_instance_uid=loaded.series_instance_uid,
+                    sop_class_uid=instances[0].sop_class_uid,
+                    sop_instance_uids=tuple(i.sop_instance_uid for i in instances),
+                ),
+            )
+        }
+    )
+    read: list[str] = []
+    series_metadata = clients.dicomweb.retrieve_series_metadata
+
+    async def counted(study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+        read.append(series_uid)
+        return await series_metadata(study_uid, series_uid)
+
+    monkeypatch.setattr(clients.dicomweb, "retrieve_series_metadata", counted)
+    assert await store_structured_report(event, model, clients.dicomweb)
+    monkeypatch.undo()
+    assert read == []  # one instance's metadata, not the series'
+    series_uid, _ = sr_uids(loaded.study_instance_uid, model)
+    (metadata,) = await clients.dicomweb.retrieve_series_metadata(
+        loaded.study_instance_uid, series_uid
+    )
+    report = dataset_from_metadata(metadata)
+    (study,) = report.CurrentRequestedProcedureEvidenceSequence
+    (series,) = study.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == loaded.series_instance_uid
+    assert sorted(item.ReferencedSOPInstanceUID for item in series.ReferencedSOPSequence) == sorted(
+        i.sop_instance_uid for i in instances
+    )
+    source_metadata = await clients.dicomweb.retrieve_series_metadata(
+        loaded.study_instance_uid, loaded.series_instance_uid
+    )
+    source = dataset_from_metadata(source_metadata[0])
+    for keyword in ("PatientID", "PatientBirthDate", "AccessionNumber", "StudyDate", "StudyID"):
+        assert report.get(keyword) == source.get(keyword), f"{keyword} not copied from the study"
+
+
 async def test_verified_results_store_a_verified_sr_naming_the_radiologist_and_its_predecessor(
     servers: Infrastructure, clients: _Clients
 ) -> None:
@@ -505,7 +573,9 @@ async def test_a_run_whose_sr_is_missing_from_the_pacs_has_it_stored_again_from_
     assert await stored() == []
     await sweep.sweep()
     assert len(await stored()) == 1
-    assert not [e for e in published if getattr(e, "diagnostic_report", None) == posted.diagnostic_report]
+    assert not [
+        e for e in published if getattr(e, "diagnostic_report", None) == posted.diagnostic_report
+    ]
     (metadata,) = await clients.dicomweb.retrieve_series_metadata(
         loaded.study_instance_uid, series_uid
     )
@@ -513,7 +583,8 @@ async def test_a_run_whose_sr_is_missing_from_the_pacs_has_it_stored_again_from_
     diameters = [
         float(item.MeasuredValueSequence[0].NumericValue)
         for item in content_items(report)
-        if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "81827009"
+        if item.get("ValueType") == "NUM"
+        and item.ConceptNameCodeSequence[0].CodeValue == "81827009"
     ]
     assert diameters == [8.4]
     evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]

@@ -9,16 +9,18 @@ import pydicom
 import pytest
 from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
+from pydicom.valuerep import DT, TM
 
 from samples.dicom_series import describe_study, iter_instances
 from samples.phantoms import head_ct
 from services.mapper.structured_report import (
     build_structured_report,
     dataset_from_metadata,
+    evidence_from_manifest,
     sr_uids,
 )
 from shared.errors import PermanentError
-from shared.messages import Finding, InferenceCompleted, ModelRef, StudyRef
+from shared.messages import EvidenceSeries, Finding, InferenceCompleted, ModelRef, StudyRef
 from shared.registry import load_registry
 from tests.dicom_sr import content_items
 
@@ -177,3 +179,37 @@ def test_sr_whose_evidence_header_is_refused_says_why_without_quoting_the_value(
             dataset.PatientBirthDate = "1950-01-31"
         build_structured_report(event, MODEL, sloppy, created=event.created_at)
     assert "1950" not in str(raised.value)
+
+
+def test_an_sr_from_the_manifest_equals_the_sr_from_every_instances_metadata() -> None:
+    """The evidence built from the inference service's manifest (one instance's metadata, the
+    other instances as UIDs) gives the same SR, byte for byte, as one pydicom Dataset per
+    instance from the series' full WADO-RS metadata (the clock's times aside)."""
+    phantom = head_ct(seed=6, slices=12, size=32)
+    info = describe_study(phantom, scenario="mapper-sr-manifest", seed=6)
+    slices = [dataset_from_metadata(ds.to_json_dict()) for ds in iter_instances(phantom, info)]
+    event = _event(slices).model_copy(
+        update={
+            "evidence": (
+                EvidenceSeries(
+                    series_instance_uid=str(slices[0].SeriesInstanceUID),
+                    sop_class_uid=str(slices[0].SOPClassUID),
+                    sop_instance_uids=tuple(str(ds.SOPInstanceUID) for ds in slices),
+                ),
+            )
+        }
+    )
+    from_manifest = evidence_from_manifest(
+        slices[0], str(slices[0].StudyInstanceUID), event.evidence
+    )
+    assert len(from_manifest) == len(slices)
+    encoded = []
+    for evidence in (slices, from_manifest):
+        buffer = io.BytesIO()
+        report = build_structured_report(event, MODEL, evidence, created=event.created_at)
+        report.InstanceCreationTime = report.ContentTime = TM("120000")
+        for equipment in report.ContributingEquipmentSequence:
+            equipment.ContributionDateTime = DT("20261201120000")
+        dcmwrite(buffer, report, enforce_file_format=True)
+        encoded.append(buffer.getvalue())
+    assert encoded[0] == encoded[1]
