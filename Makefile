@@ -66,12 +66,13 @@ image: ## build the radmesh container image with podman from a debootstrap base 
 image-test: install infra-up image ## start one service from the image and check it is ready and stops cleanly
 	$(BIN)/pytest -q -s -m image tests/image
 
-bench: install infra-up ## benchmarks that print figures (HAPI FHIR, model transport, PACS, fetch)
+bench: install infra-up ## benchmarks that print figures (HAPI FHIR, model transport, PACS, fetch, SR step, volume reading)
 	$(BIN)/python deploy/hapi-fhir/bench.py
 	$(BIN)/python deploy/model-server/bench.py
 	$(BIN)/python -m samples.bench
 	$(BIN)/python -m samples.bench_fetch
 	$(BIN)/python -m samples.bench_sr
+	$(BIN)/python -m samples.bench_volume
 
 clean: ## remove the venv and caches (not the run directory)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -118,7 +118,7 @@ class InferenceClient:
         url = f"{self.base_url}{path}"
         binary = await self.supports_binary_tensors()
         request_inputs: list[dict[str, Any]] = []
-        payload = bytearray()
+        tensors: list[memoryview] = []
         for name, array in inputs.items():
             contiguous = np.ascontiguousarray(array)
             description: dict[str, Any] = {
@@ -127,9 +127,10 @@ class InferenceClient:
                 "datatype": _datatype(contiguous),
             }
             if binary:
-                raw = contiguous.astype(contiguous.dtype.newbyteorder("<"), copy=False).tobytes()
-                description["parameters"] = {"binary_data_size": len(raw)}
-                payload += raw
+                little = contiguous.astype(contiguous.dtype.newbyteorder("<"), copy=False)
+                raw = little.data.cast("B")  # the array's own bytes, not a copy
+                description["parameters"] = {"binary_data_size": raw.nbytes}
+                tensors.append(raw)
             else:
                 description["data"] = contiguous.ravel().tolist()
             request_inputs.append(description)
@@ -146,7 +147,7 @@ class InferenceClient:
             headers[HEADER_LENGTH] = str(len(header))
         try:
             async with self._http().post(
-                url, data=header + bytes(payload), headers=headers
+                url, data=_body(header, tensors) if binary else header, headers=headers
             ) as response:
                 body = await response.read()
                 if response.status >= 400:
@@ -161,6 +162,18 @@ class InferenceClient:
                 f"OIP infer {model}: {error!r}", url=url, status=None
             ) from error
         return _decode_outputs(body, int(header_length) if header_length else None)
+
+
+def _body(header: bytes, tensors: list[memoryview]) -> bytearray:
+    """The binary request: the JSON header, then each tensor's bytes, copied once into a body
+    allocated at its final size (not concatenated step by step)."""
+    body = bytearray(len(header) + sum(tensor.nbytes for tensor in tensors))
+    body[: len(header)] = header
+    offset = len(header)
+    for tensor in tensors:
+        body[offset : offset + tensor.nbytes] = tensor
+        offset += tensor.nbytes
+    return body
 
 
 def _decode_outputs(body: bytes, header_length: int | None) -> dict[str, npt.NDArray[Any]]:

@@ -54,17 +54,31 @@ class Volume:
 
 @dataclass(frozen=True)
 class _Slice:
+    """Where one slice lies; its pixels are already in the volume (row `index`)."""
+
     position: tuple[float, float, float]
     orientation: tuple[float, ...]
     sop_instance_uid: str
-    pixels: npt.NDArray[np.int16]
+    shape: tuple[int, ...]
 
 
-def _hounsfield(stored: npt.NDArray[Any], slope: float, intercept: float) -> npt.NDArray[np.int16]:
-    hounsfield = stored.astype(np.float32) * slope + intercept
-    # Kept as int16 per slice: a 300×512×512 series needs 150 MB, not 300 MB of float32.
-    rounded: npt.NDArray[np.int16] = np.rint(np.clip(hounsfield, -32768, 32767)).astype(np.int16)
-    return rounded
+def _to_hounsfield(
+    stored: npt.NDArray[Any], slope: float, intercept: float, out: npt.NDArray[np.int16]
+) -> None:
+    """Stored values → HU, written into `out` (one slice of the volume): integer arithmetic
+    for the usual slope 1 and whole intercept, float32 otherwise; clipped to int16."""
+    if slope == 1 and float(intercept).is_integer():
+        whole = stored.astype(np.int32)
+        whole += int(intercept)
+        np.clip(whole, -32768, 32767, out=whole)
+        out[...] = whole
+        return
+    scaled = stored.astype(np.float32)
+    np.multiply(scaled, np.float32(slope), out=scaled)
+    np.add(scaled, np.float32(intercept), out=scaled)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    out[...] = scaled
 
 
 def _triple(value: Any, what: str, sop: str) -> tuple[float, ...]:
@@ -83,20 +97,26 @@ def _pixels(dataset: Dataset, sop: str) -> npt.NDArray[Any]:
         ) from error
 
 
-def _frames(dataset: Dataset, sop: str) -> Iterator[_Slice]:
+@dataclass(frozen=True)
+class _Frame:
+    position: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    pixels: npt.NDArray[Any]  # stored values
+    slope: float
+    intercept: float
+
+
+def _frames(dataset: Dataset, sop: str) -> Iterator[_Frame]:
     """The slices of one instance: itself, or each frame of an enhanced multi-frame image."""
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     pixels = _pixels(dataset, sop)
     if frames == 1 or "PerFrameFunctionalGroupsSequence" not in dataset:
-        yield _Slice(
+        yield _Frame(
             _triple(dataset.get("ImagePositionPatient"), "ImagePositionPatient", sop),  # type: ignore[arg-type]
             _triple(dataset.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), "", sop),
-            sop,
-            _hounsfield(
-                pixels,
-                float(dataset.get("RescaleSlope", 1)),
-                float(dataset.get("RescaleIntercept", 0)),
-            ),
+            pixels,
+            float(dataset.get("RescaleSlope", 1)),
+            float(dataset.get("RescaleIntercept", 0)),
         )
         return
     shared = (dataset.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
@@ -109,16 +129,54 @@ def _frames(dataset: Dataset, sop: str) -> Iterator[_Slice]:
         position = group("PlanePositionSequence").get("ImagePositionPatient")
         orientation = group("PlaneOrientationSequence").get("ImageOrientationPatient")
         transform = group("PixelValueTransformationSequence")
-        yield _Slice(
+        yield _Frame(
             _triple(position, f"ImagePositionPatient for frame {index + 1}", sop),  # type: ignore[arg-type]
             _triple(orientation or [1, 0, 0, 0, 1, 0], "", sop),
-            sop,
-            _hounsfield(
-                pixels[index],
-                float(transform.get("RescaleSlope", 1)),
-                float(transform.get("RescaleIntercept", 0)),
-            ),
+            pixels[index],
+            float(transform.get("RescaleSlope", 1)),
+            float(transform.get("RescaleIntercept", 0)),
         )
+
+
+class _VolumeBuffer:
+    """The volume's int16 array, allocated once at the first slice for as many slices as the
+    series can hold (instances × frames of the first), filled slice by slice in reading order;
+    grown only when a later instance holds more frames than the first."""
+
+    def __init__(self) -> None:
+        self.array: npt.NDArray[np.int16] | None = None
+        self.count = 0
+
+    def add(self, frame: _Frame, capacity: int) -> None:
+        if self.array is None:
+            self.array = np.empty((capacity, *frame.pixels.shape), dtype=np.int16)
+        elif frame.pixels.shape != self.array.shape[1:]:
+            return  # told apart by the caller (mixed image sizes)
+        elif self.count == len(self.array):
+            grown = np.empty((2 * len(self.array), *self.array.shape[1:]), dtype=np.int16)
+            grown[: self.count] = self.array
+            self.array = grown
+        _to_hounsfield(frame.pixels, frame.slope, frame.intercept, self.array[self.count])
+        self.count += 1
+
+
+def _reorder_in_place(array: npt.NDArray[Any], order: Sequence[int]) -> None:
+    """array[i] = array[order[i]] for every i, moving slices along the permutation's cycles
+    with one slice of scratch space (no second volume)."""
+    placed = [False] * len(order)
+    for start in range(len(order)):
+        if placed[start] or order[start] == start:
+            continue
+        scratch = array[start].copy()
+        position = start
+        while True:
+            placed[position] = True
+            source = order[position]
+            if source == start:
+                array[position] = scratch
+                break
+            array[position] = array[source]
+            position = source
 
 
 def _pixel_spacing(dataset: Dataset) -> Sequence[Any] | None:
@@ -142,8 +200,10 @@ def _lossy(dataset: Dataset) -> str | None:
 
 
 def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
-    """Read every instance, order slices along the patient axis, convert stored values to HU."""
+    """Read every instance, order slices along the patient axis, convert stored values to HU,
+    into one preallocated int16 array (the volume's only full-size copy)."""
     slices: list[_Slice] = []
+    buffer = _VolumeBuffer()
     pixel_spacing: Sequence[Any] | None = None
     lossy: str | None = None
     for instance in series.instances:
@@ -152,26 +212,40 @@ def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
             continue
         pixel_spacing = _pixel_spacing(dataset) or pixel_spacing
         lossy = lossy or _lossy(dataset)
-        slices.extend(_frames(dataset, instance.sop_instance_uid))
+        capacity = len(series.instances) * int(dataset.get("NumberOfFrames", 1) or 1)
+        for frame in _frames(dataset, instance.sop_instance_uid):
+            slices.append(
+                _Slice(
+                    frame.position,
+                    frame.orientation,
+                    instance.sop_instance_uid,
+                    tuple(frame.pixels.shape),
+                )
+            )
+            buffer.add(frame, capacity)
+        del dataset  # its pixel data is in the volume now
     uid = series.series_instance_uid
-    if len(slices) < 2 or pixel_spacing is None:
+    if len(slices) < 2 or pixel_spacing is None or buffer.array is None:
         raise InvalidMessage(f"series {uid} has {len(slices)} image slices; a volume needs 2+")
     orientations = {tuple(round(v, 3) for v in s.orientation) for s in slices}
     if len(orientations) != 1:
         raise InvalidMessage(f"series {uid} mixes {len(orientations)} image orientations")
-    normal = np.cross(np.asarray(slices[0].orientation[:3]), np.asarray(slices[0].orientation[3:]))
-    slices.sort(key=lambda item: float(np.dot(normal, item.position)))
-    shapes = {item.pixels.shape for item in slices}
+    shapes = {item.shape for item in slices}
     if len(shapes) != 1:
         raise InvalidMessage(f"series {uid} mixes image sizes {sorted(shapes)}")
-    spacings = np.abs(np.diff([float(np.dot(normal, item.position)) for item in slices]))
+    normal = np.cross(np.asarray(slices[0].orientation[:3]), np.asarray(slices[0].orientation[3:]))
+    along = [float(np.dot(normal, item.position)) for item in slices]
+    order = sorted(range(len(slices)), key=along.__getitem__)
+    hounsfield = buffer.array[: len(slices)]
+    _reorder_in_place(hounsfield, order)
+    spacings = np.abs(np.diff([along[index] for index in order]))
     slice_spacing = float(np.median(spacings))
     if slice_spacing <= 0 or float(spacings.min()) <= 0:
         raise InvalidMessage(f"series {uid} has coincident slice positions")
     return Volume(
-        hounsfield=np.stack([item.pixels for item in slices]),
+        hounsfield=hounsfield,
         spacing_mm=(slice_spacing, float(pixel_spacing[0]), float(pixel_spacing[1])),
-        sop_instance_uids=tuple(item.sop_instance_uid for item in slices),
+        sop_instance_uids=tuple(slices[index].sop_instance_uid for index in order),
         quality=InputQuality(lossy=lossy, spacings_mm=tuple(round(float(s), 4) for s in spacings)),
     )
 
@@ -187,8 +261,9 @@ def prepare_input(volume: Volume, preprocessing: Preprocessing) -> dict[str, npt
         low, high = center - width / 2, center + width / 2
         data = (np.clip(data.astype(np.float32), low, high) - low) / (high - low)
     tensors: dict[str, npt.NDArray[Any]] = {
+        # no copy when the volume already has the declared datatype
         preprocessing.input_name: data.astype(
-            np.int16 if preprocessing.datatype == "INT16" else np.float32
+            np.int16 if preprocessing.datatype == "INT16" else np.float32, copy=False
         )
     }
     if preprocessing.spacing_input_name is not None:

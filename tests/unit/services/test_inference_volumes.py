@@ -207,3 +207,20 @@ def test_an_enhanced_multi_frame_ct_reads_as_the_same_volume(tmp_path: Path) -> 
     volume = read_volume(store, manifest)
     assert np.array_equal(volume.hounsfield, expected)
     assert volume.spacing_mm == pytest.approx(spacing)
+
+
+def test_a_fractional_rescale_and_a_shuffled_series_read_as_the_same_hu(tmp_path: Path) -> None:
+    """Stored values written with slope 0.5 and intercept -1024.5 (the float path) and the
+    instances in a shuffled order (the in-place reordering) give the phantom's HU, rounded."""
+
+    def halve(dataset: Dataset, index: int) -> None:
+        hu = dataset.pixel_array.astype(np.float64) + float(dataset.RescaleIntercept)
+        dataset.PixelData = np.rint((hu + 1024.5) / 0.5).astype(np.uint16).tobytes()
+        dataset.PixelRepresentation = 0
+        dataset.RescaleSlope, dataset.RescaleIntercept = 0.5, -1024.5
+
+    manifest, expected, _ = _stored_series(tmp_path, reverse=False, change=halve)
+    shuffled = [manifest.instances[i] for i in (3, 0, 5, 1, 4, 2)]
+    volume = read_volume(BlobStore(tmp_path), manifest.model_copy(update={"instances": shuffled}))
+    assert np.abs(volume.hounsfield.astype(np.int32) - expected).max() <= 1
+    assert volume.sop_instance_uids == tuple(i.sop_instance_uid for i in manifest.instances)
