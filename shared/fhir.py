@@ -19,6 +19,7 @@ from fhirpy import AsyncFHIRClient
 from fhirpy.base.utils import AttrDict
 
 from shared.errors import RemoteUnavailable, remote_error_for
+from shared.narrative import with_narrative
 from shared.settings import FhirSettings
 from shared.smart_auth import SmartBackendAuth
 from shared.telemetry import http_client_tracing
@@ -257,7 +258,9 @@ def versioned_update_entry(resource: dict[str, Any], base_url: str) -> dict[str,
     (`ifMatch`; a concurrent change fails the transaction with 412). meta.versionId and
     lastUpdated are not sent back; the rest of meta (security labels, tags) is. The fullUrl is
     the resource's absolute URL: a transaction entry needs one, and references inside the
-    Bundle resolve against it."""
+    Bundle resolve against it. An Observation's or DiagnosticReport's narrative is made again
+    from what it now says (shared.narrative)."""
+    resource = with_narrative(resource)
     meta = {
         k: v
         for k, v in (resource.get("meta") or {}).items()

@@ -42,6 +42,7 @@ from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier
 from shared.messages import Finding, InferenceCompleted
+from shared.narrative import with_narrative
 from shared.registry import ModelEntry
 
 __all__ = [
@@ -126,7 +127,7 @@ def _diagnostic_report(
         report["basedOn"] = [{"reference": event.study.service_request}]
     if present_codes:
         report["conclusionCode"] = present_codes
-    return report
+    return with_narrative(report)
 
 
 def _provenance(

@@ -33,6 +33,7 @@ from shared.identifiers import (
     radmesh_identifier_value,
 )
 from shared.messages import Finding, InferenceCompleted
+from shared.narrative import with_narrative
 from shared.registry import Coding, FindingMapping, ModelEntry
 
 __all__ = [
@@ -185,7 +186,7 @@ def build_observation(
                 },
             }
         ]
-    return observation
+    return with_narrative(observation)
 
 
 def finding_of_observation(observation: dict[str, Any]) -> Finding:

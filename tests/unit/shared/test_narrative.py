@@ -1,0 +1,63 @@
+"""shared.narrative: the generated text of Observations and DiagnosticReports follows their
+content through every write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.observation import Observation
+
+from shared.fhir import versioned_update_entry
+from shared.narrative import with_narrative
+
+OBSERVATION: dict[str, Any] = {
+    "resourceType": "Observation",
+    "id": "obs-1",
+    "meta": {"versionId": "1"},
+    "status": "preliminary",
+    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1386000"}], "text": "ICH"},
+    "valueCodeableConcept": {"text": "Present"},
+    "component": [
+        {"code": {"text": "Probability"}, "valueQuantity": {"value": 0.88, "unit": "1"}}
+    ],
+    "note": [{"text": "AI-generated preliminary finding <unverified> & flagged"}],
+}
+REPORT: dict[str, Any] = {
+    "resourceType": "DiagnosticReport",
+    "id": "report-1",
+    "status": "preliminary",
+    "code": {"text": "CT head AI analysis"},
+    "conclusion": "AI result, preliminary: hemorrhage present.",
+}
+
+
+def test_an_observations_narrative_says_its_code_value_status_probability_and_notes() -> None:
+    """The div names the code, the value, the status, the probability and each note, with
+    markup in the texts escaped, and is valid R4 narrative for fhir.resources."""
+    narrated = with_narrative(OBSERVATION)
+    div = narrated["text"]["div"]
+    assert narrated["text"]["status"] == "generated"
+    assert div.startswith('<div xmlns="http://www.w3.org/1999/xhtml">')
+    for shown in ("<b>ICH</b>: Present", "status: preliminary", "Probability: 0.88 1"):
+        assert shown in div
+    assert "&lt;unverified&gt; &amp; flagged" in div and "<unverified>" not in div
+    Observation.model_validate({k: v for k, v in narrated.items() if k != "meta"})
+
+
+def test_every_update_writes_the_narrative_of_what_the_resource_now_says() -> None:
+    """A verdict that makes the Observation final and rewrites the report's conclusion sends
+    narratives saying so, not the preliminary ones written at creation."""
+    written = with_narrative(OBSERVATION)
+    final = {**written, "status": "final", "note": [{"text": "AI-generated finding, verified"}]}
+    sent = versioned_update_entry(final, "http://fhir.example/fhir")["resource"]["text"]["div"]
+    assert "status: final" in sent and "verified" in sent and "preliminary" not in sent
+    rejected = {**with_narrative(REPORT), "status": "entered-in-error", "conclusion": "Rejected."}
+    div = versioned_update_entry(rejected, "http://fhir.example/fhir")["resource"]["text"]["div"]
+    assert "<b>CT head AI analysis</b> (status: entered-in-error)" in div and "Rejected." in div
+    DiagnosticReport.model_validate(with_narrative(REPORT))
+
+
+def test_other_resources_are_written_as_they_are() -> None:
+    task = {"resourceType": "Task", "id": "t", "status": "requested", "intent": "order"}
+    assert with_narrative(task) is task
