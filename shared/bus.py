@@ -180,6 +180,7 @@ class Bus:
         # each message to whichever is next, whatever its type).
         self._handlers: dict[str, tuple[type[Event], Handler[Any]]] = {}
         self._depth_watch: asyncio.Task[None] | None = None
+        self._watch_stopping = asyncio.Event()
 
     # -- topology ---------------------------------------------------------------------------
 
@@ -459,13 +460,21 @@ class Bus:
     async def start(self) -> None:
         await self.broker.start()
         if self.consumed and self.settings.depth_interval_seconds > 0:
+            self._watch_stopping.clear()
             self._depth_watch = asyncio.create_task(self._watch_depth())
 
     async def stop(self) -> None:
         if self._depth_watch is not None:
+            # Told to stop, and cancelled: a cancellation that lands inside aio-pika while it
+            # re-opens a channel can be absorbed there, and the watch went on reading every
+            # 15 s while stop() waited on it (a test hung for minutes after a broker restart).
+            # asyncio.wait, not `await task` under suppress(CancelledError), which would also
+            # swallow a cancellation of stop() itself.
+            self._watch_stopping.set()
             self._depth_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._depth_watch
+            _, pending = await asyncio.wait([self._depth_watch], timeout=_WATCH_STOP_SECONDS)
+            if pending:
+                log.warning("queue_depth_watch_not_stopped", waited_seconds=_WATCH_STOP_SECONDS)
         await self.broker.stop()
 
     async def _watch_depth(self) -> None:
@@ -480,7 +489,7 @@ class Bus:
         interval = self.settings.depth_interval_seconds
         connection: aio_pika.abc.AbstractRobustConnection | None = None
         try:
-            while True:
+            while not self._watch_stopping.is_set():
                 try:
                     if connection is None:
                         connection = await aio_pika.connect_robust(self.settings.url)
@@ -500,10 +509,21 @@ class Bus:
                         QUEUE_DEPTH.labels(self.service, kind).set(depth)
                 except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as error:
                     log.warning("queue_depth_unreadable", error=str(error)[:200])
-                await asyncio.sleep(interval)
+                with contextlib.suppress(TimeoutError):  # the interval, or stop() first
+                    await asyncio.wait_for(self._watch_stopping.wait(), interval)
         finally:
             if connection is not None:
-                await connection.close()
+                try:
+                    # a robust connection that lived through a broker restart has been seen
+                    # to wait for ever in close()
+                    async with asyncio.timeout(_WATCH_STOP_SECONDS / 2):
+                        await connection.close()
+                except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as error:
+                    log.warning("queue_depth_connection_not_closed", error=repr(error)[:200])
+
+
+# How long a stop waits for the queue-depth watch to close its connection.
+_WATCH_STOP_SECONDS = 10.0
 
 
 def _reason_class(kind: str, error: Exception) -> str:

@@ -451,7 +451,9 @@ async def test_messages_waiting_for_their_retry_survive_a_broker_restart(
             await asyncio.sleep(0.05)
     finally:
         if second is not None:
-            await second.stop()
+            # a stop after the restart once waited for ever on the queue-depth watch
+            async with asyncio.timeout(30):
+                await second.stop()
         connection = await aio_pika.connect_robust(infra.amqp_url)
         channel = await connection.channel()
         queues = first.queues
