@@ -3,8 +3,10 @@ a clean stop on SIGTERM/SIGINT.
 
 A service's `app.py` builds a `ServiceApp` (wiring only); its `__main__.py` configures logging and
 tracing and calls `run_service`. `/healthz` answers 200 while the process runs; `/readyz` answers
-200 while the broker answers; `/metrics` serves the Prometheus metrics (shared/metrics.py) (the
-services' other dependencies are retried per message, so they do not gate readiness).
+200 while the broker answers and every server the service requires takes a connection
+(shared/readiness.py), 503 naming what is unreachable otherwise (messages keep being taken:
+what fails on an unreachable server is retried per message); `/metrics` serves the Prometheus
+metrics (shared/metrics.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from shared.bus import Bus
 from shared.errors import ConfigurationError
 from shared.metrics import METRICS_CONTENT_TYPE, exposition
 from shared.operation_outcome import outcome_response
+from shared.readiness import Dependency, unreachable
 from shared.settings import RadmeshSettings, ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing
 
@@ -50,7 +53,8 @@ class ServiceApp:
     name: str
     start: Callable[[], Awaitable[None]]
     stop: Callable[[], Awaitable[None]]
-    ready: Callable[[], Awaitable[bool]]
+    # what keeps the service from being ready (the broker, a required server); empty: ready
+    unready: Callable[[], Awaitable[Sequence[str]]]
     routes: Sequence[web.RouteDef] = field(default_factory=list)
     middlewares: Sequence[Middleware] = field(default_factory=list)
 
@@ -100,10 +104,11 @@ def bus_service(
     close: Sequence[Callable[[], Awaitable[None]]] = (),
     routes: Sequence[web.RouteDef] = (),
     middlewares: Sequence[Middleware] = (),
+    requires: Sequence[Dependency] = (),
 ) -> ServiceApp:
     """The ServiceApp of a service built around its bus: start connects and declares the queues
-    of what it consumes, then runs `on_start`; stop closes the bus, then `close`; ready pings
-    the broker."""
+    of what it consumes, then runs `on_start`; stop closes the bus, then `close`; it is ready
+    while the broker answers a ping and each server it `requires` takes a connection."""
 
     async def start() -> None:
         await bus.start()
@@ -116,14 +121,15 @@ def bus_service(
         for closer in close:
             await closer()
 
-    async def ready() -> bool:
-        return await bus.broker.ping(timeout=2.0)
+    async def unready() -> list[str]:
+        broker, servers = await asyncio.gather(bus.broker.ping(timeout=2.0), unreachable(requires))
+        return ([] if broker else ["the broker"]) + servers
 
     return ServiceApp(
         name=name,
         start=start,
         stop=stop,
-        ready=ready,
+        unready=unready,
         routes=list(routes),
         middlewares=list(middlewares),
     )
@@ -162,10 +168,11 @@ def _http_application(app: ServiceApp) -> web.Application:
         return web.json_response({"status": "ok", "service": app.name})
 
     async def readyz(_request: web.Request) -> web.Response:
-        ready = await app.ready()
+        unready = list(await app.unready())
+        if not unready:
+            return web.json_response({"status": "ready", "service": app.name})
         return web.json_response(
-            {"status": "ready" if ready else "not ready", "service": app.name},
-            status=200 if ready else 503,
+            {"status": "not ready", "service": app.name, "unreachable": unready}, status=503
         )
 
     application = web.Application(

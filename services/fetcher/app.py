@@ -6,6 +6,7 @@ from services.fetcher.handlers import FetchStudy
 from services.fetcher.pacs import PacsDirectory
 from services.fetcher.retention import RetentionSweep
 from services.fetcher.settings import FetcherSettings
+from shared import readiness
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.messages import StudyDetected
@@ -31,5 +32,9 @@ def build_app(
     sweep = RetentionSweep(store, settings.storage)
 
     return bus_service(
-        service, bus, on_start=[sweep.start], close=[sweep.stop, pacs.close, dicomweb.close]
+        service,
+        bus,
+        on_start=[sweep.start],
+        close=[sweep.stop, pacs.close, dicomweb.close],
+        requires=[readiness.pacs(settings)],
     )

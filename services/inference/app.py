@@ -6,6 +6,7 @@ from services.inference.handlers import RunModel
 from services.inference.settings import InferenceSettings
 from shared.bus import Bus
 from shared.messages import StudyFetched
+from shared.readiness import model_servers
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -24,4 +25,4 @@ def build_app(
     run_model = RunModel(registry, BlobStore(settings.storage.blob_dir))
     bus.consume(StudyFetched, run_model)
 
-    return bus_service(service, bus, close=[run_model.close])
+    return bus_service(service, bus, close=[run_model.close], requires=model_servers(registry))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.mapper.handlers import MapResults, SupersedeReports
 from services.mapper.redrive import RedriveRuns
 from services.mapper.settings import MapperSettings
+from shared import readiness
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
@@ -40,4 +41,10 @@ def build_app(settings: RadmeshSettings, own: MapperSettings, service: str = SER
     )
     sweep = Periodic(redrive.sweep, own.redrive_interval_seconds, "redrive_sweep_failed")
     close = [sweep.stop, fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
-    return bus_service(service, bus, on_start=[sweep.start], close=close)
+    return bus_service(
+        service,
+        bus,
+        on_start=[sweep.start],
+        close=close,
+        requires=[readiness.fhir_server(settings), readiness.pacs(settings)],
+    )

@@ -14,6 +14,7 @@ from shared.messages import (
     ResultsPosted,
     ResultsRetracted,
 )
+from shared.readiness import fhir_server
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -40,4 +41,4 @@ def build_app(
     bus.consume(ResultsRetracted, follow_up.withdraw)
     bus.consume(FindingVerified, follow_up.confirm)
 
-    return bus_service(service, bus, close=[fhir.close])
+    return bus_service(service, bus, close=[fhir.close], requires=[fhir_server(settings)])

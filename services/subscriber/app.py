@@ -11,6 +11,7 @@ from services.subscriber.subscription import ensure_subscription_at_start
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient
+from shared.readiness import fhir_server
 from shared.registry import load_registry
 from shared.runtime import ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -54,4 +55,5 @@ def build_app(settings: RadmeshSettings, own: SubscriberSettings) -> ServiceApp:
             web.post("/pacs/stable-study", announcer.pacs_stable_study),
             web.post("/pacs/deleted", announcer.pacs_deleted),
         ],
+        requires=[fhir_server(settings)],
     )

@@ -20,6 +20,7 @@ from shared.dicomweb import DicomWebClient
 from shared.errors import RadmeshError
 from shared.fhir import FhirClient
 from shared.messages import ResultsPosted, StudyRetracted
+from shared.readiness import fhir_server
 from shared.registry import load_registry
 from shared.runtime import Periodic, ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -69,4 +70,5 @@ def build_app(
             ).routes(),
         ],
         middlewares=[oidc_middleware(tokens, PROTECTED_PATHS)],
+        requires=[fhir_server(settings)],
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 from aiohttp import web
@@ -33,6 +31,7 @@ from shared.settings import (
     RadmeshSettings,
     SmartBackendSettings,
 )
+from tests.broker_objects import delete_broker_objects
 from tests.conftest import Infrastructure
 from tests.tcp_proxy import TcpProxy
 
@@ -336,20 +335,8 @@ async def mesh(
             await mesh.direct_fhir.execute(f"Subscription/{subscription['id']}", method="delete")
         await _cancel_open_verification_tasks(mesh.direct_fhir, started)
         await mesh.direct_fhir.close()
-        connection = await aio_pika.connect(infra.amqp_url)
-        channel = await connection.channel()
-        await channel.exchange_delete(exchange)
-        # its queues (durable: each mesh would leave ~40 behind), timers' delay queues included
-        listed = await asyncio.to_thread(
-            subprocess.run,
-            ["rabbitmqctl", "-q", "list_queues", "name"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        for name in listed.stdout.split():
-            if name.startswith(f"{exchange}."):
-                await channel.queue_delete(name)
-        await connection.close()
+        # its exchange and queues (durable: each mesh would leave ~40 behind), timers' delay
+        # queues included
+        await delete_broker_objects(infra.amqp_url, exchange)
         await runner.cleanup()
         await proxy.down()

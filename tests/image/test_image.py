@@ -8,7 +8,6 @@ queues and exchange are deleted afterwards. Run by `make image-test` (not by `ma
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -23,6 +22,7 @@ import aiohttp
 import pytest
 from aio_pika.exceptions import AMQPError
 
+from tests.broker_objects import delete_broker_objects
 from tests.conftest import Infrastructure
 from tests.waiting import until
 
@@ -63,26 +63,6 @@ def logs(container: str, lines: int = 40) -> str:
 def port_free(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-async def delete_broker_objects(amqp_url: str, prefix: str) -> None:
-    """The exchange and every queue (main, delays, dead letters) the service declared."""
-    listed = await asyncio.to_thread(
-        subprocess.run,
-        ["rabbitmqctl", "-q", "list_queues", "name"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        for name in listed.stdout.split():
-            if name.startswith(f"{prefix}."):
-                await channel.queue_delete(name)
-        await channel.exchange_delete(prefix)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture

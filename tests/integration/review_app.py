@@ -20,14 +20,14 @@ def review_app(desk: ReviewDesk, oidc: OidcSettings, name: str) -> ServiceApp:
     async def nothing() -> None:
         return None
 
-    async def ready() -> bool:
-        return True
+    async def unready() -> list[str]:
+        return []
 
     return ServiceApp(
         name=name,
         start=nothing,
         stop=tokens.close,
-        ready=ready,
+        unready=unready,
         routes=ReviewApi(desk, ReviewerDirectory(desk.fhir), AuditTrail(desk.fhir)).routes(),
         middlewares=[oidc_middleware(tokens, PROTECTED_PATHS)],
     )
