@@ -29,7 +29,8 @@ Decisions where the standards differ:
   since DICOM replaced 51185008 and 12921003; the Code Meaning is the display in FHIR too (a
   SNOMED CT synonym of the concept), so one code reads the same everywhere.
 - AI Transparency on FHIR: `AIAST` "Artificial Intelligence asserted" exactly as
-  v3-ObservationValue and the IG's ProvenanceVS spell it, and the IG's `CLINAST_AIRPT`.
+  v3-ObservationValue and the IG's ProvenanceVS spell it, the IG's `CLINAST_AIRPT`, and its AI
+  Device type `Artificial-Intelligence` (AIdeviceTypeCS).
 - IHE IOCM rejection titles are DICOM CID 7010 "Key Object Selection Document Title" codes.
 
 tests/unit/shared/test_codes.py checks every DICOM-scheme display here against pydicom's code
@@ -49,6 +50,7 @@ __all__ = [
     "ABSENT",
     "ACCESSION_ID",
     "AIAST",
+    "AI_DEVICE_TYPE",
     "BODY_PART_BY_SNOMED",
     "CLINAST_AIRPT",
     "CODE_MEANING_LENGTH",
@@ -230,6 +232,12 @@ CLINAST_AIRPT = Coding(
     "http://hl7.org/fhir/uv/aitransparency/CodeSystem/AddedProvenanceCS",
     "CLINAST_AIRPT",
     "Clinician Asserted from AI Reported",
+)
+# The IG's AI Device profile: Device.type from AIdeviceTypeVS (extensible)
+AI_DEVICE_TYPE = Coding(
+    "http://hl7.org/fhir/uv/aitransparency/CodeSystem/AIdeviceTypeCS",
+    "Artificial-Intelligence",
+    "All kinds of Artificial Intelligence",
 )
 
 # --- FHIR categories and types (terminology.hl7.org) ---

@@ -91,6 +91,11 @@ def _value(dataset: dict[str, Any], tag: str) -> Any:
     return values[0] if values else None
 
 
+def _text(dataset: dict[str, Any], tag: str) -> str | None:
+    value = _value(dataset, tag)
+    return str(value) if value is not None else None
+
+
 class DicomWebClient:
     """One PACS, one long-lived HTTP session."""
 
@@ -183,6 +188,25 @@ class DicomWebClient:
             "studies", [("AccessionNumber", accession_number), ("includefield", "0020000D")]
         )
         return [str(_value(dataset, "0020000D")) for dataset in found]
+
+    async def search_study_time(
+        self, study_instance_uid: str
+    ) -> tuple[str | None, str | None, str | None]:
+        """QIDO-RS: the study's (Study Date, Study Time, Timezone Offset From UTC) as DICOM
+        writes them (DA, TM, SH), each None when the PACS has none."""
+        found = await self._get_json(
+            "studies",
+            [
+                ("StudyInstanceUID", study_instance_uid),
+                ("includefield", "00080020"),
+                ("includefield", "00080030"),
+                ("includefield", "00080201"),
+            ],
+        )
+        if not found:
+            return None, None, None
+        study = found[0]
+        return _text(study, "00080020"), _text(study, "00080030"), _text(study, "00080201")
 
     async def search_series(self, study_instance_uid: str) -> list[SeriesInfo]:
         """QIDO-RS: the series of a study with modality, body part, description and size."""

@@ -17,6 +17,7 @@ __all__ = [
     "DICOM_UID_MAX_LENGTH",
     "DICOM_UID_PATTERN",
     "DICOM_UID_SYSTEM",
+    "FHIR_DATETIME_PATTERN",
     "FHIR_ID_PATTERN",
     "FindingValue",
     "StudyRun",
@@ -42,6 +43,14 @@ DICOM_UID_MAX_LENGTH = 64
 # allows and no URL can carry (RFC 3986 removes them as dot-segments: "Task/.." is the server's
 # base). No look-ahead: pydantic's (Rust) regular expressions have none.
 FHIR_ID_PATTERN = r"(?:[A-Za-z0-9\-.]{3,64}|[A-Za-z0-9\-][A-Za-z0-9\-.]?|\.[A-Za-z0-9\-])"
+
+# FHIR R4 dateTime (datatypes: dateTime): a year, month or day, or a time to the second (with
+# optional fraction) and a time zone, which FHIR requires whenever a time is given.
+FHIR_DATETIME_PATTERN = (
+    r"^[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?"
+    r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$"
+)
 
 _DICOM_UID = re.compile(DICOM_UID_PATTERN)
 _GENERATION = re.compile(r"^g[1-9][0-9]*$")

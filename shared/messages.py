@@ -19,6 +19,7 @@ from shared.errors import InvalidMessage
 from shared.identifiers import (
     DICOM_UID_MAX_LENGTH,
     DICOM_UID_PATTERN,
+    FHIR_DATETIME_PATTERN,
     fhir_reference_pattern,
     study_run_value,
 )
@@ -59,6 +60,7 @@ MAX_EVIDENCE_INSTANCES = 20_000
 DicomUid = Annotated[
     str, StringConstraints(pattern=DICOM_UID_PATTERN, max_length=DICOM_UID_MAX_LENGTH)
 ]
+FhirDateTime = Annotated[str, StringConstraints(pattern=FHIR_DATETIME_PATTERN, max_length=40)]
 ImagingStudyReference = Annotated[
     str, StringConstraints(pattern=fhir_reference_pattern("ImagingStudy"))
 ]
@@ -139,6 +141,8 @@ class StudyRef(_Model):
     service_request: ServiceRequestReference | None = None  # the order the study is basedOn
     encounter: EncounterReference | None = None
     dicomweb_base_url: str | None = None  # from the ImagingStudy's dicom-wado-rs Endpoint
+    # when the study was done (ImagingStudy.started, a FHIR dateTime): the results' effective
+    started: FhirDateTime | None = None
 
 
 class StudyDetected(Event):

@@ -37,7 +37,7 @@ from services.mapper.observations import (
 )
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_CONCLUSION
 from shared.claims import analysis_claim_search, analysis_claim_task
-from shared.codes import CREATE, IMAGING, PERFORMER, RADIOLOGY
+from shared.codes import AI_DEVICE_TYPE, CREATE, IMAGING, PERFORMER, RADIOLOGY
 from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier
@@ -88,7 +88,7 @@ def _device(model: ModelEntry) -> dict[str, Any]:
             {"name": model.id, "type": "model-name"},
         ],
         "modelNumber": model.id,
-        "type": {"text": "AI image analysis algorithm"},
+        "type": AI_DEVICE_TYPE.concept(text="AI image analysis algorithm"),
         "version": [{"value": model.version}],
     }
 
@@ -114,6 +114,7 @@ def _diagnostic_report(
         "category": [RADIOLOGY.concept(), IMAGING.concept()],
         "code": codeable_concept(model.diagnostic_report_code),
         "issued": event.created_at.isoformat(),
+        **({"effectiveDateTime": event.study.started} if event.study.started else {}),
         "imagingStudy": [imaging_study_reference(event)],
         "result": [{"reference": url} for url in observation_urls],
         "conclusion": conclusion_text(model, event.findings)

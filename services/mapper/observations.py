@@ -143,6 +143,7 @@ def build_observation(
         "category": [IMAGING.concept()],
         "code": codeable_concept(*mapping.codes),
         "issued": event.created_at.isoformat(),
+        **({"effectiveDateTime": event.study.started} if event.study.started else {}),
         "device": {"reference": device_url},
         "derivedFrom": derived_from,
         "note": [{"text": note}]

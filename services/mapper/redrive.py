@@ -217,6 +217,7 @@ class RedriveRuns:
             patient=_reference(report.get("subject")),
             service_request=_reference(report.get("basedOn")),
             encounter=_reference(report.get("encounter")),
+            started=report.get("effectiveDateTime"),
         )
 
     async def _exists(self, resource_type: str, value: str) -> bool:

@@ -3,13 +3,15 @@ when a stable study has no ImagingStudy yet (as Microsoft's DICOMcast does)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from shared.codes import BODY_PART_BY_SNOMED
 from shared.errors import InvalidMessage
-from shared.identifiers import DICOM_UID_SYSTEM, is_dicom_uid
+from shared.identifiers import DICOM_UID_SYSTEM, FHIR_DATETIME_PATTERN, is_dicom_uid
 from shared.messages import StudyRef
 from shared.registry import SeriesSummary
 
@@ -28,6 +30,9 @@ _ELEMENTS = {
     "encounter": "encounter.reference",
     "dicomweb_base_url": "endpoint",
 }
+
+log = structlog.get_logger(__name__)
+_FHIR_DATETIME = re.compile(FHIR_DATETIME_PATTERN)
 
 
 def study_instance_uid(imaging_study: dict[str, Any]) -> str:
@@ -75,6 +80,22 @@ def series_summaries(
     return summaries
 
 
+def _started(imaging_study: dict[str, Any]) -> str | None:
+    """ImagingStudy.started when it is a FHIR dateTime; otherwise None, said in the log (the
+    results then carry no effective time: a wrong one is worse than none)."""
+    started = imaging_study.get("started")
+    if started is None:
+        return None
+    if isinstance(started, str) and _FHIR_DATETIME.fullmatch(started):
+        return started
+    log.warning(
+        "imaging_study_started_unusable",
+        imaging_study=f"ImagingStudy/{imaging_study.get('id')}",
+        reason="not a FHIR dateTime (a time needs its time zone); results get no effective time",
+    )
+    return None
+
+
 def study_ref(imaging_study: dict[str, Any], endpoints: dict[str, str]) -> StudyRef:
     """The study as events carry it; `endpoints` maps Endpoint references to their addresses."""
     based_on = [ref.get("reference") for ref in imaging_study.get("basedOn", [])]
@@ -91,6 +112,7 @@ def study_ref(imaging_study: dict[str, Any], endpoints: dict[str, str]) -> Study
             dicomweb_base_url=next(
                 (endpoints[ref] for ref in endpoint_refs if ref in endpoints), None
             ),
+            started=_started(imaging_study),
         )
     except ValidationError as error:  # e.g. an encounter that is not a relative Encounter/<id>
         problems = "; ".join(

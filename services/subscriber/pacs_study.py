@@ -5,6 +5,7 @@ ServiceRequest found by accession and its patient, each series with its body sit
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -16,7 +17,7 @@ from shared.errors import InvalidMessage
 from shared.fhir import FhirClient
 from shared.identifiers import DICOM_UID_SYSTEM, business_identifier
 
-__all__ = ["find_or_register_imaging_study", "imaging_study_from_pacs"]
+__all__ = ["fhir_started", "find_or_register_imaging_study", "imaging_study_from_pacs"]
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,9 @@ async def find_or_register_imaging_study(
     if not series_details:
         raise InvalidMessage(f"the PACS has no series for study {uid}")
     resource = imaging_study_from_pacs(event, series_details, subject, service_request, endpoint)
+    started = fhir_started(*await dicomweb.search_study_time(uid))
+    if started is not None:
+        resource["started"] = started
     created = await fhir.create_resource(
         resource, if_none_exist=f"identifier={DICOM_UID_SYSTEM}|urn:oid:{uid}"
     )
@@ -96,6 +100,31 @@ async def _ensure_endpoint(fhir: FhirClient, address: str) -> str:
         if_none_exist=f"identifier={identifier['system']}|{identifier['value']}",
     )
     return f"Endpoint/{created['id']}"
+
+
+def fhir_started(study_date: str | None, study_time: str | None, offset: str | None) -> str | None:
+    """The FHIR dateTime of a study's DICOM Study Date (DA), Study Time (TM) and Timezone
+    Offset From UTC (SH, ±HHMM): to the second when the offset is known, else the date alone
+    (FHIR allows no time without a zone, and radmesh does not guess the PACS's); None when the
+    date is missing or not a DICOM date."""
+    date = (study_date or "").strip()
+    if not re.fullmatch(r"[0-9]{8}", date):
+        return None
+    day = f"{date[:4]}-{date[4:6]}-{date[6:8]}"
+    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])", day):
+        return None
+    time = re.fullmatch(
+        r"([01][0-9]|2[0-3])([0-5][0-9])?([0-5][0-9])?(\.[0-9]{1,6})?", (study_time or "").strip()
+    )
+    zone = re.fullmatch(r"([+-])((0[0-9]|1[0-3])[0-5][0-9]|1400)", (offset or "").strip())
+    if time is None or zone is None:
+        return day
+    hours, minutes, seconds, fraction = time.groups()
+    sign, zone_digits = zone.group(1), zone.group(2)
+    return (
+        f"{day}T{hours}:{minutes or '00'}:{seconds or '00'}{fraction or ''}"
+        f"{sign}{zone_digits[:2]}:{zone_digits[2:]}"
+    )
 
 
 def imaging_study_from_pacs(

@@ -569,12 +569,15 @@ async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadat
 ) -> None:
     """When the PACS has a study the FHIR server has no ImagingStudy for, the subscriber creates
     one from QIDO-RS (as DICOMcast does): DICOM UID and accession identifiers, the ordering
-    ServiceRequest and its patient, series with body site and instances, an Endpoint."""
+    ServiceRequest and its patient, series with body site and instances, an Endpoint, and the
+    study's date as `started` (the time too where the PACS gives its zone), which the run
+    carries on."""
     loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
     uid = loaded.study_instance_uid
     assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
     fhir = FhirClient(FhirSettings(base_url=infra.fhir_base_url))
     try:
+        original = await fhir.read_resource(loaded.imaging_study_id or "")
         await fhir.execute(loaded.imaging_study_id or "", method="delete")
         event = {
             "study_instance_uid": loaded.study_instance_uid,
@@ -612,6 +615,8 @@ async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadat
     assert series["bodySite"]["code"] == "69536005"
     assert len(series["instance"]) == loaded.instances
     assert detected.study.dicomweb_base_url == infra.orthanc_dicomweb_url
+    assert study["started"][:10] == original["started"][:10]
+    assert detected.study.started == study["started"]
 
 
 async def test_pacs_study_without_an_order_is_refused_with_the_reason(

@@ -321,3 +321,31 @@ def test_a_flagged_inputs_note_is_in_the_conclusion_and_on_every_finding() -> No
     assert [e["request"] for e in plain.bundle["entry"]] == [
         e["request"] for e in run.bundle["entry"]
     ]
+
+
+def test_the_results_are_effective_at_the_studys_time_when_it_is_known() -> None:
+    """Every Observation and the DiagnosticReport carry effectiveDateTime = the study's time;
+    without one they carry none (no guessed time)."""
+    timed = _bleed(started="2026-11-30T22:15:00+01:00")
+    bundle = build_run(timed, _model(timed), RECORDED).bundle
+    written = [*_resources(bundle, "Observation"), *_resources(bundle, "DiagnosticReport")]
+    assert {r.get("effectiveDateTime") for r in written} == {"2026-11-30T22:15:00+01:00"}
+    untimed = _bleed()
+    bundle = build_run(untimed, _model(untimed), RECORDED).bundle
+    written = [*_resources(bundle, "Observation"), *_resources(bundle, "DiagnosticReport")]
+    assert all("effectiveDateTime" not in r for r in written)
+
+
+def test_the_device_is_typed_as_an_ai_device_the_ai_transparency_ig_way() -> None:
+    """Device.type carries AIdeviceTypeCS#Artificial-Intelligence (the IG's AI Device profile,
+    an extensible binding) beside the readable text."""
+    event = _bleed()
+    (device,) = _resources(build_run(event, _model(event), RECORDED).bundle, "Device")
+    assert device["type"]["coding"] == [
+        {
+            "system": "http://hl7.org/fhir/uv/aitransparency/CodeSystem/AIdeviceTypeCS",
+            "code": "Artificial-Intelligence",
+            "display": "All kinds of Artificial Intelligence",
+        }
+    ]
+    assert device["type"]["text"] == "AI image analysis algorithm"

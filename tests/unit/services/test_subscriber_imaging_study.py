@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from services.subscriber.hook_bodies import StableStudyEvent
 from services.subscriber.imaging_study import series_summaries, study_instance_uid, study_ref
-from services.subscriber.pacs_study import imaging_study_from_pacs
+from services.subscriber.pacs_study import fhir_started, imaging_study_from_pacs
 from shared.dicomweb import InstanceInfo, SeriesInfo
 from shared.errors import InvalidMessage
 
@@ -138,3 +139,35 @@ def test_an_imaging_study_with_an_absolute_subject_is_refused_with_the_field() -
     study = {**_imaging_study(), "subject": {"reference": "http://elsewhere/fhir/Patient/1"}}
     with pytest.raises(InvalidMessage, match="patient"):
         study_ref(study, {})
+
+
+def test_the_study_time_travels_when_it_is_a_fhir_datetime_and_is_dropped_saying_so_if_not() -> (
+    None
+):
+    """ImagingStudy.started goes with the run (the results' effective time); a started the
+    FHIR server should not have taken (a time without zone) is left out and logged."""
+    timed = {**_imaging_study(), "started": "2026-11-30T22:15:00+01:00"}
+    assert study_ref(timed, {}).started == "2026-11-30T22:15:00+01:00"
+    with structlog.testing.capture_logs() as logs:
+        zoneless = study_ref({**_imaging_study(), "started": "2026-11-30T22:15:00"}, {})
+    assert zoneless.started is None
+    assert [entry["event"] for entry in logs] == ["imaging_study_started_unusable"]
+    assert study_ref(_imaging_study(), {}).started is None
+
+
+@pytest.mark.parametrize(
+    ("dicom", "fhir"),
+    [
+        (("20261130", "221500.25", "+0100"), "2026-11-30T22:15:00.25+01:00"),
+        (("20261130", "2215", "-0500"), "2026-11-30T22:15:00-05:00"),
+        (("20261130", "221500", None), "2026-11-30"),  # no zone: the date alone
+        (("20261130", None, "+0000"), "2026-11-30"),
+        (("20261331", "221500", "+0100"), None),  # no such month
+        (("2026-11-30", None, None), None),  # not a DICOM DA
+        ((None, "221500", "+0100"), None),
+    ],
+)
+def test_the_pacs_study_time_becomes_a_fhir_datetime_only_as_precise_as_it_is_known(
+    dicom: tuple[str | None, str | None, str | None], fhir: str | None
+) -> None:
+    assert fhir_started(*dicom) == fhir
