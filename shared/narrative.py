@@ -9,13 +9,14 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-__all__ = ["NARRATED_TYPES", "with_narrative"]
+__all__ = ["NARRATED_TYPES", "concept_text", "quantity_text", "with_narrative"]
 
 XHTML = "http://www.w3.org/1999/xhtml"
 NARRATED_TYPES = frozenset({"Observation", "DiagnosticReport"})
 
 
-def _concept_text(concept: dict[str, Any] | None) -> str:
+def concept_text(concept: dict[str, Any] | None) -> str:
+    """A CodeableConcept as a person reads it: its text, else a coding's display, else a code."""
     if not concept:
         return ""
     if concept.get("text"):
@@ -26,7 +27,8 @@ def _concept_text(concept: dict[str, Any] | None) -> str:
     )
 
 
-def _quantity_text(quantity: dict[str, Any]) -> str:
+def quantity_text(quantity: dict[str, Any]) -> str:
+    """A Quantity as a person reads it: `7.5 mL`."""
     value = quantity.get("value")
     unit = quantity.get("unit") or quantity.get("code") or ""
     return f"{value:g} {unit}".strip() if isinstance(value, int | float) else str(value)
@@ -34,21 +36,21 @@ def _quantity_text(quantity: dict[str, Any]) -> str:
 
 def _value_text(observation: dict[str, Any]) -> str:
     if "valueCodeableConcept" in observation:
-        return _concept_text(observation["valueCodeableConcept"])
+        return concept_text(observation["valueCodeableConcept"])
     if "valueQuantity" in observation:
-        return _quantity_text(observation["valueQuantity"])
+        return quantity_text(observation["valueQuantity"])
     return "no value"
 
 
 def _observation_div(observation: dict[str, Any]) -> str:
-    code = escape(_concept_text(observation.get("code")) or "Observation")
+    code = escape(concept_text(observation.get("code")) or "Observation")
     value = escape(_value_text(observation))
     status = escape(str(observation.get("status", "")))
     parts = [f"<p><b>{code}</b>: {value} (status: {status})</p>"]
     for component in observation.get("component", []):
         if "valueQuantity" in component:
-            name = escape(_concept_text(component.get("code")))
-            parts.append(f"<p>{name}: {escape(_quantity_text(component['valueQuantity']))}</p>")
+            name = escape(concept_text(component.get("code")))
+            parts.append(f"<p>{name}: {escape(quantity_text(component['valueQuantity']))}</p>")
     parts += [
         f"<p>{escape(str(note['text']))}</p>"
         for note in observation.get("note", [])
@@ -58,7 +60,7 @@ def _observation_div(observation: dict[str, Any]) -> str:
 
 
 def _report_div(report: dict[str, Any]) -> str:
-    code = escape(_concept_text(report.get("code")) or "Report")
+    code = escape(concept_text(report.get("code")) or "Report")
     status = escape(str(report.get("status", "")))
     parts = [f"<p><b>{code}</b> (status: {status})</p>"]
     if report.get("conclusion"):

@@ -37,6 +37,7 @@ from shared.ai_transparency import CLINICIAN_ASSERTED_FROM_AI, relabelled, verif
 from shared.codes import NULLIFY, PROVENANCE_VERIFIER, REVISE, VERIFIER
 from shared.fhir import versioned_update_entry
 from shared.identifiers import fhir_reference_pattern
+from shared.narrative import concept_text, quantity_text
 
 __all__ = [
     "MAX_NOTE_LENGTH",
@@ -202,11 +203,6 @@ def _reference_to(resource: dict[str, Any]) -> dict[str, str]:
     return {"reference": f"{resource['resourceType']}/{resource['id']}"}
 
 
-def _quantity_text(quantity: dict[str, Any]) -> str:
-    unit = quantity.get("unit") or quantity.get("code") or ""
-    return f"{quantity.get('value'):g} {unit}".strip()
-
-
 def _amended(observation: dict[str, Any], verdict: Verdict, when: str) -> dict[str, Any]:
     """The Observation with the corrected value; its note keeps the AI's value."""
     assert verdict.amendment is not None
@@ -218,7 +214,7 @@ def _amended(observation: dict[str, Any], verdict: Verdict, when: str) -> dict[s
     corrected = {**quantity, "value": verdict.amendment.value}
     text = (
         f"Amended by {verdict.verifier.display} on {when}: the AI measured "
-        f"{_quantity_text(quantity)}, the radiologist {_quantity_text(corrected)}."
+        f"{quantity_text(quantity)}, the radiologist {quantity_text(corrected)}."
     )
     if verdict.note:
         text += f" {verdict.note}"
@@ -289,12 +285,10 @@ def _report_after(
     conclusion = verified_text(conclusion, verdict.verifier.display, when)
     for observation in observations:
         if observation.get("status") == "amended":
-            code = (observation.get("code") or {}).get("text") or next(
-                (c.get("display") for c in observation.get("code", {}).get("coding", [])), "value"
-            )
+            code = concept_text(observation.get("code")) or "value"
             conclusion += (
                 f" Amended by the radiologist: {code} "
-                f"{_quantity_text(observation['valueQuantity'])}."
+                f"{quantity_text(observation['valueQuantity'])}."
             )
     interpreters = report.get("resultsInterpreter", [])
     if not any(i.get("reference") == verdict.verifier.reference for i in interpreters):
