@@ -32,6 +32,7 @@ __all__ = [
     "BlobInstance",
     "Event",
     "EvidenceSeries",
+    "FhirDateTime",
     "Finding",
     "FindingRejected",
     "FindingVerified",

@@ -54,7 +54,7 @@ class Volume:
 
 @dataclass(frozen=True)
 class _Slice:
-    """Where one slice lies; its pixels are already in the volume (row `index`)."""
+    """Where one slice lies; its pixels are in the volume buffer, in the same reading order."""
 
     position: tuple[float, float, float]
     orientation: tuple[float, ...]

@@ -3,16 +3,15 @@ when a stable study has no ImagingStudy yet (as Microsoft's DICOMcast does)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from shared.codes import BODY_PART_BY_SNOMED
 from shared.errors import InvalidMessage
-from shared.identifiers import DICOM_UID_SYSTEM, FHIR_DATETIME_PATTERN, is_dicom_uid
-from shared.messages import StudyRef
+from shared.identifiers import DICOM_UID_SYSTEM, is_dicom_uid
+from shared.messages import FhirDateTime, StudyRef
 from shared.registry import SeriesSummary
 
 __all__ = [
@@ -32,7 +31,7 @@ _ELEMENTS = {
 }
 
 log = structlog.get_logger(__name__)
-_FHIR_DATETIME = re.compile(FHIR_DATETIME_PATTERN)
+_FHIR_DATETIME: TypeAdapter[str] = TypeAdapter(FhirDateTime)
 
 
 def study_instance_uid(imaging_study: dict[str, Any]) -> str:
@@ -86,14 +85,15 @@ def _started(imaging_study: dict[str, Any]) -> str | None:
     started = imaging_study.get("started")
     if started is None:
         return None
-    if isinstance(started, str) and _FHIR_DATETIME.fullmatch(started):
-        return started
-    log.warning(
-        "imaging_study_started_unusable",
-        imaging_study=f"ImagingStudy/{imaging_study.get('id')}",
-        reason="not a FHIR dateTime (a time needs its time zone); results get no effective time",
-    )
-    return None
+    try:
+        return _FHIR_DATETIME.validate_python(started)  # the type StudyRef.started checks
+    except ValidationError:
+        log.warning(
+            "imaging_study_started_unusable",
+            imaging_study=f"ImagingStudy/{imaging_study.get('id')}",
+            reason="not a FHIR dateTime (a time needs its time zone); results get no effective time",
+        )
+        return None
 
 
 def study_ref(imaging_study: dict[str, Any], endpoints: dict[str, str]) -> StudyRef:
