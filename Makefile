@@ -40,10 +40,10 @@ demo: install infra-up ## the main job: infrastructure, six services, three stud
 	  echo "[demo] services stopped; infrastructure left running (make down stops it)"; exit $$status
 
 lint: install ## ruff over the code
-	$(BIN)/ruff check shared services samples tests deploy
+	$(BIN)/ruff check shared services samples bench tests deploy
 
 typecheck: install ## mypy --strict over the code
-	$(BIN)/mypy shared services samples tests
+	$(BIN)/mypy shared services samples bench tests
 
 test-unit: install ## unit tests only (no network)
 	$(BIN)/pytest -q tests/unit
@@ -66,7 +66,8 @@ image: ## build the radmesh container image with podman from a debootstrap base 
 image-test: install infra-up image ## start one service from the image and check it is ready and stops cleanly
 	$(BIN)/pytest -q -s -m image tests/image
 
-bench: install infra-up ## benchmarks that print figures (HAPI FHIR, model transport, PACS, fetch, SR step, volume reading)
+bench: install infra-up ## benchmarks that print figures: radmesh beside a hand-rolled script (restarts the services), then HAPI FHIR, model transport, PACS, fetch, SR step, volume reading
+	$(BIN)/python -m bench
 	$(BIN)/python deploy/hapi-fhir/bench.py
 	$(BIN)/python deploy/model-server/bench.py
 	$(BIN)/python -m samples.bench

@@ -157,12 +157,11 @@ def imaging_study_bundle(
         "subject": {"reference": patient_url},
         "authoredOn": started,
         "requester": {"reference": practitioner_url},
-        "bodySite": (
-            [{"coding": [{"system": SNOMED, "code": site_code, "display": site_display}]}]
-            if site_code
-            else []
-        ),
     }
+    if site_code:  # FHIR allows no empty arrays: a part without a SNOMED code gets no bodySite
+        service_request["bodySite"] = [
+            {"coding": [{"system": SNOMED, "code": site_code, "display": site_display}]}
+        ]
     endpoint: dict[str, Any] = {
         "resourceType": "Endpoint",
         "identifier": [{"system": ENDPOINT_ID_SYSTEM, "value": endpoint_id}],

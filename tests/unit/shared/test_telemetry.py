@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 import aiohttp
+import pytest
+import structlog
 from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from shared.settings import TelemetrySettings
 from shared.telemetry import (
+    configure_logging,
     extract_trace_context,
     http_client_tracing,
     inject_trace_context,
@@ -108,3 +114,26 @@ async def test_http_calls_make_client_and_server_spans_without_query_strings(
     for span in (client, server):
         recorded = " ".join(str(value) for value in (span.attributes or {}).values())
         assert "MRN-CANARY-7" not in recorded and "identifier=" not in recorded, span.attributes
+
+
+def test_highdicom_narration_is_left_out_of_the_log_and_its_warnings_kept(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """highdicom logs each module it copies into an SR at INFO (about fifteen lines per SR):
+    those stay out of a service's log at level INFO; its warnings and radmesh's own INFO stay."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("highdicom").level
+    try:
+        configure_logging("mapper", TelemetrySettings(log_format="json", log_level="INFO"))
+        logging.getLogger("highdicom.base").info("copy attributes of module Patient")
+        logging.getLogger("highdicom.sr").warning("a quoted value")
+        logging.getLogger("aiohttp.access").info("GET /readyz")
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finally:
+        root.handlers, root.level = saved[0], saved[1]
+        logging.getLogger("highdicom").setLevel(saved[2])
+        structlog.reset_defaults()
+    assert [(line["logger"], line["event"]) for line in lines] == [
+        ("highdicom.sr", "a quoted value"),
+        ("aiohttp.access", "GET /readyz"),
+    ]

@@ -1,0 +1,1 @@
+"""`make bench`: radmesh beside the script a site would hand-roll (see bench/__main__.py)."""
