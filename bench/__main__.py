@@ -56,14 +56,18 @@ async def _bench_size(
     for repeat in range(repeats):
         mesh_first = repeat % 2 == 0
         print(f"[bench] {size.label} repeat {repeat + 1}/{repeats}: {count} studies per run")
+        await runner.settle()
         burst, stored = await runner.mesh_burst(size.label, repeat, count)
+        await runner.settle()
         script_backlog = await asyncio.to_thread(runner.script_backlog, size.label, repeat, stored)
-        if mesh_first:
-            backlog = await runner.mesh_backlog(size.label, repeat, count)
-            script_burst = await asyncio.to_thread(runner.script_burst, size.label, repeat, count)
-        else:
-            script_burst = await asyncio.to_thread(runner.script_burst, size.label, repeat, count)
-            backlog = await runner.mesh_backlog(size.label, repeat, count)
+        for mesh_turn in (mesh_first, not mesh_first):
+            await runner.settle()
+            if mesh_turn:
+                backlog = await runner.mesh_backlog(size.label, repeat, count)
+            else:
+                script_burst = await asyncio.to_thread(
+                    runner.script_burst, size.label, repeat, count
+                )
         for run in (burst, script_backlog, backlog, script_burst):
             runs.append(run)
             print(
@@ -71,6 +75,7 @@ async def _bench_size(
                 f"{run.cpu_ms_per_study:6.0f} CPU ms/study  ({run.seconds:.1f} s)"
             )
         await asyncio.to_thread(runner.maker.delete_all)
+    await runner.settle()
     overhead = await runner.one_at_a_time(size.label, alone)
     await asyncio.to_thread(runner.maker.delete_all)
     return runs, overhead

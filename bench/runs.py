@@ -69,6 +69,23 @@ class Runner:
         self.maker = maker
         self.meter = meter
 
+    async def settle(self, timeout_seconds: float = 180.0) -> None:
+        """Until the mesh is idle (every service queue empty, the six services together under
+        5 % of a core for two seconds in a row): what an earlier run left behind (a deleted
+        study's retraction, a late stable-study event) is not charged to the next one."""
+        deadline = time.monotonic() + timeout_seconds
+        quiet = 0
+        previous = self.meter.sample()
+        while quiet < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the mesh did not come to rest in {timeout_seconds:.0f} s")
+            await asyncio.sleep(1.0)
+            current = self.meter.sample()
+            used = sum(v for k, v in current.since(previous).items() if k in SERVICES)
+            waiting = [await self.mesh.ready_messages(service) for service in SERVICES]
+            quiet = quiet + 1 if used < 0.05 and not any(waiting) else 0
+            previous = current
+
     async def _finish(
         self, studies: list[StoredStudy]
     ) -> tuple[datetime, dict[str, list[float]], list[StudyProgress]]:
@@ -175,6 +192,7 @@ class Runner:
         minus the WADO-RS transfer and the model call (the mesh's overhead)."""
         results = []
         for _ in range(count):
+            await self.settle()  # an idle mesh: the last study's late PACS events are over
             study = await asyncio.to_thread(self.maker.store)
             self.mesh.track([study.study_instance_uid])
             last, _, progress = await self._finish([study])

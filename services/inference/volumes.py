@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from shared.errors import InvalidMessage
 from shared.messages import SeriesManifest
@@ -34,6 +34,8 @@ LOSSY_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
     "1.2.840.10008.1.2.4.203": "High-Throughput JPEG 2000",
 }
+
+_NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,38 @@ def _triple(value: Any, what: str, sop: str) -> tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+def _native_pixels(dataset: Dataset) -> npt.NDArray[Any] | None:
+    """The stored values of uncompressed little-endian 16-bit single-sample pixel data (CT's
+    usual form), read straight from its bytes: what `pixel_array` returns for it (unused high
+    bits masked, or sign-extended when signed), without the decoder's per-instance set-up.
+    None for any other form (pydicom decodes those)."""
+    file_meta = getattr(dataset, "file_meta", None)
+    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if (
+        syntax not in _NATIVE_LITTLE_ENDIAN
+        or dataset.get("BitsAllocated") != 16
+        or dataset.get("SamplesPerPixel", 1) != 1
+    ):
+        return None
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    rows, columns = int(dataset.Rows), int(dataset.Columns)
+    data = dataset.PixelData
+    if len(data) < frames * rows * columns * 2:
+        return None  # too short: pydicom says what is wrong
+    signed = dataset.get("PixelRepresentation", 0) == 1
+    values = np.frombuffer(data, dtype="<i2" if signed else "<u2", count=frames * rows * columns)
+    values = values.reshape((rows, columns) if frames == 1 else (frames, rows, columns))
+    bits_stored = int(dataset.get("BitsStored", 16))
+    if 0 < bits_stored < 16:
+        unused = 16 - bits_stored
+        values = (values << unused) >> unused if signed else values & ((1 << bits_stored) - 1)
+    return values
+
+
 def _pixels(dataset: Dataset, sop: str) -> npt.NDArray[Any]:
+    native = _native_pixels(dataset)
+    if native is not None:
+        return native
     try:
         return dataset.pixel_array
     except Exception as error:  # a decoder's own error types; the message names the syntax

@@ -89,13 +89,27 @@ def _skip_reason(
 ) -> tuple[str, str]:
     """(the kind, for the counter; the words, for the log) of a study that starts nothing."""
     if candidates:
-        return ("in-flight", "run in flight") if in_flight else ("already-ran", "every model already ran")
+        return (
+            ("in-flight", "run in flight")
+            if in_flight
+            else ("already-ran", "every model already ran")
+        )
     if rejected:
         return (
             "no-model-applies",
             f"no model applies ({len(rejected)} series rejected in the PACS left out)",
         )
     return "no-model-applies", "no model applies"
+
+
+def _pacs_state(event: StableStudyEvent) -> frozenset[tuple[str, str | None, int]]:
+    """What of a stable study can start or retract a run: every series but SR documents (a new
+    image series, a changed instance count, a rejection note's KO series all change it)."""
+    return frozenset(
+        (series.series_instance_uid, series.modality, series.instance_count)
+        for series in event.series
+        if series.modality != "SR"
+    )
 
 
 def _skipped(kind: str, reason: str, *, warning: bool = False, **fields: object) -> None:
@@ -138,6 +152,9 @@ class StudyAnnouncer:
         # (study, model, version, patient) → when announced: a run in flight; a hook naming
         # another patient for the study is a correction, not a duplicate.
         self._announced: dict[tuple[str, str, str, str | None], float] = {}
+        # study UID → (its state in the last stable-study event taken, when): the PACS announces
+        # a study again once radmesh's SR is stored into it; that event changes nothing
+        self._pacs_states: dict[str, tuple[frozenset[tuple[str, str | None, int]], float]] = {}
         self._reconciliation: asyncio.Task[int] | None = None
         self.stale_claims = RedriveClaims(
             fhir,
@@ -246,6 +263,7 @@ class StudyAnnouncer:
         uid = retraction.study.study_instance_uid
         for key in [key for key in self._announced if key[0] == uid]:
             del self._announced[key]
+        self._pacs_states.pop(uid, None)
         log.warning(
             "study_retracted",
             source=retraction.source,
@@ -312,7 +330,10 @@ class StudyAnnouncer:
                 published += await self.announce(dict(study), source)
             except InvalidMessage as error:  # one unusable study must not hide the others
                 _skipped(
-                    "unusable", str(error), warning=True, imaging_study=f"ImagingStudy/{study['id']}"
+                    "unusable",
+                    str(error),
+                    warning=True,
+                    imaging_study=f"ImagingStudy/{study['id']}",
                 )
         if since is None or since <= self._last_poll:
             self._last_poll = max(self._last_poll, started)
@@ -790,6 +811,14 @@ class StudyAnnouncer:
         """A stable study from the PACS: find (or create, DICOMcast style) its ImagingStudy."""
         uid = event.study_instance_uid  # a DICOM UID: StableStudyEvent checks it
         structlog.contextvars.bind_contextvars(study_instance_uid=uid)
+        state = _pacs_state(event)
+        if self._pacs_state_seen(uid, state):
+            _skipped(
+                "unchanged-in-pacs",
+                "the same series and instance counts (SR objects aside: radmesh's own) as an "
+                "event this subscriber already took",
+            )
+            return 0
         notes = await self.dicomweb.rejection_notes(
             uid, [(series.series_instance_uid, series.modality) for series in event.series]
         )
@@ -799,4 +828,18 @@ class StudyAnnouncer:
             _skipped("radmesh-output", "only SR/KO/PR objects (radmesh's own output)")
             return 0
         imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
-        return await self.announce(imaging_study, source, notes)
+        announced = await self.announce(imaging_study, source, notes)
+        if state and any(key[0] == uid for key in self._announced):  # a run of it is in flight
+            self._pacs_states[uid] = (state, time.monotonic())
+        return announced
+
+    def _pacs_state_seen(self, uid: str, state: frozenset[tuple[str, str | None, int]]) -> bool:
+        """Whether an event for this study state found a run of it in flight within the
+        re-announce window (radmesh stored its SR since, and Orthanc announced the study again)."""
+        window = self.settings.reannounce_after_seconds
+        now = time.monotonic()
+        for study, (_, when) in list(self._pacs_states.items()):
+            if now - when > window:
+                del self._pacs_states[study]
+        seen = self._pacs_states.get(uid)
+        return seen is not None and seen[0] == state

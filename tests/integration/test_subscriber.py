@@ -510,6 +510,45 @@ async def test_pacs_stable_study_announces_the_study_once_signed(
     assert await subscriber.next_detected(wait_seconds=0.5, study_instance_uid=uid) is None
 
 
+async def test_a_study_announced_again_for_radmeshs_own_sr_costs_no_lookup(
+    infra: Infrastructure,
+) -> None:
+    """Orthanc announces a study again once radmesh's SR is stored into it. With a run of the
+    study in flight, an event whose series (SR documents aside) and instance counts are those
+    of an event already taken is skipped at once, counted as `unchanged-in-pacs`; an event
+    with a changed instance count is looked at in full (and found in flight)."""
+    async with running_subscriber(infra, reannounce_after_seconds=600) as subscriber:
+        loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+        uid = loaded.study_instance_uid
+        assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
+        ct = {
+            "series_instance_uid": loaded.series_instance_uid,
+            "modality": "CT",
+            "instance_count": loaded.instances,
+        }
+        sr = {"series_instance_uid": f"{uid}.9", "modality": "SR", "instance_count": 1}
+        event = {
+            "study_instance_uid": uid,
+            "accession_number": loaded.accession_number,
+            "modalities": ["CT"],
+            "series": [ct],
+        }
+        unchanged, in_flight = _skips("unchanged-in-pacs"), _skips("in-flight")
+        async with aiohttp.ClientSession() as http:
+            first = await subscriber.post_pacs_event(http, event)
+            assert first.status == 200, await first.text()
+            assert _skips("in-flight") >= in_flight + 1  # looked up in full: found in flight
+            with_sr = {**event, "modalities": ["CT", "SR"], "series": [ct, sr]}
+            again = await subscriber.post_pacs_event(http, with_sr)
+            assert again.status == 200, await again.text()
+            assert _skips("unchanged-in-pacs") == unchanged + 1
+            grown = {**event, "series": [{**ct, "instance_count": loaded.instances + 1}, sr]}
+            changed = await subscriber.post_pacs_event(http, grown)
+            assert changed.status == 200, await changed.text()
+        assert _skips("unchanged-in-pacs") == unchanged + 1  # the grown series was looked up
+        assert await subscriber.next_detected(wait_seconds=0.5, study_instance_uid=uid) is None
+
+
 async def test_empty_post_hook_announces_studies_updated_since_the_last_look(
     infra: Infrastructure, subscriber: RunningSubscriber
 ) -> None:

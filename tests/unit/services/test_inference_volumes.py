@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     JPEG2000,
@@ -20,7 +21,7 @@ from pydicom.uid import (
 
 from samples.dicom_series import describe_study, iter_instances
 from samples.phantoms import head_ct
-from services.inference.volumes import prepare_input, read_volume
+from services.inference.volumes import _native_pixels, prepare_input, read_volume
 from shared.errors import InvalidMessage
 from shared.messages import BlobInstance, SeriesManifest
 from shared.registry import Preprocessing
@@ -224,3 +225,30 @@ def test_a_fractional_rescale_and_a_shuffled_series_read_as_the_same_hu(tmp_path
     volume = read_volume(BlobStore(tmp_path), manifest.model_copy(update={"instances": shuffled}))
     assert np.abs(volume.hounsfield.astype(np.int32) - expected).max() <= 1
     assert volume.sop_instance_uids == tuple(i.sop_instance_uid for i in manifest.instances)
+
+
+@pytest.mark.parametrize("signed", [0, 1])
+@pytest.mark.parametrize("bits_stored", [12, 16])
+@pytest.mark.parametrize("frames", [1, 3])
+def test_native_pixels_are_what_pydicom_decodes_unused_high_bits_included(
+    signed: int, bits_stored: int, frames: int
+) -> None:
+    """Uncompressed 16-bit pixel data read straight from its bytes equals pydicom's
+    `pixel_array`, also when the unused high bits carry something (masked when unsigned,
+    sign-extended when signed) and for multi-frame data; compressed data is left to pydicom."""
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.Rows, dataset.Columns, dataset.SamplesPerPixel = 4, 5, 1
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, bits_stored, bits_stored - 1
+    dataset.PixelRepresentation, dataset.PhotometricInterpretation = signed, "MONOCHROME2"
+    if frames > 1:
+        dataset.NumberOfFrames = frames
+    raw = np.random.default_rng(7).integers(0, 1 << 16, size=frames * 20, dtype=np.uint16)
+    dataset.PixelData = raw.astype("<u2").tobytes()
+    native = _native_pixels(dataset)
+    assert native is not None
+    assert native.dtype == dataset.pixel_array.dtype
+    np.testing.assert_array_equal(native, dataset.pixel_array)
+    dataset.file_meta.TransferSyntaxUID = RLELossless
+    assert _native_pixels(dataset) is None
