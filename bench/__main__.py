@@ -1,7 +1,7 @@
 """radmesh beside the script a site would write, on the same servers and the same studies.
 
-    python -m bench [--sizes 32x256:40,64x256:40,128x512:12,300x512:3] [--repeats 3]
-                    [--alone 5] [--out .run/bench/side-by-side.json]
+    python -m bench [--sizes 32x256:12,64x256:12,128x512:4,300x512:2] [--repeats 3]
+                    [--alone 3] [--out .run/bench/side-by-side.json]
 
 Needs the infrastructure (make infra-up). Restarts the six services with bench/models.yaml (the
 `echo` model: no model time, so what is left is each side's own cost), then per size, repeated
@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ from bench.runs import Run, Runner
 from bench.studies import Size, StudyMaker
 from samples.load import Settings
 
-DEFAULT_SIZES = "32x256:40,64x256:40,128x512:12,300x512:3"
+DEFAULT_SIZES = "32x256:12,64x256:12,128x512:4,300x512:2"
 
 
 def _sizes(text: str) -> list[tuple[Size, int]]:
@@ -82,6 +83,10 @@ async def _bench_size(
 
 
 async def _main(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM (a CI timeout, `kill`): cancel, so that the services are stopped on the way out
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     settings = Settings.from_env()
     mesh = Mesh(ROOT / "bench" / "models.yaml", settings.fhir_base_url)
     meter = CpuMeter(Path(os.environ.get("RADMESH_RUN_DIR", ROOT / ".run")))
@@ -92,9 +97,11 @@ async def _main(args: argparse.Namespace) -> int:
     await mesh.start_watching()
     results: dict[str, object] = {}
     raw: list[dict[str, object]] = []
+    makers: list[StudyMaker] = []
     try:
         for number, (size, count) in enumerate(_sizes(args.sizes)):
             maker = StudyMaker(settings, size, seed=args.seed + number * 100_000)
+            makers.append(maker)
             runs, overhead = await _bench_size(
                 Runner(mesh, script, maker, meter), size, count, args.repeats, args.alone
             )
@@ -104,6 +111,8 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         await mesh.stop_watching()
         mesh.down()
+        for maker in makers:  # what an interrupted run left in the PACS
+            maker.delete_all()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="SLICESxMATRIX:STUDIES,...")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--alone", type=int, default=5, help="studies one at a time, per size")
+    parser.add_argument("--alone", type=int, default=3, help="studies one at a time, per size")
     parser.add_argument("--seed", type=int, default=int(datetime.now(UTC).timestamp()) % 10**6)
     parser.add_argument("--out", type=Path, default=ROOT / ".run" / "bench" / "side-by-side.json")
     return asyncio.run(_main(parser.parse_args(argv)))

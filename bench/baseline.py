@@ -25,6 +25,8 @@ import tritonclient.http as triton_http
 from dicomweb_client.api import DICOMwebClient
 from fhirpy import SyncFHIRClient
 
+from samples.load import Settings
+
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 SERIES_INSTANCE_UID = "0020000E"
 SOP_CLASS_UID_KEY = "00080016"
@@ -42,15 +44,13 @@ class Endpoints:
 
     @classmethod
     def from_env(cls) -> Endpoints:
-        env = os.environ.get
+        """The PACS and FHIR server where samples.load puts the studies; Triton's HTTP port."""
+        where = Settings.from_env()
         return cls(
-            dicomweb_url=f"http://127.0.0.1:{env('RADMESH_ORTHANC_HTTP_PORT', '8042')}/dicom-web",
-            dicomweb_auth=(
-                env("RADMESH_ORTHANC_USER", "radmesh"),
-                env("RADMESH_ORTHANC_PASSWORD", "radmesh-dev"),
-            ),
-            triton_url=f"127.0.0.1:{env('RADMESH_TRITON_HTTP_PORT', '8000')}",
-            fhir_url=f"http://127.0.0.1:{env('RADMESH_FHIR_PORT', '8080')}/fhir",
+            dicomweb_url=where.dicomweb_root,
+            dicomweb_auth=where.orthanc_auth,
+            triton_url=f"127.0.0.1:{os.environ.get('RADMESH_TRITON_HTTP_PORT', '8000')}",
+            fhir_url=where.fhir_base_url,
         )
 
 

@@ -44,24 +44,16 @@ def summary(runs: list[Run], overhead: list[dict[str, float]]) -> dict[str, obje
             "mesh_cpu_ms_per_study": mesh_cpu,
             "cpu_ratio": mesh_cpu[1] / script_cpu[1],
         }
-    backlog = _of(runs, "mesh", "backlog")
-    if backlog:
-        names = sorted({name for run in backlog for name in run.cpu_seconds})
-        out["mesh_cpu_ms_per_study_by_process"] = {
-            name: statistics.median(
-                run.cpu_seconds.get(name, 0.0) / run.studies * 1000 for run in backlog
-            )
-            for name in names
-        }
-    script = _of(runs, "script", "backlog")
-    if script:
-        names = sorted({name for run in script for name in run.cpu_seconds})
-        out["script_cpu_ms_per_study_by_process"] = {
-            name: statistics.median(
-                run.cpu_seconds.get(name, 0.0) / run.studies * 1000 for run in script
-            )
-            for name in names
-        }
+    for kind in ("mesh", "script"):
+        backlog = _of(runs, kind, "backlog")
+        if backlog:
+            names = sorted({name for run in backlog for name in run.cpu_seconds})
+            out[f"{kind}_cpu_ms_per_study_by_process"] = {
+                name: statistics.median(
+                    run.cpu_seconds.get(name, 0.0) / run.studies * 1000 for run in backlog
+                )
+                for name in names
+            }
     stages: dict[str, list[float]] = {}
     for run in _of(runs, "mesh", "burst"):
         for stage, seconds in run.stages.items():

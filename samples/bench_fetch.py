@@ -1,11 +1,14 @@
 """Benchmark of the fetcher's transport: radmesh's streaming WADO-RS (shared.dicomweb, part by
-part into the blob store) against dicomweb-client's `retrieve_series` (the baseline), on one
-synthetic CT series in the local Orthanc. Each runs in its own process, so peak memory (max RSS)
-is that transfer's alone.
+part into the blob store) beside curl (the wire speed: the response thrown away) and
+dicomweb-client's `iter_series` (streaming) and `retrieve_series` (the whole series in memory),
+on synthetic CT series in the local Orthanc. Each transfer runs in its own process, so its peak
+RSS growth (peak minus the process's size before the transfer) is its own; the kinds take turns,
+repeated.
 
-    python -m samples.bench_fetch [--slices 300 --size 512]
+    python -m samples.bench_fetch [--slices 300,1000 --size 512 --repeats 3]
 
-Prints MB/s and peak RSS of both and their ratios; the study is deleted afterwards.
+Prints MB/s (min/median/max), the ratio to curl and the peak RSS growth per kind and series
+size, and writes them to .run/bench/fetch.json; the studies are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import argparse
 import asyncio
 import json
 import random
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -32,7 +38,7 @@ from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
 
 
-def _radmesh(settings: Settings, study: str, series: str) -> dict[str, float]:
+def _radmesh(settings: Settings, study: str, series: str) -> int:
     client = DicomWebClient(
         DicomWebSettings(
             base_url=settings.dicomweb_root,
@@ -51,36 +57,60 @@ def _radmesh(settings: Settings, study: str, series: str) -> dict[str, float]:
                 await client.close()
             return sum(instance.size_bytes for instance in instances)
 
-    started = time.perf_counter()
-    size = asyncio.run(fetch())
-    return {"bytes": size, "seconds": time.perf_counter() - started}
+    return asyncio.run(fetch())
 
 
-def _dicomweb_client(settings: Settings, study: str, series: str) -> dict[str, float]:
+def _dicomweb_client(settings: Settings, study: str, series: str, *, stream: bool) -> int:
     session = requests.Session()
     session.auth = settings.orthanc_auth
     client = DICOMwebClient(url=settings.dicomweb_root, session=session)
-    started = time.perf_counter()
-    datasets = client.retrieve_series(study, series)
-    seconds = time.perf_counter() - started
-    size = sum(len(dataset.PixelData) for dataset in datasets)
-    return {"bytes": size, "seconds": seconds}
+    if stream:  # one dataset at a time, each dropped once counted
+        return sum(len(ds.PixelData) for ds in client.iter_series(study, series))
+    return sum(len(dataset.PixelData) for dataset in client.retrieve_series(study, series))
 
 
-def _peak_rss_mb() -> float:
-    """This process image's peak RSS (VmHWM; unlike ru_maxrss it does not carry over the
-    forking parent's size across exec)."""
+def _curl(settings: Settings, study: str, series: str) -> int:
+    """The bytes of the WADO-RS response as curl receives them, written nowhere."""
+    user, password = settings.orthanc_auth
+    written = subprocess.run(
+        [
+            "curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}",
+            "-u", f"{user}:{password}",
+            "-H", 'Accept: multipart/related; type="application/dicom"; transfer-syntax=*',
+            f"{settings.dicomweb_root}/studies/{study}/series/{series}",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return int(written)
+
+
+def _status_mb(field: str) -> float:
+    """A size from /proc/self/status (VmHWM, the peak RSS of this process image; VmRSS now)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+KINDS = ("radmesh", "curl", "iter_series", "retrieve_series")
 
 
 def _child(kind: str, study: str, series: str) -> None:
     settings = Settings.from_env()
-    result = (_radmesh if kind == "radmesh" else _dicomweb_client)(settings, study, series)
-    result["max_rss_mb"] = _peak_rss_mb()
-    print(json.dumps(result))
+    before = _status_mb("VmRSS")
+    started = time.perf_counter()
+    if kind == "radmesh":
+        size = _radmesh(settings, study, series)
+    elif kind == "curl":
+        size = _curl(settings, study, series)
+    else:
+        size = _dicomweb_client(settings, study, series, stream=kind == "iter_series")
+    seconds = time.perf_counter() - started
+    if kind == "curl":  # curl's own peak (children's max RSS, in KiB)
+        growth = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    else:
+        growth = _status_mb("VmHWM") - before
+    print(json.dumps({"bytes": size, "seconds": seconds, "rss_growth_mb": growth}))
 
 
 def _measure(kind: str, study: str, series: str) -> dict[str, float]:
@@ -94,10 +124,48 @@ def _measure(kind: str, study: str, series: str) -> dict[str, float]:
     return measured
 
 
+def _series_figures(slices: int, size: int, repeats: int) -> dict[str, object]:
+    settings = Settings.from_env()
+    seed = random.randrange(10**9)
+    phantom = phantoms.chest_ct(seed, slices=slices, size=size)
+    info = dicom_series.describe_study(phantom, scenario="bench-fetch", seed=seed)
+    stow = StowClient(settings.dicomweb_root, settings.orthanc_auth)
+    stored = stow.store(dicom_series.iter_encoded(phantom, info), study_uid=info.study_instance_uid)
+    del phantom
+    megabytes = stored.bytes / 1e6
+    print(f"series {slices}x{size}²: {stored.instances} instances, {megabytes:.1f} MB in Orthanc")
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
+    try:
+        for repeat in range(repeats):
+            order = KINDS[repeat % len(KINDS) :] + KINDS[: repeat % len(KINDS)]
+            for kind in order:
+                runs[kind].append(_measure(kind, info.study_instance_uid, info.series_instance_uid))
+    finally:
+        delete_study(settings, info.study_instance_uid)
+    figures: dict[str, object] = {"megabytes": megabytes}
+    curl_rate = statistics.median(megabytes / r["seconds"] for r in runs["curl"])
+    for kind, measured in runs.items():
+        rates = sorted(megabytes / r["seconds"] for r in measured)
+        growth = statistics.median(r["rss_growth_mb"] for r in measured)
+        rate = statistics.median(rates)
+        figures[kind] = {
+            "mb_per_s": (rates[0], rate, rates[-1]),
+            "of_curl": rate / curl_rate,
+            "rss_growth_mb": growth,
+        }
+        print(
+            f"  {kind:16s} {rate:7.0f} MB/s ({rates[0]:.0f}–{rates[-1]:.0f})  "
+            f"{rate / curl_rate:5.2f}× curl   peak RSS growth {growth:7.1f} MB "
+            f"({growth / megabytes:.2f}× the series)"
+        )
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m samples.bench_fetch")
-    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--slices", default="300,1000", help="series lengths, comma-separated")
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--child", nargs=3, metavar=("KIND", "STUDY", "SERIES"), help=argparse.SUPPRESS
     )
@@ -105,32 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         _child(*args.child)
         return 0
-    settings = Settings.from_env()
-    seed = random.randrange(10**9)
-    phantom = phantoms.chest_ct(seed, slices=args.slices, size=args.size)
-    info = dicom_series.describe_study(phantom, scenario="bench-fetch", seed=seed)
-    stow = StowClient(settings.dicomweb_root, settings.orthanc_auth)
-    stored = stow.store(dicom_series.iter_encoded(phantom, info), study_uid=info.study_instance_uid)
-    del phantom
-    megabytes = stored.bytes / 1e6
-    print(f"series: {stored.instances} instances, {megabytes:.1f} MB in Orthanc")
-    try:
-        results = {
-            kind: _measure(kind, info.study_instance_uid, info.series_instance_uid)
-            for kind in ("radmesh", "dicomweb-client")
-        }
-    finally:
-        delete_study(settings, info.study_instance_uid)
-    for kind, result in results.items():
-        print(
-            f"{kind:16s} {megabytes / result['seconds']:7.1f} MB/s   "
-            f"peak RSS {result['max_rss_mb']:7.1f} MB ({result['max_rss_mb'] / megabytes:.2f}x the series)"
-        )
-    radmesh, baseline = results["radmesh"], results["dicomweb-client"]
-    print(
-        f"radmesh vs dicomweb-client: {baseline['seconds'] / radmesh['seconds']:.2f}x the speed, "
-        f"{radmesh['max_rss_mb'] / baseline['max_rss_mb']:.2f}x the peak memory"
-    )
+    results = {
+        f"{slices}x{args.size}": _series_figures(int(slices), args.size, args.repeats)
+        for slices in args.slices.split(",")
+    }
+    out = Path(__file__).resolve().parents[1] / ".run" / "bench" / "fetch.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"measured_at": datetime.now(UTC).isoformat(), **results}, indent=2))
+    print(f"figures in {out}")
     return 0
 
 

@@ -28,7 +28,7 @@ from shared.storage import BlobStore
 from shared.telemetry import http_client_tracing
 from shared.tls import Trust
 
-__all__ = ["DicomWebClient", "InstanceInfo", "RetrievedInstance", "SeriesInfo"]
+__all__ = ["DicomWebClient", "InstanceInfo", "RetrievedInstance", "SeriesInfo", "StudyAttributes"]
 
 DICOM_JSON = "application/dicom+json"
 _CHUNK = 1 << 20
@@ -46,6 +46,20 @@ class SeriesInfo:
     body_part_examined: str | None
     series_description: str | None
     number_of_instances: int
+    series_number: int | None = None
+    series_date: str | None = None  # DA, as the PACS has it
+    series_time: str | None = None  # TM
+
+
+@dataclass(frozen=True)
+class StudyAttributes:
+    """What QIDO-RS says of a study itself (DICOM's own forms: DA, TM, SH, LO), None where the
+    PACS has nothing."""
+
+    study_date: str | None = None
+    study_time: str | None = None
+    timezone_offset: str | None = None
+    study_description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,14 @@ def _value(dataset: dict[str, Any], tag: str) -> Any:
 def _text(dataset: dict[str, Any], tag: str) -> str | None:
     value = _value(dataset, tag)
     return str(value) if value is not None else None
+
+
+def _integer(value: Any) -> int | None:
+    """An IS value (a JSON number, or a string from some PACSs); None when absent or not one."""
+    try:
+        return int(str(value).strip()) if value is not None else None
+    except ValueError:
+        return None
 
 
 class DicomWebClient:
@@ -189,11 +211,9 @@ class DicomWebClient:
         )
         return [str(_value(dataset, "0020000D")) for dataset in found]
 
-    async def search_study_time(
-        self, study_instance_uid: str
-    ) -> tuple[str | None, str | None, str | None]:
-        """QIDO-RS: the study's (Study Date, Study Time, Timezone Offset From UTC) as DICOM
-        writes them (DA, TM, SH), each None when the PACS has none."""
+    async def search_study_attributes(self, study_instance_uid: str) -> StudyAttributes:
+        """QIDO-RS: the study's Study Date, Study Time, Timezone Offset From UTC and Study
+        Description."""
         found = await self._get_json(
             "studies",
             [
@@ -201,12 +221,18 @@ class DicomWebClient:
                 ("includefield", "00080020"),
                 ("includefield", "00080030"),
                 ("includefield", "00080201"),
+                ("includefield", "00081030"),
             ],
         )
         if not found:
-            return None, None, None
+            return StudyAttributes()
         study = found[0]
-        return _text(study, "00080020"), _text(study, "00080030"), _text(study, "00080201")
+        return StudyAttributes(
+            _text(study, "00080020"),
+            _text(study, "00080030"),
+            _text(study, "00080201"),
+            _text(study, "00081030"),
+        )
 
     async def search_series(self, study_instance_uid: str) -> list[SeriesInfo]:
         """QIDO-RS: the series of a study with modality, body part, description and size."""
@@ -216,6 +242,9 @@ class DicomWebClient:
                 ("includefield", "00180015"),
                 ("includefield", "00201209"),
                 ("includefield", "0008103E"),
+                ("includefield", "00200011"),
+                ("includefield", "00080021"),
+                ("includefield", "00080031"),
             ],
         )
         return [
@@ -225,6 +254,9 @@ class DicomWebClient:
                 body_part_examined=_value(dataset, "00180015"),
                 series_description=_value(dataset, "0008103E"),
                 number_of_instances=int(_value(dataset, "00201209") or 0),
+                series_number=_integer(_value(dataset, "00200011")),
+                series_date=_text(dataset, "00080021"),
+                series_time=_text(dataset, "00080031"),
             )
             for dataset in found
         ]

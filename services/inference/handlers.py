@@ -59,7 +59,7 @@ class RunModel:
         volume = await asyncio.to_thread(read_volume, self.store, series)
         read_ms = (time.perf_counter() - started) * 1000
         notes = input_notes(volume.quality, model.input_checks, f"{model.id} {model.version}")
-        inputs = prepare_input(volume, model.preprocessing)
+        inputs = await asyncio.to_thread(prepare_input, volume, model.preprocessing)
         infer_started = time.perf_counter()
         outputs = await self._infer_with_retries(model, inputs)
         infer_ms = (time.perf_counter() - infer_started) * 1000

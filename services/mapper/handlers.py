@@ -149,7 +149,8 @@ class MapResults:
             )
             return []
         mapped = build_run(event, model, recorded=datetime.now(UTC))
-        validate_bundle(mapped.bundle)
+        # validating every resource is CPU in proportion to the findings: off the event loop
+        await asyncio.to_thread(validate_bundle, mapped.bundle)
         response = await self.fhir.transaction(mapped.bundle)
         references = references_by_full_url(mapped, response)
         if self.dicomweb is not None:
@@ -186,6 +187,7 @@ class MapResults:
                 rollout_mode=model.rollout,
             )
         ]
+
 
 async def store_structured_report(
     event: InferenceCompleted, model: ModelEntry, dicomweb: DicomWebClient

@@ -12,7 +12,7 @@ import structlog
 
 from services.subscriber.hook_bodies import StableStudyEvent
 from shared.codes import ACCESSION_ID, DICOM_WADO_RS, SNOMED_BY_BODY_PART, dicom_modality
-from shared.dicomweb import DicomWebClient, InstanceInfo, SeriesInfo
+from shared.dicomweb import DicomWebClient, InstanceInfo, SeriesInfo, StudyAttributes
 from shared.errors import InvalidMessage
 from shared.fhir import FhirClient
 from shared.identifiers import DICOM_UID_SYSTEM, business_identifier
@@ -35,7 +35,7 @@ async def find_or_register_imaging_study(
     )
     if existing:
         return dict(existing[0])
-    service_request, subject = await _order_of(fhir, uid, event.accession_number)
+    service_request, subject, procedure = await _order_of(fhir, uid, event.accession_number)
     endpoint = await _ensure_endpoint(fhir, event.dicomweb_root or dicomweb.base_url)
     series_details = [
         (series, await dicomweb.search_instances(uid, series.series_instance_uid))
@@ -43,10 +43,16 @@ async def find_or_register_imaging_study(
     ]
     if not series_details:
         raise InvalidMessage(f"the PACS has no series for study {uid}")
-    resource = imaging_study_from_pacs(event, series_details, subject, service_request, endpoint)
-    started = fhir_started(*await dicomweb.search_study_time(uid))
-    if started is not None:
-        resource["started"] = started
+    study = await dicomweb.search_study_attributes(uid)
+    resource = imaging_study_from_pacs(
+        event,
+        series_details,
+        subject,
+        service_request,
+        endpoint,
+        study=study,
+        procedure_code=procedure,
+    )
     created = await fhir.create_resource(
         resource, if_none_exist=f"identifier={DICOM_UID_SYSTEM}|urn:oid:{uid}"
     )
@@ -61,9 +67,12 @@ def _is_accession(identifier: dict[str, Any], accession: str) -> bool:
     )
 
 
-async def _order_of(fhir: FhirClient, uid: str, accession: str | None) -> tuple[str, str]:
-    """(ServiceRequest reference, its subject) of the one order whose ACSN-typed identifier is
-    this accession number; none or several is a refusal (never guess the patient)."""
+async def _order_of(
+    fhir: FhirClient, uid: str, accession: str | None
+) -> tuple[str, str, dict[str, Any] | None]:
+    """(ServiceRequest reference, its subject, its code: the procedure ordered) of the one order
+    whose ACSN-typed identifier is this accession number; none or several is a refusal (never
+    guess the patient)."""
     if not accession:
         raise InvalidMessage(f"study {uid} has no accession number; radmesh reads ordered studies")
     candidates = (
@@ -82,7 +91,8 @@ async def _order_of(fhir: FhirClient, uid: str, accession: str | None) -> tuple[
     subject = (orders[0].get("subject") or {}).get("reference")
     if not subject:
         raise InvalidMessage(f"study {uid}: its ServiceRequest has no subject")
-    return f"ServiceRequest/{orders[0]['id']}", str(subject)
+    code = orders[0].get("code")
+    return f"ServiceRequest/{orders[0]['id']}", str(subject), code if code else None
 
 
 async def _ensure_endpoint(fhir: FhirClient, address: str) -> str:
@@ -133,9 +143,15 @@ def imaging_study_from_pacs(
     subject: str,
     service_request: str | None,
     endpoint_reference: str,
+    *,
+    study: StudyAttributes | None = None,
+    procedure_code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An ImagingStudy (status available) from the PACS event and QIDO-RS: each series with its
-    modality, description, Body Part Examined as bodySite, and its instances."""
+    """An ImagingStudy (status available) from the PACS event and QIDO-RS: when it started, its
+    description, the procedure ordered (the order's code), and each series with its number,
+    modality, description, start, Body Part Examined as bodySite, and its instances. The PACS's
+    Endpoint is named once, for the study (a series would name its own only to differ)."""
+    study = study or StudyAttributes()
     identifiers: list[dict[str, Any]] = [
         {
             "use": "official",
@@ -155,10 +171,14 @@ def imaging_study_from_pacs(
             "uid": info.series_instance_uid,
             "modality": coding,
             "numberOfInstances": len(instances) or info.number_of_instances,
-            "endpoint": [{"reference": endpoint_reference}],
         }
+        if info.series_number is not None and 0 <= info.series_number < 2**31:
+            entry["number"] = info.series_number
         if info.series_description:
             entry["description"] = info.series_description
+        series_started = fhir_started(info.series_date, info.series_time, study.timezone_offset)
+        if series_started is not None:
+            entry["started"] = series_started
         body_part = (info.body_part_examined or "").upper()
         if body_part in SNOMED_BY_BODY_PART:
             entry["bodySite"] = SNOMED_BY_BODY_PART[body_part].fhir()
@@ -188,4 +208,11 @@ def imaging_study_from_pacs(
     }
     if service_request:
         resource["basedOn"] = [{"reference": service_request}]
+    started = fhir_started(study.study_date, study.study_time, study.timezone_offset)
+    if started is not None:
+        resource["started"] = started
+    if study.study_description:
+        resource["description"] = study.study_description
+    if procedure_code:
+        resource["procedureCode"] = [procedure_code]
     return resource

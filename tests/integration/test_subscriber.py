@@ -608,9 +608,9 @@ async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadat
 ) -> None:
     """When the PACS has a study the FHIR server has no ImagingStudy for, the subscriber creates
     one from QIDO-RS (as DICOMcast does): DICOM UID and accession identifiers, the ordering
-    ServiceRequest and its patient, series with body site and instances, an Endpoint, and the
-    study's date as `started` (the time too where the PACS gives its zone), which the run
-    carries on."""
+    ServiceRequest and its patient, series with number, body site, start and instances, the
+    study's description and ordered procedure, one Endpoint, and the study's date as `started`
+    (the time too where the PACS gives its zone), which the run carries on."""
     loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
     uid = loaded.study_instance_uid
     assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
@@ -656,6 +656,12 @@ async def test_pacs_study_without_imaging_study_is_registered_from_dicom_metadat
     assert detected.study.dicomweb_base_url == infra.orthanc_dicomweb_url
     assert study["started"][:10] == original["started"][:10]
     assert detected.study.started == study["started"]
+    # what a reader of the record expects of a study, from QIDO-RS and the order
+    assert study["description"] == original["description"]
+    assert study["procedureCode"] == [order["code"]]
+    assert series["number"] == 1
+    assert series["started"][:10] == original["started"][:10]
+    assert "endpoint" not in series and len(study["endpoint"]) == 1
 
 
 async def test_pacs_study_without_an_order_is_refused_with_the_reason(

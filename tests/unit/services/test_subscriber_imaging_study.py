@@ -12,7 +12,7 @@ import structlog.testing
 from services.subscriber.hook_bodies import StableStudyEvent
 from services.subscriber.imaging_study import series_summaries, study_instance_uid, study_ref
 from services.subscriber.pacs_study import fhir_started, imaging_study_from_pacs
-from shared.dicomweb import InstanceInfo, SeriesInfo
+from shared.dicomweb import InstanceInfo, SeriesInfo, StudyAttributes
 from shared.errors import InvalidMessage
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -68,16 +68,21 @@ def test_imaging_study_without_dicom_uid_is_invalid() -> None:
         study_instance_uid({"resourceType": "ImagingStudy", "identifier": []})
 
 
-def test_pacs_study_becomes_an_imaging_study_with_real_instances() -> None:
-    """The PACS event plus QIDO-RS give identifiers, the order, body site and every instance."""
-    event = StableStudyEvent(
+def _stable_event(instance_count: int) -> StableStudyEvent:
+    """A stable-study event for study 1.2.3 (accession ACC1, one CT series)."""
+    return StableStudyEvent(
         event_id="0123456789abcdef",
         emitted_at=datetime(2026, 12, 1, 10, 0, tzinfo=UTC),
         study_instance_uid="1.2.3",
         accession_number="ACC1",
         modalities=["CT"],
-        instance_count=2,
+        instance_count=instance_count,
     )
+
+
+def test_pacs_study_becomes_an_imaging_study_with_real_instances() -> None:
+    """The PACS event plus QIDO-RS give identifiers, the order, body site and every instance."""
+    event = _stable_event(instance_count=2)
     details = [
         (
             SeriesInfo("1.2.3.1", "CT", "HEAD", "Axial", 2),
@@ -100,14 +105,7 @@ def test_pacs_study_becomes_an_imaging_study_with_real_instances() -> None:
 def test_a_chest_series_is_coded_as_dicom_codes_chest_and_read_back_from_either_code() -> None:
     """CHEST is SNOMED 816094009 "Chest" (PS3.16 Annex L); a body site in the code DICOM used
     before, 51185008 (as EHRs and the samples still write it), reads back as CHEST too."""
-    event = StableStudyEvent(
-        event_id="0123456789abcdef",
-        emitted_at=datetime(2026, 12, 1, 10, 0, tzinfo=UTC),
-        study_instance_uid="1.2.3",
-        accession_number="ACC1",
-        modalities=["CT"],
-        instance_count=1,
-    )
+    event = _stable_event(instance_count=1)
     details = [
         (SeriesInfo("1.2.3.1", "CT", "CHEST", "Axial", 1), [InstanceInfo("1.2.3.1.1", CT, 1)])
     ]
@@ -171,3 +169,37 @@ def test_the_pacs_study_time_becomes_a_fhir_datetime_only_as_precise_as_it_is_kn
     dicom: tuple[str | None, str | None, str | None], fhir: str | None
 ) -> None:
     assert fhir_started(*dicom) == fhir
+
+
+def test_pacs_study_gets_its_start_description_procedure_and_series_numbers() -> None:
+    """An ImagingStudy registered from the PACS says when the study and each series started
+    (with the study's timezone offset), the study's description, the procedure ordered (the
+    order's code) and each series' number; the PACS's Endpoint is named once, for the study."""
+    event = _stable_event(instance_count=1)
+    series = SeriesInfo(
+        "1.2.3.1", "CT", "HEAD", "Axial", 1, series_number=3, series_date="20261130",
+        series_time="081502",
+    )  # fmt: skip
+    procedure = {"coding": [{"system": "http://loinc.org", "code": "30799-1"}], "text": "CT Head"}
+    study = imaging_study_from_pacs(
+        event,
+        [(series, [InstanceInfo("1.2.3.1.1", CT, 1)])],
+        "Patient/p",
+        "ServiceRequest/sr",
+        "Endpoint/e",
+        study=StudyAttributes("20261130", "0812", "+0100", "CT HEAD WITHOUT CONTRAST"),
+        procedure_code=procedure,
+    )
+    assert study["started"] == "2026-11-30T08:12:00+01:00"
+    assert study["description"] == "CT HEAD WITHOUT CONTRAST"
+    assert study["procedureCode"] == [procedure]
+    assert study["endpoint"] == [{"reference": "Endpoint/e"}]
+    (only,) = study["series"]
+    assert only["number"] == 3
+    assert only["started"] == "2026-11-30T08:15:02+01:00"
+    assert "endpoint" not in only
+    bare = imaging_study_from_pacs(
+        event, [(SeriesInfo("1.2.3.1", "CT", "HEAD", None, 1), [])], "Patient/p", None, "Endpoint/e"
+    )
+    assert not {"started", "description", "procedureCode"} & set(bare)
+    assert not {"number", "started", "description"} & set(bare["series"][0])
