@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -106,21 +105,20 @@ def _child(kind: str, study: str, series: str) -> None:
     else:
         size = _dicomweb_client(settings, study, series, stream=kind == "iter_series")
     seconds = time.perf_counter() - started
-    if kind == "curl":  # curl's own peak (children's max RSS, in KiB)
-        growth = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    else:
-        growth = _status_mb("VmHWM") - before
+    # curl's peak is not this process's (and the kernel's figure for a child counts the
+    # Python process it was forked from): none is reported for it
+    growth = None if kind == "curl" else _status_mb("VmHWM") - before
     print(json.dumps({"bytes": size, "seconds": seconds, "rss_growth_mb": growth}))
 
 
-def _measure(kind: str, study: str, series: str) -> dict[str, float]:
+def _measure(kind: str, study: str, series: str) -> dict[str, float | None]:
     output = subprocess.run(
         [sys.executable, "-m", "samples.bench_fetch", "--child", kind, study, series],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    measured: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    measured: dict[str, float | None] = json.loads(output.strip().splitlines()[-1])
     return measured
 
 
@@ -134,7 +132,7 @@ def _series_figures(slices: int, size: int, repeats: int) -> dict[str, object]:
     del phantom
     megabytes = stored.bytes / 1e6
     print(f"series {slices}x{size}²: {stored.instances} instances, {megabytes:.1f} MB in Orthanc")
-    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
+    runs: dict[str, list[dict[str, float | None]]] = {kind: [] for kind in KINDS}
     try:
         for repeat in range(repeats):
             order = KINDS[repeat % len(KINDS) :] + KINDS[: repeat % len(KINDS)]
@@ -143,20 +141,25 @@ def _series_figures(slices: int, size: int, repeats: int) -> dict[str, object]:
     finally:
         delete_study(settings, info.study_instance_uid)
     figures: dict[str, object] = {"megabytes": megabytes}
-    curl_rate = statistics.median(megabytes / r["seconds"] for r in runs["curl"])
+    curl_rate = statistics.median(megabytes / float(r["seconds"] or 0) for r in runs["curl"])
     for kind, measured in runs.items():
-        rates = sorted(megabytes / r["seconds"] for r in measured)
-        growth = statistics.median(r["rss_growth_mb"] for r in measured)
+        rates = sorted(megabytes / float(r["seconds"] or 0) for r in measured)
+        growths = [r["rss_growth_mb"] for r in measured if r["rss_growth_mb"] is not None]
+        growth = statistics.median(growths) if growths else None
         rate = statistics.median(rates)
         figures[kind] = {
             "mb_per_s": (rates[0], rate, rates[-1]),
             "of_curl": rate / curl_rate,
             "rss_growth_mb": growth,
         }
+        memory = (
+            f"peak RSS growth {growth:7.1f} MB ({growth / megabytes:.2f}× the series)"
+            if growth is not None
+            else "peak RSS growth –"
+        )
         print(
             f"  {kind:16s} {rate:7.0f} MB/s ({rates[0]:.0f}–{rates[-1]:.0f})  "
-            f"{rate / curl_rate:5.2f}× curl   peak RSS growth {growth:7.1f} MB "
-            f"({growth / megabytes:.2f}× the series)"
+            f"{rate / curl_rate:5.2f}× curl   {memory}"
         )
     return figures
 

@@ -10,6 +10,7 @@ and keywords are sent.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import uuid
 import zlib
@@ -82,10 +83,75 @@ class RetrievedInstance:
     size_bytes: int
 
 
+# The walk of an Explicit VR Little Endian header (_walked_identity): VRs with a 4-byte length.
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_EXPLICIT_VR_LITTLE_ENDIAN = b"1.2.840.10008.1.2.1"
+_TRANSFER_SYNTAX_UID, _SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00020010, 0x00080016, 0x00080018
+_INSTANCE_NUMBER = 0x00200013
+_UID_TEXT = re.compile(rb"[0-9.]{1,64}")
+
+
+def _walk_header(head: bytes) -> dict[int, bytes] | None:
+    """The values of the SOP Class UID, SOP Instance UID and Instance Number (those present),
+    walking the top-level elements of a Part 10 header in Explicit VR Little Endian up to the
+    Instance Number; None for anything the walk does not follow (another transfer syntax, an
+    element of undefined length first, a value or the header cut off)."""
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    offset, syntax = 132, b""
+    found: dict[int, bytes] = {}
+    while offset + 12 <= len(head):
+        group, element = struct.unpack_from("<HH", head, offset)
+        tag = group << 16 | element
+        if group != 2 and syntax != _EXPLICIT_VR_LITTLE_ENDIAN:
+            return None
+        if tag > _INSTANCE_NUMBER:
+            return found
+        if head[offset + 4 : offset + 6] in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", head, offset + 8)
+            start = offset + 12
+        else:
+            (length,) = struct.unpack_from("<H", head, offset + 6)
+            start = offset + 8
+        if length == 0xFFFFFFFF or start + length > len(head):
+            return None
+        value = head[start : start + length].rstrip(b"\0 ")
+        if tag == _TRANSFER_SYNTAX_UID:
+            syntax = value
+        elif tag in (_SOP_CLASS_UID, _SOP_INSTANCE_UID, _INSTANCE_NUMBER):
+            found[tag] = value
+        offset = start + length
+    return None  # the header goes on past these bytes: the Instance Number may follow
+
+
+def _walked_identity(head: bytes) -> pydicom.Dataset | None:
+    """The identity from _walk_header, with no parser set-up per instance (CT's usual form);
+    None when the walk gives none or a value is not what its VR allows (pydicom reads those)."""
+    found = _walk_header(head)
+    if found is None:
+        return None
+    sop_class, sop_instance = found.get(_SOP_CLASS_UID, b""), found.get(_SOP_INSTANCE_UID, b"")
+    number = found.get(_INSTANCE_NUMBER, b"").strip()
+    valid_uids = _UID_TEXT.fullmatch(sop_class) and _UID_TEXT.fullmatch(sop_instance)
+    if not valid_uids or (number and not re.fullmatch(rb"[+-]?[0-9]{1,12}", number)):
+        return None
+    identity = pydicom.Dataset()
+    identity.SOPClassUID = sop_class.decode()
+    identity.SOPInstanceUID = sop_instance.decode()
+    if number:
+        identity.InstanceNumber = int(number)
+    return identity
+
+
 def _identity(head: bytes, *, whole: bool) -> pydicom.Dataset | None:
     """SOP Instance UID, SOP Class UID and Instance Number from the first bytes of a Part 10
     instance, or None when they do not hold the header as far as the Instance Number (the
     caller then reads the stored file). `whole`: `head` is the entire instance."""
+    walked = _walked_identity(head)
+    if walked is not None:
+        return walked
     try:
         dataset = pydicom.dcmread(
             io.BytesIO(head), stop_before_pixels=True, specific_tags=list(_IDENTITY_TAGS)

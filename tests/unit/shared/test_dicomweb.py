@@ -4,14 +4,17 @@ instance's identity from the first bytes of its part."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from shared.dicomweb import _HEADER_BYTES, DicomWebClient, _identity
+from shared.dicomweb import _HEADER_BYTES, DicomWebClient, _identity, _walked_identity
 from shared.errors import RemoteUnavailable
 from shared.settings import DicomWebSettings
 
@@ -89,5 +92,29 @@ def test_an_instances_uids_and_number_are_read_from_its_first_bytes() -> None:
     unnumbered = _encoded_instance(instance_number=None)
     whole = _identity(unnumbered, whole=True)
     assert whole is not None and "InstanceNumber" not in whole
-    assert _identity(unnumbered[:1000], whole=False) is None
+    # the header walked past where the Instance Number would be: it is known to be absent
+    cut = _identity(unnumbered[:1000], whole=False)
+    assert cut is not None and "InstanceNumber" not in cut
+    assert _identity(unnumbered[:200], whole=False) is None
     assert _identity(b"--not dicom--" * 100, whole=True) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_small_implicit.dcm", "SC_rgb.dcm"],
+)
+def test_the_walked_identity_is_what_pydicom_reads(name: str) -> None:
+    """Whether the header is walked (Explicit VR Little Endian) or parsed by pydicom (any other
+    form), the identity of real files is the one pydicom reads from the whole file."""
+    path = get_testdata_file(name)
+    assert isinstance(path, str)
+    encoded = Path(path).read_bytes()
+    expected = dcmread(path, stop_before_pixels=True)
+    identity = _identity(encoded[:_HEADER_BYTES], whole=len(encoded) <= _HEADER_BYTES)
+    assert identity is not None
+    assert identity.SOPInstanceUID == expected.SOPInstanceUID
+    assert identity.SOPClassUID == expected.SOPClassUID
+    assert identity.get("InstanceNumber") == expected.get("InstanceNumber")
+    walked = _walked_identity(encoded[:_HEADER_BYTES])
+    explicit = expected.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert (walked is not None) == explicit
