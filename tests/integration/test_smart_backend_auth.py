@@ -29,6 +29,7 @@ from shared.smart_auth import TokenRefused
 from tests.conftest import Infrastructure
 from tests.identity import access_token, forged_token
 from tests.integration.fhir_seed import TEST_TAG_SYSTEM
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -363,8 +364,18 @@ async def test_the_open_port_needs_no_token(http: aiohttp.ClientSession, smart: 
         http, "POST", f"{smart.open_base}/Basic", body=basic_resource()
     )
     assert status == 201, created
-    status, _, _ = await fhir_call(http, "DELETE", f"{smart.open_base}/Basic/{created['id']}")
-    assert status in (200, 204)
+    answers: list[int] = []
+
+    async def deleted() -> bool:
+        # HAPI answers 409 (HAPI-0826, "two threads were trying to update the same resource")
+        # when its own background indexing still holds a resource this new: a client sends the
+        # DELETE again, as HAPI's message says
+        status, _, _ = await fhir_call(http, "DELETE", f"{smart.open_base}/Basic/{created['id']}")
+        answers.append(status)
+        return status in (200, 204)
+
+    await until(deleted, "the open port takes a DELETE without a token", seconds=10)
+    assert set(answers) <= {200, 204, 409}, answers
 
 
 def _calls_to_the_identity_provider() -> float:
