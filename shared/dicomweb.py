@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian
 
 from shared.errors import RemoteUnavailable, remote_error_for
 from shared.iocm import KEY_OBJECT_SELECTION_MODALITY, RejectionNote, rejection_notes
@@ -87,7 +88,7 @@ class RetrievedInstance:
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
-_EXPLICIT_VR_LITTLE_ENDIAN = b"1.2.840.10008.1.2.1"
+_EXPLICIT_VR_LITTLE_ENDIAN = ExplicitVRLittleEndian.encode()
 _TRANSFER_SYNTAX_UID, _SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00020010, 0x00080016, 0x00080018
 _INSTANCE_NUMBER = 0x00200013
 _UID_TEXT = re.compile(rb"[0-9.]{1,64}")
