@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Starts the local infrastructure radmesh talks to, each component once (a second run is a
 # no-op): RabbitMQ, Orthanc + DICOMweb, HAPI FHIR, the Triton model server, Keycloak, and
-# Debian's Chromium for the browser tests, promtool, and the tools that check the deployment
-# files (deploy/deployment-tools).
+# Debian's Chromium for the browser tests, promtool, the tools that check the deployment
+# files (deploy/deployment-tools), and the DICOM validators the tests run on radmesh's SRs
+# (deploy/dicom-validators).
 # Usage: deploy/infra-up.sh [component ...]   (default: all of them)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 components=("$@")
-(( ${#components[@]} )) || components=(rabbitmq orthanc hapi-fhir model-server keycloak chromium prometheus deployment-tools)
+(( ${#components[@]} )) || components=(rabbitmq orthanc hapi-fhir model-server keycloak chromium prometheus deployment-tools dicom-validators)
 mkdir -p "$RADMESH_RUN_DIR"
 started="$(now_ms)"
 for component in "${components[@]}"; do

@@ -52,6 +52,7 @@ __all__ = [
     "AIAST",
     "AI_DEVICE_TYPE",
     "BODY_PART_BY_SNOMED",
+    "CENTER_OF_MASS",
     "CLINAST_AIRPT",
     "CODE_MEANING_LENGTH",
     "COMMUNICATION_CATEGORY_ALERT",
@@ -72,7 +73,6 @@ __all__ = [
     "OBJECT_ROLE_DOMAIN_RESOURCE",
     "OBJECT_ROLE_PATIENT",
     "OBJECT_ROLE_REPORT",
-    "PERFORMER",
     "PERSON",
     "PRESENT",
     "PROBABILITY",
@@ -174,6 +174,8 @@ ABSENCE_FINDINGS = Coding(SNOMED_CT, "272519000", "Absent")  # DICOM SR: CID 240
 # --- DICOM: TID 1500 measurement report, observers, equipment ---
 PROBABILITY = Coding(DCM, "122157", "Probability")  # also the FHIR probability component
 TRACKING_UNIQUE_IDENTIFIER = Coding(DCM, "112040", "Tracking Unique Identifier")
+# CID 219 Geometry Graphical Representation: a finding's centroid as TID 1410's SCOORD3D POINT
+CENTER_OF_MASS = Coding(DCM, "128138", "Center of Mass")
 DEVICE = Coding(DCM, "121007", "Device")  # CID 270 Observer Type
 PERSON = Coding(DCM, "121006", "Person")  # CID 270 Observer Type
 PROCESSING_EQUIPMENT = Coding(DCM, "109102", "Processing Equipment")  # CID 7005
@@ -257,7 +259,6 @@ REVISE = Coding(f"{_THO}/v3-DataOperation", "UPDATE", "revise")
 NULLIFY = Coding(f"{_THO}/v3-DataOperation", "NULLIFY", "nullify")
 VERIFIER = Coding(f"{_THO}/v3-ParticipationType", "VRF", "verifier")
 INFORMATION_RECIPIENT = Coding(f"{_THO}/v3-ParticipationType", "IRCP", "information recipient")
-PERFORMER = Coding(f"{_THO}/provenance-participant-type", "performer", "Performer")
 PROVENANCE_VERIFIER = Coding(f"{_THO}/provenance-participant-type", "verifier", "Verifier")
 PROVENANCE_AUTHOR = Coding(f"{_THO}/provenance-participant-type", "author", "Author")
 

@@ -11,14 +11,17 @@ so a repeated write returns the existing resource instead of creating a second o
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
+import structlog
 from fhirpy import AsyncFHIRClient
 from fhirpy.base.utils import AttrDict
 
-from shared.errors import RemoteUnavailable, remote_error_for
+from shared.errors import RemoteUnavailable, TransientError, remote_error_for
 from shared.narrative import with_narrative
 from shared.settings import FhirSettings
 from shared.smart_auth import SmartBackendAuth
@@ -30,10 +33,13 @@ __all__ = [
     "conditional_create_entry",
     "conditional_entry",
     "reference_of",
+    "retried_at_start",
     "transaction_bundle",
 ]
 
 FHIR_JSON = "application/fhir+json"
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 
 class FhirClient(AsyncFHIRClient):
@@ -286,3 +292,27 @@ def reference_of(response_entry: dict[str, Any]) -> str:
     location = str(response_entry["response"]["location"])
     parts = location.split("/_history/", maxsplit=1)[0].rstrip("/").split("/")
     return f"{parts[-2]}/{parts[-1]}"
+
+
+async def retried_at_start(
+    call: Callable[[], Awaitable[T]], *, seconds: float, retry_event: str, failed_event: str
+) -> T:
+    """A service's start-up call to the FHIR server, tried again after a transient failure (the
+    server down, or a just-booted HAPI too slow to answer; the call must be safe to repeat)
+    with a doubling delay (1 s up to 15 s), each logged as `retry_event`, for up to `seconds`;
+    then `failed_event` is logged and the error raised: the service exits, naming it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    delay, attempt = 1.0, 1
+    while True:
+        try:
+            return await call()
+        except TransientError as error:
+            if loop.time() + delay > deadline:
+                log.error(
+                    failed_event, attempts=attempt, error=str(error), gave_up_after_seconds=seconds
+                )
+                raise
+            log.warning(retry_event, attempt=attempt, error=str(error), retry_in_seconds=delay)
+            await asyncio.sleep(delay)
+            delay, attempt = min(2 * delay, 15.0), attempt + 1

@@ -197,7 +197,13 @@ class Finding(_Model):
     probability: float | None = None
     value: float | None = None
     unit: str | None = None
+    # the finding's centre as (z, y, x) voxel indices of the series volume (slices ordered by
+    # position, counted from the volume's first slice even when the model read fewer)
     center_voxel: tuple[float, float, float] | None = None
+    # the same centre in the DICOM patient coordinate system (mm), in the series' frame of
+    # reference: the SR's SCOORD3D point (none without one frame of reference to name)
+    center_patient: tuple[float, float, float] | None = None
+    frame_of_reference_uid: DicomUid | None = None
     series_instance_uid: DicomUid | None = None
     sop_instance_uids: tuple[DicomUid, ...] = ()
 

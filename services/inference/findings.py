@@ -6,23 +6,37 @@
 - quantity finding: its value, only where the presence finding it depends on is present (the
   hemorrhage volume of a present bleed; the diameter of each reported nodule).
 
-A present finding with a location (its centre voxel, z y x in the series volume whose slices are
-ordered by position) names the SOP Instance UID of the slice it lies on; a quantity finding
+A present finding with a location (its centre voxel, z y x in the model's input) is placed in
+the series volume (slices ordered by position; the input may start further in, when the
+registry caps the slices), names the SOP Instance UID of the slice it lies on and, when the
+series has one frame of reference, its centre in patient coordinates (mm); a quantity finding
 names the slice of the finding it measures.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from services.inference.volumes import Geometry
 from shared.errors import PermanentError
 from shared.messages import Finding
 from shared.registry import FindingMapping, ModelEntry
 
-__all__ = ["decode_findings", "output_names"]
+__all__ = ["Placement", "decode_findings", "output_names"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model's input lies in the series: the volume's slices (their SOP Instance
+    UIDs, in volume order), the slice the input starts at, and the volume's geometry."""
+
+    sop_instance_uids: tuple[str, ...]
+    first_slice: int = 0
+    geometry: Geometry | None = None
 
 
 def output_names(model: ModelEntry) -> list[str]:
@@ -56,7 +70,7 @@ def decode_findings(
     model: ModelEntry,
     outputs: dict[str, npt.NDArray[Any]],
     series_instance_uid: str,
-    sop_instance_uids: tuple[str, ...],
+    placement: Placement,
 ) -> tuple[Finding, ...]:
     """The findings of one model run, in registry order."""
     positive_rows: dict[str, list[int]] = {}
@@ -69,7 +83,7 @@ def decode_findings(
         )
         if mapping.value_type == "presence":
             found = _presence(mapping, values, locations, positive_rows, series_instance_uid)
-            found = [_on_slice(finding, sop_instance_uids) for finding in found]
+            found = [_placed(finding, placement) for finding in found]
             slices[mapping.key] = [f.sop_instance_uids for f in found if f.present]
             findings.extend(found)
         else:
@@ -83,15 +97,24 @@ def decode_findings(
     return tuple(findings)
 
 
-def _on_slice(finding: Finding, sop_instance_uids: tuple[str, ...]) -> Finding:
-    """The finding with the SOP Instance UID of the slice its centre lies on (none without a
-    centre, or when the centre is outside the volume)."""
-    if finding.center_voxel is None or not sop_instance_uids:
+def _placed(finding: Finding, placement: Placement) -> Finding:
+    """The finding with its centre in volume indices, the SOP Instance UID of the slice it lies
+    on and its centre in patient coordinates (none without a centre; a centre outside the
+    volume is the model's error, and no slice is named for it)."""
+    if finding.center_voxel is None:
         return finding
-    z = round(finding.center_voxel[0])
-    if not 0 <= z < len(sop_instance_uids):
-        return finding
-    return finding.model_copy(update={"sop_instance_uids": (sop_instance_uids[z],)})
+    z, y, x = finding.center_voxel
+    centre = (z + placement.first_slice, y, x)
+    update: dict[str, Any] = {"center_voxel": centre}
+    uids = placement.sop_instance_uids
+    if not 0 <= round(centre[0]) < len(uids):
+        return finding.model_copy(update=update)
+    update["sop_instance_uids"] = (uids[round(centre[0])],)
+    geometry = placement.geometry
+    if geometry is not None and geometry.frame_of_reference_uid is not None:
+        update["center_patient"] = geometry.patient_point(centre)
+        update["frame_of_reference_uid"] = geometry.frame_of_reference_uid
+    return finding.model_copy(update=update)
 
 
 def _presence(

@@ -10,9 +10,9 @@ from typing import Any
 import numpy.typing as npt
 import structlog
 
-from services.inference.findings import decode_findings, output_names
+from services.inference.findings import Placement, decode_findings, output_names
 from services.inference.input_checks import input_notes
-from services.inference.volumes import prepare_input, read_volume
+from services.inference.volumes import first_input_slice, prepare_input, read_volume
 from shared.errors import InvalidMessage, PermanentError, RadmeshError, TransientError
 from shared.inference_protocol import InferenceClient
 from shared.messages import (
@@ -63,9 +63,12 @@ class RunModel:
         infer_started = time.perf_counter()
         outputs = await self._infer_with_retries(model, inputs)
         infer_ms = (time.perf_counter() - infer_started) * 1000
-        findings = decode_findings(
-            model, outputs, series.series_instance_uid, volume.sop_instance_uids
+        placement = Placement(
+            volume.sop_instance_uids,
+            first_input_slice(volume, model.preprocessing),
+            volume.geometry,
         )
+        findings = decode_findings(model, outputs, series.series_instance_uid, placement)
         log.info(
             "model_run",
             model=model.id,

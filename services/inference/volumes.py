@@ -24,7 +24,14 @@ from shared.messages import SeriesManifest
 from shared.registry import Preprocessing
 from shared.storage import BlobStore
 
-__all__ = ["InputQuality", "Volume", "prepare_input", "read_volume"]
+__all__ = [
+    "Geometry",
+    "InputQuality",
+    "Volume",
+    "first_input_slice",
+    "prepare_input",
+    "read_volume",
+]
 
 # Transfer syntaxes whose compression loses information (PS3.5 §8, Annex A.4).
 LOSSY_TRANSFER_SYNTAXES = {
@@ -47,11 +54,45 @@ class InputQuality:
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """Where the volume lies in the patient: each slice's Image Position (Patient), in volume
+    order, and the in-plane axes and spacing every slice shares (PS3.3 C.7.6.2.1.1)."""
+
+    positions: tuple[tuple[float, float, float], ...]  # mm, of each slice's first pixel
+    row_direction: tuple[float, float, float]  # along a row: increasing column index (x)
+    column_direction: tuple[float, float, float]  # down a column: increasing row index (y)
+    row_spacing_mm: float  # between rows (Pixel Spacing's first value)
+    column_spacing_mm: float  # between columns (its second)
+    frame_of_reference_uid: str | None
+
+    def patient_point(self, voxel: tuple[float, float, float]) -> tuple[float, float, float]:
+        """A (z, y, x) voxel position, fractions allowed, in the DICOM patient coordinate
+        system (mm): between two slices the position is interpolated; outside the volume,
+        ValueError."""
+        z, y, x = voxel
+        last = len(self.positions) - 1
+        if not 0 <= z <= last:
+            raise ValueError(f"slice {z:g} is outside the volume's {last + 1} slices")
+        below = min(int(z), last - 1) if last else 0
+        weight = z - below
+        origin = (1 - weight) * np.asarray(self.positions[below]) + weight * np.asarray(
+            self.positions[min(below + 1, last)]
+        )
+        point = (
+            origin
+            + x * self.column_spacing_mm * np.asarray(self.row_direction)
+            + y * self.row_spacing_mm * np.asarray(self.column_direction)
+        )
+        return (round(float(point[0]), 3), round(float(point[1]), 3), round(float(point[2]), 3))
+
+
+@dataclass(frozen=True)
 class Volume:
     hounsfield: npt.NDArray[np.int16]  # (slices, rows, columns)
     spacing_mm: tuple[float, float, float]  # (slice, row, column)
     sop_instance_uids: tuple[str, ...]  # per slice, in volume order
     quality: InputQuality = InputQuality()
+    geometry: Geometry | None = None
 
 
 @dataclass(frozen=True)
@@ -239,11 +280,14 @@ def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
     buffer = _VolumeBuffer()
     pixel_spacing: Sequence[Any] | None = None
     lossy: str | None = None
+    frames_of_reference: set[str] = set()
     for instance in series.instances:
         dataset = pydicom.dcmread(store.existing_path(instance.blob_key))
         if "PixelData" not in dataset:
             continue
         pixel_spacing = _pixel_spacing(dataset) or pixel_spacing
+        if dataset.get("FrameOfReferenceUID"):
+            frames_of_reference.add(str(dataset.FrameOfReferenceUID))
         lossy = lossy or _lossy(dataset)
         capacity = len(series.instances) * int(dataset.get("NumberOfFrames", 1) or 1)
         for frame in _frames(dataset, instance.sop_instance_uid):
@@ -275,19 +319,38 @@ def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
     slice_spacing = float(np.median(spacings))
     if slice_spacing <= 0 or float(spacings.min()) <= 0:
         raise InvalidMessage(f"series {uid} has coincident slice positions")
+    orientation = slices[0].orientation
+    geometry = Geometry(
+        positions=tuple(slices[index].position for index in order),
+        row_direction=(orientation[0], orientation[1], orientation[2]),
+        column_direction=(orientation[3], orientation[4], orientation[5]),
+        row_spacing_mm=float(pixel_spacing[0]),
+        column_spacing_mm=float(pixel_spacing[1]),
+        # one frame of reference, or none to name (coordinates would be ambiguous)
+        frame_of_reference_uid=frames_of_reference.pop() if len(frames_of_reference) == 1 else None,
+    )
     return Volume(
         hounsfield=hounsfield,
         spacing_mm=(slice_spacing, float(pixel_spacing[0]), float(pixel_spacing[1])),
         sop_instance_uids=tuple(slices[index].sop_instance_uid for index in order),
         quality=InputQuality(lossy=lossy, spacings_mm=tuple(round(float(s), 4) for s in spacings)),
+        geometry=geometry,
     )
+
+
+def first_input_slice(volume: Volume, preprocessing: Preprocessing) -> int:
+    """The volume slice the model's input starts at: the middle `max_slices` when the registry
+    caps them, else 0 (the model's z indices are counted from here)."""
+    slices = volume.hounsfield.shape[0]
+    cap = preprocessing.max_slices
+    return (slices - cap) // 2 if cap is not None and slices > cap else 0
 
 
 def prepare_input(volume: Volume, preprocessing: Preprocessing) -> dict[str, npt.NDArray[Any]]:
     """The model's input tensors as the registry declares them (window, slice cap, datatype)."""
     data: npt.NDArray[Any] = volume.hounsfield
-    if preprocessing.max_slices is not None and data.shape[0] > preprocessing.max_slices:
-        start = (data.shape[0] - preprocessing.max_slices) // 2
+    if preprocessing.max_slices is not None:
+        start = first_input_slice(volume, preprocessing)
         data = data[start : start + preprocessing.max_slices]
     if preprocessing.window is not None:
         center, width = preprocessing.window

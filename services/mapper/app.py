@@ -8,7 +8,8 @@ from services.mapper.settings import MapperSettings
 from shared import readiness
 from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
-from shared.fhir import FhirClient
+from shared.fhir import FhirClient, retried_at_start
+from shared.fhir_extensions import publish_extension_definitions
 from shared.messages import FindingRejected, FindingVerified, InferenceCompleted, ResultsRetracted
 from shared.registry import load_registry
 from shared.runtime import Periodic, ServiceApp, bus_service
@@ -40,11 +41,20 @@ def build_app(settings: RadmeshSettings, own: MapperSettings, service: str = SER
         dicomweb=dicomweb,
     )
     sweep = Periodic(redrive.sweep, own.redrive_interval_seconds, "redrive_sweep_failed")
+
+    async def publish_definitions() -> None:
+        await retried_at_start(
+            lambda: publish_extension_definitions(fhir),
+            seconds=own.startup_seconds,
+            retry_event="extension_definitions_retry",
+            failed_event="extension_definitions_not_published",
+        )
+
     close = [sweep.stop, fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
     return bus_service(
         service,
         bus,
-        on_start=[sweep.start],
+        on_start=[publish_definitions, sweep.start],
         close=close,
         requires=[readiness.fhir_server(settings), readiness.pacs(settings)],
     )

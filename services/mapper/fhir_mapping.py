@@ -37,7 +37,7 @@ from services.mapper.observations import (
 )
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_CONCLUSION
 from shared.claims import analysis_claim_search, analysis_claim_task
-from shared.codes import AI_DEVICE_TYPE, CREATE, IMAGING, PERFORMER, RADIOLOGY
+from shared.codes import AI_DEVICE_TYPE, AIAST, CREATE, IMAGING, PROVENANCE_AUTHOR, RADIOLOGY
 from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier
@@ -147,7 +147,10 @@ def _provenance(
         "occurredPeriod": {"start": started.isoformat(), "end": ended.isoformat()},
         "recorded": recorded.isoformat(),
         "activity": CREATE.concept(),
-        "agent": [{"type": PERFORMER.concept(), "who": {"reference": device_url}}],
+        # HL7 AI Transparency on FHIR's AI Provenance: the reason says an AI asserted the
+        # targets (AIAST, from the IG's ProvenanceVS); the AI Device is their author
+        "reason": [AIAST.concept(text=AIAST.display)],
+        "agent": [{"type": PROVENANCE_AUTHOR.concept(), "who": {"reference": device_url}}],
         "entity": [{"role": "source", "what": imaging_study_reference(event)}],
     }
 

@@ -13,6 +13,11 @@ came from ride in the complex extension `urn:radmesh:extension:dicom-image-refer
 finding's centre as "z y x" voxel indices of the series volume, slices ordered by position,
 when the model locates it) because R4's Reference cannot point inside an ImagingStudy.
 
+Each Observation's identifiers are radmesh's business identifier and the Tracking Unique
+Identifier (DCM 112040) of the finding's measurement group in the run's SR (a quantity: the
+group of the finding it measures), `urn:dicom:uid` with `urn:oid:<UID>` as for every DICOM UID:
+the SR and the FHIR record name a finding alike (IHE AIR, the DICOM SR to FHIR IG).
+
 Observations carry `meta.security` AIAST (AI asserted). When the study has no ImagingStudy on
 the FHIR server, references to it — here and in the report and Provenance — are logical (its
 `urn:dicom:uid` identifier).
@@ -22,8 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.mapper.structured_report import tracking_uid
 from shared.ai_transparency import AI_ASSERTED, PRELIMINARY_NOTE, UNVERIFIED
-from shared.codes import ABSENT, IMAGING, PRESENT, PROBABILITY, UCUM
+from shared.codes import ABSENT, IMAGING, PRESENT, PROBABILITY, TRACKING_UNIQUE_IDENTIFIER, UCUM
 from shared.errors import InvalidMessage
 from shared.identifiers import (
     DICOM_IMAGE_EXTENSION,
@@ -45,6 +51,7 @@ __all__ = [
     "input_quality_text",
     "observation_identifier",
     "presence_urls",
+    "tracking_identifier",
 ]
 
 
@@ -110,6 +117,22 @@ def observation_identifier(event: InferenceCompleted, finding: Finding) -> dict[
     return business_identifier("Observation", run, finding.finding_key, finding.index)
 
 
+def tracking_identifier(
+    event: InferenceCompleted, model: ModelEntry, finding: Finding
+) -> dict[str, Any]:
+    """The Tracking Unique Identifier of the SR measurement group the finding is in."""
+    group_key = model.finding(finding.finding_key).depends_on or finding.finding_key
+    uid = tracking_uid(
+        event.study.study_instance_uid, model, group_key, finding.index, event.model.generation
+    )
+    return {
+        "use": "secondary",
+        "type": TRACKING_UNIQUE_IDENTIFIER.concept(text=TRACKING_UNIQUE_IDENTIFIER.display),
+        "system": DICOM_UID_SYSTEM,
+        "value": _oid(uid),
+    }
+
+
 def build_observation(
     event: InferenceCompleted,
     model: ModelEntry,
@@ -138,7 +161,7 @@ def build_observation(
     observation: dict[str, Any] = {
         "resourceType": "Observation",
         "meta": {"security": [dict(AI_ASSERTED)]},
-        "identifier": [identifier],
+        "identifier": [identifier, tracking_identifier(event, model, finding)],
         "status": "preliminary",
         "category": [IMAGING.concept()],
         "code": codeable_concept(*mapping.codes),

@@ -32,6 +32,7 @@ __all__ = [
 REJECTION_TITLES = {title.code: title.dicom() for title in IOCM_REJECTION_TITLES}
 REJECTED_FOR_QUALITY_REASONS = REJECTION_TITLES[QUALITY]
 REJECTION_SERIES_NUMBER = 9002
+_REFERENCE_VALUE_TYPES = {"IMAGE", "COMPOSITE", "WAVEFORM"}
 
 
 def rejection_note_uids(
@@ -91,4 +92,14 @@ def rejection_note(
         instance_number=1,
         manufacturer=RADMESH_MANUFACTURER,  # how the subscriber knows its own notes
     )
+    _without_purpose_of_reference(note)
     return note
+
+
+def _without_purpose_of_reference(note: Dataset) -> None:
+    """TID 2010 (Key Object Selection) forbids a Purpose of Reference on the referenced objects;
+    highdicom names each one SCT "Source" (PS3.3 C.17.3 allows a generic name elsewhere), which
+    PixelMed's validator reports as an error: the name is taken off."""
+    for item in note.ContentSequence:
+        if item.ValueType in _REFERENCE_VALUE_TYPES and "ConceptNameCodeSequence" in item:
+            del item.ConceptNameCodeSequence

@@ -20,3 +20,6 @@ class MapperSettings(ServiceSettings):
     redrive_interval_seconds: float = Field(default=300.0, ge=0)
     redrive_hours: float = Field(default=24.0, gt=0)
     redrive_grace_seconds: float = Field(default=120.0, ge=0)
+    # On start, how long a FHIR server that is down or too slow to take radmesh's extension
+    # definitions (shared/fhir_extensions.py) is asked again before the mapper exits.
+    startup_seconds: float = Field(default=120.0, ge=0)

@@ -2,8 +2,13 @@
 
 Per IHE AI Results (AIR): a Measurement Report (TID 1500) whose observer is the algorithm as a
 device, Procedure Reported from DICOM CID 100 (LOINC 25045-6 "CT unspecified body region" for a CT
-study: shared.codes), one Measurements and Qualitative Evaluations group (TID 1501) per presence
-finding — its finding type, the algorithm (name, version), the finding site, the qualitative
+study: shared.codes), one measurement group per presence finding — a Planar ROI group (TID 1410)
+when the model located the finding: its Image Region the centre as an SCOORD3D POINT in the
+series' frame of reference (geometric purpose CID 219 "Center of Mass"), its probability
+inferred from the IMAGE of the slice the centre lies on; otherwise a Measurements and
+Qualitative Evaluations group (TID 1501) with the slices it names as source images. Each
+group has its tracking identifier and UID (the finding's Observation.identifier carries the
+same UID), its finding type, the algorithm (name, version), the finding site, the qualitative
 evaluation present/absent (CID 240), the probability (DCM 122157, unit `1`) and the measurements that depend on it
 (hemorrhage volume, nodule diameter, in UCUM units) — and the AI system named in the Contributing
 Equipment Sequence (purpose DCM 109102 "Processing Equipment"). The evidence is the instances the
@@ -20,11 +25,13 @@ from datetime import datetime
 from typing import Any
 
 import highdicom as hd
+import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from shared.codes import (
     ABSENCE_FINDINGS,
+    CENTER_OF_MASS,
     DEVICE,
     PRESENT,
     PROBABILITY,
@@ -58,9 +65,7 @@ def _lo(text: str) -> str:
     return text[:64]
 
 
-def sr_uids(
-    study_instance_uid: str, model: ModelEntry, generation: int = 1
-) -> tuple[str, str]:
+def sr_uids(study_instance_uid: str, model: ModelEntry, generation: int = 1) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the SR of one model run: the same on every
     delivery of the run, new for the run's next generation (`shared.identifiers.run_parts`)."""
     parts = ["radmesh-sr", *run_parts(study_instance_uid, model.id, model.version, generation)]
@@ -126,10 +131,14 @@ def _group(
     measured: list[Finding],
     algorithm: hd.sr.AlgorithmIdentification,
     source_sop_class_uid: str,
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+) -> (
+    hd.sr.MeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+):
     mapping = model.finding(finding.finding_key)
     finding_type = _concept(mapping.codes[0])
     sites = [hd.sr.FindingSite(_concept(mapping.body_site))] if mapping.body_site else None
+    region = _centre_region(finding)
     measurements = []
     if finding.probability is not None:
         measurements.append(
@@ -138,6 +147,14 @@ def _group(
                 value=finding.probability,
                 unit=_ucum("1"),
                 algorithm_id=algorithm,
+                # a located finding's group has a region, not source images: the slice its
+                # centre lies on is named here
+                referenced_images=[
+                    hd.sr.SourceImageForMeasurement(source_sop_class_uid, sop_instance_uid)
+                    for sop_instance_uid in finding.sop_instance_uids
+                ]
+                if region is not None
+                else None,
             )
         )
     for quantity in measured:
@@ -154,30 +171,56 @@ def _group(
             )
         )
     label = f"{finding.finding_key} {finding.index + 1}"
-    tracking = tracking_uid(
-        event.study.study_instance_uid,
-        model,
-        finding.finding_key,
-        finding.index,
-        event.model.generation,
+    tracking = hd.sr.TrackingIdentifier(
+        uid=tracking_uid(
+            event.study.study_instance_uid,
+            model,
+            finding.finding_key,
+            finding.index,
+            event.model.generation,
+        ),
+        identifier=_lo(label),
     )
+    evaluations = [
+        hd.sr.QualitativeEvaluation(
+            name=finding_type,
+            value=(PRESENT if finding.present else ABSENCE_FINDINGS).dicom(),
+        )
+    ]
+    if region is not None:
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_region=region,
+            finding_type=finding_type,
+            algorithm_id=algorithm,
+            finding_sites=sites,
+            measurements=measurements or None,
+            qualitative_evaluations=evaluations,
+            geometric_purpose=CENTER_OF_MASS.dicom(),
+        )
     source_images = [
         hd.sr.SourceImageForMeasurementGroup(source_sop_class_uid, sop_instance_uid)
         for sop_instance_uid in finding.sop_instance_uids
     ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking, identifier=_lo(label)),
+        tracking_identifier=tracking,
         finding_type=finding_type,
         algorithm_id=algorithm,
         finding_sites=sites,
         measurements=measurements or None,
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(
-                name=finding_type,
-                value=(PRESENT if finding.present else ABSENCE_FINDINGS).dicom(),
-            )
-        ],
+        qualitative_evaluations=evaluations,
         source_images=source_images or None,
+    )
+
+
+def _centre_region(finding: Finding) -> hd.sr.ImageRegion3D | None:
+    """A located finding's centre as an SCOORD3D POINT (mm, in its frame of reference)."""
+    if finding.center_patient is None or finding.frame_of_reference_uid is None:
+        return None
+    return hd.sr.ImageRegion3D(
+        graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+        graphic_data=np.asarray([finding.center_patient], dtype=np.float64),
+        frame_of_reference_uid=finding.frame_of_reference_uid,
     )
 
 

@@ -22,8 +22,7 @@ from typing import Any, Literal
 import structlog
 
 from services.subscriber.settings import SubscriberSettings
-from shared.errors import TransientError
-from shared.fhir import FhirClient
+from shared.fhir import FhirClient, retried_at_start
 
 __all__ = [
     "BACKPORT_SUBSCRIPTION_PROFILE",
@@ -141,30 +140,15 @@ def _differs(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 async def ensure_subscription_at_start(fhir: FhirClient, settings: SubscriberSettings) -> str:
-    """`ensure_subscription`, tried again after a transient failure (the FHIR server down, or
-    too slow to answer: the conditional create makes a second try safe) with a doubling delay
-    (1 s up to 15 s) for up to `subscription_startup_seconds`; then its error is raised and
-    the subscriber exits."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.subscription_startup_seconds
-    delay, attempt = 1.0, 1
-    while True:
-        try:
-            return await ensure_subscription(fhir, settings)
-        except TransientError as error:
-            if loop.time() + delay > deadline:
-                log.error(
-                    "subscription_not_made",
-                    attempts=attempt,
-                    error=str(error),
-                    gave_up_after_seconds=settings.subscription_startup_seconds,
-                )
-                raise
-            log.warning(
-                "subscription_retry", attempt=attempt, error=str(error), retry_in_seconds=delay
-            )
-            await asyncio.sleep(delay)
-            delay, attempt = min(2 * delay, 15.0), attempt + 1
+    """`ensure_subscription`, tried again after a transient failure for up to
+    `subscription_startup_seconds` (the conditional create makes a second try safe); then its
+    error is raised and the subscriber exits."""
+    return await retried_at_start(
+        lambda: ensure_subscription(fhir, settings),
+        seconds=settings.subscription_startup_seconds,
+        retry_event="subscription_retry",
+        failed_event="subscription_not_made",
+    )
 
 
 async def ensure_subscription(fhir: FhirClient, settings: SubscriberSettings) -> str:

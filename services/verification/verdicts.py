@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from services.verification.tasks import OUTBOX_TAG
 from shared.ai_transparency import CLINICIAN_ASSERTED_FROM_AI, relabelled, verified_text
-from shared.codes import NULLIFY, PROVENANCE_VERIFIER, REVISE, VERIFIER
+from shared.codes import CLINAST_AIRPT, NULLIFY, PROVENANCE_VERIFIER, REVISE, VERIFIER
 from shared.fhir import versioned_update_entry
 from shared.identifiers import fhir_reference_pattern
 from shared.narrative import concept_text, quantity_text
@@ -343,6 +343,10 @@ def verdict_bundle(
         ],
         "entity": [{"role": "source", "what": _reference_to(record.task)}],
     }
+    if verdict.kind != "rejected":
+        # AI Transparency on FHIR: a clinician now asserts what the AI reported (the same code
+        # replaces AIAST in the results' meta.security)
+        provenance["reason"] = [CLINAST_AIRPT.concept(text=CLINAST_AIRPT.display)]
     if verdict.reason_text:
         reason: dict[str, Any] = {"text": verdict.reason_text}
         if verdict.reason is not None:
@@ -353,7 +357,7 @@ def verdict_bundle(
                     "display": verdict.reason.display,
                 }
             ]
-        provenance["reason"] = [reason]
+        provenance.setdefault("reason", []).append(reason)
     entries.append(
         {
             "fullUrl": provenance_url,

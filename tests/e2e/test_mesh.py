@@ -9,20 +9,31 @@ import json
 import random
 import uuid
 import warnings
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import aiohttp
+import highdicom as hd
 import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydicom import Dataset
 
 from samples.demo import run_demo
 from samples.load import LoadResult, Settings, load_study
 from samples.mesh_watch import MeshWatcher, StudyProgress
+from services.mapper.structured_report import sr_uids
 from shared.bus import Bus, ServiceQueues
 from shared.dead_letters import list_dead_letters
+from shared.identifiers import DICOM_IMAGE_EXTENSION
+from shared.iocm import RADMESH_MANUFACTURER
 from shared.messages import InferenceCompleted, ResultsPosted, StudyDetected
+from shared.registry import load_registry
+from shared.settings import RadmeshSettings
 from tests.conftest import Infrastructure
+from tests.dicom_validators import dciodvfy_errors, pixelmed_sr_errors
 from tests.e2e.conftest import SERVICES, Mesh
 from tests.identity import access_token
 
@@ -594,6 +605,115 @@ async def test_every_resource_radmesh_wrote_passes_hapi_validate(
     assert not errors, (
         f"{len(errors)} $validate error(s) in {len(written)} resources:\n" + "\n".join(errors)
     )
+
+
+async def test_the_mapper_publishes_the_extension_definition_its_observations_use(
+    mesh: Mesh,
+) -> None:
+    """At start the mapper made sure the FHIR server holds the StructureDefinition of the image
+    reference extension (it logged the reference), and the server holds exactly one."""
+    lines = (mesh.logs / "mapper.log").read_text(errors="replace").splitlines()
+    published = [
+        json.loads(line)
+        for line in lines
+        if line.startswith("{") and '"extension_definitions_published"' in line
+    ]
+    assert published, mesh.log_tail("mapper")
+    found = (
+        await mesh.direct_fhir.resources("StructureDefinition")
+        .search(url=DICOM_IMAGE_EXTENSION)
+        .fetch_all()
+    )
+    assert [f"StructureDefinition/{d['id']}" for d in found] == published[-1]["definitions"]
+
+
+def _radmesh_dicom_objects(
+    settings: RadmeshSettings, study_instance_uid: str
+) -> tuple[list[Dataset], list[dict[str, Any]]]:
+    """The SRs and KOSs radmesh stored in a study (its Manufacturer), and the metadata of the
+    study's CT instances, from the PACS (dicomweb-client: not radmesh's own reader)."""
+    session = requests.Session()
+    password = settings.dicomweb.password
+    session.auth = (
+        settings.dicomweb.username or "",
+        password.get_secret_value() if password else "",
+    )
+    client = DICOMwebClient(url=settings.dicomweb.base_url, session=session)
+    objects: list[Dataset] = []
+    images: list[dict[str, Any]] = []
+    for series in client.search_for_series(study_instance_uid):
+        series_uid = series["0020000E"]["Value"][0]
+        modality = series.get("00080060", {}).get("Value", [""])[0]
+        if modality == "CT":
+            images += client.retrieve_series_metadata(study_instance_uid, series_uid)
+        elif modality in ("SR", "KO"):
+            for dataset in client.retrieve_series(study_instance_uid, series_uid):
+                if dataset.get("Manufacturer") == RADMESH_MANUFACTURER:
+                    objects.append(dataset)
+    return objects, images
+
+
+def _tracking_uids(observation: dict[str, Any]) -> set[str]:
+    return {
+        str(identifier["value"]).removeprefix("urn:oid:")
+        for identifier in observation.get("identifier", [])
+        if any(c.get("code") == "112040" for c in identifier.get("type", {}).get("coding", []))
+    }
+
+
+async def test_every_dicom_object_radmesh_stored_passes_two_validators_and_matches_fhir(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]], tmp_path: Path
+) -> None:
+    """Each SR and KOS radmesh stored in the demo's three studies (after the accept and reject
+    above: the verified SR included) has 0 errors in dciodvfy and in PixelMed's
+    DicomSRValidator. Read back with highdicom, each run's preliminary SR has a measurement
+    group per presence finding whose tracking UIDs are exactly those its Observations carry;
+    the bleed and each nodule are TID 1410 groups with an SCOORD3D POINT in the series' frame
+    of reference, inside the volume's slab, and their probability cites the slice they lie on."""
+    registry = load_registry(mesh.settings.registry_path)
+    loaded, progress = demo_run
+    errors: list[str] = []
+    located = 0
+    for result in loaded:
+        objects, images = await asyncio.to_thread(
+            _radmesh_dicom_objects, mesh.settings, result.study_instance_uid
+        )
+        assert objects, f"radmesh stored no SR in the {result.scenario} study"
+        for dataset in objects:
+            path = tmp_path / f"{dataset.SOPInstanceUID}.dcm"
+            dataset.save_as(path, enforce_file_format=True)
+            found = dciodvfy_errors(path) + pixelmed_sr_errors(path)
+            errors += [f"{result.scenario} {dataset.Modality} {line}" for line in found]
+        frames = {image["00200052"]["Value"][0] for image in images}
+        heights = [float(image["00200032"]["Value"][2]) for image in images]
+        uids = {image["00080018"]["Value"][0] for image in images}
+        for posted in progress[result.study_instance_uid].of_type("results.posted"):
+            model = registry.get(posted.model.id, posted.model.version)
+            _, sop_uid = sr_uids(result.study_instance_uid, model, posted.model.generation)
+            (report,) = [d for d in objects if d.SOPInstanceUID == sop_uid]
+            content = hd.sr.Comprehensive3DSR.from_dataset(report).content
+            assert isinstance(content, hd.sr.MeasurementReport)
+            planar = content.get_planar_roi_measurement_groups()
+            groups = [*planar, *content.get_image_measurement_groups()]
+            observed = set().union(*[_tracking_uids(o) for o in await _observations(mesh, posted)])
+            assert {str(g.tracking_uid) for g in groups} == observed, result.scenario
+            for group in planar:
+                region = group.roi
+                assert isinstance(region, hd.sr.Scoord3DContentItem)
+                assert region.graphic_type == hd.sr.GraphicTypeValues3D.POINT
+                assert region.frame_of_reference_uid in frames
+                assert min(heights) - 1 <= float(region.value[0][2]) <= max(heights) + 1
+                cited = {
+                    image.referenced_sop_instance_uid
+                    for measurement in group.get_measurements()
+                    for image in measurement.referenced_images
+                }
+                assert cited and cited <= uids
+            if result.scenario in ("head-bleed", "chest-nodules"):
+                assert planar, f"the {result.scenario} findings were not located in the SR"
+                located += len(planar)
+    assert not errors, f"{len(errors)} validator error(s):\n" + "\n".join(errors)
+    assert located >= 2
 
 
 async def _metrics(service: str) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.inference.findings import decode_findings, output_names
+from services.inference.findings import Placement, decode_findings, output_names
+from services.inference.volumes import Geometry
 from shared.errors import PermanentError
 from shared.registry import load_registry
 
 REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "models.yaml")
 ICH = REGISTRY.get("ich-reference", "1")
 NODULES = REGISTRY.get("lung-nodule-reference", "1")
+NOWHERE = Placement(())  # no slices named: the tests of decoding alone
 
 
 def test_bleed_above_threshold_gives_a_present_finding_with_its_volume() -> None:
@@ -24,7 +26,7 @@ def test_bleed_above_threshold_gives_a_present_finding_with_its_volume() -> None
         "centroid": np.array([12.0, 100.5, 80.0], dtype=np.float32),
         "bbox": np.zeros(6, dtype=np.int32),
     }
-    findings = decode_findings(ICH, outputs, "1.2.3", ())
+    findings = decode_findings(ICH, outputs, "1.2.3", NOWHERE)
     assert [(f.finding_key, f.present) for f in findings] == [
         ("intracranial-hemorrhage", True),
         ("hemorrhage-volume", True),
@@ -42,7 +44,7 @@ def test_clean_head_gives_one_negative_finding_and_no_volume() -> None:
         "volume_ml": np.array([0.0], dtype=np.float32),
         "centroid": np.zeros(3, dtype=np.float32),
     }
-    findings = decode_findings(ICH, outputs, "1.2.3", ())
+    findings = decode_findings(ICH, outputs, "1.2.3", NOWHERE)
     assert [(f.finding_key, f.present) for f in findings] == [("intracranial-hemorrhage", False)]
 
 
@@ -53,7 +55,7 @@ def test_each_nodule_above_threshold_is_a_finding_with_its_diameter() -> None:
         "diameters_mm": np.array([8.0, 4.0, 12.5], dtype=np.float32),
         "probabilities": np.array([0.9, 0.3, 0.7], dtype=np.float32),
     }
-    findings = decode_findings(NODULES, outputs, "1.2.3", ())
+    findings = decode_findings(NODULES, outputs, "1.2.3", NOWHERE)
     nodules = [f for f in findings if f.finding_key == "lung-nodule"]
     diameters = [f for f in findings if f.finding_key == "lung-nodule-diameter"]
     assert [(f.index, f.center_voxel) for f in nodules] == [
@@ -70,7 +72,7 @@ def test_no_nodules_gives_one_negative_finding() -> None:
         "diameters_mm": np.zeros(0, dtype=np.float32),
         "probabilities": np.zeros(0, dtype=np.float32),
     }
-    findings = decode_findings(NODULES, outputs, "1.2.3", ())
+    findings = decode_findings(NODULES, outputs, "1.2.3", NOWHERE)
     assert [(f.finding_key, f.present, f.index) for f in findings] == [("lung-nodule", False, 0)]
 
 
@@ -81,7 +83,7 @@ def test_missing_output_tensor_is_a_permanent_error_naming_it() -> None:
             ICH,
             {"probability": np.array([0.9]), "centroid": np.zeros(3)},
             "1.2.3",
-            (),
+            NOWHERE,
         )
 
 
@@ -100,7 +102,7 @@ def test_each_located_finding_and_its_measurement_name_the_slice_its_centre_lies
         "diameters_mm": np.array([8.0, 12.5, 3.0], dtype=np.float32),
         "probabilities": np.array([0.9, 0.7, 0.8], dtype=np.float32),
     }
-    findings = decode_findings(NODULES, outputs, "1.2.3", uids)
+    findings = decode_findings(NODULES, outputs, "1.2.3", Placement(uids))
     slices = [(f.finding_key, f.index, f.sop_instance_uids) for f in findings]
     assert slices == [
         ("lung-nodule", 0, ("1.2.3.4.5",)),
@@ -118,6 +120,64 @@ def test_each_located_finding_and_its_measurement_name_the_slice_its_centre_lies
             "probabilities": np.zeros(0, dtype=np.float32),
         },
         "1.2.3",
-        uids,
+        Placement(uids),
     )
     assert [f.sop_instance_uids for f in negative] == [()]
+
+
+def _axial_geometry(slices: int, frame_of_reference_uid: str | None = "1.2.3.9") -> Geometry:
+    """Axial slices 2.5 mm apart from z = -40 mm, 0.5 mm pixels, first pixel at (-64, -64)."""
+    return Geometry(
+        positions=tuple((-64.0, -64.0, -40.0 + 2.5 * z) for z in range(slices)),
+        row_direction=(1.0, 0.0, 0.0),
+        column_direction=(0.0, 1.0, 0.0),
+        row_spacing_mm=0.5,
+        column_spacing_mm=0.5,
+        frame_of_reference_uid=frame_of_reference_uid,
+    )
+
+
+def test_a_located_finding_has_its_centre_in_patient_coordinates_in_the_series_frame() -> None:
+    """Centre (z 4.5, y 40, x 60): x = -64 + 60·0.5, y = -64 + 40·0.5, z halfway between slices
+    4 and 5 (-30 and -27.5 mm); the finding names the frame of reference."""
+    uids = tuple(f"1.2.3.4.{z}" for z in range(24))
+    outputs = {
+        "centroids": np.array([[4.5, 40, 60]], dtype=np.float32),
+        "diameters_mm": np.array([8.0], dtype=np.float32),
+        "probabilities": np.array([0.9], dtype=np.float32),
+    }
+    (nodule, _) = decode_findings(
+        NODULES, outputs, "1.2.3", Placement(uids, geometry=_axial_geometry(24))
+    )
+    assert nodule.center_patient == (-34.0, -44.0, -28.75)
+    assert nodule.frame_of_reference_uid == "1.2.3.9"
+
+
+def test_a_series_without_one_frame_of_reference_gets_no_patient_coordinates() -> None:
+    """Coordinates without a frame of reference could not be placed: none are given."""
+    uids = tuple(f"1.2.3.4.{z}" for z in range(24))
+    outputs = {
+        "centroids": np.array([[4, 40, 60]], dtype=np.float32),
+        "diameters_mm": np.array([8.0], dtype=np.float32),
+        "probabilities": np.array([0.9], dtype=np.float32),
+    }
+    geometry = _axial_geometry(24, frame_of_reference_uid=None)
+    (nodule, _) = decode_findings(NODULES, outputs, "1.2.3", Placement(uids, geometry=geometry))
+    assert (nodule.center_patient, nodule.frame_of_reference_uid) == (None, None)
+    assert nodule.sop_instance_uids == ("1.2.3.4.4",)
+
+
+def test_a_model_reading_the_middle_slices_places_its_finding_on_the_right_slice() -> None:
+    """The registry capped the input at the middle slices (it starts at volume slice 8): the
+    model's slice 3 is volume slice 11, in the voxel centre, the slice named and the point."""
+    uids = tuple(f"1.2.3.4.{z}" for z in range(24))
+    outputs = {
+        "centroids": np.array([[3, 40, 60]], dtype=np.float32),
+        "diameters_mm": np.array([8.0], dtype=np.float32),
+        "probabilities": np.array([0.9], dtype=np.float32),
+    }
+    placement = Placement(uids, first_slice=8, geometry=_axial_geometry(24))
+    (nodule, diameter) = decode_findings(NODULES, outputs, "1.2.3", placement)
+    assert nodule.center_voxel == (11.0, 40.0, 60.0)
+    assert nodule.sop_instance_uids == diameter.sop_instance_uids == ("1.2.3.4.11",)
+    assert nodule.center_patient == (-34.0, -44.0, -12.5)

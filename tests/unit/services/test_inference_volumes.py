@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
@@ -21,7 +22,12 @@ from pydicom.uid import (
 
 from samples.dicom_series import describe_study, iter_instances
 from samples.phantoms import head_ct
-from services.inference.volumes import _native_pixels, prepare_input, read_volume
+from services.inference.volumes import (
+    _native_pixels,
+    first_input_slice,
+    prepare_input,
+    read_volume,
+)
 from shared.errors import InvalidMessage
 from shared.messages import BlobInstance, SeriesManifest
 from shared.registry import Preprocessing
@@ -77,6 +83,44 @@ def test_prepare_input_sends_hu_and_spacing_as_declared(tmp_path: Path) -> None:
     assert np.array_equal(tensors["volume"], expected)
     assert tensors["spacing"].dtype == np.float32
     assert tensors["spacing"].tolist() == pytest.approx(list(spacing))
+
+
+def test_the_volume_knows_where_each_voxel_lies_in_the_patient(tmp_path: Path) -> None:
+    """Geometry in volume order whatever the instance order: voxel (z, 0, 0) is slice z's Image
+    Position (Patient); one step along x or y moves by the pixel spacing along the
+    orientation's row and column directions; the series' frame of reference is named."""
+    manifest, _, spacing = _stored_series(tmp_path, reverse=True)
+    volume = read_volume(BlobStore(tmp_path), manifest)
+    datasets = {
+        str(ds.SOPInstanceUID): ds
+        for ds in (
+            pydicom.dcmread(BlobStore(tmp_path).path(i.blob_key)) for i in manifest.instances
+        )
+    }
+    geometry = volume.geometry
+    assert geometry is not None
+    first = datasets[volume.sop_instance_uids[0]]
+    assert geometry.frame_of_reference_uid == first.FrameOfReferenceUID
+    for z, uid in enumerate(volume.sop_instance_uids):
+        position = [float(v) for v in datasets[uid].ImagePositionPatient]
+        assert geometry.patient_point((z, 0, 0)) == pytest.approx(position, abs=1e-3)
+    row, column = first.ImageOrientationPatient[:3], first.ImageOrientationPatient[3:]
+    moved = np.asarray(geometry.patient_point((1, 3, 2))) - geometry.patient_point((1, 0, 0))
+    expected = 2 * spacing[2] * np.asarray(row, float) + 3 * spacing[1] * np.asarray(column, float)
+    assert moved == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ValueError, match="outside the volume"):
+        geometry.patient_point((len(volume.sop_instance_uids), 0, 0))
+
+
+def test_a_slice_cap_starts_the_input_where_first_input_slice_says(tmp_path: Path) -> None:
+    """max_slices 4 of 6: the input is volume slices 1..4, the offset the findings add back."""
+    manifest, expected, _ = _stored_series(tmp_path, reverse=False)
+    volume = read_volume(BlobStore(tmp_path), manifest)
+    capped = Preprocessing(max_slices=4)
+    start = first_input_slice(volume, capped)
+    assert start == 1
+    assert np.array_equal(prepare_input(volume, capped)["volume"], expected[start : start + 4])
+    assert first_input_slice(volume, Preprocessing()) == 0
 
 
 def test_series_of_one_slice_is_an_invalid_message(tmp_path: Path) -> None:

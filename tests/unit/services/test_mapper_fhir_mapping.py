@@ -10,6 +10,8 @@ import pytest
 
 from services.mapper.fhir_mapping import build_run
 from services.mapper.fhir_validation import validate_bundle
+from services.mapper.structured_report import tracking_uid
+from shared.codes import DCM
 from shared.errors import InvalidMessage
 from shared.identifiers import DICOM_IMAGE_EXTENSION
 from shared.messages import Finding, InferenceCompleted, ModelRef, StudyRef
@@ -259,9 +261,10 @@ def test_report_links_results_study_order_and_present_codes() -> None:
 
 
 def test_provenance_and_device_describe_who_did_what_when() -> None:
-    """Provenance targets report + Observations, its agent is the Device (performer), its entity
-    the ImagingStudy (source), and occurredPeriod spans the inference duration; the Device names
-    the model, its version and manufacturer."""
+    """Provenance targets report + Observations, its reason AIAST (AI Transparency on FHIR's AI
+    Provenance), its agent the Device (author), its entity the ImagingStudy (source), and
+    occurredPeriod spans the inference duration; the Device names the model, its version and
+    manufacturer."""
     run = build_run(_bleed(), _model(_bleed()), RECORDED)
     provenance = _resources(run.bundle, "Provenance")[0]
     assert [t["reference"] for t in provenance["target"]] == [
@@ -269,7 +272,14 @@ def test_provenance_and_device_describe_who_did_what_when() -> None:
         *run.observation_urls,
     ]
     assert provenance["agent"][0]["who"] == {"reference": run.device_url}
-    assert provenance["agent"][0]["type"]["coding"][0]["code"] == "performer"
+    assert provenance["agent"][0]["type"]["coding"][0]["code"] == "author"
+    assert provenance["reason"][0]["coding"] == [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+            "code": "AIAST",
+            "display": "Artificial Intelligence asserted",
+        }
+    ]
     assert provenance["entity"][0]["role"] == "source"
     assert provenance["entity"][0]["what"]["reference"] == "ImagingStudy/is-1"
     assert provenance["recorded"] == RECORDED.isoformat()
@@ -349,3 +359,25 @@ def test_the_device_is_typed_as_an_ai_device_the_ai_transparency_ig_way() -> Non
         }
     ]
     assert device["type"]["text"] == "AI image analysis algorithm"
+
+
+def test_each_observation_names_the_tracking_uid_of_its_sr_measurement_group() -> None:
+    """Nodule i and its diameter both carry the Tracking Unique Identifier (DCM 112040) of nodule
+    i's group in the SR, as urn:dicom:uid urn:oid:<UID>; two nodules, two UIDs."""
+    event = _nodules()
+    model = _model(event)
+    observations = _resources(build_run(event, model, RECORDED).bundle, "Observation")
+
+    def tracking(observation: dict[str, Any]) -> str:
+        (found,) = [
+            i
+            for i in observation["identifier"]
+            if i.get("type", {}).get("coding")
+            == [{"system": DCM, "code": "112040", "display": "Tracking Unique Identifier"}]
+        ]
+        assert found["system"] == "urn:dicom:uid"
+        return str(found["value"])
+
+    expected = [f"urn:oid:{tracking_uid(STUDY, model, 'lung-nodule', index)}" for index in (0, 1)]
+    assert [tracking(o) for o in observations] == expected + expected
+    assert expected[0] != expected[1]

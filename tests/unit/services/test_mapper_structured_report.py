@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 
+import highdicom as hd
 import pydicom
 import pytest
 from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
+from pydicom.sr.codedict import codes
 from pydicom.valuerep import DT, TM
 
 from samples.dicom_series import describe_study, iter_instances
@@ -18,7 +21,9 @@ from services.mapper.structured_report import (
     dataset_from_metadata,
     evidence_from_manifest,
     sr_uids,
+    tracking_uid,
 )
+from shared.codes import PROBABILITY
 from shared.errors import PermanentError
 from shared.messages import EvidenceSeries, Finding, InferenceCompleted, ModelRef, StudyRef
 from shared.registry import load_registry
@@ -169,7 +174,7 @@ def test_sr_whose_evidence_header_is_refused_says_why_without_quoting_the_value(
     """A modality that wrote the birth date as 1950-01-31 (not DICOM DA): highdicom refuses to
     copy it; the PermanentError (logged by the mapper) says what could not be converted, not
     the birth date."""
-    sloppy = [Dataset(dataset) for dataset in evidence]
+    sloppy = [copy.deepcopy(dataset) for dataset in evidence]  # the fixture stays as it is
     event = _event(sloppy)
     with (
         pytest.warns(UserWarning, match="Invalid value for VR DA"),  # pydicom's, on assignment
@@ -213,3 +218,71 @@ def test_an_sr_from_the_manifest_equals_the_sr_from_every_instances_metadata() -
         dcmwrite(buffer, report, enforce_file_format=True)
         encoded.append(buffer.getvalue())
     assert encoded[0] == encoded[1]
+
+
+def _read_back(report: Dataset) -> hd.sr.MeasurementReport:
+    """The SR's TID 1500 content as highdicom reads it from the Part 10 bytes."""
+    buffer = io.BytesIO()
+    dcmwrite(buffer, report, enforce_file_format=True)
+    content = hd.sr.srread(io.BytesIO(buffer.getvalue())).content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    return content
+
+
+def _located(evidence: list[Dataset]) -> InferenceCompleted:
+    """The bleed of `_event`, located: centre at (12.5, -20, 31.25) mm in the series' frame."""
+    event = _event(evidence)
+    bleed = event.findings[0].model_copy(
+        update={
+            "center_voxel": (1.0, 10.0, 12.0),
+            "center_patient": (12.5, -20.0, 31.25),
+            "frame_of_reference_uid": str(evidence[0].FrameOfReferenceUID),
+        }
+    )
+    return event.model_copy(update={"findings": (bleed, *event.findings[1:])})
+
+
+def test_a_located_finding_is_a_planar_roi_group_with_its_centre_as_an_scoord3d_point(
+    evidence: list[Dataset],
+) -> None:
+    """Read back with highdicom: the bleed's group is TID 1410 with an SCOORD3D POINT at its
+    centre in the series' frame of reference (purpose "Center of Mass"), its tracking UID the
+    run's, its probability inferred from the IMAGE of the slice it lies on; its volume is in the
+    same group."""
+    event = _located(evidence)
+    report = build_structured_report(event, MODEL, evidence, created=event.created_at)
+    stored = _read_back(report)
+    assert stored.get_image_measurement_groups() == []
+    (group,) = stored.get_planar_roi_measurement_groups()
+    region = group.roi
+    assert isinstance(region, hd.sr.Scoord3DContentItem)
+    assert region.graphic_type == hd.sr.GraphicTypeValues3D.POINT
+    assert region.value.tolist() == [[12.5, -20.0, 31.25]]
+    assert region.frame_of_reference_uid == evidence[0].FrameOfReferenceUID
+    assert group.tracking_uid == tracking_uid(
+        event.study.study_instance_uid, MODEL, "intracranial-hemorrhage", 0
+    )
+    purposes = [
+        item.ConceptCodeSequence[0].CodeValue
+        for item in content_items(report)
+        if item.ConceptNameCodeSequence[0].CodeValue == "130400"  # Geometric purpose of region
+    ]
+    assert purposes == ["128138"]
+    probability = group.get_measurements(name=PROBABILITY.dicom())[0]
+    (image,) = probability.referenced_images
+    assert image.referenced_sop_instance_uid == evidence[0].SOPInstanceUID
+    assert [float(m.value) for m in group.get_measurements(name=codes.SCT.Volume)] == [7.5]
+
+
+def test_an_unlocated_finding_keeps_a_tid_1501_group_naming_its_slices(
+    evidence: list[Dataset],
+) -> None:
+    """Without a centre in patient coordinates there is no region to draw: the group is TID
+    1501 with the slice as its source image."""
+    event = _event(evidence)
+    report = build_structured_report(event, MODEL, evidence, created=event.created_at)
+    stored = _read_back(report)
+    assert stored.get_planar_roi_measurement_groups() == []
+    (group,) = stored.get_image_measurement_groups()
+    (image,) = group.source_images
+    assert image.referenced_sop_instance_uid == evidence[0].SOPInstanceUID

@@ -110,7 +110,8 @@ def test_a_rejection_is_an_iocm_rejection_note_referencing_the_ai_sr(
 ) -> None:
     """Rejected: a Key Object Selection titled (113001, DCM) "Rejected for Quality Reasons" in
     the study, referencing the AI's SR, naming the radiologist and the reason; its UIDs are the
-    same on every delivery; it writes as a DICOM file."""
+    same on every delivery; the reference has no Purpose of Reference (TID 2010 forbids one);
+    it writes as a DICOM file."""
     preliminary = _preliminary(evidence)
     note = rejection_note(
         preliminary, MODEL, reason="False positive: calcified falx", verifier_name="Adler^Rita"
@@ -129,6 +130,11 @@ def test_a_rejection_is_an_iocm_rejection_note_referencing_the_ai_sr(
         if item.get("ValueType") == "COMPOSITE"
     ]
     assert references == [preliminary.SOPInstanceUID]
+    assert not [
+        item
+        for item in content_items(note)
+        if item.get("ValueType") == "COMPOSITE" and "ConceptNameCodeSequence" in item
+    ]
     texts = [str(item.get("TextValue", "")) for item in content_items(note)]
     assert any("calcified falx" in text for text in texts)
     names = [str(item.get("PersonName", "")) for item in content_items(note)]

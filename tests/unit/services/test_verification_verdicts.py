@@ -176,8 +176,9 @@ def test_accept_rewrites_the_preliminary_texts_and_relabels_ai_asserted() -> Non
 
 def test_accept_provenance_names_the_verifier_and_targets_the_results() -> None:
     """The Provenance is POSTed last (its response entry is the last), agent the verifier
-    (type verifier), activity verify, targets the report and each Observation; the Task's
-    relevantHistory points at it through its urn:uuid."""
+    (type verifier), activity verify, reason CLINAST_AIRPT (AI Transparency on FHIR: a
+    clinician asserts what the AI reported), targets the report and each Observation; the
+    Task's relevantHistory points at it through its urn:uuid."""
     bundle = verdict_bundle(_record(), Verdict("accepted", RAD), NOW, BASE_URL)
     entry = bundle["entry"][-1]
     assert entry["request"] == {"method": "POST", "url": "Provenance"}
@@ -197,6 +198,7 @@ def test_accept_provenance_names_the_verifier_and_targets_the_results() -> None:
         }
     ]
     assert provenance["activity"]["text"] == "verify"
+    assert [c["code"] for r in provenance["reason"] for c in r["coding"]] == ["CLINAST_AIRPT"]
     assert provenance["target"] == [
         {"reference": "DiagnosticReport/r1"},
         {"reference": "Observation/o1"},

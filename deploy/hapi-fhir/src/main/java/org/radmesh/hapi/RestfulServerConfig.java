@@ -10,13 +10,17 @@ import ca.uhn.fhir.jpa.interceptor.CascadingDeleteInterceptor;
 import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
 import ca.uhn.fhir.jpa.provider.JpaSystemProvider;
 import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
+import ca.uhn.fhir.rest.api.server.RequestDetails;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
 import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
 import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
 import ca.uhn.fhir.validation.IInstanceValidatorModule;
 import ca.uhn.fhir.validation.ResultSeverityEnum;
+import ca.uhn.fhir.validation.ValidationResult;
 import org.hl7.fhir.common.hapi.validation.validator.FhirInstanceValidator;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import org.springframework.beans.factory.annotation.Qualifier;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
@@ -66,7 +70,7 @@ public class RestfulServerConfig {
 			if (instanceValidator instanceof FhirInstanceValidator fhirValidator) {
 				fhirValidator.setErrorForUnknownProfiles(false);
 			}
-			RequestValidatingInterceptor validating = new RequestValidatingInterceptor();
+			RequestValidatingInterceptor validating = new ConformanceTolerantValidatingInterceptor();
 			validating.addValidatorModule(instanceValidator);
 			validating.setFailOnSeverity(ResultSeverityEnum.ERROR);
 			validating.setAddResponseHeaderOnSeverity(null);
@@ -74,6 +78,27 @@ public class RestfulServerConfig {
 			server.registerInterceptor(validating);
 		}
 		return server;
+	}
+
+	/**
+	 * Request validation that does not refuse a StructureDefinition (radmesh publishes its
+	 * extensions' definitions, with their snapshots, at start-up): HAPI 8.8's validator cannot
+	 * regenerate the snapshot of any differential ("Unable to resolve package id
+	 * hl7.fhir.r4.core#null") and would refuse every one. The resources that use a definition are
+	 * validated against it as before.
+	 */
+	static final class ConformanceTolerantValidatingInterceptor extends RequestValidatingInterceptor {
+		private static final Logger LOG = LoggerFactory.getLogger(ConformanceTolerantValidatingInterceptor.class);
+
+		@Override
+		protected void fail(RequestDetails theRequestDetails, ValidationResult theValidationResult) {
+			if ("StructureDefinition".equals(theRequestDetails.getResourceName())) {
+				LOG.info("StructureDefinition accepted despite validation messages: {}",
+						theValidationResult.getMessages().size());
+				return;
+			}
+			super.fail(theRequestDetails, theValidationResult);
+		}
 	}
 
 	@Bean
