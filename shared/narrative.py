@@ -1,15 +1,25 @@
 """The generated narrative (`text`, status `generated`) of the Observations and DiagnosticReports
-radmesh writes: what a person reading the record sees, made from the resource's own content
-every time it is written, so it says what the resource says after every change (a verdict, an
-amendment, a retraction). Only what the resource holds goes in: its code, status, value,
-probability, notes and conclusion; no subject, no identifiers."""
+radmesh writes, and the report's `presentedForm` (a small HTML document, the report as a
+clinician's viewer shows an attachment): what a person reading the record sees, made from the
+resource's own content every time it is written, so it says what the resource says after every
+change (a verdict, an amendment, a retraction). Only what the resource holds goes in: its code,
+status, value, probability, notes and conclusion, the report's times and coded conclusion; no
+subject, no identifiers."""
 
 from __future__ import annotations
 
+import base64
 from html import escape
 from typing import Any
 
-__all__ = ["NARRATED_TYPES", "concept_text", "quantity_text", "with_narrative"]
+__all__ = [
+    "NARRATED_TYPES",
+    "PRESENTED_FORM_TITLE",
+    "concept_text",
+    "presented_form_html",
+    "quantity_text",
+    "with_narrative",
+]
 
 XHTML = "http://www.w3.org/1999/xhtml"
 NARRATED_TYPES = frozenset({"Observation", "DiagnosticReport"})
@@ -68,14 +78,62 @@ def _report_div(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+PRESENTED_FORM_TITLE = "AI results report"
+_STATUS_WORDS = {
+    "preliminary": "preliminary: not verified by a radiologist",
+    "final": "final: verified by a radiologist",
+    "amended": "amended by a radiologist",
+    "cancelled": "cancelled: rejected by a radiologist",
+    "entered-in-error": "entered in error: withdrawn, do not use",
+}
+
+
+def presented_form_html(report: dict[str, Any]) -> str:
+    """The report as a small HTML document: its title, its status in words, the study's and the
+    report's times, the conclusion and the coded findings."""
+    title = escape(concept_text(report.get("code")) or "Report")
+    status = str(report.get("status", ""))
+    rows = [("Status", _STATUS_WORDS.get(status, status))]
+    if report.get("effectiveDateTime"):
+        rows.append(("Study time", str(report["effectiveDateTime"])))
+    if report.get("issued"):
+        rows.append(("Issued", str(report["issued"])))
+    table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+    codes = [concept_text(c) for c in report.get("conclusionCode", [])]
+    findings = "".join(f"<li>{escape(text)}</li>" for text in codes if text)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{title}</title></head><body><h1>{title}</h1><table>{table}</table>"
+        f"<p>{escape(str(report.get('conclusion', '')))}</p>"
+        + (f"<h2>Coded findings</h2><ul>{findings}</ul>" if findings else "")
+        + "</body></html>"
+    )
+
+
+def _presented_form(report: dict[str, Any]) -> list[dict[str, Any]]:
+    document = presented_form_html(report).encode()
+    return [
+        {
+            "contentType": "text/html",
+            "language": "en",
+            "data": base64.b64encode(document).decode("ascii"),
+            "size": len(document),
+            "title": PRESENTED_FORM_TITLE,
+        }
+    ]
+
+
 def with_narrative(resource: dict[str, Any]) -> dict[str, Any]:
-    """`resource` with its narrative generated from its current content (Observation and
-    DiagnosticReport; any other resource is returned as it is)."""
+    """`resource` with its narrative (and a report's presentedForm) generated from its current
+    content (Observation and DiagnosticReport; any other resource is returned as it is)."""
     kind = resource.get("resourceType")
     if kind not in NARRATED_TYPES:
         return resource
     body = _observation_div(resource) if kind == "Observation" else _report_div(resource)
-    return {
+    narrated = {
         **resource,
         "text": {"status": "generated", "div": f'<div xmlns="{XHTML}">{body}</div>'},
     }
+    if kind == "DiagnosticReport":
+        narrated["presentedForm"] = _presented_form(narrated)
+    return narrated

@@ -3,6 +3,7 @@ content through every write."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -18,9 +19,7 @@ OBSERVATION: dict[str, Any] = {
     "status": "preliminary",
     "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1386000"}], "text": "ICH"},
     "valueCodeableConcept": {"text": "Present"},
-    "component": [
-        {"code": {"text": "Probability"}, "valueQuantity": {"value": 0.88, "unit": "1"}}
-    ],
+    "component": [{"code": {"text": "Probability"}, "valueQuantity": {"value": 0.88, "unit": "1"}}],
     "note": [{"text": "AI-generated preliminary finding <unverified> & flagged"}],
 }
 REPORT: dict[str, Any] = {
@@ -61,3 +60,39 @@ def test_every_update_writes_the_narrative_of_what_the_resource_now_says() -> No
 def test_other_resources_are_written_as_they_are() -> None:
     task = {"resourceType": "Task", "id": "t", "status": "requested", "intent": "order"}
     assert with_narrative(task) is task
+
+
+def _presented(report: dict[str, Any]) -> str:
+    (form,) = report["presentedForm"]
+    assert form["contentType"] == "text/html" and form["title"] == "AI results report"
+    document = base64.b64decode(form["data"])
+    assert form["size"] == len(document)
+    return document.decode()
+
+
+def test_a_reports_presented_form_is_an_html_document_of_what_it_now_says() -> None:
+    """Written: an HTML document with the report's title, its status in words, its times, the
+    conclusion (escaped) and the coded findings; rejected later: the document written with the
+    update says cancelled and the new conclusion, not the preliminary one."""
+    report = {
+        **REPORT,
+        "effectiveDateTime": "2026-01-02T03:00:00+00:00",
+        "issued": "2026-01-02T03:04:00+00:00",
+        "conclusion": "AI result, preliminary: hemorrhage <present>.",
+        "conclusionCode": [{"text": "Intracranial hemorrhage"}],
+    }
+    written = _presented(with_narrative(report))
+    assert written.startswith("<!DOCTYPE html>")
+    for shown in (
+        "<h1>CT head AI analysis</h1>",
+        "preliminary: not verified by a radiologist",
+        "2026-01-02T03:00:00+00:00",
+        "hemorrhage &lt;present&gt;.",
+        "<li>Intracranial hemorrhage</li>",
+    ):
+        assert shown in written
+    cancelled = {**with_narrative(report), "status": "cancelled", "conclusion": "Rejected."}
+    sent = _presented(versioned_update_entry(cancelled, "http://fhir.example/fhir")["resource"])
+    assert "cancelled: rejected by a radiologist" in sent and "Rejected." in sent
+    assert "preliminary" not in sent
+    DiagnosticReport.model_validate(with_narrative(report))
