@@ -196,6 +196,29 @@ class FhirClient(AsyncFHIRClient):
         found: dict[str, Any] = await self._do_request("get", reference)
         return found
 
+    async def read_report_with_results(
+        self, reference: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A DiagnosticReport and its `result` Observations, in the report's order (one read,
+        one search)."""
+        report = dict(await self.read_resource(reference))
+        ids = [
+            str(ref["reference"]).removeprefix("Observation/")
+            for ref in report.get("result", [])
+            if str(ref.get("reference", "")).startswith("Observation/")
+        ]
+        found: dict[str, dict[str, Any]] = {}
+        if ids:
+            bundle = await self.execute(
+                "Observation", "get", params={"_id": ",".join(ids), "_count": len(ids)}
+            )
+            found = {
+                str(e["resource"]["id"]): dict(e["resource"])
+                for e in bundle.get("entry", [])
+                if "resource" in e
+            }
+        return report, [found[i] for i in ids if i in found]
+
     async def transaction(
         self, bundle: dict[str, Any], *, replace_security_labels: bool = False
     ) -> dict[str, Any]:

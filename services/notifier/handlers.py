@@ -168,18 +168,7 @@ class FollowUpAlerts:
         self.base_url = base_url
 
     async def _alerts_of(self, diagnostic_report: str) -> list[RaisedAlert]:
-        report = dict(await self.fhir.execute(diagnostic_report, "get"))
-        ids = [
-            str(ref["reference"]).removeprefix("Observation/")
-            for ref in report.get("result", [])
-            if str(ref.get("reference", "")).startswith("Observation/")
-        ]
-        observations: list[dict[str, Any]] = []
-        if ids:
-            found = await self.fhir.execute(
-                "Observation", "get", params={"_id": ",".join(ids), "_count": len(ids)}
-            )
-            observations = [e["resource"] for e in found.get("entry", []) if "resource" in e]
+        _, observations = await self.fhir.read_report_with_results(diagnostic_report)
         return [
             alert
             for key in filter(None, map(alert_key, observations))

@@ -9,6 +9,7 @@ import json
 import random
 import uuid
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ from shared.settings import RadmeshSettings
 from tests.conftest import Infrastructure
 from tests.dicom_validators import dciodvfy_errors, pixelmed_sr_errors
 from tests.e2e.conftest import SERVICES, Mesh
+from tests.hl7_receiver import Hl7Receiver
 from tests.identity import access_token
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +55,22 @@ NOTIFIER_DECISIONS = (
 )
 # The bus's last word on a consumed message: handled, or dead-lettered (shared/bus.py).
 MESSAGE_OUTCOMES = ("message_handled", "message_dead_lettered")
+
+
+@pytest.fixture(scope="module")
+async def ehr() -> AsyncIterator[Hl7Receiver]:
+    """The EHR's HL7 v2 interface: an MLLP listener the notifier sends results to."""
+    receiver = await Hl7Receiver().start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh_overrides(ehr: Hl7Receiver) -> dict[str, str]:
+    return {
+        "RADMESH_NOTIFIER_HL7_RESULTS_HOST": "127.0.0.1",
+        "RADMESH_NOTIFIER_HL7_RESULTS_PORT": str(ehr.port),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +260,40 @@ async def test_accepting_a_task_makes_results_final_and_rejecting_cancels_them(
         task = await mesh.direct_fhir.read_resource(progress.tasks[posted.diagnostic_report])
         assert task["status"] == "completed"
     del loaded
+
+
+async def test_the_ehr_gets_each_report_over_hl7_preliminary_then_as_the_verdict_left_it(
+    mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]], ehr: Hl7Receiver
+) -> None:
+    """The notifier sent every demo report to the EHR's MLLP listener as ORU^R01: first
+    preliminary (OBR-25 P); after the verdicts above, the accepted bleed again as final (F) and
+    the rejected chest as withdrawn (X, its findings D); each acknowledged (the notifier logged
+    each ACK)."""
+    _, progress = demo_run
+    expected = {"head-bleed": "F", "chest-nodules": "X", "head-normal": "P"}
+    for scenario, last in expected.items():
+        _, study = _by_scenario(demo_run, scenario)
+        (posted,) = study.of_type("results.posted")
+        report_id = posted.diagnostic_report.removeprefix("DiagnosticReport/")
+
+        async def arrived(report_id: str = report_id, last: str = last) -> bool:
+            sent = ehr.of_report(report_id)
+            return bool(sent) and str(sent[-1].segment("OBR")[25]) == last
+
+        await until(arrived, f"the {scenario} report's ORU^R01 ending {last}", seconds=60)
+        statuses = [str(m.segment("OBR")[25]) for m in ehr.of_report(report_id)]
+        assert statuses[0] == "P", statuses
+        if last == "X":
+            (withdrawn,) = [m for m in ehr.of_report(report_id) if str(m.segment("OBR")[25]) == "X"]
+            assert {str(s[11]) for s in withdrawn.segments("OBX")} == {"D"}
+    del progress
+    acknowledged = [
+        json.loads(line)
+        for line in (mesh.logs / "notifier.log").read_text(errors="replace").splitlines()
+        if line.startswith("{") and '"hl7_result_sent"' in line
+    ]
+    assert {line["ack"] for line in acknowledged} == {"AA"}
+    assert len(acknowledged) >= len(ehr.messages)
 
 
 async def _count(mesh: Mesh, resource_type: str, **params: str) -> int:
