@@ -204,15 +204,28 @@ def _observation_segments(
         kind, value, units = "NM", _escaped(quantity.get("value")), _units(quantity)
     else:
         kind, value, units = "CWE", _coded(observation.get("valueCodeableConcept")), ""
-    segments = [
+    # OBX-1 set ID, -2 value type, -3 identifier, -4 sub-ID, -5 value, -6 units, -11 status,
+    # -14 time of the observation
+    rows = [(kind, _coded(observation.get("code")), value, units)]
+    rows += [
+        (
+            "NM",
+            _coded(c.get("code")),
+            _escaped(c["valueQuantity"].get("value")),
+            _units(c["valueQuantity"]),
+        )
+        for c in observation.get("component", [])
+        if "valueQuantity" in c
+    ]
+    return [
         _segment(
             "OBX",
-            str(set_id),
-            kind,
-            _coded(observation.get("code")),
+            str(set_id + n),
+            kind_,
+            code,
             str(sub_id),
-            value,
-            units,
+            value_,
+            units_,
             "",
             "",
             "",
@@ -222,31 +235,8 @@ def _observation_segments(
             "",
             effective,
         )
+        for n, (kind_, code, value_, units_) in enumerate(rows)
     ]
-    for component in observation.get("component", []):
-        if "valueQuantity" not in component:
-            continue
-        quantity = component["valueQuantity"]
-        segments.append(
-            _segment(
-                "OBX",
-                str(set_id + len(segments)),
-                "NM",
-                _coded(component.get("code")),
-                str(sub_id),
-                _escaped(quantity.get("value")),
-                _units(quantity),
-                "",
-                "",
-                "",
-                "",
-                status,
-                "",
-                "",
-                effective,
-            )
-        )
-    return segments
 
 
 def _units(quantity: dict[str, Any]) -> str:
