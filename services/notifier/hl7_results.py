@@ -8,6 +8,8 @@ what the EHR gets is what the record says:
 - finding.verified: final (or corrected, when amended);
 - finding.rejected, results.retracted: withdrawn.
 
+A report with no Patient on the FHIR server is dead-lettered saying so: an EHR cannot file it.
+
 Segments: MSH; PID from the study's Patient (identifiers, name, birth date, sex: the EHR
 matches on them); ORC `RE` and OBR from the order (ORC-2/OBR-2 its placer order number, OBR-18
 its accession number: the ServiceRequest's PLAC and ACSN identifiers) and the report (filler
@@ -22,8 +24,8 @@ amended/corrected C, cancelled D (delete), entered-in-error W (post original as 
 
 MSH-10 (the control id) derives from the report and its version: a redelivered event sends the
 same message again and a receiver that keeps control ids takes it once. The receiver's ACK
-decides: AA/CA sent; AE/AR/CE/CR a permanent error naming its MSA-3 (the message is
-dead-lettered with it); no connection, no answer in time, or no ACK: a transient error (retried
+decides: AA/CA sent; AE/AR/CE/CR a permanent error naming its MSA-3, identifiers
+redacted (the message is dead-lettered with it); no connection, no answer in time, or no ACK: a transient error (retried
 like any remote call). Nothing logged names the patient.
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +53,7 @@ from shared.messages import (
     ResultsRetracted,
 )
 from shared.narrative import concept_text
+from shared.telemetry import REDACTED, without_quoted_values
 
 __all__ = [
     "MllpSender",
@@ -80,6 +84,7 @@ _OBSERVATION_STATUS = {
     "entered-in-error": "W",
 }
 _ACCEPTED = {"AA", "CA"}
+_DIGIT_WORDS = re.compile(r"\S*\d\S*")
 _GENDER = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
 MAX_ACK_BYTES = 1_000_000
 
@@ -159,7 +164,11 @@ class ReportRecord:
 
 def _pid(patient: dict[str, Any] | None) -> str:
     if patient is None:
-        return "PID|1"
+        # an EHR files results under a patient: an ORU without one would only be refused
+        raise PermanentError(
+            "the report names no Patient on the FHIR server; no ORU^R01 can be filed without "
+            "one; message dead-lettered"
+        )
     identifiers = "~".join(
         _components(i.get("value"), "", "", i.get("system", ""), _identifier_type(i))
         for i in patient.get("identifier", [])
@@ -306,6 +315,12 @@ def build_oru(
     return "\r".join(segments) + "\r"
 
 
+def _without_identifiers(text: str) -> str:
+    """A receiver's MSA-3, as radmesh logs and dead-letters it: quoted values and every word
+    holding a digit (an MRN, an order number, a birth date) redacted, at most 200 characters."""
+    return _DIGIT_WORDS.sub(REDACTED, without_quoted_values(text))[:200]
+
+
 class MllpSender:
     """One MLLP connection per message to the receiver, its ACK awaited (python-hl7's client)."""
 
@@ -352,8 +367,8 @@ class MllpSender:
             ) from error
         if code not in _ACCEPTED:
             raise PermanentError(
-                f"HL7 receiver refused the ORU^R01 with {code}: {words or 'no reason given'}; "
-                "message dead-lettered"
+                f"HL7 receiver refused the ORU^R01 with {code}: "
+                f"{_without_identifiers(words) or 'no reason given'}; message dead-lettered"
             )
         return code
 

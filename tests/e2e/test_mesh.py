@@ -269,7 +269,6 @@ async def test_the_ehr_gets_each_report_over_hl7_preliminary_then_as_the_verdict
     preliminary (OBR-25 P); after the verdicts above, the accepted bleed again as final (F) and
     the rejected chest as withdrawn (X, its findings D); each acknowledged (the notifier logged
     each ACK)."""
-    _, progress = demo_run
     expected = {"head-bleed": "F", "chest-nodules": "X", "head-normal": "P"}
     for scenario, last in expected.items():
         _, study = _by_scenario(demo_run, scenario)
@@ -286,7 +285,6 @@ async def test_the_ehr_gets_each_report_over_hl7_preliminary_then_as_the_verdict
         if last == "X":
             (withdrawn,) = [m for m in ehr.of_report(report_id) if str(m.segment("OBR")[25]) == "X"]
             assert {str(s[11]) for s in withdrawn.segments("OBX")} == {"D"}
-    del progress
     acknowledged = [
         json.loads(line)
         for line in (mesh.logs / "notifier.log").read_text(errors="replace").splitlines()

@@ -131,12 +131,17 @@ async def test_a_run_reaches_the_ehr_preliminary_then_final_each_acknowledged(
 async def test_a_refusal_is_permanent_and_a_receiver_that_is_down_transient(
     infra: Infrastructure, fhir: FhirClient, receiver: Hl7Receiver
 ) -> None:
-    """An AE naming its reason: a PermanentError quoting it (the message is dead-lettered); no
-    listener on the port: RemoteUnavailable (the message is retried later)."""
+    """An AE naming its reason: a PermanentError quoting it, what it echoes of the patient
+    redacted (the message is dead-lettered); no listener on the port: RemoteUnavailable (the
+    message is retried later)."""
     posted = await _posted_bleed(infra, fhir)
-    receiver.answer_code, receiver.answer_text = "AE", "unknown patient"
-    with pytest.raises(PermanentError, match="refused the ORU\\^R01 with AE: unknown patient"):
+    receiver.answer_code, receiver.answer_text = "AE", "unknown patient MRN-0042 'Doe^Jane'"
+    with pytest.raises(
+        PermanentError, match="refused the ORU\\^R01 with AE: unknown patient"
+    ) as refused:
         await _sender(fhir, receiver.port).on_posted(posted)
+    # what the receiver echoed of the patient is not carried into logs and dead letters
+    assert "0042" not in str(refused.value) and "Doe" not in str(refused.value)
     await receiver.stop()
     with pytest.raises(RemoteUnavailable, match="did not take the ORU"):
         await _sender(fhir, receiver.port).on_posted(posted)

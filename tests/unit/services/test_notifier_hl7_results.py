@@ -184,3 +184,16 @@ def test_a_report_status_no_oru_can_carry_is_a_permanent_error() -> None:
     with pytest.raises(PermanentError, match="registered"):
         report_result_status("registered")
     assert observation_result_status("registered") == "R"
+
+
+def test_a_report_without_a_patient_is_not_sent_and_says_why() -> None:
+    """No Patient on the FHIR server: no ORU (an EHR cannot file it); a PermanentError saying
+    so dead-letters the message."""
+    with pytest.raises(PermanentError, match="names no Patient"):
+        build_oru(
+            ReportRecord(REPORT, [BLEED], None, ORDER),
+            now=NOW,
+            receiving_application="EHR",
+            receiving_facility="",
+            sending_facility="RAD",
+        )
