@@ -36,6 +36,7 @@ from shared.settings import RadmeshSettings
 from tests.conftest import Infrastructure
 from tests.dicom_validators import dciodvfy_errors, pixelmed_sr_errors
 from tests.e2e.conftest import SERVICES, Mesh
+from tests.fhir_validators import fhir_js, fhir_resources, hapi_validate
 from tests.hl7_receiver import Hl7Receiver
 from tests.identity import access_token
 from tests.waiting import until
@@ -616,13 +617,14 @@ async def _radmesh_resources(mesh: Mesh, posted: ResultsPosted) -> dict[str, dic
     return found
 
 
-async def test_every_resource_radmesh_wrote_passes_hapi_validate(
+async def test_every_resource_radmesh_wrote_passes_three_fhir_validators(
     mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]]
 ) -> None:
     """Each resource radmesh wrote for the demo's three studies (after the accept and reject
-    above: final and cancelled results and the verifiers' Provenance included) passes HAPI's
-    $validate against R4 core with zero errors; the OperationOutcome's errors are the failure
-    message, and its warnings are listed as test warnings."""
+    above: final and cancelled results and the verifiers' Provenance included), as the FHIR
+    server holds it, passes three independent R4 validators with zero errors: HAPI's $validate,
+    fhir.resources and FHIR.js (tests/fhir_validators.py). The errors are the failure message;
+    the warnings are listed as test warnings."""
     loaded, progress = demo_run
     written: dict[str, dict[str, Any]] = {}
     for result in loaded:
@@ -632,30 +634,22 @@ async def test_every_resource_radmesh_wrote_passes_hapi_validate(
     assert kinds == set(RADMESH_WRITES), (
         f"not found among radmesh's writes: {set(RADMESH_WRITES) - kinds}"
     )
+    verdicts = {
+        "$validate": await hapi_validate(str(mesh.direct_fhir.url), written),
+        "fhir.resources": fhir_resources(written),
+        "FHIR.js": fhir_js(written),
+    }
     errors: list[str] = []
-    warnings_seen: dict[str, int] = {}
-    base = str(mesh.direct_fhir.url).rstrip("/")
-    async with aiohttp.ClientSession() as http:
-        for reference, resource in sorted(written.items()):
-            response = await http.post(
-                f"{base}/{resource['resourceType']}/$validate",
-                json=resource,
-                headers={"Content-Type": "application/fhir+json"},
-            )
-            outcome = await response.json(content_type=None)
-            assert outcome.get("resourceType") == "OperationOutcome", (reference, outcome)
-            for issue in outcome.get("issue", []):
-                text = f"{issue.get('diagnostics')} (at {', '.join(issue.get('expression', []))})"
-                if issue.get("severity") in ("error", "fatal"):
-                    errors.append(f"{reference}: {text}")
-                elif issue.get("severity") == "warning":
-                    key = f"{resource['resourceType']}: {text}"
-                    warnings_seen[key] = warnings_seen.get(key, 0) + 1
-    for text, count in sorted(warnings_seen.items()):
-        warnings.warn(f"$validate warning ×{count}: {text}", stacklevel=1)
-    assert not errors, (
-        f"{len(errors)} $validate error(s) in {len(written)} resources:\n" + "\n".join(errors)
-    )
+    for validator, findings in verdicts.items():
+        errors += [f"{validator}: {line}" for line in findings.error_lines()]
+        seen: dict[str, int] = {}
+        for label, texts in findings.warnings.items():
+            for text in texts:
+                key = f"{label.split('/')[0]}: {text}"
+                seen[key] = seen.get(key, 0) + 1
+        for text, count in sorted(seen.items()):
+            warnings.warn(f"{validator} warning ×{count}: {text}", stacklevel=1)
+    assert not errors, f"{len(errors)} error(s) in {len(written)} resources:\n" + "\n".join(errors)
 
 
 async def test_the_mapper_publishes_the_extension_definition_its_observations_use(
