@@ -31,7 +31,8 @@ Decisions where the standards differ:
 - AI Transparency on FHIR: `AIAST` "Artificial Intelligence asserted" exactly as
   v3-ObservationValue and the IG's ProvenanceVS spell it, the IG's `CLINAST_AIRPT`, and its AI
   Device type `Artificial-Intelligence` (AIdeviceTypeCS).
-- IHE IOCM rejection titles are DICOM CID 7010 "Key Object Selection Document Title" codes.
+- IHE IOCM rejection titles and the key images' title "Of Interest" are DICOM CID 7010 "Key
+  Object Selection Document Title" codes.
 
 tests/unit/shared/test_codes.py checks every DICOM-scheme display here against pydicom's code
 dictionary (PS3.16) and that no other module under shared/ or services/ writes a code itself.
@@ -73,6 +74,7 @@ __all__ = [
     "OBJECT_ROLE_DOMAIN_RESOURCE",
     "OBJECT_ROLE_PATIENT",
     "OBJECT_ROLE_REPORT",
+    "OF_INTEREST",
     "PERSON",
     "PRESENT",
     "PROBABILITY",
@@ -199,7 +201,8 @@ def procedure_reported(modality: str | None) -> Coding:
     return _PROCEDURE_BY_MODALITY.get((modality or "").upper(), IMAGING_PROCEDURE)
 
 
-# --- DICOM CID 7010 Key Object Selection Document Title: IHE IOCM's rejection reasons ---
+# --- DICOM CID 7010 Key Object Selection Document Title: the AI's key images, IOCM's rejections ---
+OF_INTEREST = Coding(DCM, "113000", "Of Interest")
 REJECTED_FOR_QUALITY_REASONS = Coding(DCM, "113001", "Rejected for Quality Reasons")
 REJECTED_FOR_PATIENT_SAFETY_REASONS = Coding(DCM, "113037", "Rejected for Patient Safety Reasons")
 INCORRECT_MODALITY_WORKLIST_ENTRY = Coding(DCM, "113038", "Incorrect Modality Worklist Entry")

@@ -30,6 +30,7 @@ from pydicom.filewriter import dcmwrite
 
 from services.mapper.fhir_mapping import MappedRun, build_run
 from services.mapper.fhir_validation import validate_bundle
+from services.mapper.key_images import key_image_selection, key_images_uids
 from services.mapper.rejection_note import rejection_note
 from services.mapper.structured_report import (
     build_structured_report,
@@ -64,6 +65,7 @@ from shared.messages import (
     ResultsRetracted,
 )
 from shared.registry import ModelEntry, Registry
+from shared.telemetry import without_quoted_values
 
 log = structlog.get_logger(__name__)
 
@@ -208,7 +210,7 @@ async def store_structured_report(
         structured_report, encoded = await asyncio.to_thread(
             _encoded_structured_report, event, model, evidence
         )
-        await dicomweb.store_instances([encoded])
+        await dicomweb.store_instances(encoded)
     except PermanentError as error:
         log.error(
             "structured_report_not_stored",
@@ -222,6 +224,7 @@ async def store_structured_report(
         model=model.id,
         series_instance_uid=str(structured_report.SeriesInstanceUID),
         sop_instance_uid=str(structured_report.SOPInstanceUID),
+        key_image_selection=len(encoded) > 1,
     )
     return True
 
@@ -249,12 +252,26 @@ async def _evidence(
 
 def _encoded_structured_report(
     event: InferenceCompleted, model: ModelEntry, evidence: Sequence[Dataset]
-) -> tuple[Dataset, bytes]:
-    """The run's SR and its Part 10 bytes."""
+) -> tuple[Dataset, list[bytes]]:
+    """The run's SR, and its Part 10 bytes followed by its key-image selection's (when the run
+    located a present finding: key_images.py)."""
     structured_report = build_structured_report(event, model, evidence, created=event.created_at)
-    buffer = io.BytesIO()
-    dcmwrite(buffer, structured_report, enforce_file_format=True)
-    return structured_report, buffer.getvalue()
+    documents: list[Dataset] = [structured_report]
+    try:
+        selection = key_image_selection(event, model, evidence[0])
+    except (ValueError, TypeError, AttributeError) as error:
+        raise PermanentError(
+            f"key images of {model.id} {model.version} cannot be listed: "
+            f"{without_quoted_values(str(error))}"
+        ) from error
+    if selection is not None:
+        documents.append(selection)
+    encoded = []
+    for document in documents:
+        buffer = io.BytesIO()
+        dcmwrite(buffer, document, enforce_file_format=True)
+        encoded.append(buffer.getvalue())
+    return structured_report, encoded
 
 
 def _person_name(practitioner: dict[str, Any]) -> str:
@@ -401,9 +418,11 @@ class SupersedeReports:
         whenever the site's rejection note is read (every stable-study event), and storing the
         note again would make the study change again."""
         _, run, model, preliminary = found
+        key_images = await self._key_images(run, model)
         note = rejection_note(
             preliminary,
             model,
+            also_rejected=[key_images] if key_images is not None else [],
             reason=reason,
             verifier_name=verifier_name,
             generation=run.generation,
@@ -418,11 +437,18 @@ class SupersedeReports:
             model=model.id,
             sop_instance_uid=str(note.SOPInstanceUID),
             rejected=str(preliminary.SOPInstanceUID),
+            key_images_rejected=key_images is not None,
             source=source,
         )
 
     async def _preliminary(self, run: StudyRun, model: ModelEntry) -> Dataset | None:
         series_uid, sop_uid = sr_uids(run.study_instance_uid, model, run.generation)
+        metadata = await self._metadata(run.study_instance_uid, series_uid, sop_uid)
+        return dataset_from_metadata(metadata) if metadata is not None else None
+
+    async def _key_images(self, run: StudyRun, model: ModelEntry) -> Dataset | None:
+        """The run's key-image selection in the PACS (key_images.py), or None: it listed none."""
+        series_uid, sop_uid = key_images_uids(run.study_instance_uid, model, run.generation)
         metadata = await self._metadata(run.study_instance_uid, series_uid, sop_uid)
         return dataset_from_metadata(metadata) if metadata is not None else None
 

@@ -3,12 +3,15 @@
 When the AI's results are rejected, its SR must not keep standing in the PACS as if it were a
 report. IHE Imaging Object Change Management says how a PACS is told: a Key Object Selection
 document titled (113001, DCM, "Rejected for Quality Reasons") that references the rejected
-instance; a PACS that honours IOCM hides the referenced SR. The note names the radiologist as
+instances: the SR and the run's key-image selection (key_images.py); a PACS that honours IOCM
+hides both. The note names the radiologist as
 the observer and carries the coded reason's words. Its UIDs derive from the run, so a
 redelivered finding.rejected stores the same instance.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import highdicom as hd
 from pydicom import Dataset
@@ -26,6 +29,7 @@ __all__ = [
     "REJECTION_TITLES",
     "rejection_note",
     "rejection_note_uids",
+    "without_purpose_of_reference",
 ]
 
 # IOCM's document titles (DICOM CID 7010), from shared.codes.
@@ -50,14 +54,16 @@ def rejection_note(
     rejected: Dataset,
     model: ModelEntry,
     *,
+    also_rejected: Sequence[Dataset] = (),
     reason: str,
     verifier_name: str | None,
     generation: int = 1,
     title: str = QUALITY,
 ) -> Dataset:
-    """The Key Object Selection rejecting `rejected` (the AI's SR), in its study: by the
-    radiologist `verifier_name`, or (None) by radmesh itself because the images the AI read were
-    retracted, under the IOCM `title` code that says why."""
+    """The Key Object Selection rejecting `rejected` (the AI's SR) and `also_rejected` (what
+    stands on it: the run's key-image selection), in its study: by the radiologist
+    `verifier_name`, or (None) by radmesh itself because the images the AI read were retracted,
+    under the IOCM `title` code that says why."""
     series_uid, sop_uid = rejection_note_uids(str(rejected.StudyInstanceUID), model, generation)
     if verifier_name is None:
         observer = hd.sr.ObserverContext(
@@ -78,13 +84,13 @@ def rejection_note(
         description = f"AI result rejected by the radiologist: {reason}"
     content = hd.ko.KeyObjectSelection(
         document_title=REJECTION_TITLES[title],
-        referenced_objects=[rejected],
+        referenced_objects=[rejected, *also_rejected],
         observer_person_context=observer if verifier_name is not None else None,
         observer_device_context=observer if verifier_name is None else None,
         description=description[:1024],
     )
     note = hd.ko.KeyObjectSelectionDocument(
-        evidence=[rejected],
+        evidence=[rejected, *also_rejected],
         content=content,
         series_instance_uid=series_uid,
         series_number=REJECTION_SERIES_NUMBER,
@@ -92,11 +98,11 @@ def rejection_note(
         instance_number=1,
         manufacturer=RADMESH_MANUFACTURER,  # how the subscriber knows its own notes
     )
-    _without_purpose_of_reference(note)
+    without_purpose_of_reference(note)
     return note
 
 
-def _without_purpose_of_reference(note: Dataset) -> None:
+def without_purpose_of_reference(note: Dataset) -> None:
     """TID 2010 (Key Object Selection) forbids a Purpose of Reference on the referenced objects;
     highdicom names each one SCT "Source" (PS3.3 C.17.3 allows a generic name elsewhere), which
     PixelMed's validator reports as an error: the name is taken off."""

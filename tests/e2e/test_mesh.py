@@ -25,8 +25,10 @@ from pydicom import Dataset
 from samples.demo import run_demo
 from samples.load import LoadResult, Settings, load_study
 from samples.mesh_watch import MeshWatcher, StudyProgress
+from services.mapper.key_images import key_images_uids
 from services.mapper.structured_report import sr_uids
 from shared.bus import Bus, ServiceQueues
+from shared.codes import OF_INTEREST, PRESENT
 from shared.dead_letters import list_dead_letters
 from shared.identifiers import DICOM_IMAGE_EXTENSION
 from shared.iocm import RADMESH_MANUFACTURER
@@ -714,7 +716,9 @@ async def test_every_dicom_object_radmesh_stored_passes_two_validators_and_match
     DicomSRValidator. Read back with highdicom, each run's preliminary SR has a measurement
     group per presence finding whose tracking UIDs are exactly those its Observations carry;
     the bleed and each nodule are TID 1410 groups with an SCOORD3D POINT in the series' frame
-    of reference, inside the volume's slab, and their probability cites the slice they lie on."""
+    of reference, inside the volume's slab, and their probability cites the slice they lie on;
+    a run with a located present finding has one key-image selection ("Of Interest") listing
+    exactly the slices its present groups cite, and a run with none has no selection."""
     registry = load_registry(mesh.settings.registry_path)
     loaded, progress = demo_run
     errors: list[str] = []
@@ -757,6 +761,32 @@ async def test_every_dicom_object_radmesh_stored_passes_two_validators_and_match
             if result.scenario in ("head-bleed", "chest-nodules"):
                 assert planar, f"the {result.scenario} findings were not located in the SR"
                 located += len(planar)
+            _, key_images_uid = key_images_uids(
+                result.study_instance_uid, model, posted.model.generation
+            )
+            selections = [d for d in objects if d.SOPInstanceUID == key_images_uid]
+            present = [
+                g
+                for g in planar
+                if any(e.value == PRESENT.dicom() for e in g.get_qualitative_evaluations())
+            ]
+            assert len(selections) == (1 if present else 0), result.scenario
+            if present:
+                selection = hd.ko.KeyObjectSelectionDocument.from_dataset(selections[0])
+                assert selection.ConceptNameCodeSequence[0].CodeValue == OF_INTEREST.code
+                listed = {
+                    item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                    for item in selection.ContentSequence
+                    if item.ValueType == "IMAGE"
+                }
+                # the key images are the slices the located present findings lie on
+                cited_present = {
+                    image.referenced_sop_instance_uid
+                    for group in present
+                    for measurement in group.get_measurements()
+                    for image in measurement.referenced_images
+                }
+                assert listed == cited_present, result.scenario
     assert not errors, f"{len(errors)} validator error(s):\n" + "\n".join(errors)
     assert located >= 2
 

@@ -21,6 +21,7 @@ from pydicom import dcmwrite
 
 from samples.load import LoadResult, Settings, load_study
 from samples.mesh_watch import MeshWatcher, StudyProgress
+from services.mapper.key_images import key_images_uids
 from services.mapper.rejection_note import rejection_note_uids
 from services.mapper.structured_report import dataset_from_metadata, sr_uids
 from shared.dicomweb import DicomWebClient
@@ -137,7 +138,9 @@ async def _rejection_note_of_the_sr(mesh: Mesh, study: str, generation: int = 1)
         return None
     finally:
         await pacs.close()
-    return next((d for d in map(dataset_from_metadata, metadata) if d.SOPInstanceUID == note_uid), None)
+    return next(
+        (d for d in map(dataset_from_metadata, metadata) if d.SOPInstanceUID == note_uid), None
+    )
 
 
 async def test_deleting_the_analysed_series_retracts_its_results_and_a_resend_is_analysed_afresh(
@@ -145,7 +148,7 @@ async def test_deleting_the_analysed_series_retracts_its_results_and_a_resend_is
 ) -> None:
     """The PACS deletes the head CT's series after its results were written: the Orthanc
     plugin's signed deletion event retracts them (113037, patient safety) and the mapper
-    rejects the AI's SR in the PACS; the study sent again is analysed as generation 2 under
+    rejects the AI's SR and its key-image selection in the PACS; the study sent again is analysed as generation 2 under
     new identifiers, with a new preliminary report, Task and alert, while the first stays
     retracted."""
     seed = random.randrange(10**7, 10**8)
@@ -161,10 +164,16 @@ async def test_deleting_the_analysed_series_retracts_its_results_and_a_resend_is
 
     await until(sr_rejected, "the mapper stores a rejection note for the AI's SR")
     assert notes[0].ConceptNameCodeSequence[0].CodeValue == "113037"
-    evidence = notes[0].CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
-    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
-        sr_uids(loaded.study_instance_uid, MODEL)[1]
-    )
+    rejected = {
+        instance.ReferencedSOPInstanceUID
+        for study in notes[0].CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for instance in series.ReferencedSOPSequence
+    }
+    assert rejected == {  # the AI's SR and the key images it selected, together
+        sr_uids(loaded.study_instance_uid, MODEL)[1],
+        key_images_uids(loaded.study_instance_uid, MODEL)[1],
+    }
 
     again, second = await _analysed(mesh, seed)
     assert again.study_instance_uid == loaded.study_instance_uid
@@ -228,9 +237,10 @@ async def test_a_rejection_note_in_the_pacs_retracts_the_results_and_no_model_re
             headers={"Authorization": "Bearer radmesh-dev-hook-secret"},
         )
         assert response.status == 200
-        assert "0 study.detected" in (await response.json(content_type=None))["issue"][0][
-            "diagnostics"
-        ]
+        assert (
+            "0 study.detected"
+            in (await response.json(content_type=None))["issue"][0]["diagnostics"]
+        )
     skipped = mesh.log_events(
         "subscriber", loaded.study_instance_uid, "study_skipped", bound_to="study_instance_uid"
     )
@@ -307,7 +317,9 @@ async def test_rerun_retracts_the_earlier_results_and_analyses_the_study_as_its_
     report = await mesh.direct_fhir.read_resource(first.diagnostic_report)
     await mesh.direct_fhir.update_resource({**report, "status": "final"})  # as if verified
 
-    status, said = await _radmesh(mesh, "rerun", loaded.study_instance_uid, "--reason", "model fixed")
+    status, said = await _radmesh(
+        mesh, "rerun", loaded.study_instance_uid, "--reason", "model fixed"
+    )
     assert status == 2, said
     assert f"{first.diagnostic_report} final" in said and "--include-verified" in said
     assert await _status(mesh.direct_fhir, first.diagnostic_report) == "final"

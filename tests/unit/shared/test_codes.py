@@ -98,13 +98,13 @@ def test_one_display_per_code() -> None:
         ((240,), [codes.PRESENT, codes.ABSENCE_FINDINGS]),
         ((270,), [codes.DEVICE, codes.PERSON]),
         ((7005,), [codes.PROCESSING_EQUIPMENT]),
-        ((7010,), list(codes.IOCM_REJECTION_TITLES)),
+        ((7010,), [codes.OF_INTEREST, *codes.IOCM_REJECTION_TITLES]),
         ((4, 4030, 4031), list(codes.SNOMED_BY_BODY_PART.values())),
     ],
 )
 def test_sr_codes_are_in_their_context_groups(cids: tuple[int, ...], members: list[Coding]) -> None:
     """CID 100 for TID 1500's Procedure Reported, CID 240 for the presence of a finding, CID
-    270 for observers, CID 7005 for the contributing equipment, CID 7010 for IOCM titles, the
+    270 for observers, CID 7005 for the contributing equipment, CID 7010 for KOS titles, the
     anatomic region groups of PS3.16 Annex L (CID 4, 4030, 4031) for Body Part Examined."""
     assert [c for c in members if not _in_cid(c, cids)] == []
 
