@@ -22,7 +22,7 @@ from fhirpy import AsyncFHIRClient
 from fhirpy.base.utils import AttrDict
 
 from shared.errors import RemoteUnavailable, TransientError, remote_error_for
-from shared.narrative import with_narrative
+from shared.narrative import narrated, with_narrative
 from shared.settings import FhirSettings
 from shared.smart_auth import SmartBackendAuth
 from shared.telemetry import http_client_tracing
@@ -91,6 +91,7 @@ class FhirClient(AsyncFHIRClient):
         headers = {**self._build_request_headers(), **(extra_headers or {})}
         if data is not None:
             headers["Content-Type"] = FHIR_JSON
+            data = narrated(data)  # what the resource says now, in words (shared.narrative)
         url = self._build_request_url(path, params)
         for attempt in (1, 2):
             if self._smart is not None:

@@ -1,6 +1,7 @@
-"""The generated narrative (`text`, status `generated`) of the Observations and DiagnosticReports
-radmesh writes, and the report's `presentedForm` (a small HTML document, the report as a
-clinician's viewer shows an attachment): what a person reading the record sees, made from the
+"""The generated narrative (`text`, status `generated`) of every resource radmesh writes (the
+results' in full, the Device's, Provenance's, Task's, alerts' and consult's as a short summary;
+shared.fhir's client adds it to each resource it sends), and the report's `presentedForm` (a
+small HTML document, the report as a clinician's viewer shows an attachment): what a person reading the record sees, made from the
 resource's own content every time it is written, so it says what the resource says after every
 change (a verdict, an amendment, a retraction). Only what the resource holds goes in: its code,
 status, value, probability, notes and conclusion, the report's times and coded conclusion; no
@@ -16,13 +17,27 @@ __all__ = [
     "NARRATED_TYPES",
     "PRESENTED_FORM_TITLE",
     "concept_text",
+    "narrated",
     "presented_form_html",
     "quantity_text",
     "with_narrative",
 ]
 
 XHTML = "http://www.w3.org/1999/xhtml"
-NARRATED_TYPES = frozenset({"Observation", "DiagnosticReport"})
+# The results have narratives of their own; the other resources radmesh writes get one line per
+# field a reader looks for (what, status, who, when, the message), from _SUMMARY_FIELDS.
+_SUMMARISED_TYPES = frozenset(
+    {
+        "Device",
+        "Provenance",
+        "Task",
+        "Communication",
+        "CommunicationRequest",
+        "ServiceRequest",
+        "Flag",
+    }
+)
+NARRATED_TYPES = frozenset({"Observation", "DiagnosticReport"}) | _SUMMARISED_TYPES
 
 
 def concept_text(concept: dict[str, Any] | None) -> str:
@@ -123,13 +138,74 @@ def _presented_form(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _texts(value: Any) -> list[str]:
+    """What a person reads of a field: a concept's words, a string, a reference's display, a
+    note's or payload's text, a device name; a list gives each of its items'."""
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return [str(value)]
+    found = ""
+    if isinstance(value, dict):
+        words = (value.get(key) for key in ("contentString", "text", "display", "name", "value"))
+        found = next((str(word) for word in words if isinstance(word, str) and word), "")
+        if not found and "coding" in value:
+            found = concept_text(value)
+        elif not found and "type" in value and "who" in value:  # a Provenance agent
+            who = ", ".join(_texts(value["who"]))
+            found = f"{concept_text(value['type'])}: {who}" if who else concept_text(value["type"])
+    return [found] if found else []
+
+
+# (label, field) in reading order; a field the resource lacks is left out. No subject, no
+# identifiers: the narrative says what the record is, not whose.
+_SUMMARY_FIELDS = (
+    ("Device", "deviceName"),
+    ("Type", "type"),
+    ("Version", "version"),
+    ("Manufacturer", "manufacturer"),
+    ("Code", "code"),
+    ("Category", "category"),
+    ("Activity", "activity"),
+    ("Status", "status"),
+    ("Reason for status", "statusReason"),
+    ("Intent", "intent"),
+    ("Priority", "priority"),
+    ("Description", "description"),
+    ("Message", "payload"),
+    ("Reason", "reason"),
+    ("Agent", "agent"),
+    ("Owner", "owner"),
+    ("Requested", "authoredOn"),
+    ("Sent", "sent"),
+    ("Recorded", "recorded"),
+    ("Note", "note"),
+)
+
+
+def _summary_div(resource: dict[str, Any]) -> str:
+    parts = [f"<p><b>{escape(str(resource['resourceType']))}</b></p>"]
+    for label, field in _SUMMARY_FIELDS:
+        texts = _texts(resource.get(field))
+        if texts:
+            parts.append(f"<p>{label}: {escape('; '.join(texts))}</p>")
+    if resource.get("target"):
+        parts.append(f"<p>Records: {len(resource['target'])} resource(s)</p>")
+    return "".join(parts)
+
+
 def with_narrative(resource: dict[str, Any]) -> dict[str, Any]:
     """`resource` with its narrative (and a report's presentedForm) generated from its current
-    content (Observation and DiagnosticReport; any other resource is returned as it is)."""
+    content (the types in NARRATED_TYPES; any other resource is returned as it is)."""
     kind = resource.get("resourceType")
     if kind not in NARRATED_TYPES:
         return resource
-    body = _observation_div(resource) if kind == "Observation" else _report_div(resource)
+    if kind == "Observation":
+        body = _observation_div(resource)
+    elif kind == "DiagnosticReport":
+        body = _report_div(resource)
+    else:
+        body = _summary_div(resource)
     narrated = {
         **resource,
         "text": {"status": "generated", "div": f'<div xmlns="{XHTML}">{body}</div>'},
@@ -137,3 +213,17 @@ def with_narrative(resource: dict[str, Any]) -> dict[str, Any]:
     if kind == "DiagnosticReport":
         narrated["presentedForm"] = _presented_form(narrated)
     return narrated
+
+
+def narrated(body: dict[str, Any]) -> dict[str, Any]:
+    """A request body with every resource in it narrated: the resource itself, or each entry's
+    resource of a Bundle (a transaction)."""
+    if body.get("resourceType") != "Bundle":
+        return with_narrative(body)
+    entries = [
+        {**entry, "resource": with_narrative(entry["resource"])}
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
+        else entry
+        for entry in body.get("entry") or []
+    ]
+    return {**body, "entry": entries} if entries else body

@@ -10,7 +10,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
 from shared.fhir import versioned_update_entry
-from shared.narrative import with_narrative
+from shared.narrative import narrated, with_narrative
 
 OBSERVATION: dict[str, Any] = {
     "resourceType": "Observation",
@@ -57,9 +57,51 @@ def test_every_update_writes_the_narrative_of_what_the_resource_now_says() -> No
     DiagnosticReport.model_validate(with_narrative(REPORT))
 
 
-def test_other_resources_are_written_as_they_are() -> None:
-    task = {"resourceType": "Task", "id": "t", "status": "requested", "intent": "order"}
-    assert with_narrative(task) is task
+def test_a_task_is_summarised_and_its_summary_follows_its_status() -> None:
+    """A Task gets a short narrative of what it is, its status and owner, made again from its
+    content: after it is completed the narrative says so, not "requested"."""
+    task = {
+        "resourceType": "Task",
+        "id": "t",
+        "status": "requested",
+        "intent": "order",
+        "code": {"text": "Verify AI results"},
+        "owner": {"reference": "Practitioner/p", "display": "Dr Rita Adler"},
+        "for": {"reference": "Patient/secret-id"},
+    }
+    div = with_narrative(task)["text"]["div"]
+    assert "<p>Code: Verify AI results</p>" in div
+    assert "<p>Status: requested</p>" in div and "<p>Owner: Dr Rita Adler</p>" in div
+    assert "secret-id" not in div
+    done = with_narrative({**with_narrative(task), "status": "completed"})["text"]["div"]
+    assert "<p>Status: completed</p>" in done and "requested" not in done
+
+
+def test_a_provenance_is_summarised_with_its_agents_and_how_many_records_it_covers() -> None:
+    provenance = {
+        "resourceType": "Provenance",
+        "target": [{"reference": "DiagnosticReport/r"}, {"reference": "Observation/o"}],
+        "recorded": "2026-12-03T08:00:00+00:00",
+        "activity": {"coding": [{"code": "VERIFY", "display": "verify"}]},
+        "agent": [{"type": {"text": "Verifier"}, "who": {"display": "Dr <Rita> Adler"}}],
+    }
+    div = with_narrative(provenance)["text"]["div"]
+    assert "<p>Activity: verify</p>" in div
+    assert "<p>Agent: Verifier: Dr &lt;Rita&gt; Adler</p>" in div
+    assert "<p>Records: 2 resource(s)</p>" in div
+
+
+def test_resources_radmesh_does_not_narrate_and_bundles_are_sent_as_they_are() -> None:
+    parameters = {"resourceType": "Parameters", "parameter": []}
+    assert with_narrative(parameters) is parameters
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": parameters}]}
+    assert narrated(bundle)["entry"][0]["resource"] is parameters
+    device = {
+        "resourceType": "Device",
+        "deviceName": [{"name": "ich-reference", "type": "model-name"}],
+    }
+    sent = narrated({**bundle, "entry": [{"resource": device}]})
+    assert "<p>Device: ich-reference</p>" in sent["entry"][0]["resource"]["text"]["div"]
 
 
 def _presented(report: dict[str, Any]) -> str:
