@@ -31,7 +31,7 @@ from pydicom.filewriter import dcmwrite
 from services.mapper.fhir_mapping import MappedRun, build_run
 from services.mapper.fhir_validation import validate_bundle
 from services.mapper.key_images import key_image_selection, key_images_uids
-from services.mapper.rejection_note import rejection_note
+from services.mapper.rejection_note import rejection_note, rejection_note_uids
 from services.mapper.structured_report import (
     build_structured_report,
     dataset_from_metadata,
@@ -254,16 +254,21 @@ def _encoded_structured_report(
     event: InferenceCompleted, model: ModelEntry, evidence: Sequence[Dataset]
 ) -> tuple[Dataset, list[bytes]]:
     """The run's SR, and its Part 10 bytes followed by its key-image selection's (when the run
-    located a present finding: key_images.py)."""
+    located a present finding: key_images.py). A selection that cannot be made is logged as an
+    error and left out: the SR is stored without it."""
     structured_report = build_structured_report(event, model, evidence, created=event.created_at)
     documents: list[Dataset] = [structured_report]
     try:
         selection = key_image_selection(event, model, evidence[0])
     except (ValueError, TypeError, AttributeError) as error:
-        raise PermanentError(
-            f"key images of {model.id} {model.version} cannot be listed: "
-            f"{without_quoted_values(str(error))}"
-        ) from error
+        # highdicom and pydicom quote the header value they refuse (a name, a date)
+        log.error(
+            "key_image_selection_not_stored",
+            model=model.id,
+            reason=without_quoted_values(str(error)),
+            action="the SR is stored without it",
+        )
+        selection = None
     if selection is not None:
         documents.append(selection)
     encoded = []
@@ -326,14 +331,6 @@ class SupersedeReports:
             )
             return None
         return report, run, model, preliminary
-
-    async def _in_pacs(self, dataset: Dataset) -> bool:
-        found = await self._metadata(
-            str(dataset.StudyInstanceUID),
-            str(dataset.SeriesInstanceUID),
-            str(dataset.SOPInstanceUID),
-        )
-        return found is not None
 
     async def _store(self, dataset: Dataset) -> None:
         buffer = io.BytesIO()
@@ -418,6 +415,10 @@ class SupersedeReports:
         whenever the site's rejection note is read (every stable-study event), and storing the
         note again would make the study change again."""
         _, run, model, preliminary = found
+        note_series, note_uid = rejection_note_uids(run.study_instance_uid, model, run.generation)
+        if await self._metadata(run.study_instance_uid, note_series, note_uid) is not None:
+            log.info("rejection_note_already_stored", sop_instance_uid=note_uid)
+            return
         key_images = await self._key_images(run, model)
         note = rejection_note(
             preliminary,
@@ -428,9 +429,6 @@ class SupersedeReports:
             generation=run.generation,
             title=title,
         )
-        if await self._in_pacs(note):
-            log.info("rejection_note_already_stored", sop_instance_uid=str(note.SOPInstanceUID))
-            return
         await self._store(note)
         log.info(
             "rejection_note_stored",

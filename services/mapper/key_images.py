@@ -4,10 +4,10 @@ A located present finding lies on a slice (the image its SR group's probability 
 slices are the run's key images, the ones a radiologist opens first. They are listed in a Key
 Object Selection (TID 2010) titled (113000, DCM, "Of Interest") from CID 7010, observed by the
 algorithm as a device, its description naming the findings and saying the selection is the
-AI's (the run's SR says whether a radiologist verified it). It is stored beside the run's SR and rejected with it (rejection_note.py), so
-no key image of a rejected or retracted run keeps standing. A run with no located present
-finding has no key images and no document. Its UIDs derive from the run, so a redelivered
-message stores the same instance again.
+AI's (the run's SR says whether a radiologist verified it). It is stored beside the run's SR
+and rejected with it (rejection_note.py), so no key image of a rejected or retracted run keeps
+standing. A run with no located present finding has no key images and no document. Its UIDs
+derive from the run, so a redelivered message stores the same instance again.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import highdicom as hd
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from services.mapper.rejection_note import without_purpose_of_reference
+from services.mapper.rejection_note import key_object_document
 from services.mapper.structured_report import device_observer_uid
 from shared.codes import DEVICE, OF_INTEREST
 from shared.identifiers import run_parts
-from shared.iocm import RADMESH_MANUFACTURER
 from shared.messages import InferenceCompleted
 from shared.registry import ModelEntry
 
@@ -103,17 +102,9 @@ def key_image_selection(
         observer_device_context=observer,
         description=description[:1024],
     )
-    series_uid, sop_uid = key_images_uids(
-        event.study.study_instance_uid, model, event.model.generation
-    )
-    document = hd.ko.KeyObjectSelectionDocument(
-        evidence=list(images.values()),
-        content=content,
-        series_instance_uid=series_uid,
+    return key_object_document(
+        content,
+        list(images.values()),
+        uids=key_images_uids(event.study.study_instance_uid, model, event.model.generation),
         series_number=KEY_IMAGES_SERIES_NUMBER,
-        sop_instance_uid=sop_uid,
-        instance_number=1,
-        manufacturer=RADMESH_MANUFACTURER,  # how the subscriber knows its own objects
     )
-    without_purpose_of_reference(document)
-    return document

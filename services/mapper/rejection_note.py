@@ -4,8 +4,7 @@ When the AI's results are rejected, its SR must not keep standing in the PACS as
 report. IHE Imaging Object Change Management says how a PACS is told: a Key Object Selection
 document titled (113001, DCM, "Rejected for Quality Reasons") that references the rejected
 instances: the SR and the run's key-image selection (key_images.py); a PACS that honours IOCM
-hides both. The note names the radiologist as
-the observer and carries the coded reason's words. Its UIDs derive from the run, so a
+hides both. The note names the radiologist as the observer and carries the coded reason's words. Its UIDs derive from the run, so a
 redelivered finding.rejected stores the same instance.
 """
 
@@ -27,9 +26,9 @@ __all__ = [
     "REJECTED_FOR_QUALITY_REASONS",
     "REJECTION_SERIES_NUMBER",
     "REJECTION_TITLES",
+    "key_object_document",
     "rejection_note",
     "rejection_note_uids",
-    "without_purpose_of_reference",
 ]
 
 # IOCM's document titles (DICOM CID 7010), from shared.codes.
@@ -89,20 +88,38 @@ def rejection_note(
         observer_device_context=observer if verifier_name is None else None,
         description=description[:1024],
     )
-    note = hd.ko.KeyObjectSelectionDocument(
-        evidence=[rejected, *also_rejected],
-        content=content,
-        series_instance_uid=series_uid,
+    return key_object_document(
+        content,
+        [rejected, *also_rejected],
+        uids=(series_uid, sop_uid),
         series_number=REJECTION_SERIES_NUMBER,
-        sop_instance_uid=sop_uid,
-        instance_number=1,
-        manufacturer=RADMESH_MANUFACTURER,  # how the subscriber knows its own notes
     )
-    without_purpose_of_reference(note)
-    return note
 
 
-def without_purpose_of_reference(note: Dataset) -> None:
+def key_object_document(
+    content: hd.ko.KeyObjectSelection,
+    evidence: Sequence[Dataset],
+    *,
+    uids: tuple[str, str],
+    series_number: int,
+) -> hd.ko.KeyObjectSelectionDocument:
+    """A Key Object Selection document radmesh stores (the rejection note, the key images):
+    its (SeriesInstanceUID, SOPInstanceUID) `uids`, radmesh as Manufacturer (how the subscriber
+    knows its own objects), the references as TID 2010 wants them."""
+    document = hd.ko.KeyObjectSelectionDocument(
+        evidence=list(evidence),
+        content=content,
+        series_instance_uid=uids[0],
+        series_number=series_number,
+        sop_instance_uid=uids[1],
+        instance_number=1,
+        manufacturer=RADMESH_MANUFACTURER,
+    )
+    _without_purpose_of_reference(document)
+    return document
+
+
+def _without_purpose_of_reference(note: Dataset) -> None:
     """TID 2010 (Key Object Selection) forbids a Purpose of Reference on the referenced objects;
     highdicom names each one SCT "Source" (PS3.3 C.17.3 allows a generic name elsewhere), which
     PixelMed's validator reports as an error: the name is taken off."""

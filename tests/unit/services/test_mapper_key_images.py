@@ -7,9 +7,11 @@ import io
 
 import highdicom as hd
 import pydicom
+import structlog
 from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
 
+from services.mapper.handlers import _encoded_structured_report
 from services.mapper.key_images import key_image_selection, key_images_uids
 from services.mapper.rejection_note import rejection_note
 from tests.dicom_sr import content_items
@@ -100,3 +102,21 @@ def test_the_rejection_note_rejects_the_sr_and_the_key_images_together(
         for instance in series.ReferencedSOPSequence
     }
     assert evidence_uids == {preliminary.SOPInstanceUID, selection.SOPInstanceUID}
+
+
+def test_key_images_that_cannot_be_listed_leave_the_sr_to_be_stored_alone(
+    evidence: list[Dataset],
+) -> None:
+    """A header without an image size (so no IMAGE reference can be made): the SR's bytes are
+    still there to store, the selection is left out, and the error says so in the log."""
+    header = Dataset()
+    header.update(evidence[0])
+    del header.Rows
+    with structlog.testing.capture_logs() as logs:
+        report, encoded = _encoded_structured_report(
+            _located(evidence), MODEL, [header, *evidence[1:]]
+        )
+    assert len(encoded) == 1
+    assert pydicom.dcmread(io.BytesIO(encoded[0])).SOPInstanceUID == report.SOPInstanceUID
+    (logged,) = [e for e in logs if e["event"] == "key_image_selection_not_stored"]
+    assert logged["log_level"] == "error" and logged["action"] == "the SR is stored without it"
