@@ -35,7 +35,7 @@ from shared.dicomweb import DicomWebClient
 from shared.errors import ConfigurationError, RadmeshError
 from shared.fhir import FhirClient
 from shared.identifiers import is_dicom_uid
-from shared.registry import load_registry
+from shared.registry import ImportedAlgorithm, ModelEntry, load_registry
 from shared.routing import route_lines, study_series
 from shared.service_status import read_summary, summary_line
 from shared.settings import RadmeshSettings, ServiceSettings
@@ -52,14 +52,22 @@ def _registry_check(settings: RadmeshSettings, path: Path | None) -> int:
     except ConfigurationError as error:
         print(error, file=sys.stderr)
         return 1
-    print(f"{registry_path}: {len(registry.models)} models valid")
-    for model in registry.models:
-        approval = model.approval.approved_on.isoformat() if model.approval else "unapproved"
-        findings = ", ".join(finding.key for finding in model.findings)
-        print(f"  {model.id} {model.version}  rollout={model.rollout}  approved={approval}")
-        print(
-            f"    endpoint {model.endpoint.url} ({model.endpoint.model_name}); findings: {findings}"
-        )
+    print(
+        f"{registry_path}: {len(registry.models)} models and "
+        f"{len(registry.imports)} imported products valid"
+    )
+    for entry in (*registry.models, *registry.imports):
+        approval = entry.approval.approved_on.isoformat() if entry.approval else "unapproved"
+        findings = ", ".join(finding.key for finding in entry.findings)
+        print(f"  {entry.id} {entry.version}  rollout={entry.rollout}  approved={approval}")
+        if isinstance(entry, ModelEntry):
+            where = f"endpoint {entry.endpoint.url} ({entry.endpoint.model_name})"
+        elif isinstance(entry, ImportedAlgorithm):
+            identity = entry.recognised_by
+            where = (
+                f"imported from SRs by {identity.manufacturer} {identity.manufacturer_model_name}"
+            )
+        print(f"    {where}; findings: {findings}")
     return 0
 
 

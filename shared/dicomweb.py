@@ -71,6 +71,7 @@ class InstanceInfo:
     sop_instance_uid: str
     sop_class_uid: str
     instance_number: int | None
+    manufacturer: str | None = None  # of the equipment that made it (General Equipment)
 
 
 @dataclass(frozen=True)
@@ -331,10 +332,15 @@ class DicomWebClient:
     async def search_instances(
         self, study_instance_uid: str, series_instance_uid: str
     ) -> list[InstanceInfo]:
-        """QIDO-RS: the instances of one series (SOP Instance UID, SOP class, number)."""
+        """QIDO-RS: the instances of one series (SOP Instance UID, SOP class, number, the
+        manufacturer of the equipment that made it)."""
         found = await self._get_json(
             f"studies/{study_instance_uid}/series/{series_instance_uid}/instances",
-            [("includefield", "00080016"), ("includefield", "00200013")],
+            [
+                ("includefield", "00080016"),
+                ("includefield", "00200013"),
+                ("includefield", "00080070"),
+            ],
         )
         instances = []
         for dataset in found:
@@ -344,6 +350,7 @@ class DicomWebClient:
                     sop_instance_uid=str(_value(dataset, "00080018")),
                     sop_class_uid=str(_value(dataset, "00080016")),
                     instance_number=int(number) if number is not None else None,
+                    manufacturer=_text(dataset, "00080070"),
                 )
             )
         return sorted(

@@ -42,6 +42,7 @@ __all__ = [
     "ResultsPosted",
     "ResultsRetracted",
     "SeriesManifest",
+    "StructuredReportDetected",
     "StudyDetected",
     "StudyFetched",
     "StudyRef",
@@ -206,6 +207,9 @@ class Finding(_Model):
     frame_of_reference_uid: DicomUid | None = None
     series_instance_uid: DicomUid | None = None
     sop_instance_uids: tuple[DicomUid, ...] = ()
+    # the Tracking UID of the finding's measurement group in the third-party SR it was read
+    # from (None: radmesh's own SR names the group by a UID derived from the run)
+    tracking_uid: DicomUid | None = None
 
 
 class EvidenceSeries(_Model):
@@ -232,6 +236,22 @@ class InferenceCompleted(Event):
     # What the model read (empty from senders before it existed: the mapper then reads the
     # series' metadata from the PACS instead).
     evidence: tuple[EvidenceSeries, ...] = Field(default=(), max_length=16)
+    # The SOP Instance UID of the third-party SR these findings were read from
+    # (services/mapper/imports.py): the Provenance names it, and no SR of radmesh's is written.
+    source_report: DicomUid | None = None
+
+
+class StructuredReportDetected(Event):
+    """subscriber → mapper: the PACS holds an SR document of the study that radmesh did not
+    write (its Manufacturer is not radmesh's); the mapper reads it and, when the registry
+    imports the product that made it, maps its findings like a model's."""
+
+    event_type: ClassVar[str] = "structured-report.detected"
+    schema_version: Literal[1] = 1
+    study: StudyRef
+    series_instance_uid: DicomUid
+    sop_instance_uid: DicomUid
+    sop_class_uid: DicomUid
 
 
 class PostedFinding(_Model):
@@ -355,6 +375,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StudyDetected,
         StudyFetched,
         InferenceCompleted,
+        StructuredReportDetected,
         ResultsPosted,
         AlertRaised,
         AlertEscalationDue,

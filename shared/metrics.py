@@ -54,6 +54,7 @@ __all__ = [
     "NOTIFICATION_GAPS",
     "QUEUE_DEPTH",
     "REMOTE_CALL_SECONDS",
+    "REPORTS_NOT_IMPORTED",
     "RESULTS_RETRACTED",
     "RUNS_REDRIVEN",
     "STUDIES_SKIPPED",
@@ -99,6 +100,12 @@ RESULTS_RETRACTED = Counter(
 STUDIES_SKIPPED = Counter(
     "radmesh_studies_skipped",
     "Announcements that started no run, by kind of reason (the log says which study and why)",
+    ["reason"],
+)
+REPORTS_NOT_IMPORTED = Counter(
+    "radmesh_structured_reports_not_imported",
+    "SR documents in the PACS that radmesh did not map into FHIR, by kind of reason "
+    "(radmesh's own, a product the registry does not import, no finding it maps)",
     ["reason"],
 )
 NOTIFICATION_GAPS = Counter(

@@ -3,7 +3,10 @@
 Each entry says which model at which version, where it is served, which series it applies to
 (the selector), how its inputs are prepared, how each output becomes a finding (codes in SNOMED CT,
 RadLex, LOINC; value type; unit; threshold; whether it is critical and which consult follows),
-its rollout mode, and who approved the mapping. `load_registry` validates the whole file and
+its rollout mode, and who approved the mapping. Beside the models it runs, `imports` declares the
+third-party AI products whose DICOM SRs the PACS receives and radmesh maps into the same FHIR
+results (services/mapper/imports.py): how each product is recognised in an SR's Contributing
+Equipment, and how its findings' codes become the registry's findings. `load_registry` validates the whole file and
 raises ConfigurationError listing every problem: radmesh refuses to start with an invalid or
 unapproved mapping. Swapping or upgrading a model is an edit of this file.
 """
@@ -24,11 +27,14 @@ from shared.codes import Coding as StandardCoding
 from shared.errors import ConfigurationError
 
 __all__ = [
+    "Algorithm",
+    "AlgorithmIdentity",
     "Approval",
     "Coding",
     "Endpoint",
     "EscalationStep",
     "FindingMapping",
+    "ImportedAlgorithm",
     "InputAction",
     "InputChecks",
     "ModelEntry",
@@ -109,7 +115,9 @@ class Selector(_Strict):
                 f"{'/'.join(self.body_parts)}"
             )
         if self.sop_class_uids and not set(series.sop_class_uids) & set(self.sop_class_uids):
-            return f"SOP classes {', '.join(series.sop_class_uids) or 'unknown'} are not the model's"
+            return (
+                f"SOP classes {', '.join(series.sop_class_uids) or 'unknown'} are not the model's"
+            )
         if self.series_description is not None and not re.search(
             self.series_description, series.series_description or "", re.IGNORECASE
         ):
@@ -171,7 +179,9 @@ class FindingMapping(_Strict):
     """How one model output becomes a FHIR Observation."""
 
     key: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    output: str  # the output tensor holding presence probability or value
+    # the output tensor holding presence probability or value (a model's findings: required;
+    # an imported product's findings are recognised by their codes instead)
+    output: str | None = None
     value_type: Literal["presence", "quantity"]
     codes: tuple[Coding, ...] = Field(min_length=1)
     threshold: float | None = Field(default=None, ge=0, le=1)
@@ -188,8 +198,6 @@ class FindingMapping(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> FindingMapping:
-        if self.value_type == "presence" and self.threshold is None:
-            raise ValueError(f"finding {self.key}: a presence finding needs a threshold")
         if self.value_type == "quantity" and not self.unit:
             raise ValueError(f"finding {self.key}: a quantity finding needs a UCUM unit")
         if not any(coding.system == SNOMED_CT for coding in self.codes):
@@ -213,27 +221,24 @@ class Approval(_Strict):
     note: str | None = None
 
 
-class ModelEntry(_Strict):
-    """One AI model at one version."""
+class Algorithm(_Strict):
+    """An AI algorithm at one version whose results radmesh records: a model it runs
+    (`ModelEntry`) or a third-party product whose SRs it imports (`ImportedAlgorithm`)."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     version: str = Field(min_length=1)
     display: str
     manufacturer: str
-    endpoint: Endpoint
-    selector: Selector
-    preprocessing: Preprocessing = Preprocessing()
-    input_checks: InputChecks = InputChecks()
     findings: tuple[FindingMapping, ...] = Field(min_length=1)
     diagnostic_report_code: Coding
     rollout: Literal["shadow", "preliminary", "active"]
     approval: Approval | None = None
-    # The model's maker says its results are not for clinical decisions (research, reference
+    # The maker says its results are not for clinical decisions (research, reference
     # algorithms): the review page labels its results so.
     not_for_clinical_use: bool = False
 
     @model_validator(mode="after")
-    def _approved_unless_shadow(self) -> ModelEntry:
+    def _approved_unless_shadow(self) -> Algorithm:
         if self.approval is None and self.rollout != "shadow":
             raise ValueError(
                 f"model {self.id} {self.version}: rollout {self.rollout} needs an approval "
@@ -255,6 +260,11 @@ class ModelEntry(_Strict):
                 )
         return self
 
+    @property
+    def body_parts(self) -> tuple[str, ...]:
+        """The body parts the algorithm's results are about (the review page's window)."""
+        return ()
+
     def finding(self, key: str) -> FindingMapping:
         for mapping in self.findings:
             if mapping.key == key:
@@ -262,24 +272,108 @@ class ModelEntry(_Strict):
         raise KeyError(f"model {self.id} has no finding {key!r}")
 
 
+class ModelEntry(Algorithm):
+    """One AI model at one version, served where `endpoint` says, run on the series its
+    selector picks."""
+
+    endpoint: Endpoint
+    selector: Selector
+    preprocessing: Preprocessing = Preprocessing()
+    input_checks: InputChecks = InputChecks()
+
+    @model_validator(mode="after")
+    def _outputs_named(self) -> ModelEntry:
+        unnamed = [finding.key for finding in self.findings if finding.output is None]
+        if unnamed:
+            raise ValueError(
+                f"model {self.id} {self.version}: findings {unnamed} name no output tensor"
+            )
+        for finding in self.findings:
+            if finding.value_type == "presence" and finding.threshold is None:
+                # an imported product's SR says present or absent itself
+                raise ValueError(f"finding {finding.key}: a presence finding needs a threshold")
+        return self
+
+    @property
+    def body_parts(self) -> tuple[str, ...]:
+        return self.selector.body_parts
+
+
+class AlgorithmIdentity(_Strict):
+    """How a third-party product names itself in an SR's Contributing Equipment Sequence
+    (Manufacturer, Manufacturer's Model Name; Software Versions: the entry's version)."""
+
+    manufacturer: str = Field(min_length=1, max_length=64)
+    manufacturer_model_name: str = Field(min_length=1, max_length=64)
+
+
+class ImportedAlgorithm(Algorithm):
+    """A third-party AI product whose TID 1500 SRs radmesh maps into FHIR: an SR whose
+    Contributing Equipment names `recognised_by` at `version` becomes this algorithm's run; a
+    measurement group whose Finding (or a measurement whose name) carries one of a finding's
+    codes becomes that finding."""
+
+    recognised_by: AlgorithmIdentity
+    imported_body_parts: tuple[str, ...] = Field(default=(), alias="body_parts")
+
+    @property
+    def body_parts(self) -> tuple[str, ...]:
+        return self.imported_body_parts
+
+
 class Registry(_Strict):
-    """Every model radmesh may run."""
+    """Every model radmesh may run, and every third-party product whose SRs it imports."""
 
     models: tuple[ModelEntry, ...]
+    imports: tuple[ImportedAlgorithm, ...] = ()
 
     @model_validator(mode="after")
     def _unique(self) -> Registry:
-        seen = [(model.id, model.version) for model in self.models]
+        seen = [(entry.id, entry.version) for entry in (*self.models, *self.imports)]
         duplicates = {entry for entry in seen if seen.count(entry) > 1}
         if duplicates:
             raise ValueError(f"models declared twice: {sorted(duplicates)}")
+        products = [
+            (
+                entry.recognised_by.manufacturer,
+                entry.recognised_by.manufacturer_model_name,
+                entry.version,
+            )
+            for entry in self.imports
+        ]
+        twice = {product for product in products if products.count(product) > 1}
+        if twice:
+            raise ValueError(f"imported products recognised twice: {sorted(twice)}")
         return self
 
     def get(self, model_id: str, version: str) -> ModelEntry:
+        """A model radmesh runs (KeyError: none of that id and version)."""
         for model in self.models:
             if model.id == model_id and model.version == version:
                 return model
         raise KeyError(f"no model {model_id} {version} in the registry")
+
+    def algorithm(self, algorithm_id: str, version: str) -> Algorithm:
+        """A model or an imported product: whoever's results a run records (KeyError: none)."""
+        for entry in (*self.models, *self.imports):
+            if entry.id == algorithm_id and entry.version == version:
+                return entry
+        raise KeyError(f"no model {algorithm_id} {version} in the registry")
+
+    def imported(self, manufacturer: str, model_name: str, version: str) -> ImportedAlgorithm:
+        """The imported product an SR's Contributing Equipment names (KeyError: none)."""
+        for entry in self.imports:
+            identity = entry.recognised_by
+            if (identity.manufacturer, identity.manufacturer_model_name, entry.version) == (
+                manufacturer,
+                model_name,
+                version,
+            ):
+                return entry
+        raise KeyError(
+            f"no imported product {manufacturer!r} {model_name!r} version {version!r} "
+            "in the registry"
+        )
 
     def routes(self, series: list[SeriesSummary]) -> list[tuple[ModelEntry, list[str | None]]]:
         """Each model with, per series, why it does not read it (None: it does)."""

@@ -49,9 +49,11 @@ def output_names(model: ModelEntry) -> list[str]:
     return names
 
 
-def _tensor(outputs: dict[str, npt.NDArray[Any]], name: str, model: ModelEntry) -> npt.NDArray[Any]:
+def _tensor(
+    outputs: dict[str, npt.NDArray[Any]], name: str | None, model: ModelEntry
+) -> npt.NDArray[Any]:
     try:
-        return outputs[name]
+        return outputs[name or ""]  # a model's findings all name one (ModelEntry checks)
     except KeyError:
         raise PermanentError(
             f"model {model.id} {model.version} returned no output {name!r} "

@@ -1,8 +1,9 @@
-"""Wiring of the mapper: bus, FHIR client, PACS client, registry."""
+"""Wiring of the mapper: bus, FHIR client, PACS client, registry; model runs and imported SRs."""
 
 from __future__ import annotations
 
 from services.mapper.handlers import MapResults, SupersedeReports
+from services.mapper.imports import ImportResults
 from services.mapper.redrive import RedriveRuns
 from services.mapper.settings import MapperSettings
 from shared import readiness
@@ -10,7 +11,13 @@ from shared.bus import Bus
 from shared.dicomweb import DicomWebClient
 from shared.fhir import FhirClient, retried_at_start
 from shared.fhir_extensions import publish_extension_definitions
-from shared.messages import FindingRejected, FindingVerified, InferenceCompleted, ResultsRetracted
+from shared.messages import (
+    FindingRejected,
+    FindingVerified,
+    InferenceCompleted,
+    ResultsRetracted,
+    StructuredReportDetected,
+)
 from shared.registry import load_registry
 from shared.runtime import Periodic, ServiceApp, bus_service
 from shared.settings import RadmeshSettings
@@ -24,8 +31,11 @@ def build_app(settings: RadmeshSettings, own: MapperSettings, service: str = SER
     registry = load_registry(settings.registry_path)
     bus = Bus(settings.broker, service)
     fhir = FhirClient(settings.fhir)
-    dicomweb = DicomWebClient(settings.dicomweb) if own.write_structured_report else None
-    bus.consume(InferenceCompleted, MapResults(registry, fhir, dicomweb))
+    pacs = DicomWebClient(settings.dicomweb)  # other products' SRs are read from it
+    dicomweb = pacs if own.write_structured_report else None
+    results = MapResults(registry, fhir, dicomweb)
+    bus.consume(InferenceCompleted, results)
+    bus.consume(StructuredReportDetected, ImportResults(registry, pacs, results))
     if dicomweb is not None:
         supersede = SupersedeReports(registry, fhir, dicomweb, own.verifying_organization)
         bus.consume(FindingVerified, supersede.on_verified)
@@ -50,7 +60,7 @@ def build_app(settings: RadmeshSettings, own: MapperSettings, service: str = SER
             failed_event="extension_definitions_not_published",
         )
 
-    close = [sweep.stop, fhir.close] + ([dicomweb.close] if dicomweb is not None else [])
+    close = [sweep.stop, fhir.close, pacs.close]
     return bus_service(
         service,
         bus,

@@ -13,7 +13,8 @@ fullUrls (uuid5 of the identifier), which the server rewrites to the new or exis
 - Provenance: `target` the report and every Observation, `agent` the Device as performer (it
   produced the findings), `entity` the ImagingStudy as source, `recorded` the mapping time, and
   `occurredPeriod` the inference itself: from (inference.completed time − inference duration)
-  to that time. R4 Provenance has no `identifier` element, so its business identifier is a
+  to that time; an imported run's Provenance also names, as a second source, the other
+  product's SR its findings were read from (services/mapper/imports.py). R4 Provenance has no `identifier` element, so its business identifier is a
   `meta.tag` (same system and value) and its conditional create is `ifNoneExist: _tag=…`.
 
 The report, like the Observations, carries `meta.security` AIAST (AI asserted).
@@ -40,10 +41,10 @@ from shared.claims import analysis_claim_search, analysis_claim_task
 from shared.codes import AI_DEVICE_TYPE, AIAST, CREATE, IMAGING, PROVENANCE_AUTHOR, RADIOLOGY
 from shared.errors import InvalidMessage
 from shared.fhir import conditional_create_entry, conditional_entry, transaction_bundle
-from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier
+from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, DICOM_UID_SYSTEM, business_identifier
 from shared.messages import Finding, InferenceCompleted
 from shared.narrative import with_narrative
-from shared.registry import ModelEntry
+from shared.registry import Algorithm
 
 __all__ = [
     "MappedRun",
@@ -68,7 +69,7 @@ def _full_url(identifier: dict[str, str]) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
 
 
-def conclusion_text(model: ModelEntry, findings: tuple[Finding, ...]) -> str:
+def conclusion_text(model: Algorithm, findings: tuple[Finding, ...]) -> str:
     """The report's readable conclusion: what the model found, and that nobody verified it yet."""
     summaries = [finding_summary(model.finding(f.finding_key), f) for f in findings]
     return (
@@ -77,7 +78,7 @@ def conclusion_text(model: ModelEntry, findings: tuple[Finding, ...]) -> str:
     )
 
 
-def _device(model: ModelEntry) -> dict[str, Any]:
+def _device(model: Algorithm) -> dict[str, Any]:
     return {
         "resourceType": "Device",
         "identifier": [business_identifier("Device", model.id, model.version)],
@@ -95,7 +96,7 @@ def _device(model: ModelEntry) -> dict[str, Any]:
 
 def _diagnostic_report(
     event: InferenceCompleted,
-    model: ModelEntry,
+    model: Algorithm,
     observation_urls: list[str],
     identifier: dict[str, str],
 ) -> dict[str, Any]:
@@ -151,11 +152,23 @@ def _provenance(
         # targets (AIAST, from the IG's ProvenanceVS); the AI Device is their author
         "reason": [AIAST.concept(text=AIAST.display)],
         "agent": [{"type": PROVENANCE_AUTHOR.concept(), "who": {"reference": device_url}}],
-        "entity": [{"role": "source", "what": imaging_study_reference(event)}],
+        "entity": [{"role": "source", "what": imaging_study_reference(event)}]
+        + ([_source_report(event.source_report)] if event.source_report else []),
     }
 
 
-def build_run(event: InferenceCompleted, model: ModelEntry, recorded: datetime) -> MappedRun:
+def _source_report(sop_instance_uid: str) -> dict[str, Any]:
+    """The Provenance entity of an imported run: the other product's SR it was read from."""
+    return {
+        "role": "source",
+        "what": {
+            "identifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{sop_instance_uid}"},
+            "display": "DICOM SR (TID 1500 Measurement Report) the results were imported from",
+        },
+    }
+
+
+def build_run(event: InferenceCompleted, model: Algorithm, recorded: datetime) -> MappedRun:
     """Every resource of one model run, as one transaction Bundle of conditional creates."""
     if not event.findings:
         raise InvalidMessage(

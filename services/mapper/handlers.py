@@ -64,7 +64,7 @@ from shared.messages import (
     ResultsPosted,
     ResultsRetracted,
 )
-from shared.registry import ModelEntry, Registry
+from shared.registry import Algorithm, ImportedAlgorithm, Registry
 from shared.telemetry import without_quoted_values
 
 log = structlog.get_logger(__name__)
@@ -117,8 +117,13 @@ class MapResults:
         )
 
     async def __call__(self, event: InferenceCompleted) -> Sequence[Event]:
+        return await self.post(event, cause=event)
+
+    async def post(self, event: InferenceCompleted, *, cause: Event) -> Sequence[Event]:
+        """Post one run's results; `cause` is the message they follow (the event itself, or
+        the SR detection an imported run was read from: services/mapper/imports.py)."""
         try:
-            model = self.registry.get(event.model.id, event.model.version)
+            model = self.registry.algorithm(event.model.id, event.model.version)
         except KeyError as error:
             raise PermanentError(f"{error}; message dead-lettered") from error
         unknown = sorted({f.finding_key for f in event.findings} - {m.key for m in model.findings})
@@ -155,7 +160,8 @@ class MapResults:
         await asyncio.to_thread(validate_bundle, mapped.bundle)
         response = await self.fhir.transaction(mapped.bundle)
         references = references_by_full_url(mapped, response)
-        if self.dicomweb is not None:
+        if self.dicomweb is not None and event.source_report is None:
+            # an imported run's SR is the product's own, already in the PACS
             await store_structured_report(event, model, self.dicomweb)
         posted = tuple(
             PostedFinding(
@@ -173,12 +179,13 @@ class MapResults:
             model=model.id,
             version=model.version,
             rollout=model.rollout,
+            imported=event.source_report is not None,
             diagnostic_report=references[mapped.diagnostic_report_url],
             findings=_finding_labels(event),
             critical=sum(finding.critical for finding in posted),
         )
         return [
-            event.follow(
+            cause.follow(
                 ResultsPosted,
                 study=event.study,
                 model=event.model,
@@ -192,7 +199,7 @@ class MapResults:
 
 
 async def store_structured_report(
-    event: InferenceCompleted, model: ModelEntry, dicomweb: DicomWebClient
+    event: InferenceCompleted, model: Algorithm, dicomweb: DicomWebClient
 ) -> bool:
     """Store the run's TID 1500 SR with STOW-RS (deterministic UIDs: storing it again replaces
     it); whether it was stored. A failure no retry can fix is logged as an error, not raised
@@ -251,7 +258,7 @@ async def _evidence(
 
 
 def _encoded_structured_report(
-    event: InferenceCompleted, model: ModelEntry, evidence: Sequence[Dataset]
+    event: InferenceCompleted, model: Algorithm, evidence: Sequence[Dataset]
 ) -> tuple[Dataset, list[bytes]]:
     """The run's SR, and its Part 10 bytes followed by its key-image selection's (when the run
     located a present finding: key_images.py). A selection that cannot be made is logged as an
@@ -307,7 +314,7 @@ class SupersedeReports:
 
     async def _run(
         self, diagnostic_report: str
-    ) -> tuple[dict[str, Any], StudyRun, ModelEntry, Dataset] | None:
+    ) -> tuple[dict[str, Any], StudyRun, Algorithm, Dataset] | None:
         """(the report, its run, its model, the AI's SR), or None (logged) without one."""
         report = await self.fhir.read_resource(diagnostic_report)
         try:
@@ -315,11 +322,19 @@ class SupersedeReports:
         except ValueError as error:
             raise InvalidMessage(f"{diagnostic_report} has no radmesh run identifier") from error
         try:
-            model = self.registry.get(run.model_id, run.model_version)
+            model = self.registry.algorithm(run.model_id, run.model_version)
         except KeyError:
             log.error(
                 "superseding_report_not_stored",
                 reason=f"{run.model_id} {run.model_version} not in registry",
+            )
+            return None
+        if isinstance(model, ImportedAlgorithm):
+            log.info(
+                "superseding_report_not_stored",
+                reason="the results were imported from another product's SR, which radmesh "
+                "leaves in the PACS as that product stored it (the FHIR record follows the verdict)",
+                model=model.id,
             )
             return None
         preliminary = await self._preliminary(run, model)
@@ -404,7 +419,7 @@ class SupersedeReports:
 
     async def _reject_sr(
         self,
-        found: tuple[dict[str, Any], StudyRun, ModelEntry, Dataset],
+        found: tuple[dict[str, Any], StudyRun, Algorithm, Dataset],
         *,
         reason: str,
         verifier_name: str | None,
@@ -439,12 +454,12 @@ class SupersedeReports:
             source=source,
         )
 
-    async def _preliminary(self, run: StudyRun, model: ModelEntry) -> Dataset | None:
+    async def _preliminary(self, run: StudyRun, model: Algorithm) -> Dataset | None:
         series_uid, sop_uid = sr_uids(run.study_instance_uid, model, run.generation)
         metadata = await self._metadata(run.study_instance_uid, series_uid, sop_uid)
         return dataset_from_metadata(metadata) if metadata is not None else None
 
-    async def _key_images(self, run: StudyRun, model: ModelEntry) -> Dataset | None:
+    async def _key_images(self, run: StudyRun, model: Algorithm) -> Dataset | None:
         """The run's key-image selection in the PACS (key_images.py), or None: it listed none."""
         series_uid, sop_uid = key_images_uids(run.study_instance_uid, model, run.generation)
         metadata = await self._metadata(run.study_instance_uid, series_uid, sop_uid)
@@ -470,7 +485,7 @@ class SupersedeReports:
         )
 
     async def _amendments(
-        self, report: dict[str, Any], run: StudyRun, model: ModelEntry
+        self, report: dict[str, Any], run: StudyRun, model: Algorithm
     ) -> list[Amendment]:
         """The measurements the radiologist corrected: amended Observations of the report."""
         found: list[Amendment] = []

@@ -21,7 +21,7 @@ from services.mapper.structured_report import device_observer_uid
 from shared.codes import DEVICE, OF_INTEREST
 from shared.identifiers import run_parts
 from shared.messages import InferenceCompleted
-from shared.registry import ModelEntry
+from shared.registry import Algorithm
 
 __all__ = ["KEY_IMAGES_SERIES_NUMBER", "key_image_selection", "key_images_uids"]
 
@@ -43,7 +43,7 @@ _PATIENT_AND_STUDY = (
 
 
 def key_images_uids(
-    study_instance_uid: str, model: ModelEntry, generation: int = 1
+    study_instance_uid: str, model: Algorithm, generation: int = 1
 ) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the key-image selection of one run."""
     parts = [
@@ -72,7 +72,7 @@ def _image(header: Dataset, series_uid: str, sop_class_uid: str, sop_uid: str) -
 
 
 def key_image_selection(
-    event: InferenceCompleted, model: ModelEntry, header: Dataset
+    event: InferenceCompleted, model: Algorithm, header: Dataset
 ) -> hd.ko.KeyObjectSelectionDocument | None:
     """The run's key-image document, or None without a located present finding. `header` is
     one instance's metadata of the series the model read (Patient, Study, image size)."""

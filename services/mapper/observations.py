@@ -40,7 +40,7 @@ from shared.identifiers import (
 )
 from shared.messages import Finding, InferenceCompleted
 from shared.narrative import with_narrative
-from shared.registry import Coding, FindingMapping, ModelEntry
+from shared.registry import Algorithm, Coding, FindingMapping
 
 __all__ = [
     "build_observation",
@@ -118,11 +118,11 @@ def observation_identifier(event: InferenceCompleted, finding: Finding) -> dict[
 
 
 def tracking_identifier(
-    event: InferenceCompleted, model: ModelEntry, finding: Finding
+    event: InferenceCompleted, model: Algorithm, finding: Finding
 ) -> dict[str, Any]:
     """The Tracking Unique Identifier of the SR measurement group the finding is in."""
     group_key = model.finding(finding.finding_key).depends_on or finding.finding_key
-    uid = tracking_uid(
+    uid = finding.tracking_uid or tracking_uid(  # a third-party SR's own, else radmesh's
         event.study.study_instance_uid, model, group_key, finding.index, event.model.generation
     )
     return {
@@ -135,7 +135,7 @@ def tracking_identifier(
 
 def build_observation(
     event: InferenceCompleted,
-    model: ModelEntry,
+    model: Algorithm,
     finding: Finding,
     device_url: str,
     presence_url: str | None,
@@ -254,7 +254,7 @@ def finding_of_observation(observation: dict[str, Any]) -> Finding:
 
 
 def presence_urls(
-    model: ModelEntry, findings: tuple[Finding, ...], urls: list[str]
+    model: Algorithm, findings: tuple[Finding, ...], urls: list[str]
 ) -> list[str | None]:
     """For each finding: the fullUrl of the presence Observation a quantity measures, else None."""
     by_key = {(f.finding_key, f.index): url for f, url in zip(findings, urls, strict=True)}

@@ -48,7 +48,7 @@ from shared.messages import (
     StudyRef,
 )
 from shared.metrics import RUNS_REDRIVEN
-from shared.registry import ModelEntry, Registry
+from shared.registry import Algorithm, Registry
 
 __all__ = ["RedriveRuns"]
 
@@ -61,7 +61,7 @@ def _reference(value: Any) -> str | None:
     return str(value["reference"]) if isinstance(value, dict) and value.get("reference") else None
 
 
-def _posted(observation: dict[str, Any], model: ModelEntry) -> tuple[Finding, PostedFinding]:
+def _posted(observation: dict[str, Any], model: Algorithm) -> tuple[Finding, PostedFinding]:
     """The finding read back from its Observation, and as results.posted carried it (ValueError
     or KeyError when the Observation is not one of this model's findings)."""
     finding = finding_of_observation(observation)
@@ -203,7 +203,7 @@ class RedriveRuns:
         )
         return 1
 
-    async def _sr_in_pacs(self, run: StudyRun, model: ModelEntry) -> bool:
+    async def _sr_in_pacs(self, run: StudyRun, model: Algorithm) -> bool:
         assert self.dicomweb is not None
         series_uid, sop_uid = sr_uids(run.study_instance_uid, model, run.generation)
         instances = await self.dicomweb.search_instances(run.study_instance_uid, series_uid)
@@ -234,7 +234,7 @@ class RedriveRuns:
         report: dict[str, Any],
         findings: list[tuple[dict[str, Any], PostedFinding]],
         run: StudyRun,
-        model: ModelEntry,
+        model: Algorithm,
         study: StudyRef,
     ) -> ResultsPosted | None:
         """results.posted as the mapper published it, read back from the record; None (logged)

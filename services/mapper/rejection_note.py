@@ -20,7 +20,7 @@ from services.mapper.structured_report import device_observer_uid
 from shared.codes import DEVICE, IOCM_REJECTION_TITLES, PERSON
 from shared.identifiers import run_parts
 from shared.iocm import QUALITY, RADMESH_MANUFACTURER
-from shared.registry import ModelEntry
+from shared.registry import Algorithm
 
 __all__ = [
     "REJECTED_FOR_QUALITY_REASONS",
@@ -39,7 +39,7 @@ _REFERENCE_VALUE_TYPES = {"IMAGE", "COMPOSITE", "WAVEFORM"}
 
 
 def rejection_note_uids(
-    study_instance_uid: str, model: ModelEntry, generation: int = 1
+    study_instance_uid: str, model: Algorithm, generation: int = 1
 ) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the rejection note of one run."""
     parts = ["radmesh-iocm", *run_parts(study_instance_uid, model.id, model.version, generation)]
@@ -51,7 +51,7 @@ def rejection_note_uids(
 
 def rejection_note(
     rejected: Dataset,
-    model: ModelEntry,
+    model: Algorithm,
     *,
     also_rejected: Sequence[Dataset] = (),
     reason: str,

@@ -43,7 +43,7 @@ from shared.errors import PermanentError
 from shared.identifiers import run_parts
 from shared.iocm import RADMESH_MANUFACTURER
 from shared.messages import EvidenceSeries, Finding, InferenceCompleted
-from shared.registry import Coding, ModelEntry
+from shared.registry import Algorithm, Coding
 from shared.telemetry import without_quoted_values
 
 __all__ = [
@@ -65,7 +65,7 @@ def _lo(text: str) -> str:
     return text[:64]
 
 
-def sr_uids(study_instance_uid: str, model: ModelEntry, generation: int = 1) -> tuple[str, str]:
+def sr_uids(study_instance_uid: str, model: Algorithm, generation: int = 1) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the SR of one model run: the same on every
     delivery of the run, new for the run's next generation (`shared.identifiers.run_parts`)."""
     parts = ["radmesh-sr", *run_parts(study_instance_uid, model.id, model.version, generation)]
@@ -75,13 +75,13 @@ def sr_uids(study_instance_uid: str, model: ModelEntry, generation: int = 1) -> 
     )
 
 
-def device_observer_uid(model: ModelEntry) -> str:
+def device_observer_uid(model: Algorithm) -> str:
     """The Device Observer UID of a model version in radmesh's SRs and rejection notes."""
     return generate_uid(entropy_srcs=["radmesh-device", model.id, model.version])
 
 
 def tracking_uid(
-    study_instance_uid: str, model: ModelEntry, finding_key: str, index: int, generation: int = 1
+    study_instance_uid: str, model: Algorithm, finding_key: str, index: int, generation: int = 1
 ) -> str:
     """The Tracking Unique Identifier of one finding's measurement group: the same on every
     delivery of the run, so a later SR (the verified one) can find the group again."""
@@ -125,7 +125,7 @@ def _ucum(unit: str) -> hd.sr.CodedConcept:
 
 def _group(
     event: InferenceCompleted,
-    model: ModelEntry,
+    model: Algorithm,
     finding: Finding,
     *,
     measured: list[Finding],
@@ -226,7 +226,7 @@ def _centre_region(finding: Finding) -> hd.sr.ImageRegion3D | None:
 
 def build_structured_report(
     event: InferenceCompleted,
-    model: ModelEntry,
+    model: Algorithm,
     evidence: Sequence[Dataset],
     created: datetime,
 ) -> hd.sr.Comprehensive3DSR:

@@ -24,7 +24,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from shared.codes import TRACKING_UNIQUE_IDENTIFIER
 from shared.identifiers import run_parts
-from shared.registry import ModelEntry
+from shared.registry import Algorithm
 
 __all__ = ["Amendment", "verified_sr_uid", "verified_structured_report"]
 
@@ -41,7 +41,7 @@ class Amendment:
     value: float
 
 
-def verified_sr_uid(study_instance_uid: str, model: ModelEntry, generation: int = 1) -> str:
+def verified_sr_uid(study_instance_uid: str, model: Algorithm, generation: int = 1) -> str:
     """The SOP Instance UID of the verified SR of one run: the same on every delivery."""
     run = run_parts(study_instance_uid, model.id, model.version, generation)
     return generate_uid(entropy_srcs=["radmesh-sr", *run, "verified"])

@@ -28,7 +28,7 @@ from shared.codes import SNOMED_CT
 from shared.fhir import conditional_create_entry
 from shared.identifiers import business_identifier
 from shared.messages import PostedFinding, ResultsPosted
-from shared.registry import Coding, FindingMapping, ModelEntry, Registry
+from shared.registry import Algorithm, Coding, FindingMapping, Registry
 from shared.settings import AlertLinkSettings
 
 # The title of the signed acknowledgement link in an alert's payload (shared/alert_links.py).
@@ -88,9 +88,9 @@ class AlertEntries:
 
 def critical_findings(event: ResultsPosted, registry: Registry) -> list[CriticalFinding]:
     """The present findings that the mapper or the registry marks critical, in event order."""
-    model: ModelEntry | None
+    model: Algorithm | None
     try:
-        model = registry.get(event.model.id, event.model.version)
+        model = registry.algorithm(event.model.id, event.model.version)
     except KeyError:
         model = None
     critical: list[CriticalFinding] = []
@@ -155,7 +155,9 @@ def alert_entries(
     text = alert_text(critical, context.model_display, event.model.version)
     payload: list[dict[str, Any]] = [{"contentString": text}]
     link = (
-        acknowledgement_url(context.links, "/".join(map(str, parts)), context.recipient, context.now)
+        acknowledgement_url(
+            context.links, "/".join(map(str, parts)), context.recipient, context.now
+        )
         if context.links is not None
         else None
     )

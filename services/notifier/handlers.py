@@ -117,7 +117,7 @@ class RaiseAlerts:
             )
         model_display = event.model.id
         try:
-            model_display = self.registry.get(event.model.id, event.model.version).display
+            model_display = self.registry.algorithm(event.model.id, event.model.version).display
         except KeyError:
             log.warning("model_not_in_registry", model=event.model.id, version=event.model.version)
         return AlertContext(
@@ -178,7 +178,9 @@ class FollowUpAlerts:
     async def withdraw(self, event: FindingRejected | ResultsRetracted) -> Sequence[Event]:
         alerts = await self._alerts_of(event.diagnostic_report)
         if not alerts:
-            log.info("no_alert_to_withdraw", reason=f"the {event.event_type} report raised no alert")
+            log.info(
+                "no_alert_to_withdraw", reason=f"the {event.event_type} report raised no alert"
+            )
             return []
         now = datetime.now(UTC)
         entries = [
@@ -249,7 +251,7 @@ class EscalateAlerts:
 
     def _chain(self, model: ModelRef, finding_key: str) -> tuple[EscalationStep, ...]:
         try:
-            return self.registry.get(model.id, model.version).finding(finding_key).escalation
+            return self.registry.algorithm(model.id, model.version).finding(finding_key).escalation
         except KeyError:
             return ()
 

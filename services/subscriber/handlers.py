@@ -1,4 +1,5 @@
-"""Hook requests → the ImagingStudy → the models that apply and are not done yet → study.detected."""
+"""Hook requests → the ImagingStudy → the models that apply and are not done yet → study.detected;
+a stable study holding another product's SR → structured-report.detected."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ from services.subscriber.retractions import (
 )
 from services.subscriber.settings import SubscriberSettings
 from services.subscriber.stale_claims import RedriveClaims
+from services.subscriber.third_party_reports import ReportInstance, ReportsSeen, new_reports
 from shared.bus import Bus
 from shared.claims import MAX_RUN_GENERATIONS, RETRACTED_CLAIM_STATUS
 from shared.dicomweb import DicomWebClient
@@ -63,7 +65,13 @@ from shared.errors import (
 from shared.fhir import FhirClient
 from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, business_identifier, study_run_value
 from shared.iocm import RejectionNote, rejected_series
-from shared.messages import ModelRef, StudyDetected, StudyRef, StudyRetracted
+from shared.messages import (
+    ModelRef,
+    StructuredReportDetected,
+    StudyDetected,
+    StudyRef,
+    StudyRetracted,
+)
 from shared.metrics import NOTIFICATION_GAPS, STUDIES_SKIPPED
 from shared.operation_outcome import (
     media_type_refusal,
@@ -155,6 +163,9 @@ class StudyAnnouncer:
         # study UID → (its state in the last stable-study event taken, when): the PACS announces
         # a study again once radmesh's SR is stored into it; that event changes nothing
         self._pacs_states: dict[str, tuple[frozenset[tuple[str, str | None, int]], float]] = {}
+        # other products' SR documents announced lately (the PACS announces the study again
+        # after each store, and radmesh's own SR store is one)
+        self._reports_seen = ReportsSeen(settings.reannounce_after_seconds)
         self._reconciliation: asyncio.Task[int] | None = None
         self.stale_claims = RedriveClaims(
             fhir,
@@ -811,6 +822,8 @@ class StudyAnnouncer:
         """A stable study from the PACS: find (or create, DICOMcast style) its ImagingStudy."""
         uid = event.study_instance_uid  # a DICOM UID: StableStudyEvent checks it
         structlog.contextvars.bind_contextvars(study_instance_uid=uid)
+        reports = await new_reports(self.dicomweb, uid, event.series, self._reports_seen)
+        imaging_study = await self._announce_reports(event, reports) if reports else None
         state = _pacs_state(event)
         if self._pacs_state_seen(uid, state):
             _skipped(
@@ -827,11 +840,43 @@ class StudyAnnouncer:
         if event.modalities and set(event.modalities) <= {"SR", "KO", "PR"}:
             _skipped("radmesh-output", "only SR/KO/PR objects (radmesh's own output)")
             return 0
-        imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
+        if imaging_study is None:
+            imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
         announced = await self.announce(imaging_study, source, notes)
         if state and any(key[0] == uid for key in self._announced):  # a run of it is in flight
             self._pacs_states[uid] = (state, time.monotonic())
         return announced
+
+    async def _announce_reports(
+        self, event: StableStudyEvent, reports: list[ReportInstance]
+    ) -> dict[str, Any]:
+        """Publish structured-report.detected for SR documents another product stored in the
+        study (third_party_reports.py; the mapper decides whether it imports them); returns the
+        study's ImagingStudy. A patient who opted out gets none of them imported either."""
+        imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
+        if await self._opted_out(imaging_study):
+            _skipped(
+                "opted-out",
+                "patient opted out (active Consent with deny): other products' SRs not imported",
+            )
+            return imaging_study
+        study = study_ref(imaging_study, await self._endpoint_addresses(imaging_study))
+        for report in reports:
+            await self.bus.publish(
+                StructuredReportDetected(
+                    study=study,
+                    series_instance_uid=report.series_instance_uid,
+                    sop_instance_uid=report.sop_instance_uid,
+                    sop_class_uid=report.sop_class_uid,
+                )
+            )
+            self._reports_seen.add(report.sop_instance_uid)
+            log.info(
+                "structured_report_detected",
+                series_instance_uid=report.series_instance_uid,
+                sop_instance_uid=report.sop_instance_uid,
+            )
+        return imaging_study
 
     def _pacs_state_seen(self, uid: str, state: frozenset[tuple[str, str | None, int]]) -> bool:
         """Whether an event for this study state found a run of it in flight within the

@@ -37,7 +37,7 @@ from shared.errors import RemoteConflict, RemoteRejected
 from shared.fhir import FhirClient, reference_of
 from shared.identifiers import FHIR_ID_PATTERN
 from shared.messages import Event
-from shared.registry import ModelEntry, Registry
+from shared.registry import Algorithm, Registry
 
 __all__ = ["ReviewDesk", "TaskConflict", "TaskNotFound"]
 
@@ -77,14 +77,14 @@ class ReviewDesk:
         # The live path of the outbox; its sweep runs where the service wires it (app.py).
         self.outbox = outbox or VerdictOutbox(fhir, publish, sweep_seconds=0)
 
-    def _model(self, task: dict[str, Any]) -> ModelEntry | None:
+    def _model(self, task: dict[str, Any]) -> Algorithm | None:
         """The registry entry of the model whose results the Task holds ("<id>/<version>")."""
         model = task_run(task).model
         if self.registry is None or not model or "/" not in model:
             return None
         model_id, version = model.split("/", 1)
         try:
-            return self.registry.get(model_id, version)
+            return self.registry.algorithm(model_id, version)
         except KeyError:
             return None
 
@@ -98,7 +98,7 @@ class ReviewDesk:
         if self.pacs is None:
             raise TaskNotFound("no PACS is configured to render key images")
         model = self._model(task)
-        window = display_window(model.selector.body_parts if model else ())
+        window = display_window(model.body_parts if model else ())
         return await self.pacs.rendered_instance(view["study_instance_uid"], series, sop, window)
 
     async def open_tasks(self) -> dict[str, Any]:

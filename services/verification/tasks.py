@@ -21,7 +21,7 @@ from shared.codes import PROBABILITY, TASK_APPROVE
 from shared.fhir import conditional_create_entry
 from shared.identifiers import business_identifier, radmesh_system
 from shared.messages import ResultsPosted, StudyRef
-from shared.registry import ModelEntry
+from shared.registry import Algorithm
 
 __all__ = [
     "INPUT_SYSTEM",
@@ -217,7 +217,7 @@ def worklist_item(
     report: dict[str, Any] | None,
     observations: list[dict[str, Any]],
     fhir_base_url: str,
-    model: ModelEntry | None = None,
+    model: Algorithm | None = None,
 ) -> dict[str, Any]:
     """One open Task with its report's findings and the links to act on it; `model` is the
     registry's entry of the model that made them (None when the registry no longer has it)."""

@@ -54,7 +54,9 @@ from shared.messages import (
     ModelRef,
     ResultsPosted,
     ResultsRetracted,
+    StructuredReportDetected,
     StudyDetected,
+    StudyFetched,
     StudyRef,
     StudyRetracted,
 )
@@ -262,6 +264,17 @@ async def fuzz_mesh(
         communication_request="CommunicationRequest/fuzz-alert",
         step=1,
     )
+    fetched = mesh.events["study.fetched"]
+    assert isinstance(fetched, StudyFetched)
+    image = fetched.series[0].instances[0]
+    # a CT image named as an SR: the mapper reads it and imports nothing (no product it knows)
+    mesh.events["structured-report.detected"] = posted.follow(
+        StructuredReportDetected,
+        study=posted.study,
+        series_instance_uid=fetched.series[0].series_instance_uid,
+        sop_instance_uid=image.sop_instance_uid,
+        sop_class_uid=image.sop_class_uid,
+    )
     mesh.events["study.retracted"] = posted.follow(
         StudyRetracted,
         study=StudyRef(study_instance_uid=posted.study.study_instance_uid),
@@ -298,7 +311,13 @@ CONSUMED: dict[str, tuple[tuple[str, ...], str]] = {
     "fetcher": (("study.detected",), "study.detected"),
     "inference": (("study.fetched",), "study.fetched"),
     "mapper": (
-        ("inference.completed", "finding.verified", "finding.rejected", "results.retracted"),
+        (
+            "inference.completed",
+            "structured-report.detected",
+            "finding.verified",
+            "finding.rejected",
+            "results.retracted",
+        ),
         "inference.completed",
     ),
     "notifier": (

@@ -74,6 +74,7 @@ def test_every_event_type_is_registered_under_its_routing_key() -> None:
     assert set(EVENT_TYPES) == {
         "study.detected",
         "study.fetched",
+        "structured-report.detected",
         "inference.completed",
         "results.posted",
         "alert.raised",
