@@ -138,3 +138,34 @@ def test_the_model_server_address_comes_from_the_environment_with_a_default(
     document["models"][0]["endpoint"] = {"url": "${RADMESH_NOT_SET_ANYWHERE}", "model_name": "x"}
     with pytest.raises(ConfigurationError, match="RADMESH_NOT_SET_ANYWHERE"):
         load_registry(_write(tmp_path, document))
+
+
+def test_an_imported_product_is_found_by_its_maker_and_never_run() -> None:
+    """An `imports` entry is found by the manufacturer, model name and version an SR names, is
+    among the algorithms whose runs radmesh records, and is no model selectors pick."""
+    registry = load_registry(REGISTRY)
+    product = registry.imported("Example AI Vendor", "ICH Triage", "2.4")
+    assert registry.algorithm(product.id, product.version) is product
+    assert product.body_parts == ("HEAD", "BRAIN")
+    with pytest.raises(KeyError, match="no imported product"):
+        registry.imported("Example AI Vendor", "ICH Triage", "2.5")
+    with pytest.raises(KeyError):
+        registry.get(product.id, product.version)  # the models radmesh runs
+    head = SeriesSummary(modality="CT", body_part_examined="HEAD", number_of_instances=32)
+    assert product.id not in {model.id for model in registry.models_for([head])}
+
+
+def test_a_product_recognised_twice_or_a_model_finding_without_output_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Two imports with the same maker and version would be ambiguous; a model's finding must
+    name its output tensor (an imported product's findings need none)."""
+    document = _shipped()
+    twin = dict(document["imports"][0], id="vendor-ich-triage-copy")
+    document["imports"].append(twin)
+    with pytest.raises(ConfigurationError, match="imported products recognised twice"):
+        load_registry(_write(tmp_path, document))
+    document = _shipped()
+    del document["models"][0]["findings"][0]["output"]  # type: ignore[index]
+    with pytest.raises(ConfigurationError, match="name no output tensor"):
+        load_registry(_write(tmp_path, document))
