@@ -52,6 +52,7 @@ __all__ = [
     "ACCESSION_ID",
     "AIAST",
     "AI_DEVICE_TYPE",
+    "ARTIFICIAL_INTELLIGENCE",
     "BODY_PART_BY_SNOMED",
     "CENTER_OF_MASS",
     "CLINAST_AIRPT",
@@ -70,6 +71,7 @@ __all__ = [
     "INFORMATION_RECIPIENT",
     "IOCM_REJECTION_TITLES",
     "LOINC",
+    "MORPHOLOGICALLY_ABNORMAL_STRUCTURE",
     "NULLIFY",
     "OBJECT_ROLE_DOMAIN_RESOURCE",
     "OBJECT_ROLE_PATIENT",
@@ -181,6 +183,11 @@ CENTER_OF_MASS = Coding(DCM, "128138", "Center of Mass")
 DEVICE = Coding(DCM, "121007", "Device")  # CID 270 Observer Type
 PERSON = Coding(DCM, "121006", "Person")  # CID 270 Observer Type
 PROCESSING_EQUIPMENT = Coding(DCM, "109102", "Processing Equipment")  # CID 7005
+# --- DICOM SEG: a segmented finding's segment (CID 7150 category, CID 7162 algorithm family) ---
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Coding(
+    SNOMED_CT, "49755003", "Morphologically Abnormal Structure"
+)
+ARTIFICIAL_INTELLIGENCE = Coding(DCM, "123110", "Artificial Intelligence")
 
 # --- DICOM CID 100 Quantitative Diagnostic Imaging Procedures (TID 1500 Procedure Reported) ---
 IMAGING_PROCEDURE = Coding(SNOMED_CT, "363679005", "Imaging procedure")

@@ -108,7 +108,9 @@ _ELEMENTS = [
         0,
         "1",
         short="DICOM series and instances of a finding",
-        definition="The DICOM series, SOP instances and centre voxel of an imaging finding.",
+        definition=(
+            "The DICOM series, SOP instances, centre voxel and segmentation of an imaging finding."
+        ),
     ),
     _element("Extension.id", "Extension.id", 0, "1", type=[_STRING_ID]),
     _element(
@@ -136,6 +138,13 @@ _ELEMENTS = [
         "string",
         "1",
         "Centre voxel: 'z y x' indices of the series volume, slices ordered by position.",
+    ),
+    *_sub_extension(
+        "segmentationSopInstanceUid",
+        "oid",
+        "1",
+        "SOP Instance UID of the DICOM Segmentation whose segment 1 is the finding's voxels "
+        "(urn:oid:<UID>).",
     ),
     _element(
         "Extension.url",

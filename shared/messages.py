@@ -13,7 +13,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from shared.errors import InvalidMessage
 from shared.identifiers import (
@@ -24,6 +31,7 @@ from shared.identifiers import (
     study_run_value,
 )
 from shared.iocm import IocmCode, RetractionSource
+from shared.masks import box_shape, unpack_mask
 
 __all__ = [
     "EVENT_TYPES",
@@ -34,6 +42,7 @@ __all__ = [
     "EvidenceSeries",
     "FhirDateTime",
     "Finding",
+    "FindingMask",
     "FindingRejected",
     "FindingVerified",
     "InferenceCompleted",
@@ -189,6 +198,37 @@ class StudyFetched(Event):
     fetch_duration_ms: float
 
 
+# A finding's mask as the message carries it (base64 of zlib-compressed packed bits; a 60-slice
+# 150×150 box of solid blood is ~1 KB): derived labels of a bounded box, not pixel data.
+MAX_MASK_CHARACTERS = 1_000_000
+
+
+class FindingMask(_Model):
+    """The voxels of a finding as the model segmented them (services/mapper/segmentation.py
+    stores them as a DICOM SEG): a box of the series volume and, for each of its slices, the
+    SOP Instance UID of the image it is on."""
+
+    # z0, y0, x0, z1, y1, x1: inclusive voxel indices of the volume (slices ordered by
+    # position, as center_voxel)
+    box: tuple[int, int, int, int, int, int]
+    sop_instance_uids: tuple[DicomUid, ...] = Field(min_length=1, max_length=MAX_EVIDENCE_INSTANCES)
+    # the box's voxels (1: inside the finding), C order (z, y, x), np.packbits → zlib → base64
+    bits: str = Field(min_length=1, max_length=MAX_MASK_CHARACTERS)
+
+    @model_validator(mode="after")
+    def _fits(self) -> FindingMask:
+        z0, y0, x0, z1, y1, x1 = self.box
+        if min(self.box) < 0 or z1 < z0 or y1 < y0 or x1 < x0:
+            raise ValueError("box must be z0, y0, x0, z1, y1, x1 with each end ≥ its start ≥ 0")
+        if len(self.sop_instance_uids) != z1 - z0 + 1:
+            raise ValueError("sop_instance_uids must name one image per slice of the box")
+        try:
+            unpack_mask(self.bits, box_shape(self.box))
+        except ValueError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+
 class Finding(_Model):
     """One output of a model, decoded: the registry says how it becomes FHIR."""
 
@@ -210,6 +250,7 @@ class Finding(_Model):
     # the Tracking UID of the finding's measurement group in the third-party SR it was read
     # from (None: radmesh's own SR names the group by a UID derived from the run)
     tracking_uid: DicomUid | None = None
+    mask: FindingMask | None = None  # a present finding the model segmented
 
 
 class EvidenceSeries(_Model):

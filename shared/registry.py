@@ -188,6 +188,10 @@ class FindingMapping(_Strict):
     unit: str | None = None  # UCUM, for quantities
     per_lesion: bool = False  # one finding per row of the output (e.g. one per nodule)
     location_output: str | None = None  # tensor of lesion centres in voxels (z, y, x)
+    # the finding's segmentation: a tensor of its voxels within a box, and the tensor of that
+    # box (z0, y0, x0, z1, y1, x1, inclusive voxel indices); radmesh stores it as a DICOM SEG
+    mask_output: str | None = None
+    mask_box_output: str | None = None
     depends_on: str | None = None  # quantity: reported only where this presence finding is present
     body_site: Coding | None = None
     critical: bool = False
@@ -208,6 +212,10 @@ class FindingMapping(_Strict):
             )
         if self.consult is not None and not self.critical:
             raise ValueError(f"finding {self.key}: a consult is only raised for critical findings")
+        if (self.mask_output is None) != (self.mask_box_output is None):
+            raise ValueError(f"finding {self.key}: mask_output and mask_box_output go together")
+        if self.mask_output is not None and (self.per_lesion or self.value_type != "presence"):
+            raise ValueError(f"finding {self.key}: only a single presence finding has a mask")
         if self.escalation and not self.critical:
             raise ValueError(f"finding {self.key}: only a critical finding's alert escalates")
         return self

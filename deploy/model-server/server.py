@@ -108,6 +108,7 @@ def infer_ich(requests: Sequence[Mapping[str, np.ndarray[Any, Any]]]) -> list[Ar
                 "volume_ml": np.array([result.volume_ml], dtype=np.float32),
                 "centroid": np.array(result.centroid_voxel, dtype=np.float32),
                 "bbox": np.array(result.bbox_voxel, dtype=np.int32),
+                "mask": np.ascontiguousarray(result.mask, dtype=np.uint8),
             }
         )
     return out
@@ -150,6 +151,7 @@ MODELS: dict[str, tuple[InferFn, tuple[Tensor, ...]]] = {
             Tensor(name="volume_ml", dtype=np.float32, shape=(1,)),
             Tensor(name="centroid", dtype=np.float32, shape=(3,)),
             Tensor(name="bbox", dtype=np.int32, shape=(6,)),
+            Tensor(name="mask", dtype=np.uint8, shape=(-1, -1, -1)),
         ),
     ),
     "lung-nodule-reference": (

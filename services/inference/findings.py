@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from services.inference.volumes import Geometry
 from shared.errors import PermanentError
-from shared.messages import Finding
+from shared.masks import box_shape, pack_mask
+from shared.messages import Finding, FindingMask
 from shared.registry import FindingMapping, ModelEntry
 
 __all__ = ["Placement", "decode_findings", "output_names"]
@@ -43,7 +44,12 @@ def output_names(model: ModelEntry) -> list[str]:
     """Every output tensor the registry reads for this model."""
     names: list[str] = []
     for mapping in model.findings:
-        for name in (mapping.output, mapping.location_output):
+        for name in (
+            mapping.output,
+            mapping.location_output,
+            mapping.mask_output,
+            mapping.mask_box_output,
+        ):
             if name is not None and name not in names:
                 names.append(name)
     return names
@@ -86,6 +92,8 @@ def decode_findings(
         if mapping.value_type == "presence":
             found = _presence(mapping, values, locations, positive_rows, series_instance_uid)
             found = [_placed(finding, placement) for finding in found]
+            if mapping.mask_output is not None and found[0].present:
+                found[0] = _masked(found[0], mapping, outputs, model, placement)
             slices[mapping.key] = [f.sop_instance_uids for f in found if f.present]
             findings.extend(found)
         else:
@@ -117,6 +125,38 @@ def _placed(finding: Finding, placement: Placement) -> Finding:
         update["center_patient"] = geometry.patient_point(centre)
         update["frame_of_reference_uid"] = geometry.frame_of_reference_uid
     return finding.model_copy(update=update)
+
+
+def _masked(
+    finding: Finding,
+    mapping: FindingMapping,
+    outputs: dict[str, npt.NDArray[Any]],
+    model: ModelEntry,
+    placement: Placement,
+) -> Finding:
+    """The finding with the mask the model segmented it by, its box in volume indices and the
+    image of each of its slices (unchanged when the model gives an empty mask)."""
+    mask = np.asarray(_tensor(outputs, mapping.mask_output, model))
+    box = [int(v) for v in np.asarray(_tensor(outputs, mapping.mask_box_output, model)).ravel()]
+    if len(box) != 6 or min(box) < 0 or not mask.any():
+        return finding
+    z0, y0, x0, z1, y1, x1 = box
+    z0, z1 = z0 + placement.first_slice, z1 + placement.first_slice
+    if mask.shape != box_shape((z0, y0, x0, z1, y1, x1)) or z1 >= len(placement.sop_instance_uids):
+        raise PermanentError(
+            f"model {model.id} {model.version} returned a {mask.shape} mask for the box {box} of "
+            f"a {len(placement.sop_instance_uids)}-slice volume; the registry mapping does not "
+            "fit the model"
+        )
+    return finding.model_copy(
+        update={
+            "mask": FindingMask(
+                box=(z0, y0, x0, z1, y1, x1),
+                sop_instance_uids=placement.sop_instance_uids[z0 : z1 + 1],
+                bits=pack_mask(mask),
+            )
+        }
+    )
 
 
 def _presence(

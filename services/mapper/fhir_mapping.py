@@ -168,8 +168,14 @@ def _source_report(sop_instance_uid: str) -> dict[str, Any]:
     }
 
 
-def build_run(event: InferenceCompleted, model: Algorithm, recorded: datetime) -> MappedRun:
-    """Every resource of one model run, as one transaction Bundle of conditional creates."""
+def build_run(
+    event: InferenceCompleted,
+    model: Algorithm,
+    recorded: datetime,
+    segmentation: str | None = None,
+) -> MappedRun:
+    """Every resource of one model run, as one transaction Bundle of conditional creates;
+    `segmentation`: the SOP Instance UID of the run's SEG, which its segmented finding names."""
     if not event.findings:
         raise InvalidMessage(
             f"inference.completed for {model.id} {model.version} carries no findings"
@@ -183,7 +189,7 @@ def build_run(event: InferenceCompleted, model: Algorithm, recorded: datetime) -
     observation_urls = [_full_url(identifier) for identifier in observation_identifiers]
     parents = presence_urls(model, event.findings, observation_urls)
     observations = [
-        build_observation(event, model, finding, device_url, parent)
+        build_observation(event, model, finding, device_url, parent, segmentation=segmentation)
         for finding, parent in zip(event.findings, parents, strict=True)
     ]
     report_identifier = business_identifier("DiagnosticReport", run)

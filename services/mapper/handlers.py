@@ -32,6 +32,7 @@ from services.mapper.fhir_mapping import MappedRun, build_run
 from services.mapper.fhir_validation import validate_bundle
 from services.mapper.key_images import key_image_selection, key_images_uids
 from services.mapper.rejection_note import rejection_note, rejection_note_uids
+from services.mapper.segmentation import build_segmentation, segmentation_uids
 from services.mapper.structured_report import (
     build_structured_report,
     dataset_from_metadata,
@@ -155,14 +156,25 @@ class MapResults:
                 findings=_finding_labels(event),
             )
             return []
-        mapped = build_run(event, model, recorded=datetime.now(UTC))
+        # an imported run's SR (and any SEG) is the product's own, already in the PACS
+        writes_dicom = self.dicomweb is not None and event.source_report is None
+        segmentation = (
+            await segmentation_of(event, model, self.dicomweb)
+            if self.dicomweb is not None and writes_dicom
+            else None
+        )
+        mapped = build_run(
+            event,
+            model,
+            recorded=datetime.now(UTC),
+            segmentation=str(segmentation.SOPInstanceUID) if segmentation is not None else None,
+        )
         # validating every resource is CPU in proportion to the findings: off the event loop
         await asyncio.to_thread(validate_bundle, mapped.bundle)
         response = await self.fhir.transaction(mapped.bundle)
         references = references_by_full_url(mapped, response)
-        if self.dicomweb is not None and event.source_report is None:
-            # an imported run's SR is the product's own, already in the PACS
-            await store_structured_report(event, model, self.dicomweb)
+        if self.dicomweb is not None and writes_dicom:
+            await store_structured_report(event, model, self.dicomweb, segmentation)
         posted = tuple(
             PostedFinding(
                 finding_key=finding.finding_key,
@@ -198,12 +210,52 @@ class MapResults:
         ]
 
 
-async def store_structured_report(
+async def segmentation_of(
     event: InferenceCompleted, model: Algorithm, dicomweb: DicomWebClient
+) -> Dataset | None:
+    """The SEG of the run's segmented finding (segmentation.py), on the images of its mask's
+    slices (their WADO-RS metadata); None without one. A SEG no retry can make is logged as an
+    error and left out: the results and the SR are written without it."""
+    finding = next((f for f in event.findings if f.present and f.mask is not None), None)
+    if finding is None or finding.mask is None or finding.series_instance_uid is None:
+        return None
+    study_uid = event.study.study_instance_uid
+    try:
+        metadata = await dicomweb.retrieve_series_metadata(study_uid, finding.series_instance_uid)
+        by_uid = {
+            str((item.get("00080018") or {}).get("Value", [""])[0]): item for item in metadata
+        }
+        missing = [uid for uid in finding.mask.sop_instance_uids if uid not in by_uid]
+        if missing:
+            raise PermanentError(
+                f"the PACS has no metadata for {len(missing)} of the mask's "
+                f"{len(finding.mask.sop_instance_uids)} slices"
+            )
+        sources = [dataset_from_metadata(by_uid[uid]) for uid in finding.mask.sop_instance_uids]
+        # building and encoding the frames take CPU in proportion to the box: off the event loop
+        return await asyncio.to_thread(
+            build_segmentation, study_uid, model, finding, sources, event.model.generation
+        )
+    except PermanentError as error:
+        log.error(
+            "segmentation_not_stored",
+            model=model.id,
+            reason=str(error),
+            action="the results and the SR are written without it",
+        )
+        return None
+
+
+async def store_structured_report(
+    event: InferenceCompleted,
+    model: Algorithm,
+    dicomweb: DicomWebClient,
+    segmentation: Dataset | None = None,
 ) -> bool:
     """Store the run's TID 1500 SR with STOW-RS (deterministic UIDs: storing it again replaces
-    it); whether it was stored. A failure no retry can fix is logged as an error, not raised
-    (see the module's docstring); a transient one is raised."""
+    it), with its key images and its `segmentation` when there are; whether it was stored. A
+    failure no retry can fix is logged as an error, not raised (see the module's docstring);
+    a transient one is raised."""
     series_uid = next(
         (f.series_instance_uid for f in event.findings if f.series_instance_uid),
         event.evidence[0].series_instance_uid if event.evidence else None,
@@ -215,7 +267,7 @@ async def store_structured_report(
         evidence = await _evidence(event, series_uid, dicomweb)
         # building and encoding take CPU in proportion to the instances: off the event loop
         structured_report, encoded = await asyncio.to_thread(
-            _encoded_structured_report, event, model, evidence
+            _encoded_structured_report, event, model, evidence, segmentation
         )
         await dicomweb.store_instances(encoded)
     except PermanentError as error:
@@ -231,7 +283,8 @@ async def store_structured_report(
         model=model.id,
         series_instance_uid=str(structured_report.SeriesInstanceUID),
         sop_instance_uid=str(structured_report.SOPInstanceUID),
-        key_image_selection=len(encoded) > 1,
+        key_image_selection=len(encoded) > (2 if segmentation is not None else 1),
+        segmentation=segmentation is not None,
     )
     return True
 
@@ -258,12 +311,17 @@ async def _evidence(
 
 
 def _encoded_structured_report(
-    event: InferenceCompleted, model: Algorithm, evidence: Sequence[Dataset]
+    event: InferenceCompleted,
+    model: Algorithm,
+    evidence: Sequence[Dataset],
+    segmentation: Dataset | None = None,
 ) -> tuple[Dataset, list[bytes]]:
     """The run's SR, and its Part 10 bytes followed by its key-image selection's (when the run
-    located a present finding: key_images.py). A selection that cannot be made is logged as an
-    error and left out: the SR is stored without it."""
-    structured_report = build_structured_report(event, model, evidence, created=event.created_at)
+    located a present finding: key_images.py) and its segmentation's. A selection that cannot
+    be made is logged as an error and left out: the SR is stored without it."""
+    structured_report = build_structured_report(
+        event, model, evidence, created=event.created_at, segmentation=segmentation
+    )
     documents: list[Dataset] = [structured_report]
     try:
         selection = key_image_selection(event, model, evidence[0])
@@ -278,6 +336,8 @@ def _encoded_structured_report(
         selection = None
     if selection is not None:
         documents.append(selection)
+    if segmentation is not None:
+        documents.append(segmentation)
     encoded = []
     for document in documents:
         buffer = io.BytesIO()
@@ -435,10 +495,11 @@ class SupersedeReports:
             log.info("rejection_note_already_stored", sop_instance_uid=note_uid)
             return
         key_images = await self._key_images(run, model)
+        segmentation = await self._segmentation(run, model)
         note = rejection_note(
             preliminary,
             model,
-            also_rejected=[key_images] if key_images is not None else [],
+            also_rejected=[d for d in (key_images, segmentation) if d is not None],
             reason=reason,
             verifier_name=verifier_name,
             generation=run.generation,
@@ -451,6 +512,7 @@ class SupersedeReports:
             sop_instance_uid=str(note.SOPInstanceUID),
             rejected=str(preliminary.SOPInstanceUID),
             key_images_rejected=key_images is not None,
+            segmentation_rejected=segmentation is not None,
             source=source,
         )
 
@@ -462,6 +524,12 @@ class SupersedeReports:
     async def _key_images(self, run: StudyRun, model: Algorithm) -> Dataset | None:
         """The run's key-image selection in the PACS (key_images.py), or None: it listed none."""
         series_uid, sop_uid = key_images_uids(run.study_instance_uid, model, run.generation)
+        metadata = await self._metadata(run.study_instance_uid, series_uid, sop_uid)
+        return dataset_from_metadata(metadata) if metadata is not None else None
+
+    async def _segmentation(self, run: StudyRun, model: Algorithm) -> Dataset | None:
+        """The run's SEG in the PACS (segmentation.py), or None: it segmented nothing."""
+        series_uid, sop_uid = segmentation_uids(run.study_instance_uid, model, run.generation)
         metadata = await self._metadata(run.study_instance_uid, series_uid, sop_uid)
         return dataset_from_metadata(metadata) if metadata is not None else None
 

@@ -11,7 +11,8 @@ while the images are the observation's *source*. The DICOM series and instance U
 came from ride in the complex extension `urn:radmesh:extension:dicom-image-reference`
 (`seriesInstanceUid`, `sopInstanceUid`, each a valueOid `urn:oid:<UID>`; `centreVoxel`, the
 finding's centre as "z y x" voxel indices of the series volume, slices ordered by position,
-when the model locates it) because R4's Reference cannot point inside an ImagingStudy.
+when the model locates it; `segmentationSopInstanceUid`, the DICOM SEG of a finding the model
+segmented) because R4's Reference cannot point inside an ImagingStudy.
 
 Each Observation's identifiers are radmesh's business identifier and the Tracking Unique
 Identifier (DCM 112040) of the finding's measurement group in the run's SR (a quantity: the
@@ -94,7 +95,7 @@ def finding_summary(mapping: FindingMapping, finding: Finding) -> str:
     return text
 
 
-def _image_extension(finding: Finding) -> list[dict[str, Any]]:
+def _image_extension(finding: Finding, segmentation: str | None) -> list[dict[str, Any]]:
     if finding.series_instance_uid is None:
         return []
     parts = [{"url": "seriesInstanceUid", "valueOid": _oid(finding.series_instance_uid)}]
@@ -102,6 +103,8 @@ def _image_extension(finding: Finding) -> list[dict[str, Any]]:
     if finding.center_voxel is not None:
         centre = " ".join(f"{coordinate:g}" for coordinate in finding.center_voxel)
         parts.append({"url": "centreVoxel", "valueString": centre})
+    if segmentation is not None and finding.mask is not None:
+        parts.append({"url": "segmentationSopInstanceUid", "valueOid": _oid(segmentation)})
     return [{"url": DICOM_IMAGE_EXTENSION, "extension": parts}]
 
 
@@ -139,9 +142,12 @@ def build_observation(
     finding: Finding,
     device_url: str,
     presence_url: str | None,
+    *,
+    segmentation: str | None = None,
 ) -> dict[str, Any]:
     """The Observation of one finding, made by the Device at `device_url`; a quantity also
-    derives from the presence Observation at `presence_url`."""
+    derives from the presence Observation at `presence_url`; a segmented finding names the
+    SOP Instance UID of its SEG (`segmentation`, when the mapper made one)."""
     mapping = model.finding(finding.finding_key)
     identifier = observation_identifier(event, finding)
     if mapping.value_type == "quantity" and finding.value is None:
@@ -172,7 +178,7 @@ def build_observation(
         "note": [{"text": note}]
         + ([{"text": input_quality_text(event.input_notes)}] if event.input_notes else []),
     }
-    extension = _image_extension(finding)
+    extension = _image_extension(finding, segmentation)
     if extension:
         observation["extension"] = extension
     if event.study.patient:

@@ -60,7 +60,7 @@ def rejection_note(
     title: str = QUALITY,
 ) -> Dataset:
     """The Key Object Selection rejecting `rejected` (the AI's SR) and `also_rejected` (what
-    stands on it: the run's key-image selection), in its study: by the radiologist
+    stands on it: the run's key-image selection and SEG), in its study: by the radiologist
     `verifier_name`, or (None) by radmesh itself because the images the AI read were retracted,
     under the IOCM `title` code that says why."""
     series_uid, sop_uid = rejection_note_uids(str(rejected.StudyInstanceUID), model, generation)

@@ -29,6 +29,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
+from services.mapper.segmentation import SEGMENT_NUMBER
 from shared.codes import (
     ABSENCE_FINDINGS,
     CENTER_OF_MASS,
@@ -131,9 +132,11 @@ def _group(
     measured: list[Finding],
     algorithm: hd.sr.AlgorithmIdentification,
     source_sop_class_uid: str,
+    segment: hd.sr.ReferencedSegment | None = None,
 ) -> (
     hd.sr.MeasurementsAndQualitativeEvaluations
     | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
 ):
     mapping = model.finding(finding.finding_key)
     finding_type = _concept(mapping.codes[0])
@@ -153,7 +156,7 @@ def _group(
                     hd.sr.SourceImageForMeasurement(source_sop_class_uid, sop_instance_uid)
                     for sop_instance_uid in finding.sop_instance_uids
                 ]
-                if region is not None
+                if region is not None or segment is not None
                 else None,
             )
         )
@@ -187,6 +190,16 @@ def _group(
             value=(PRESENT if finding.present else ABSENCE_FINDINGS).dicom(),
         )
     ]
+    if segment is not None:
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_segment=segment,
+            finding_type=finding_type,
+            algorithm_id=algorithm,
+            finding_sites=sites,
+            measurements=measurements or None,
+            qualitative_evaluations=evaluations,
+        )
     if region is not None:
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
@@ -224,13 +237,30 @@ def _centre_region(finding: Finding) -> hd.sr.ImageRegion3D | None:
     )
 
 
+def _segment(segmentation: Dataset | None) -> hd.sr.ReferencedSegment | None:
+    """The reference of the run's SEG's one segment, on its source series."""
+    if segmentation is None:
+        return None
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=str(segmentation.SOPClassUID),
+        sop_instance_uid=str(segmentation.SOPInstanceUID),
+        segment_number=SEGMENT_NUMBER,
+        source_series=hd.sr.SourceSeriesForSegmentation(
+            str(segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID)
+        ),
+    )
+
+
 def build_structured_report(
     event: InferenceCompleted,
     model: Algorithm,
     evidence: Sequence[Dataset],
     created: datetime,
+    segmentation: Dataset | None = None,
 ) -> hd.sr.Comprehensive3DSR:
-    """The TID 1500 SR of one model run, with `evidence` (the source instances) referenced."""
+    """The TID 1500 SR of one model run, with `evidence` (the source instances) referenced;
+    with the run's `segmentation` (segmentation.py), the segmented finding's group is a
+    Volumetric ROI group (TID 1411) referencing its segment, and the SEG is evidence too."""
     if not evidence:
         raise PermanentError(
             f"no source instance metadata for the SR of {model.id} {model.version}; "
@@ -263,6 +293,7 @@ def build_structured_report(
             measured=measured.get((finding.finding_key, finding.index), []),
             algorithm=algorithm,
             source_sop_class_uid=source_sop_class_uid,
+            segment=_segment(segmentation) if finding.mask is not None else None,
         )
         for finding in event.findings
         if model.finding(finding.finding_key).value_type == "presence"
@@ -282,7 +313,7 @@ def build_structured_report(
     )
     try:
         structured_report = hd.sr.Comprehensive3DSR(
-            evidence=list(evidence),
+            evidence=[*evidence, *([segmentation] if segmentation is not None else [])],
             content=report,
             series_instance_uid=series_uid,
             series_number=SR_SERIES_NUMBER,

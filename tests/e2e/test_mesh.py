@@ -689,7 +689,7 @@ async def test_the_mapper_publishes_the_extension_definition_its_observations_us
 def _radmesh_dicom_objects(
     settings: RadmeshSettings, study_instance_uid: str
 ) -> tuple[list[Dataset], list[dict[str, Any]]]:
-    """The SRs and KOSs radmesh stored in a study (its Manufacturer), and the metadata of the
+    """The SRs, KOSs and SEGs radmesh stored in a study (its Manufacturer), and the metadata of the
     study's CT instances, from the PACS (dicomweb-client: not radmesh's own reader)."""
     session = requests.Session()
     password = settings.dicomweb.password
@@ -705,11 +705,60 @@ def _radmesh_dicom_objects(
         modality = series.get("00080060", {}).get("Value", [""])[0]
         if modality == "CT":
             images += client.retrieve_series_metadata(study_instance_uid, series_uid)
-        elif modality in ("SR", "KO"):
+        elif modality in ("SR", "KO", "SEG"):
             for dataset in client.retrieve_series(study_instance_uid, series_uid):
                 if dataset.get("Manufacturer") == RADMESH_MANUFACTURER:
                     objects.append(dataset)
     return objects, images
+
+
+def _validator_errors(objects: list[Dataset], scenario: str, folder: Path) -> list[str]:
+    """dciodvfy's errors for each object, and PixelMed DicomSRValidator's for each SR and KOS."""
+    errors = []
+    for dataset in objects:
+        path = folder / f"{dataset.SOPInstanceUID}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        found = dciodvfy_errors(path)
+        if dataset.Modality != "SEG":
+            found += pixelmed_sr_errors(path)
+        errors += [f"{scenario} {dataset.Modality} {line}" for line in found]
+    return errors
+
+
+def _cited(group: Any) -> set[str]:
+    """The slices a group's measurements cite (IMAGE items under them)."""
+    return {
+        str(image.referenced_sop_instance_uid)
+        for measurement in group.get_measurements()
+        for image in measurement.referenced_images
+    }
+
+
+def _assert_segmented(
+    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations,
+    objects: list[Dataset],
+    image_uids: set[str],
+    observations: list[dict[str, Any]],
+) -> None:
+    """The group references segment 1 of a SEG radmesh stored: one segment, frames on the
+    study's images, some voxels set; the finding's Observation names that SEG."""
+    segment = group.referenced_segment
+    assert segment is not None
+    (seg,) = [d for d in objects if d.SOPInstanceUID == segment.referenced_sop_instance_uid]
+    segmentation = hd.seg.Segmentation.from_dataset(seg)
+    assert len(segmentation.SegmentSequence) == 1
+    assert {str(uid) for _, _, uid in segmentation.get_source_image_uids()} <= image_uids
+    assert segmentation.get_volume(combine_segments=True).array.any()
+    assert any(_segmentation_uid(o) == seg.SOPInstanceUID for o in observations)
+
+
+def _segmentation_uid(observation: dict[str, Any]) -> str | None:
+    """The SOP Instance UID of the SEG the Observation's image reference names, if any."""
+    for extension in observation.get("extension", []):
+        for part in extension.get("extension", []):
+            if part.get("url") == "segmentationSopInstanceUid":
+                return str(part["valueOid"]).removeprefix("urn:oid:")
+    return None
 
 
 def _tracking_uids(observation: dict[str, Any]) -> set[str]:
@@ -723,28 +772,27 @@ def _tracking_uids(observation: dict[str, Any]) -> set[str]:
 async def test_every_dicom_object_radmesh_stored_passes_two_validators_and_matches_fhir(
     mesh: Mesh, demo_run: tuple[list[LoadResult], dict[str, StudyProgress]], tmp_path: Path
 ) -> None:
-    """Each SR and KOS radmesh stored in the demo's three studies (after the accept and reject
-    above: the verified SR included) has 0 errors in dciodvfy and in PixelMed's
-    DicomSRValidator. Read back with highdicom, each run's preliminary SR has a measurement
-    group per presence finding whose tracking UIDs are exactly those its Observations carry;
-    the bleed and each nodule are TID 1410 groups with an SCOORD3D POINT in the series' frame
-    of reference, inside the volume's slab, and their probability cites the slice they lie on;
-    a run with a located present finding has one key-image selection ("Of Interest") listing
-    exactly the slices its present groups cite, and a run with none has no selection."""
+    """Each SR, KOS and SEG radmesh stored in the demo's three studies (after the accept and
+    reject above: the verified SR included) has 0 errors in dciodvfy, and each SR and KOS 0 in
+    PixelMed's DicomSRValidator. Read back with highdicom, each run's preliminary SR has a
+    measurement group per presence finding whose tracking UIDs are exactly those its
+    Observations carry; each nodule is a TID 1410 group with an SCOORD3D POINT in the series'
+    frame of reference, inside the volume's slab; the bleed, which the model segmented, is a
+    TID 1411 group referencing segment 1 of the run's SEG, whose frames lie on the study's
+    images and which its Observation names; each located finding's probability cites the
+    slice it lies on; a run with a located present finding has one key-image selection ("Of
+    Interest") listing exactly the slices its present groups cite, and a run with none has no
+    selection."""
     registry = load_registry(mesh.settings.registry_path)
     loaded, progress = demo_run
     errors: list[str] = []
-    located = 0
+    located = segmented = 0
     for result in loaded:
         objects, images = await asyncio.to_thread(
             _radmesh_dicom_objects, mesh.settings, result.study_instance_uid
         )
         assert objects, f"radmesh stored no SR in the {result.scenario} study"
-        for dataset in objects:
-            path = tmp_path / f"{dataset.SOPInstanceUID}.dcm"
-            dataset.save_as(path, enforce_file_format=True)
-            found = dciodvfy_errors(path) + pixelmed_sr_errors(path)
-            errors += [f"{result.scenario} {dataset.Modality} {line}" for line in found]
+        errors += _validator_errors(objects, result.scenario, tmp_path)
         frames = {image["00200052"]["Value"][0] for image in images}
         heights = [float(image["00200032"]["Value"][2]) for image in images]
         uids = {image["00080018"]["Value"][0] for image in images}
@@ -755,31 +803,34 @@ async def test_every_dicom_object_radmesh_stored_passes_two_validators_and_match
             content = hd.sr.Comprehensive3DSR.from_dataset(report).content
             assert isinstance(content, hd.sr.MeasurementReport)
             planar = content.get_planar_roi_measurement_groups()
-            groups = [*planar, *content.get_image_measurement_groups()]
-            observed = set().union(*[_tracking_uids(o) for o in await _observations(mesh, posted)])
+            volumetric = content.get_volumetric_roi_measurement_groups()
+            groups = [*planar, *volumetric, *content.get_image_measurement_groups()]
+            observations = await _observations(mesh, posted)
+            observed = set().union(*[_tracking_uids(o) for o in observations])
             assert {str(g.tracking_uid) for g in groups} == observed, result.scenario
+            for segmented_group in volumetric:
+                _assert_segmented(segmented_group, objects, uids, observations)
+                segmented += 1
+            for located_group in [*planar, *volumetric]:
+                cited = _cited(located_group)
+                assert cited and cited <= uids
             for group in planar:
                 region = group.roi
                 assert isinstance(region, hd.sr.Scoord3DContentItem)
                 assert region.graphic_type == hd.sr.GraphicTypeValues3D.POINT
                 assert region.frame_of_reference_uid in frames
                 assert min(heights) - 1 <= float(region.value[0][2]) <= max(heights) + 1
-                cited = {
-                    image.referenced_sop_instance_uid
-                    for measurement in group.get_measurements()
-                    for image in measurement.referenced_images
-                }
-                assert cited and cited <= uids
             if result.scenario in ("head-bleed", "chest-nodules"):
-                assert planar, f"the {result.scenario} findings were not located in the SR"
-                located += len(planar)
+                located_groups = [*planar, *volumetric]
+                assert located_groups, f"the {result.scenario} findings were not located"
+                located += len(located_groups)
             _, key_images_uid = key_images_uids(
                 result.study_instance_uid, model, posted.model.generation
             )
             selections = [d for d in objects if d.SOPInstanceUID == key_images_uid]
             present = [
                 g
-                for g in planar
+                for g in [*planar, *volumetric]
                 if any(e.value == PRESENT.dicom() for e in g.get_qualitative_evaluations())
             ]
             assert len(selections) == (1 if present else 0), result.scenario
@@ -792,15 +843,11 @@ async def test_every_dicom_object_radmesh_stored_passes_two_validators_and_match
                     if item.ValueType == "IMAGE"
                 }
                 # the key images are the slices the located present findings lie on
-                cited_present = {
-                    image.referenced_sop_instance_uid
-                    for group in present
-                    for measurement in group.get_measurements()
-                    for image in measurement.referenced_images
-                }
+                cited_present = set().union(*[_cited(group) for group in present])
                 assert listed == cited_present, result.scenario
     assert not errors, f"{len(errors)} validator error(s):\n" + "\n".join(errors)
     assert located >= 2
+    assert segmented >= 1, "the bleed's SEG was not referenced"
 
 
 async def _metrics(service: str) -> dict[str, list[tuple[dict[str, str], float]]]:

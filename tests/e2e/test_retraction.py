@@ -23,6 +23,7 @@ from samples.load import LoadResult, Settings, load_study
 from samples.mesh_watch import MeshWatcher, StudyProgress
 from services.mapper.key_images import key_images_uids
 from services.mapper.rejection_note import rejection_note_uids
+from services.mapper.segmentation import segmentation_uids
 from services.mapper.structured_report import dataset_from_metadata, sr_uids
 from shared.dicomweb import DicomWebClient
 from shared.errors import RemoteRejected
@@ -148,7 +149,7 @@ async def test_deleting_the_analysed_series_retracts_its_results_and_a_resend_is
 ) -> None:
     """The PACS deletes the head CT's series after its results were written: the Orthanc
     plugin's signed deletion event retracts them (113037, patient safety) and the mapper
-    rejects the AI's SR and its key-image selection in the PACS; the study sent again is analysed as generation 2 under
+    rejects the AI's SR, its key-image selection and its SEG in the PACS; the study sent again is analysed as generation 2 under
     new identifiers, with a new preliminary report, Task and alert, while the first stays
     retracted."""
     seed = random.randrange(10**7, 10**8)
@@ -170,9 +171,10 @@ async def test_deleting_the_analysed_series_retracts_its_results_and_a_resend_is
         for series in study.ReferencedSeriesSequence
         for instance in series.ReferencedSOPSequence
     }
-    assert rejected == {  # the AI's SR and the key images it selected, together
+    assert rejected == {  # the AI's SR, the key images it selected, the bleed's SEG, together
         sr_uids(loaded.study_instance_uid, MODEL)[1],
         key_images_uids(loaded.study_instance_uid, MODEL)[1],
+        segmentation_uids(loaded.study_instance_uid, MODEL)[1],
     }
 
     again, second = await _analysed(mesh, seed)

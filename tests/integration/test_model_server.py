@@ -70,7 +70,7 @@ def test_metadata_lists_the_common_inputs_and_the_model_outputs(server: str, mod
     inputs = {t["name"]: (t["datatype"], t["shape"]) for t in meta["inputs"]}
     assert inputs == {"volume": ("INT16", [-1, -1, -1]), "spacing": ("FP32", [3])}
     expected_outputs = {
-        "ich-reference": {"probability", "volume_ml", "centroid", "bbox"},
+        "ich-reference": {"probability", "volume_ml", "centroid", "bbox", "mask"},
         "lung-nodule-reference": {"centroids", "diameters_mm", "probabilities"},
         "echo": {"shape", "value"},
     }[model]
@@ -86,11 +86,12 @@ def test_config_labels_the_model_not_for_clinical_use(server: str, model: str) -
 
 
 def test_binary_http_inference_with_tritonclient(client: httpclient.InferenceServerClient) -> None:
-    """A head phantom with a bleed sent as binary tensors comes back with binary typed outputs."""
+    """A head phantom with a bleed sent as binary tensors comes back with binary typed outputs;
+    the mask fills its box and holds the volume the model reports."""
     phantom = head_ct(11, bleed=True)
     outputs = [
         httpclient.InferRequestedOutput(name, binary_data=True)
-        for name in ("probability", "volume_ml", "centroid", "bbox")
+        for name in ("probability", "volume_ml", "centroid", "bbox", "mask")
     ]
     result = client.infer(
         "ich-reference", _inputs(phantom.volume_hu, phantom.spacing_mm), outputs=outputs
@@ -104,6 +105,14 @@ def test_binary_http_inference_with_tritonclient(client: httpclient.InferenceSer
     assert float(probability[0]) > 0.5
     truth = np.array(phantom.lesions[0].center_voxel)
     assert np.linalg.norm((centroid - truth) * np.array(phantom.spacing_mm)) < 10.0
+    mask = result.as_numpy("mask")
+    volume_ml = result.as_numpy("volume_ml")
+    assert mask is not None and mask.dtype == np.uint8 and volume_ml is not None
+    z0, y0, x0, z1, y1, x1 = (int(v) for v in bbox)
+    assert mask.shape == (z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1)
+    assert all(mask.any(axis=axes).all() for axes in ((1, 2), (0, 2), (0, 1)))  # fills its box
+    voxel_ml = float(np.prod(phantom.spacing_mm)) / 1000
+    assert float(mask.sum()) * voxel_ml == pytest.approx(float(volume_ml[0]), rel=1e-3)
 
 
 def test_raw_binary_request_gets_a_binary_response(server: str) -> None:

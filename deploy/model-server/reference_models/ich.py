@@ -10,7 +10,7 @@ volume's end slices) -> 3x3 in-plane median filter -> voxels of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,8 @@ class IchResult:
     volume_ml: float  # of the largest hyperdense region
     centroid_voxel: tuple[float, float, float]  # (z, y, x); (-1, -1, -1) when nothing found
     bbox_voxel: tuple[int, int, int, int, int, int]  # z0, y0, x0, z1, y1, x1 inclusive; -1s
+    # the region's voxels within bbox_voxel (1: blood), uint8; one 0 voxel when nothing found
+    mask: npt.NDArray[np.uint8] = field(default_factory=lambda: np.zeros((1, 1, 1), np.uint8))
 
 
 NOTHING = IchResult(0.0, 0.0, (-1.0, -1.0, -1.0), (-1, -1, -1, -1, -1, -1))
@@ -97,4 +99,5 @@ def detect(inp: VolumeInput) -> IchResult:
         volume_ml=volume_ml,
         centroid_voxel=(cz + offset[0], cy + offset[1], cx + offset[2]),
         bbox_voxel=bbox,
+        mask=region[sl].astype(np.uint8),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from services.inference.findings import Placement, decode_findings, output_names
 from services.inference.volumes import Geometry
 from shared.errors import PermanentError
+from shared.masks import box_shape, unpack_mask
 from shared.registry import load_registry
 
 REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "models.yaml")
@@ -20,11 +22,12 @@ NOWHERE = Placement(())  # no slices named: the tests of decoding alone
 
 def test_bleed_above_threshold_gives_a_present_finding_with_its_volume() -> None:
     """Probability 0.93 ≥ 0.5: hemorrhage present at the centroid, with its volume in mL."""
-    outputs = {
+    outputs: dict[str, np.ndarray[Any, Any]] = {
         "probability": np.array([0.93], dtype=np.float32),
         "volume_ml": np.array([4.25], dtype=np.float32),
         "centroid": np.array([12.0, 100.5, 80.0], dtype=np.float32),
         "bbox": np.zeros(6, dtype=np.int32),
+        "mask": np.zeros((1, 1, 1), dtype=np.uint8),  # empty: no segmentation
     }
     findings = decode_findings(ICH, outputs, "1.2.3", NOWHERE)
     assert [(f.finding_key, f.present) for f in findings] == [
@@ -81,7 +84,12 @@ def test_missing_output_tensor_is_a_permanent_error_naming_it() -> None:
     with pytest.raises(PermanentError, match="returned no output 'volume_ml'"):
         decode_findings(
             ICH,
-            {"probability": np.array([0.9]), "centroid": np.zeros(3)},
+            {
+                "probability": np.array([0.9]),
+                "centroid": np.zeros(3),
+                "bbox": np.full(6, -1),
+                "mask": np.zeros((1, 1, 1), dtype=np.uint8),
+            },
             "1.2.3",
             NOWHERE,
         )
@@ -89,7 +97,31 @@ def test_missing_output_tensor_is_a_permanent_error_naming_it() -> None:
 
 def test_output_names_lists_every_tensor_the_registry_reads() -> None:
     """The inference request asks for exactly the mapped outputs."""
-    assert output_names(ICH) == ["probability", "centroid", "volume_ml"]
+    assert output_names(ICH) == ["probability", "centroid", "mask", "bbox", "volume_ml"]
+
+
+def test_a_segmented_bleed_carries_its_mask_box_and_the_image_of_each_box_slice() -> None:
+    """The model's mask of its box becomes the finding's mask: the box moved to volume slices
+    (the model read from slice 4), the SOP Instance UID of each of its slices, the voxels
+    intact; a mask that does not fit its box is the model's error, not a retry."""
+    uids = tuple(f"1.2.3.4.{z}" for z in range(24))
+    mask = np.zeros((3, 4, 5), dtype=np.uint8)
+    mask[1, 1:3, 2:4] = 1
+    outputs: dict[str, np.ndarray[Any, Any]] = {
+        "probability": np.array([0.9], dtype=np.float32),
+        "volume_ml": np.array([1.5], dtype=np.float32),
+        "centroid": np.array([6.0, 11.0, 22.0], dtype=np.float32),
+        "bbox": np.array([5, 10, 20, 7, 13, 24], dtype=np.int32),
+        "mask": mask,
+    }
+    (bleed, _) = decode_findings(ICH, outputs, "1.2.3", Placement(uids, first_slice=4))
+    assert bleed.mask is not None
+    assert bleed.mask.box == (9, 10, 20, 11, 13, 24)
+    assert bleed.mask.sop_instance_uids == uids[9:12]
+    assert (unpack_mask(bleed.mask.bits, box_shape(bleed.mask.box)) == mask).all()
+    outputs["mask"] = np.ones((2, 4, 5), dtype=np.uint8)
+    with pytest.raises(PermanentError, match="mask for the box"):
+        decode_findings(ICH, outputs, "1.2.3", Placement(uids, first_slice=4))
 
 
 def test_each_located_finding_and_its_measurement_name_the_slice_its_centre_lies_on() -> None:

@@ -21,7 +21,7 @@ def test_every_definition_parses_as_a_structure_definition_with_a_snapshot() -> 
 
 def test_the_image_reference_definition_names_the_parts_the_mapper_writes() -> None:
     """Its url is the one the Observations carry, on Observation; its parts are the series (1),
-    the slices (any number) and the centre voxel (at most one)."""
+    the slices (any number), the centre voxel and the SEG (at most one each)."""
     definition = DICOM_IMAGE_REFERENCE_DEFINITION
     assert definition["url"] == DICOM_IMAGE_EXTENSION
     assert definition["context"] == [{"type": "element", "expression": "Observation"}]
@@ -34,4 +34,5 @@ def test_the_image_reference_definition_names_the_parts_the_mapper_writes() -> N
         "seriesInstanceUid": (1, "1"),
         "sopInstanceUid": (0, "*"),
         "centreVoxel": (0, "1"),
+        "segmentationSopInstanceUid": (0, "1"),
     }
