@@ -65,6 +65,7 @@ from shared.messages import (
     ResultsPosted,
     ResultsRetracted,
 )
+from shared.provenance import pin_provenance_targets
 from shared.registry import Algorithm, ImportedAlgorithm, Registry
 from shared.telemetry import without_quoted_values
 
@@ -173,6 +174,7 @@ class MapResults:
         await asyncio.to_thread(validate_bundle, mapped.bundle)
         response = await self.fhir.transaction(mapped.bundle)
         references = references_by_full_url(mapped, response)
+        await pin_provenance_targets(self.fhir, mapped.bundle, response)
         if self.dicomweb is not None and writes_dicom:
             await store_structured_report(event, model, self.dicomweb, segmentation)
         posted = tuple(

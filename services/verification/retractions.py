@@ -52,6 +52,7 @@ from shared.identifiers import (
 from shared.iocm import reason_coding
 from shared.messages import Event, ResultsRetracted, StudyRetracted
 from shared.metrics import RESULTS_RETRACTED
+from shared.provenance import pin_provenance_targets
 
 __all__ = ["RetractResults", "RetractedRun", "retraction_bundle", "series_of"]
 
@@ -217,10 +218,10 @@ class RetractResults:
         for run in runs:
             provenance = None
             if run.report.get("status") != RETRACTED:
-                response = await self.fhir.transaction(
-                    retraction_bundle(run, event, datetime.now(UTC), self.base_url)
-                )
+                bundle = retraction_bundle(run, event, datetime.now(UTC), self.base_url)
+                response = await self.fhir.transaction(bundle)
                 provenance = reference_of(response["entry"][-1])
+                await pin_provenance_targets(self.fhir, bundle, response)
                 RESULTS_RETRACTED.labels(source=event.source).inc()
                 log.warning(
                     "results_retracted",

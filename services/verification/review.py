@@ -37,6 +37,7 @@ from shared.errors import RemoteConflict, RemoteRejected
 from shared.fhir import FhirClient, reference_of
 from shared.identifiers import FHIR_ID_PATTERN
 from shared.messages import Event
+from shared.provenance import pin_provenance_targets
 from shared.registry import Algorithm, Registry
 
 __all__ = ["ReviewDesk", "TaskConflict", "TaskNotFound"]
@@ -277,6 +278,7 @@ class ReviewDesk:
                 ) from error
             raise
         provenance = reference_of(response["entry"][-1])
+        await pin_provenance_targets(self.fhir, bundle, response)
         report = f"DiagnosticReport/{record.report['id']}"
         event, published = await self.outbox.release(
             await self.fhir.read_resource(f"Task/{task_id}")

@@ -157,7 +157,10 @@ async def test_head_ct_with_bleed_gives_preliminary_results_an_alert_and_a_task(
     assert report["status"] == "preliminary"
     assert {r["reference"] for r in report["result"]} == {f.observation for f in posted.findings}
     provenance = await mesh.direct_fhir.read_resource(posted.provenance)
-    assert posted.diagnostic_report in {t["reference"] for t in provenance["target"]}
+    # the AI's Provenance names the report at the version the AI wrote
+    assert f"{posted.diagnostic_report}/_history/1" in {
+        t["reference"] for t in provenance["target"]
+    }
 
     order = await mesh.direct_fhir.read_resource(posted.study.service_request or "")
     (alert,) = progress.of_type("alert.raised")

@@ -217,8 +217,10 @@ async def test_head_bleed_results_land_on_the_fhir_server_once_with_every_link(
     assert "Intracranial hemorrhage: present" in report["conclusion"]
 
     assert f"Provenance/{provenance['id']}" == posted.provenance
+    # pinned to the versions the AI wrote (shared/provenance.py)
     assert sorted(t["reference"] for t in provenance["target"]) == sorted(
-        [posted.diagnostic_report, *(f.observation for f in posted.findings)]
+        f"{reference}/_history/1"
+        for reference in [posted.diagnostic_report, *(f.observation for f in posted.findings)]
     )
     assert provenance["agent"][0]["who"]["reference"] == posted.device
     assert provenance["entity"][0]["what"]["reference"] == loaded.fhir_ids["ImagingStudy"]

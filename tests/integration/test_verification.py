@@ -437,8 +437,13 @@ async def test_accept_makes_results_final_verified_and_clinician_asserted(
     assert provenance["agent"][0]["who"]["reference"] == verifier
     assert provenance["agent"][0]["type"]["coding"][0]["code"] == "verifier"
     assert provenance["activity"]["text"] == "verify"
+    # pinned to the versions the verdict wrote: the report and each Observation as verified
+    versions = {
+        reference: (await fhir.execute(reference, "get"))["meta"]["versionId"]
+        for reference in [seeded.diagnostic_report, *seeded.observations]
+    }
     assert sorted(target["reference"] for target in provenance["target"]) == sorted(
-        [seeded.diagnostic_report, *seeded.observations]
+        f"{reference}/_history/{version}" for reference, version in versions.items()
     )
     assert task["relevantHistory"] == [{"reference": body["provenance"]}]
 

@@ -17,12 +17,17 @@ REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "mod
 
 
 class FakeFhir:
-    """Answers a transaction as a server would: one `Type/id` location per entry; a search
-    for the run's claim finds `claims`."""
+    """Answers a transaction as a server would: one `Type/id/_history/1` location per entry; a
+    search for the run's claim finds `claims`; an update is recorded."""
 
     def __init__(self, claims: list[dict[str, Any]] | None = None) -> None:
         self.transactions: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
         self.claims = claims or []
+
+    async def update_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
+        self.updates.append(resource)
+        return resource
 
     async def execute(
         self, path: str, method: str, params: dict[str, Any] | None = None
@@ -92,6 +97,15 @@ async def test_active_rollout_posts_one_transaction_and_publishes_the_references
     assert posted.provenance == "Provenance/id-4"
     assert posted.rollout_mode == "active"
     assert (posted.correlation_id, posted.causation_id) == (event.correlation_id, event.message_id)
+    # the AI Provenance, once written, is pinned to the versions the transaction wrote
+    (provenance,) = fhir.updates
+    assert provenance["id"] == "id-4"
+    assert [t["reference"] for t in provenance["target"]] == [
+        "DiagnosticReport/id-3/_history/1",
+        "Observation/id-1/_history/1",
+        "Observation/id-2/_history/1",
+    ]
+    assert provenance["agent"][0]["who"]["reference"] == "Device/id-0"
 
 
 async def test_critical_only_for_a_present_finding_of_a_critical_mapping() -> None:

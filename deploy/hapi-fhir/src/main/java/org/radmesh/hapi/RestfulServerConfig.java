@@ -49,6 +49,10 @@ public class RestfulServerConfig {
 			BackportConfig.BackportCapabilities backportCapabilities,
 			SmartBackendAuthInterceptor smartBackendAuth,
 			RadmeshFhirProperties properties) {
+		// Provenance.target names the versions an activity produced (radmesh pins them after each
+		// transaction: shared/provenance.py); HAPI strips versions from the references it stores
+		// unless told where not to.
+		systemDao.getContext().getParserOptions().setDontStripVersionsFromReferencesAtPaths("Provenance.target");
 		RestfulServer server = new RestfulServer(systemDao.getContext());
 		server.setServerName("HAPI FHIR Server (radmesh development)");
 		server.registerProviders(resourceProviderFactory.createProviders());
