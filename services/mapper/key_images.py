@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import highdicom as hd
 from pydicom import Dataset
-from pydicom.uid import generate_uid
 
+from services.mapper.object_uids import run_object_uids
 from services.mapper.rejection_note import key_object_document
 from services.mapper.structured_report import device_observer_uid
 from shared.codes import DEVICE, OF_INTEREST
-from shared.identifiers import run_parts
 from shared.messages import InferenceCompleted
 from shared.registry import Algorithm
 
@@ -46,14 +45,7 @@ def key_images_uids(
     study_instance_uid: str, model: Algorithm, generation: int = 1
 ) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the key-image selection of one run."""
-    parts = [
-        "radmesh-key-images",
-        *run_parts(study_instance_uid, model.id, model.version, generation),
-    ]
-    return (
-        generate_uid(entropy_srcs=[*parts, "series"]),
-        generate_uid(entropy_srcs=[*parts, "instance"]),
-    )
+    return run_object_uids("radmesh-key-images", study_instance_uid, model, generation)
 
 
 def _image(header: Dataset, series_uid: str, sop_class_uid: str, sop_uid: str) -> Dataset:

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 
 import highdicom as hd
 from pydicom import Dataset
-from pydicom.uid import generate_uid
 
+from services.mapper.object_uids import run_object_uids
 from services.mapper.structured_report import device_observer_uid
 from shared.codes import DEVICE, IOCM_REJECTION_TITLES, PERSON
-from shared.identifiers import run_parts
 from shared.iocm import QUALITY, RADMESH_MANUFACTURER
 from shared.registry import Algorithm
 
@@ -42,11 +41,7 @@ def rejection_note_uids(
     study_instance_uid: str, model: Algorithm, generation: int = 1
 ) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the rejection note of one run."""
-    parts = ["radmesh-iocm", *run_parts(study_instance_uid, model.id, model.version, generation)]
-    return (
-        generate_uid(entropy_srcs=[*parts, "series"]),
-        generate_uid(entropy_srcs=[*parts, "instance"]),
-    )
+    return run_object_uids("radmesh-iocm", study_instance_uid, model, generation)
 
 
 def rejection_note(

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
-from pydicom.uid import generate_uid
 
+from services.mapper.object_uids import run_object_uids
 from shared.codes import ARTIFICIAL_INTELLIGENCE, MORPHOLOGICALLY_ABNORMAL_STRUCTURE
 from shared.errors import PermanentError
-from shared.identifiers import run_parts
 from shared.iocm import RADMESH_MANUFACTURER
 from shared.masks import box_shape, unpack_mask
 from shared.messages import Finding
@@ -35,11 +34,7 @@ def segmentation_uids(
     study_instance_uid: str, model: Algorithm, generation: int = 1
 ) -> tuple[str, str]:
     """(Series, SOP Instance UID) of a run's SEG: the same on every delivery."""
-    parts = ["radmesh-seg", *run_parts(study_instance_uid, model.id, model.version, generation)]
-    return (
-        generate_uid(entropy_srcs=[*parts, "series"]),
-        generate_uid(entropy_srcs=[*parts, "instance"]),
-    )
+    return run_object_uids("radmesh-seg", study_instance_uid, model, generation)
 
 
 def build_segmentation(

@@ -29,6 +29,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
+from services.mapper.object_uids import run_object_uids
 from services.mapper.segmentation import SEGMENT_NUMBER
 from shared.codes import (
     ABSENCE_FINDINGS,
@@ -69,11 +70,7 @@ def _lo(text: str) -> str:
 def sr_uids(study_instance_uid: str, model: Algorithm, generation: int = 1) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the SR of one model run: the same on every
     delivery of the run, new for the run's next generation (`shared.identifiers.run_parts`)."""
-    parts = ["radmesh-sr", *run_parts(study_instance_uid, model.id, model.version, generation)]
-    return (
-        generate_uid(entropy_srcs=[*parts, "series"]),
-        generate_uid(entropy_srcs=[*parts, "instance"]),
-    )
+    return run_object_uids("radmesh-sr", study_instance_uid, model, generation)
 
 
 def device_observer_uid(model: Algorithm) -> str:
@@ -190,40 +187,27 @@ def _group(
             value=(PRESENT if finding.present else ABSENCE_FINDINGS).dicom(),
         )
     ]
+    group: dict[str, Any] = {
+        "tracking_identifier": tracking,
+        "finding_type": finding_type,
+        "algorithm_id": algorithm,
+        "finding_sites": sites,
+        "measurements": measurements or None,
+        "qualitative_evaluations": evaluations,
+    }
     if segment is not None:
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking,
-            referenced_segment=segment,
-            finding_type=finding_type,
-            algorithm_id=algorithm,
-            finding_sites=sites,
-            measurements=measurements or None,
-            qualitative_evaluations=evaluations,
+            referenced_segment=segment, **group
         )
     if region is not None:
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking,
-            referenced_region=region,
-            finding_type=finding_type,
-            algorithm_id=algorithm,
-            finding_sites=sites,
-            measurements=measurements or None,
-            qualitative_evaluations=evaluations,
-            geometric_purpose=CENTER_OF_MASS.dicom(),
+            referenced_region=region, geometric_purpose=CENTER_OF_MASS.dicom(), **group
         )
     source_images = [
         hd.sr.SourceImageForMeasurementGroup(source_sop_class_uid, sop_instance_uid)
         for sop_instance_uid in finding.sop_instance_uids
     ]
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=tracking,
-        finding_type=finding_type,
-        algorithm_id=algorithm,
-        finding_sites=sites,
-        measurements=measurements or None,
-        qualitative_evaluations=evaluations,
-        source_images=source_images or None,
-    )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(source_images=source_images or None, **group)
 
 
 def _centre_region(finding: Finding) -> hd.sr.ImageRegion3D | None:
