@@ -158,11 +158,9 @@ class MapResults:
             )
             return []
         # an imported run's SR (and any SEG) is the product's own, already in the PACS
-        writes_dicom = self.dicomweb is not None and event.source_report is None
+        dicomweb = self.dicomweb if event.source_report is None else None
         segmentation = (
-            await segmentation_of(event, model, self.dicomweb)
-            if self.dicomweb is not None and writes_dicom
-            else None
+            await segmentation_of(event, model, dicomweb) if dicomweb is not None else None
         )
         mapped = build_run(
             event,
@@ -175,8 +173,8 @@ class MapResults:
         response = await self.fhir.transaction(mapped.bundle)
         references = references_by_full_url(mapped, response)
         await pin_provenance_targets(self.fhir, mapped.bundle, response)
-        if self.dicomweb is not None and writes_dicom:
-            await store_structured_report(event, model, self.dicomweb, segmentation)
+        if dicomweb is not None:
+            await store_structured_report(event, model, dicomweb, segmentation)
         posted = tuple(
             PostedFinding(
                 finding_key=finding.finding_key,
@@ -279,6 +277,8 @@ async def store_structured_report(
             series_instance_uid=series_uid,
             reason=str(error),
         )
+        if segmentation is not None:  # its Observation names it: stored without the SR
+            await _store_segmentation_alone(segmentation, model, dicomweb)
         return False
     log.info(
         "structured_report_stored",
@@ -289,6 +289,30 @@ async def store_structured_report(
         segmentation=segmentation is not None,
     )
     return True
+
+
+async def _store_segmentation_alone(
+    segmentation: Dataset, model: Algorithm, dicomweb: DicomWebClient
+) -> None:
+    """Store the run's SEG by itself (its SR could not be made); a refusal is logged."""
+    buffer = io.BytesIO()
+    dcmwrite(buffer, segmentation, enforce_file_format=True)
+    try:
+        await dicomweb.store_instances([buffer.getvalue()])
+    except PermanentError as error:
+        log.error(
+            "segmentation_not_stored",
+            model=model.id,
+            reason=str(error),
+            action="its Observation names a SEG the PACS does not hold",
+        )
+        return
+    log.info(
+        "segmentation_stored",
+        model=model.id,
+        sop_instance_uid=str(segmentation.SOPInstanceUID),
+        without="the SR",
+    )
 
 
 async def _evidence(

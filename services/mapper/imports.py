@@ -84,7 +84,7 @@ class ImportResults:
         dataset = dataset_from_metadata(metadata)
         uid = event.sop_instance_uid
         found = makers(dataset)
-        if RADMESH_MANUFACTURER in str(dataset.get("Manufacturer", "")) or any(
+        if str(dataset.get("Manufacturer", "")) == RADMESH_MANUFACTURER or any(
             self._own(maker) for maker in found
         ):
             return _not_imported("radmesh-own", "radmesh wrote it", sop_instance_uid=uid)

@@ -5,21 +5,32 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import cast
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import structlog
 from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
 
 from samples.dicom_series import describe_study, iter_instances
 from samples.phantoms import head_ct
+from services.mapper.handlers import store_structured_report
 from services.mapper.segmentation import build_segmentation, segmentation_uids
 from services.mapper.structured_report import build_structured_report, dataset_from_metadata
+from shared.dicomweb import DicomWebClient
 from shared.errors import PermanentError
 from shared.masks import pack_mask
-from shared.messages import Finding, FindingMask, InferenceCompleted, ModelRef, StudyRef
+from shared.messages import (
+    EvidenceSeries,
+    Finding,
+    FindingMask,
+    InferenceCompleted,
+    ModelRef,
+    StudyRef,
+)
 from shared.registry import load_registry
 
 REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "models.yaml")
@@ -126,3 +137,48 @@ def test_the_sr_group_of_a_segmented_finding_references_its_segment(
         for item in series.ReferencedSOPSequence
     }
     assert str(seg.SOPInstanceUID) in evidence
+
+
+class _PacsWithoutTheEvidence:
+    """A PACS that has no metadata for the instances the SR names, and records each STOW."""
+
+    def __init__(self) -> None:
+        self.stored: list[list[bytes]] = []
+
+    async def retrieve_instance_metadata(self, *_: str) -> None:
+        return None
+
+    async def store_instances(self, instances: list[bytes]) -> dict[str, object]:
+        self.stored.append(list(instances))
+        return {}
+
+
+async def test_a_seg_whose_sr_cannot_be_made_is_stored_alone(images: list[Dataset]) -> None:
+    """The SR cannot be built (the PACS lacks its evidence's metadata): the error says so, and
+    the SEG its Observation names is stored by itself."""
+    study = str(images[0].StudyInstanceUID)
+    bleed = _bleed(images)
+    event = InferenceCompleted(
+        study=StudyRef(study_instance_uid=study),
+        model=ModelRef(id=MODEL.id, version=MODEL.version),
+        findings=(bleed,),
+        inference_duration_ms=1.0,
+        evidence=(
+            EvidenceSeries(
+                series_instance_uid=str(images[0].SeriesInstanceUID),
+                sop_class_uid=str(images[0].SOPClassUID),
+                sop_instance_uids=tuple(str(image.SOPInstanceUID) for image in images),
+            ),
+        ),
+    )
+    seg = build_segmentation(study, MODEL, bleed, images[2:5])
+    pacs = _PacsWithoutTheEvidence()
+    with structlog.testing.capture_logs() as logs:
+        stored = await store_structured_report(event, MODEL, cast(DicomWebClient, pacs), seg)
+    assert stored is False
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "structured_report_not_stored"
+    ]
+    (alone,) = pacs.stored
+    (document,) = alone
+    assert pydicom.dcmread(io.BytesIO(document)).SOPInstanceUID == seg.SOPInstanceUID
