@@ -31,6 +31,7 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage
 
 from shared.codes import (
@@ -80,7 +81,7 @@ def _first(value: Any) -> str:
     """The first value of a possibly multi-valued DICOM attribute, as text ('' when empty)."""
     if value is None:
         return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+    if isinstance(value, list | tuple | MultiValue):
         return str(value[0]).strip() if len(value) else ""
     return str(value).strip()
 
