@@ -1,7 +1,7 @@
 """DICOMweb client for the PACS: QIDO-RS search, streaming WADO-RS retrieve, STOW-RS store.
 
-WADO-RS responses are read part by part with aiohttp's multipart reader and written straight to
-the blob store, so memory stays constant whatever the study size (dicomweb-client's
+WADO-RS responses are split into parts as they arrive (shared.multipart) and each part written
+straight to the blob store (shared.wado_store), so memory stays constant whatever the study size (dicomweb-client's
 `retrieve_study` holds about four times the study in RAM). QIDO-RS query strings are built here
 rather than by dicomweb-client: Orthanc 1.10 does not percent-decode them, so only plain UIDs
 and keywords are sent.
@@ -9,34 +9,25 @@ and keywords are sent.
 
 from __future__ import annotations
 
-import io
-import re
-import struct
 import uuid
-import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian
 
 from shared.errors import RemoteUnavailable, remote_error_for
 from shared.iocm import KEY_OBJECT_SELECTION_MODALITY, RejectionNote, rejection_notes
+from shared.multipart import MultipartError, MultipartParser, boundary_of
 from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
 from shared.telemetry import http_client_tracing
 from shared.tls import Trust
+from shared.wado_store import RetrievedInstance, SeriesSink
 
 __all__ = ["DicomWebClient", "InstanceInfo", "RetrievedInstance", "SeriesInfo", "StudyAttributes"]
 
 DICOM_JSON = "application/dicom+json"
-_CHUNK = 1 << 20
-# The first bytes of each retrieved instance parsed for its UIDs (a CT header is 2-10 KB).
-_HEADER_BYTES = 64 << 10
-_IDENTITY_TAGS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
 
 
 @dataclass(frozen=True)
@@ -72,100 +63,6 @@ class InstanceInfo:
     sop_class_uid: str
     instance_number: int | None
     manufacturer: str | None = None  # of the equipment that made it (General Equipment)
-
-
-@dataclass(frozen=True)
-class RetrievedInstance:
-    """One instance written to the blob store."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    instance_number: int | None
-    blob_key: str
-    size_bytes: int
-
-
-# The walk of an Explicit VR Little Endian header (_walked_identity): VRs with a 4-byte length.
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_EXPLICIT_VR_LITTLE_ENDIAN = ExplicitVRLittleEndian.encode()
-_TRANSFER_SYNTAX_UID, _SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00020010, 0x00080016, 0x00080018
-_INSTANCE_NUMBER = 0x00200013
-_UID_TEXT = re.compile(rb"[0-9.]{1,64}")
-
-
-def _walk_header(head: bytes) -> dict[int, bytes] | None:
-    """The values of the SOP Class UID, SOP Instance UID and Instance Number (those present),
-    walking the top-level elements of a Part 10 header in Explicit VR Little Endian up to the
-    Instance Number; None for anything the walk does not follow (another transfer syntax, an
-    element of undefined length first, a value or the header cut off)."""
-    if len(head) < 132 or head[128:132] != b"DICM":
-        return None
-    offset, syntax = 132, b""
-    found: dict[int, bytes] = {}
-    while offset + 12 <= len(head):
-        group, element = struct.unpack_from("<HH", head, offset)
-        tag = group << 16 | element
-        if group != 2 and syntax != _EXPLICIT_VR_LITTLE_ENDIAN:
-            return None
-        if tag > _INSTANCE_NUMBER:
-            return found
-        if head[offset + 4 : offset + 6] in _LONG_VRS:
-            (length,) = struct.unpack_from("<I", head, offset + 8)
-            start = offset + 12
-        else:
-            (length,) = struct.unpack_from("<H", head, offset + 6)
-            start = offset + 8
-        if length == 0xFFFFFFFF or start + length > len(head):
-            return None
-        value = head[start : start + length].rstrip(b"\0 ")
-        if tag == _TRANSFER_SYNTAX_UID:
-            syntax = value
-        elif tag in (_SOP_CLASS_UID, _SOP_INSTANCE_UID, _INSTANCE_NUMBER):
-            found[tag] = value
-        offset = start + length
-    return None  # the header goes on past these bytes: the Instance Number may follow
-
-
-def _walked_identity(head: bytes) -> pydicom.Dataset | None:
-    """The identity from _walk_header, with no parser set-up per instance (CT's usual form);
-    None when the walk gives none or a value is not what its VR allows (pydicom reads those)."""
-    found = _walk_header(head)
-    if found is None:
-        return None
-    sop_class, sop_instance = found.get(_SOP_CLASS_UID, b""), found.get(_SOP_INSTANCE_UID, b"")
-    number = found.get(_INSTANCE_NUMBER, b"").strip()
-    valid_uids = _UID_TEXT.fullmatch(sop_class) and _UID_TEXT.fullmatch(sop_instance)
-    if not valid_uids or (number and not re.fullmatch(rb"[+-]?[0-9]{1,12}", number)):
-        return None
-    identity = pydicom.Dataset()
-    identity.SOPClassUID = sop_class.decode()
-    identity.SOPInstanceUID = sop_instance.decode()
-    if number:
-        identity.InstanceNumber = int(number)
-    return identity
-
-
-def _identity(head: bytes, *, whole: bool) -> pydicom.Dataset | None:
-    """SOP Instance UID, SOP Class UID and Instance Number from the first bytes of a Part 10
-    instance, or None when they do not hold the header as far as the Instance Number (the
-    caller then reads the stored file). `whole`: `head` is the entire instance."""
-    walked = _walked_identity(head)
-    if walked is not None:
-        return walked
-    try:
-        dataset = pydicom.dcmread(
-            io.BytesIO(head), stop_before_pixels=True, specific_tags=list(_IDENTITY_TAGS)
-        )
-    except (InvalidDicomError, EOFError, ValueError, OSError, struct.error, zlib.error):
-        return None
-    if "SOPInstanceUID" not in dataset or "SOPClassUID" not in dataset:
-        return None
-    if whole or "InstanceNumber" in dataset:
-        return dataset
-    # No Instance Number in the first bytes: absent from the header, or beyond them.
-    return None
 
 
 def _value(dataset: dict[str, Any], tag: str) -> Any:
@@ -405,64 +302,34 @@ class DicomWebClient:
         store: BlobStore,
         key_prefix: str,
     ) -> list[RetrievedInstance]:
-        """WADO-RS: stream every instance of a series into the blob store, one part at a time,
-        in the transfer syntax the PACS stored it in (`transfer-syntax=*`: no transcoding on the
-        PACS; volumes.py decodes what comes)."""
+        """WADO-RS: stream every instance of a series into the blob store as the response
+        arrives (shared.multipart finds the parts, shared.wado_store writes each once), in the
+        transfer syntax the PACS stored it in (`transfer-syntax=*`: no transcoding on the PACS;
+        volumes.py decodes what comes). A response cut off or not multipart is unavailable
+        (retried); the instances complete before it stay in the store and are overwritten."""
         url = f"{self.base_url}/studies/{study_instance_uid}/series/{series_instance_uid}"
         accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-        retrieved: list[RetrievedInstance] = []
+        sink = SeriesSink(store, key_prefix)
         try:
             async with self._http().get(url, headers={"Accept": accept}) as response:
                 await self._check(response, "WADO-RS series")
-                reader = aiohttp.MultipartReader.from_response(response)
-                while True:
-                    part = await reader.next()
-                    if part is None:
-                        break
-                    if not isinstance(part, aiohttp.BodyPartReader):
-                        continue
-                    retrieved.append(await self._store_part(part, store, key_prefix))
+                parser = MultipartParser(
+                    boundary_of(response.headers.get("Content-Type", "")), sink
+                )
+                async for chunk in response.content.iter_any():
+                    parser.feed(chunk)
+                parser.close()
+                return sink.retrieved
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
             raise RemoteUnavailable(f"WADO-RS: {error!r}", url=url, status=None) from error
-        return retrieved
-
-    async def _store_part(
-        self, part: aiohttp.BodyPartReader, store: BlobStore, key_prefix: str
-    ) -> RetrievedInstance:
-        """One instance into the store: its UIDs parsed from the first bytes of the part, then
-        one write and one rename to `<prefix>/<SOP Instance UID>.dcm`. A header longer than
-        the first bytes (rare) is written under a temporary key and read back from the file."""
-        head = b""
-        while len(head) < _HEADER_BYTES and (chunk := await part.read_chunk(_CHUNK)):
-            head += chunk
-        whole = len(head) < _HEADER_BYTES  # the part ended within the first bytes
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield head
-            while chunk := await part.read_chunk(_CHUNK):
-                yield chunk
-
-        identity = _identity(head, whole=whole)
-        if identity is not None:
-            key = f"{key_prefix}/{identity.SOPInstanceUID}.dcm"
-            size = await store.write_stream(key, chunks())
-        else:
-            temporary_key = f"{key_prefix}/.incoming-{uuid.uuid4().hex}.dcm"
-            size = await store.write_stream(temporary_key, chunks())
-            temporary = store.path(temporary_key)
-            identity = pydicom.dcmread(
-                temporary, stop_before_pixels=True, specific_tags=list(_IDENTITY_TAGS)
-            )
-            key = f"{key_prefix}/{identity.SOPInstanceUID}.dcm"
-            temporary.replace(store.path(key))
-        number = identity.get("InstanceNumber")
-        return RetrievedInstance(
-            sop_instance_uid=str(identity.SOPInstanceUID),
-            sop_class_uid=str(identity.SOPClassUID),
-            instance_number=int(number) if number is not None else None,
-            blob_key=key,
-            size_bytes=size,
-        )
+        except MultipartError as error:
+            raise RemoteUnavailable(
+                f"WADO-RS: the response is not a whole multipart body: {error}",
+                url=url,
+                status=None,
+            ) from error
+        finally:
+            sink.abort()
 
     async def store_instances(self, instances: Iterable[bytes]) -> dict[str, Any]:
         """STOW-RS: store encoded DICOM instances (Part 10 bytes) in one request."""

@@ -12,13 +12,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterable
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from shared.errors import InvalidMessage, PermanentError
 
-__all__ = ["BlobStore", "PixelsGone", "SweepResult"]
+__all__ = ["BlobStore", "BlobWriter", "PixelsGone", "SweepResult"]
 
 
 class PixelsGone(PermanentError):
@@ -31,6 +31,49 @@ class SweepResult:
     runs_deleted: int
     bytes_freed: int
     runs_kept: int
+
+
+class BlobWriter:
+    """One blob being written, as it arrives, to a temporary file in its directory; `commit`
+    names it (one rename), `abort` removes it. Plain blocking writes: each lands in the page
+    cache in well under a millisecond."""
+
+    _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+    def __init__(self, store: BlobStore, directory: Path) -> None:
+        self._store = store
+        self._temporary = directory / f".part-{uuid.uuid4().hex}"
+        self._descriptor: int | None = os.open(self._temporary, self._FLAGS, 0o600)
+        self.size = 0
+
+    def write(self, chunk: memoryview | bytes) -> None:
+        assert self._descriptor is not None, "write after commit or abort"
+        view = memoryview(chunk)
+        while view:
+            written = os.write(self._descriptor, view)
+            view = view[written:]
+        self.size += len(chunk)
+
+    def _close(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    @property
+    def temporary_path(self) -> Path:
+        """The file as written so far (to read a header back before naming it)."""
+        return self._temporary
+
+    def commit(self, key: str) -> int:
+        """The blob complete, under its key (in the same directory); returns its size."""
+        self._close()
+        os.replace(self._temporary, self._store.path(key))
+        return self.size
+
+    def abort(self) -> None:
+        self._close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._temporary)
 
 
 class BlobStore:
@@ -47,23 +90,11 @@ class BlobStore:
             raise InvalidMessage(f"blob key {key!r} is not a relative path inside the store")
         return self.root.joinpath(*relative.parts)
 
-    async def write_stream(self, key: str, chunks: AsyncIterable[bytes]) -> int:
-        """Write a blob from a stream of chunks in constant memory; returns its size in bytes."""
-        destination = self.path(key)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=".part-")
-        size = 0
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                async for chunk in chunks:
-                    file.write(chunk)
-                    size += len(chunk)
-            os.replace(temporary, destination)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        return size
+    def writer(self, directory_key: str) -> BlobWriter:
+        """A blob to be written into a directory (created if need be) and named at commit."""
+        directory = self.path(directory_key)
+        directory.mkdir(parents=True, exist_ok=True)
+        return BlobWriter(self, directory)
 
     def write_bytes(self, key: str, data: bytes) -> int:
         """Write a small blob (e.g. a manifest) atomically."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,30 +11,24 @@ from shared.errors import InvalidMessage, PermanentError
 from shared.storage import BlobStore, PixelsGone
 
 
-async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
-    for part in parts:
-        yield part
-
-
-async def test_streamed_blob_is_stored_whole(tmp_path: Path) -> None:
-    """Chunks written through write_stream read back as one blob of the summed size."""
+def test_a_written_blob_is_stored_whole_under_its_key(tmp_path: Path) -> None:
+    """Chunks written through a BlobWriter read back as one blob of the summed size, named at
+    commit, with no temporary file left."""
     store = BlobStore(tmp_path)
-    size = await store.write_stream("1.2/1.2.3/1.2.3.4.dcm", _chunks(b"DICM", b"x" * 10))
-    assert size == 14
+    writer = store.writer("1.2/1.2.3")
+    writer.write(b"DICM")
+    writer.write(memoryview(b"x" * 10))
+    assert writer.commit("1.2/1.2.3/1.2.3.4.dcm") == 14
     assert store.read_bytes("1.2/1.2.3/1.2.3.4.dcm") == b"DICM" + b"x" * 10
+    assert [path.name for path in (tmp_path / "1.2" / "1.2.3").iterdir()] == ["1.2.3.4.dcm"]
 
 
-async def test_failed_stream_leaves_no_blob_behind(tmp_path: Path) -> None:
-    """A stream that breaks off leaves neither the blob nor a temporary file."""
+def test_an_aborted_blob_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A blob whose stream breaks off leaves neither the blob nor a temporary file."""
     store = BlobStore(tmp_path)
-
-    async def broken() -> AsyncIterator[bytes]:
-        yield b"partial"
-        raise ConnectionError("PACS went away")
-
-    with pytest.raises(ConnectionError):
-        await store.write_stream("study/series/instance.dcm", broken())
-    assert not store.exists("study/series/instance.dcm")
+    writer = store.writer("study/series")
+    writer.write(b"partial")
+    writer.abort()
     assert list((tmp_path / "study" / "series").iterdir()) == []
 
 

@@ -1,0 +1,135 @@
+"""shared.wado_store: an instance's identity from the first bytes of its part; each part of a
+WADO-RS response written once and named by its SOP Instance UID."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from shared.storage import BlobStore
+from shared.wado_store import HEADER_BYTES, Identity, SeriesSink, _walked_identity, identity_of
+
+
+def _encoded_instance(
+    *, instance_number: int | None, header_padding: int = 0, sop_instance_uid: str = "1.2.3.4.5"
+) -> bytes:
+    """A small CT instance as WADO-RS sends it (Part 10 bytes); `header_padding` bytes of a
+    private element push the Instance Number that far into the file."""
+    dataset = Dataset()
+    dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    dataset.SOPInstanceUID = sop_instance_uid
+    if header_padding:
+        dataset.private_block(0x0009, "RADMESH TEST", create=True).add_new(
+            0x10, "OB", bytes(header_padding)
+        )
+    if instance_number is not None:
+        dataset.InstanceNumber = instance_number
+    dataset.Rows = dataset.Columns = 64
+    dataset.BitsAllocated = 16
+    dataset.PixelData = bytes(64 * 64 * 2)
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_an_instances_uids_and_number_are_read_from_its_first_bytes() -> None:
+    """The UIDs and the Instance Number come from the part's first bytes (no re-read of the
+    stored file); a header longer than those bytes, or bytes that are not DICOM, give None
+    (the file is read back instead); a whole instance without Instance Number is fine."""
+    encoded = _encoded_instance(instance_number=7)
+    identity = identity_of(encoded[:HEADER_BYTES], whole=len(encoded) < HEADER_BYTES)
+    assert identity == Identity("1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.2", 7)
+    long_header = _encoded_instance(instance_number=7, header_padding=HEADER_BYTES)
+    assert identity_of(long_header[:HEADER_BYTES], whole=False) is None
+    unnumbered = _encoded_instance(instance_number=None)
+    whole = identity_of(unnumbered, whole=True)
+    assert whole is not None and whole.instance_number is None
+    # the header walked past where the Instance Number would be: it is known to be absent
+    cut = identity_of(unnumbered[:1000], whole=False)
+    assert cut is not None and cut.instance_number is None
+    assert identity_of(unnumbered[:200], whole=False) is None
+    assert identity_of(b"--not dicom--" * 100, whole=True) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_small_implicit.dcm", "SC_rgb.dcm"],
+)
+def test_the_walked_identity_is_what_pydicom_reads(name: str) -> None:
+    """Whether the header is walked (Explicit VR Little Endian) or parsed by pydicom (any other
+    form), the identity of real files is the one pydicom reads from the whole file."""
+    path = get_testdata_file(name)
+    assert isinstance(path, str)
+    encoded = Path(path).read_bytes()
+    expected = dcmread(path, stop_before_pixels=True)
+    identity = identity_of(encoded[:HEADER_BYTES], whole=len(encoded) <= HEADER_BYTES)
+    assert identity is not None
+    number = expected.get("InstanceNumber")
+    assert identity == Identity(
+        expected.SOPInstanceUID, expected.SOPClassUID, int(number) if number is not None else None
+    )
+    walked = _walked_identity(encoded[:HEADER_BYTES])
+    explicit = expected.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert (walked is not None) == explicit
+
+
+def _feed(sink: SeriesSink, encoded: bytes, chunk: int) -> None:
+    sink.start({"content-type": "application/dicom"})
+    view = memoryview(encoded)
+    for start in range(0, len(encoded), chunk):
+        sink.data(view[start : start + chunk])
+    sink.end()
+
+
+def test_each_part_is_stored_once_under_its_sop_instance_uid(tmp_path: Path) -> None:
+    """Parts in small and large chunks, one with a header longer than the first bytes (read
+    back from its file): each is stored bytes for bytes as `<prefix>/<SOP Instance UID>.dcm`,
+    listed in order with its class and number, and no temporary file is left."""
+    store = BlobStore(tmp_path)
+    sink = SeriesSink(store, "run/series")
+    instances = [
+        _encoded_instance(instance_number=1, sop_instance_uid="1.2.3.1"),
+        _encoded_instance(
+            instance_number=2, sop_instance_uid="1.2.3.2", header_padding=HEADER_BYTES
+        ),
+        _encoded_instance(instance_number=None, sop_instance_uid="1.2.3.3"),
+    ]
+    for encoded, chunk in zip(instances, (7, 1 << 20, 4096), strict=True):
+        _feed(sink, encoded, chunk)
+    assert [(r.sop_instance_uid, r.instance_number) for r in sink.retrieved] == [
+        ("1.2.3.1", 1),
+        ("1.2.3.2", 2),
+        ("1.2.3.3", None),
+    ]
+    for retrieved, encoded in zip(sink.retrieved, instances, strict=True):
+        assert retrieved.blob_key == f"run/series/{retrieved.sop_instance_uid}.dcm"
+        assert store.read_bytes(retrieved.blob_key) == encoded
+        assert retrieved.size_bytes == len(encoded)
+        assert retrieved.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+    assert sorted(path.name for path in (tmp_path / "run/series").iterdir()) == [
+        "1.2.3.1.dcm",
+        "1.2.3.2.dcm",
+        "1.2.3.3.dcm",
+    ]
+
+
+def test_a_part_cut_off_leaves_no_file(tmp_path: Path) -> None:
+    """A response that fails within a part: the part's temporary file is removed, the parts
+    complete before it stay."""
+    store = BlobStore(tmp_path)
+    sink = SeriesSink(store, "run/series")
+    _feed(sink, _encoded_instance(instance_number=1, sop_instance_uid="1.2.3.1"), 1000)
+    sink.start({})
+    sink.data(memoryview(_encoded_instance(instance_number=2)[:500]))
+    sink.abort()
+    assert [path.name for path in (tmp_path / "run/series").iterdir()] == ["1.2.3.1.dcm"]
