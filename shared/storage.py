@@ -90,11 +90,15 @@ class BlobStore:
             raise InvalidMessage(f"blob key {key!r} is not a relative path inside the store")
         return self.root.joinpath(*relative.parts)
 
-    def writer(self, directory_key: str) -> BlobWriter:
-        """A blob to be written into a directory (created if need be) and named at commit."""
+    def directory(self, directory_key: str) -> Path:
+        """The directory of a key prefix, created if need be: where BlobWriters write."""
         directory = self.path(directory_key)
         directory.mkdir(parents=True, exist_ok=True)
-        return BlobWriter(self, directory)
+        return directory
+
+    def writer(self, directory_key: str) -> BlobWriter:
+        """A blob to be written into a directory (created if need be) and named at commit."""
+        return BlobWriter(self, self.directory(directory_key))
 
     def write_bytes(self, key: str, data: bytes) -> int:
         """Write a small blob (e.g. a manifest) atomically."""

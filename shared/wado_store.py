@@ -14,6 +14,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -150,11 +151,14 @@ class SeriesSink:
         self._store = store
         self._prefix = key_prefix
         self._writer: BlobWriter | None = None
+        self._directory: Path | None = None
         self._head = bytearray()
         self.retrieved: list[RetrievedInstance] = []
 
     def start(self, headers: dict[str, str]) -> None:
-        self._writer = self._store.writer(self._prefix)
+        if self._directory is None:  # resolved and created once per series, not per part
+            self._directory = self._store.directory(self._prefix)
+        self._writer = BlobWriter(self._store, self._directory)
         self._head = bytearray()
 
     def data(self, chunk: memoryview) -> None:
