@@ -35,6 +35,7 @@ from services.subscriber.imaging_study import (
     study_instance_uid,
     study_ref,
 )
+from services.subscriber.in_flight import InFlight, RunNotAnnounced
 from services.subscriber.notifications import (
     Notification,
     offers_events_operation,
@@ -53,7 +54,7 @@ from services.subscriber.settings import SubscriberSettings
 from services.subscriber.stale_claims import RedriveClaims
 from services.subscriber.third_party_reports import ReportInstance, ReportsSeen, new_reports
 from shared.bus import Bus
-from shared.claims import MAX_RUN_GENERATIONS, RETRACTED_CLAIM_STATUS
+from shared.claims import CLAIMED_STATUS, MAX_RUN_GENERATIONS, RETRACTED_CLAIM_STATUS
 from shared.dicomweb import DicomWebClient
 from shared.errors import (
     InvalidMessage,
@@ -157,9 +158,7 @@ class StudyAnnouncer:
         self._replays = ReplayGuard(settings.pacs_hook_max_age_seconds)
         self._event_counters: dict[str, int] = {}  # Subscription → eventsSinceSubscriptionStart
         self._events_offered: bool | None = None  # the server's `$events`, once known
-        # (study, model, version, patient) → when announced: a run in flight; a hook naming
-        # another patient for the study is a correction, not a duplicate.
-        self._announced: dict[tuple[str, str, str, str | None], float] = {}
+        self._in_flight = InFlight(settings.reannounce_after_seconds)
         # study UID → (its state in the last stable-study event taken, when): the PACS announces
         # a study again once radmesh's SR is stored into it; that event changes nothing
         self._pacs_states: dict[str, tuple[frozenset[tuple[str, str | None, int]], float]] = {}
@@ -272,8 +271,7 @@ class StudyAnnouncer:
         await self.bus.publish(retraction)
         # The study's runs are over: a study sent again must not be taken for one in flight.
         uid = retraction.study.study_instance_uid
-        for key in [key for key in self._announced if key[0] == uid]:
-            del self._announced[key]
+        self._in_flight.forget_study(uid)
         self._pacs_states.pop(uid, None)
         log.warning(
             "study_retracted",
@@ -427,21 +425,29 @@ class StudyAnnouncer:
             return 0
         candidates, rejected = await self._candidates(imaging_study, uid, notes)
         patient = (imaging_study.get("subject") or {}).get("reference")
-        in_flight = [
-            model for model in candidates if self._recently_announced((uid, *_key(model), patient))
-        ]
+        others = {
+            model: announcement
+            for model in candidates
+            if (announcement := self._in_flight.get((uid, *_key(model), patient))) is not None
+        }
+        in_flight = list(others)
         # Claim the study's runs before the first await: a FHIR server may deliver two hooks
         # for one change at once (HAPI keeps delivering through a deleted Subscription until
         # its next registry refresh; the PACS event arrives within milliseconds too), and both
         # would otherwise pass the check above.
-        claimed = [model for model in candidates if model not in in_flight]
-        claimed_at = time.monotonic()
-        for model in claimed:
-            self._announced[(uid, *_key(model), patient)] = claimed_at
+        claimed = {
+            model: self._in_flight.begin((uid, *_key(model), patient))
+            for model in candidates
+            if model not in others
+        }
         pending: list[ModelEntry] = []
         published = False
+        ok = False
         try:
-            pending, generations, moved = await self._not_run(uid, claimed, patient)
+            # A run another request is announcing is "in flight" only once that one got through
+            # (in_flight.py): if it fails, this request fails too, and both senders retry.
+            await self._in_flight.outcome_of(list(others.values()))
+            pending, generations, moved = await self._not_run(uid, list(claimed), patient)
             if moved:  # runs on the study name another patient: retract them
                 await self._publish_retraction(
                     patient_change_retraction(
@@ -460,6 +466,7 @@ class StudyAnnouncer:
                 )
 
             if not pending:
+                ok = True
                 _skipped(
                     *_skip_reason(candidates, in_flight, rejected),
                     models=[model.id for model in candidates],
@@ -475,6 +482,7 @@ class StudyAnnouncer:
             if self.settings.claim_runs:
                 pending, won = await self._claim(imaging_study, uid, pending, event, generations)
                 if not pending:
+                    ok = True
                     return 0
                 event = event.model_copy(update={"models": model_refs(pending)})
             try:
@@ -482,12 +490,14 @@ class StudyAnnouncer:
             except Exception:
                 await self._release_claims(won)  # or no hook would ever start this run again
                 raise
-            published = True
+            published = ok = True
             await mark_announced(self.fhir, won)
         finally:
-            for model in claimed:  # release what was not announced (done already, or failed)
-                if not published or model not in pending:
-                    self._announced.pop((uid, *_key(model), patient), None)
+            for model, announcement in claimed.items():
+                # kept while announced; released when done already, claimed elsewhere or failed
+                self._in_flight.finish(
+                    announcement, announced=published and model in pending, ok=ok
+                )
         log.info(
             "study_detected",
             correlation_id=str(event.correlation_id),
@@ -510,6 +520,7 @@ class StudyAnnouncer:
         won_models: list[ModelEntry] = []
         won_tasks: list[dict[str, Any]] = []
         lost: list[str] = []
+        unannounced: list[str] = []
         for model in models:
             created, task = await claim_run(
                 self.fhir,
@@ -522,11 +533,34 @@ class StudyAnnouncer:
             if created:
                 won_models.append(model)
                 won_tasks.append(task)
+            elif self._being_announced(task):
+                unannounced.append(f"Task/{task['id']}")
             else:
                 lost.append(f"{model.id} (Task/{task['id']})")
+        if unannounced:
+            await self._release_claims(won_tasks)
+            raise RunNotAnnounced(
+                f"the run is claimed ({', '.join(unannounced)}) by another request or replica "
+                "and not announced yet: not announced, retry later (if that one fails, the "
+                "retry announces it; if it stopped, the subscriber's claim watch does)"
+            )
         if lost:
             _skipped("already-claimed", "run already claimed", claims=lost)
         return won_models, won_tasks
+
+    def _being_announced(self, claim: dict[str, Any]) -> bool:
+        """Whether another request or replica claimed the run moments ago and has not announced
+        it yet: answered "nothing to do", this request's sender would stop retrying, and the
+        other one may still fail. A claim left `ready` longer is the claim watch's to announce
+        (stale_claims.py); with the watch off, it is taken as claimed."""
+        window = self.settings.unannounced_claims_after_seconds
+        if claim.get("status") != CLAIMED_STATUS or window <= 0:
+            return False
+        try:
+            changed = datetime.fromisoformat(claim["meta"]["lastUpdated"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        return (datetime.now(UTC) - changed).total_seconds() < window
 
     async def _release_claims(self, claims: list[dict[str, Any]]) -> None:
         """Delete the claims of a run that was not announced, so the retried hook can claim it.
@@ -578,14 +612,6 @@ class StudyAnnouncer:
         rejected = rejected_series(notes)
         summaries = series_summaries(imaging_study, excluding=rejected)
         return self.registry.models_for(summaries), rejected
-
-    def _recently_announced(self, key: tuple[str, str, str, str | None]) -> bool:
-        window = self.settings.reannounce_after_seconds
-        now = time.monotonic()
-        for announced, when in list(self._announced.items()):
-            if now - when > window:
-                del self._announced[announced]
-        return key in self._announced
 
     async def _not_run(
         self, uid: str, models: list[ModelEntry], patient: str | None
@@ -843,7 +869,7 @@ class StudyAnnouncer:
         if imaging_study is None:
             imaging_study = await find_or_register_imaging_study(self.fhir, self.dicomweb, event)
         announced = await self.announce(imaging_study, source, notes)
-        if state and any(key[0] == uid for key in self._announced):  # a run of it is in flight
+        if state and self._in_flight.holds_study(uid):  # a run of it is in flight
             self._pacs_states[uid] = (state, time.monotonic())
         return announced
 

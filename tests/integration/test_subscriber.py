@@ -454,6 +454,52 @@ async def test_a_claim_whose_announcement_failed_is_withdrawn_so_the_retry_runs(
     assert detected is not None and len(claims) == 1
 
 
+async def test_two_hooks_for_one_study_while_the_broker_is_away_are_both_told_to_retry(
+    infra: Infrastructure,
+) -> None:
+    """The FHIR hook and the PACS event of one study arrive together while the broker is
+    unreachable: the second finds the run in flight and waits for the first, whose publish
+    fails, so both are answered 503 (neither "nothing to do": its sender would stop retrying
+    and the run would be lost). Once the broker is back, a retry announces the run once."""
+    proxy = TcpProxy(int(infra.amqp_url.rsplit(":", 1)[1].strip("/")))
+    await proxy.up()
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-bleed", slices=10, size=64)
+    study = await _imaging_study(infra, loaded.imaging_study_id or "")
+    bearer = {"Authorization": f"Bearer {HOOK_SECRET}"}
+    try:
+        async with (
+            running_subscriber(
+                infra,
+                broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+                ensure_subscription=False,
+                claim_runs=True,
+            ) as subscriber,
+            aiohttp.ClientSession() as http,
+        ):
+            hook = f"{subscriber.url}/fhir/{loaded.imaging_study_id}"
+            await proxy.down()
+            with structlog.testing.capture_logs() as logs:
+                answers = await asyncio.gather(
+                    *(http.put(hook, json=study, headers=bearer) for _ in range(2))
+                )
+            outcomes = [await answer.json(content_type=None) for answer in answers]
+            await proxy.up()
+            deadline = asyncio.get_running_loop().time() + 30
+            while (retried := await http.put(hook, json=study, headers=bearer)).status != 200:
+                assert asyncio.get_running_loop().time() < deadline, await retried.text()
+                await asyncio.sleep(0.5)  # as the FHIR server retries a hook answered 503
+            detected = await subscriber.next_detected(study_instance_uid=loaded.study_instance_uid)
+            again = await subscriber.next_detected(
+                wait_seconds=2, study_instance_uid=loaded.study_instance_uid
+            )
+    finally:
+        await proxy.down()
+    assert [answer.status for answer in answers] == [503, 503], outcomes
+    waited = [e for e in logs if e["event"] == "hook_not_processed" and "another" in e["error"]]
+    assert waited, "the second hook did not wait on the first: the test raced nothing"
+    assert detected is not None and again is None
+
+
 async def test_unauthenticated_hooks_get_401_and_malformed_bodies_get_400(
     subscriber: RunningSubscriber,
 ) -> None:
