@@ -425,12 +425,12 @@ class StudyAnnouncer:
             return 0
         candidates, rejected = await self._candidates(imaging_study, uid, notes)
         patient = (imaging_study.get("subject") or {}).get("reference")
-        others = {
-            model: announcement
-            for model in candidates
-            if (announcement := self._in_flight.get((uid, *_key(model), patient))) is not None
-        }
-        in_flight = list(others)
+        # A run another request is announcing is "in flight" only once that one got through
+        # (in_flight.py): had it failed, this request claims the run and tries itself.
+        await self._in_flight.settle([(uid, *_key(model), patient) for model in candidates])
+        in_flight = [
+            model for model in candidates if self._in_flight.get((uid, *_key(model), patient))
+        ]
         # Claim the study's runs before the first await: a FHIR server may deliver two hooks
         # for one change at once (HAPI keeps delivering through a deleted Subscription until
         # its next registry refresh; the PACS event arrives within milliseconds too), and both
@@ -438,15 +438,11 @@ class StudyAnnouncer:
         claimed = {
             model: self._in_flight.begin((uid, *_key(model), patient))
             for model in candidates
-            if model not in others
+            if model not in in_flight
         }
         pending: list[ModelEntry] = []
         published = False
-        ok = False
         try:
-            # A run another request is announcing is "in flight" only once that one got through
-            # (in_flight.py): if it fails, this request fails too, and both senders retry.
-            await self._in_flight.outcome_of(list(others.values()))
             pending, generations, moved = await self._not_run(uid, list(claimed), patient)
             if moved:  # runs on the study name another patient: retract them
                 await self._publish_retraction(
@@ -466,7 +462,6 @@ class StudyAnnouncer:
                 )
 
             if not pending:
-                ok = True
                 _skipped(
                     *_skip_reason(candidates, in_flight, rejected),
                     models=[model.id for model in candidates],
@@ -482,7 +477,6 @@ class StudyAnnouncer:
             if self.settings.claim_runs:
                 pending, won = await self._claim(imaging_study, uid, pending, event, generations)
                 if not pending:
-                    ok = True
                     return 0
                 event = event.model_copy(update={"models": model_refs(pending)})
             try:
@@ -490,14 +484,12 @@ class StudyAnnouncer:
             except Exception:
                 await self._release_claims(won)  # or no hook would ever start this run again
                 raise
-            published = ok = True
+            published = True
             await mark_announced(self.fhir, won)
         finally:
             for model, announcement in claimed.items():
                 # kept while announced; released when done already, claimed elsewhere or failed
-                self._in_flight.finish(
-                    announcement, announced=published and model in pending, ok=ok
-                )
+                self._in_flight.finish(announcement, announced=published and model in pending)
         log.info(
             "study_detected",
             correlation_id=str(event.correlation_id),

@@ -1,14 +1,15 @@
 """The runs this subscriber is announcing, or announced lately: one announcement per run at a
-time, and a second request for a run in flight told whether the first one got through.
+time, and a second request for a run in flight answered only once the first one is over.
 
 The FHIR hook and the PACS stable-study event usually both arrive for one new study, within
 milliseconds. The first to come claims the run here, before its first await; the second finds
-it in flight. While the first has not published yet, the second waits for it: had it answered
-"in flight, nothing to do" at once and the first then failed (the broker restarting), the
-second's sender would have been told all was well and the first's sender may give up
-retrying; nothing would start the run again. So the second learns the first one's outcome and,
-when it failed, fails too (a hook answers 503, a search keeps its watermark): both senders
-retry.
+it in flight. Had the second answered "in flight, nothing to do" at once and the first then
+failed (the broker restarting), the second's sender would have been told all was well, the
+first's sender may give up retrying, and nothing would start the run again. So while the first
+is going, the second waits for it (`settle`). A run the first announced stays in flight for
+`window_seconds` (the second starts nothing); one it failed to announce is released, and the
+second claims it and tries itself: it answers what happened to its own attempt (503 while the
+broker is away; a search keeps its watermark), so both senders retry.
 """
 
 from __future__ import annotations
@@ -27,19 +28,18 @@ RunKey = tuple[str, str, str, str | None]
 
 
 class RunNotAnnounced(TransientError):
-    """Another request claimed the same run and its announcement failed (or, claimed on the
-    FHIR server by another replica, is not made yet): this request announced nothing either,
-    and its sender should retry."""
+    """The run was claimed on the FHIR server moments ago by another replica (or a request
+    before a restart) and is not announced yet: this request announced nothing, and its sender
+    should retry."""
 
 
 @dataclass(eq=False)
 class Announcement:
-    """One request's announcement of one run: `outcome` is True once the run is announced (or
-    found done or claimed elsewhere), False when the request failed."""
+    """One request's announcement of one run; `over` is done once the request is."""
 
     key: RunKey
     at: float = field(default_factory=time.monotonic)
-    outcome: asyncio.Future[bool] = field(
+    over: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -55,7 +55,7 @@ class InFlight:
         """The run's announcement in flight or made within the window, if any."""
         now = time.monotonic()
         for announcement in [a for a in self._runs.values() if now - a.at > self.window_seconds]:
-            if announcement.outcome.done():  # one still going stays, however long it takes
+            if announcement.over.done():  # one still going stays, however long it takes
                 del self._runs[announcement.key]
         return self._runs.get(key)
 
@@ -65,14 +65,21 @@ class InFlight:
         self._runs[key] = announcement
         return announcement
 
-    def finish(self, announcement: Announcement, *, announced: bool, ok: bool) -> None:
+    def finish(self, announcement: Announcement, *, announced: bool) -> None:
         """The request is over: the run was published (`announced`: kept, so a duplicate hook
-        within the window starts nothing), found done or claimed elsewhere (`ok`), or the
-        request failed. Whoever waits on it learns which."""
+        within the window starts nothing), or not (found done, claimed elsewhere, failed:
+        released). Whoever waits on it looks again."""
         if not announced and self._runs.get(announcement.key) is announcement:
             del self._runs[announcement.key]
-        if not announcement.outcome.done():
-            announcement.outcome.set_result(ok)
+        if not announcement.over.done():
+            announcement.over.set_result(None)
+
+    async def settle(self, keys: list[RunKey]) -> None:
+        """Wait until no other request is announcing any of these runs."""
+        while going := [
+            a for key in keys if (a := self.get(key)) is not None and not a.over.done()
+        ]:
+            await asyncio.wait([a.over for a in going])  # waiting cancels none of them
 
     def forget_study(self, study_instance_uid: str) -> None:
         """The study's runs are over (retracted): a study sent again is not in flight."""
@@ -81,14 +88,3 @@ class InFlight:
 
     def holds_study(self, study_instance_uid: str) -> bool:
         return any(key[0] == study_instance_uid for key in self._runs)
-
-    @staticmethod
-    async def outcome_of(announcements: list[Announcement]) -> None:
-        """Wait for other requests' announcements still going; raises RunNotAnnounced when
-        one of them failed."""
-        for announcement in announcements:
-            if not await asyncio.shield(announcement.outcome):
-                raise RunNotAnnounced(
-                    f"{announcement.key[1]} {announcement.key[2]} was being announced for this "
-                    "study by another request, which failed: not announced, retry later"
-                )
