@@ -1,5 +1,6 @@
 """Benchmark of the fetcher's transport: radmesh's streaming WADO-RS (shared.dicomweb, part by
-part into the blob store) beside curl (the wire speed: the response thrown away) and
+part into the blob store) beside curl (the wire speed: the response thrown away; and the same
+response written to one file on the blob store's file system, the least storing it costs) and
 dicomweb-client's `iter_series` (streaming) and `retrieve_series` (the whole series in memory),
 on synthetic CT series in the local Orthanc. Each transfer runs in its own process, so its peak
 RSS growth (peak minus the process's size before the transfer) is its own; the kinds take turns,
@@ -7,7 +8,7 @@ repeated.
 
     python -m samples.bench_fetch [--slices 300,1000 --size 512 --repeats 3]
 
-Prints MB/s (min/median/max), the ratio to curl and the peak RSS growth per kind and series
+Prints MB/s (min/median/max), the ratios to both curls and the peak RSS growth per kind and series
 size, and writes them to .run/bench/fetch.json; the studies are deleted afterwards.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -38,7 +38,7 @@ from shared.settings import DicomWebSettings
 from shared.storage import BlobStore
 
 
-def _radmesh(settings: Settings, study: str, series: str) -> int:
+def _radmesh(settings: Settings, study: str, series: str, directory: Path) -> int:
     client = DicomWebClient(
         DicomWebSettings(
             base_url=settings.dicomweb_root,
@@ -48,14 +48,11 @@ def _radmesh(settings: Settings, study: str, series: str) -> int:
     )
 
     async def fetch() -> int:
-        with tempfile.TemporaryDirectory() as directory:
-            try:
-                instances = await client.retrieve_series(
-                    study, series, BlobStore(Path(directory)), "s"
-                )
-            finally:
-                await client.close()
-            return sum(instance.size_bytes for instance in instances)
+        try:
+            instances = await client.retrieve_series(study, series, BlobStore(directory), "s")
+        finally:
+            await client.close()
+        return sum(instance.size_bytes for instance in instances)
 
     return asyncio.run(fetch())
 
@@ -69,12 +66,12 @@ def _dicomweb_client(settings: Settings, study: str, series: str, *, stream: boo
     return sum(len(dataset.PixelData) for dataset in client.retrieve_series(study, series))
 
 
-def _curl(settings: Settings, study: str, series: str) -> int:
-    """The bytes of the WADO-RS response as curl receives them, written nowhere."""
+def _curl(settings: Settings, study: str, series: str, output: str) -> int:
+    """The bytes of the WADO-RS response as curl receives them, written to `output`."""
     user, password = settings.orthanc_auth
     written = subprocess.run(
         [
-            "curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}",
+            "curl", "-sS", "--fail", "-o", output, "-w", "%{size_download}",
             "-u", f"{user}:{password}",
             "-H", 'Accept: multipart/related; type="application/dicom"; transfer-syntax=*',
             f"{settings.dicomweb_root}/studies/{study}/series/{series}",
@@ -92,23 +89,28 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-KINDS = ("radmesh", "curl", "iter_series", "retrieve_series")
+# curl: the wire speed, the response thrown away; curl-to-file: the same bytes written to a file
+# on the blob store's file system (what storing the series costs at the least)
+KINDS = ("radmesh", "curl", "curl-to-file", "iter_series", "retrieve_series")
 
 
 def _child(kind: str, study: str, series: str) -> None:
     settings = Settings.from_env()
-    before = _status_mb("VmRSS")
-    started = time.perf_counter()
-    if kind == "radmesh":
-        size = _radmesh(settings, study, series)
-    elif kind == "curl":
-        size = _curl(settings, study, series)
-    else:
-        size = _dicomweb_client(settings, study, series, stream=kind == "iter_series")
-    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="radmesh-bench-fetch-") as temporary:
+        directory = Path(temporary)  # removed after the timing: not part of any transfer
+        before = _status_mb("VmRSS")
+        started = time.perf_counter()
+        if kind == "radmesh":
+            size = _radmesh(settings, study, series, directory)
+        elif kind.startswith("curl"):
+            output = str(directory / "series") if kind == "curl-to-file" else "/dev/null"
+            size = _curl(settings, study, series, output)
+        else:
+            size = _dicomweb_client(settings, study, series, stream=kind == "iter_series")
+        seconds = time.perf_counter() - started
     # curl's peak is not this process's (and the kernel's figure for a child counts the
     # Python process it was forked from): none is reported for it
-    growth = None if kind == "curl" else _status_mb("VmHWM") - before
+    growth = None if kind.startswith("curl") else _status_mb("VmHWM") - before
     print(json.dumps({"bytes": size, "seconds": seconds, "rss_growth_mb": growth}))
 
 
@@ -142,7 +144,10 @@ def _series_figures(slices: int, size: int, repeats: int) -> dict[str, object]:
     finally:
         delete_study(settings, info.study_instance_uid)
     figures: dict[str, object] = {"megabytes": megabytes}
-    curl_rate = statistics.median(megabytes / float(r["seconds"] or 0) for r in runs["curl"])
+    curl_rate, file_rate = (
+        statistics.median(megabytes / float(r["seconds"] or 0) for r in runs[kind])
+        for kind in ("curl", "curl-to-file")
+    )
     for kind, measured in runs.items():
         rates = sorted(megabytes / float(r["seconds"] or 0) for r in measured)
         growths = [r["rss_growth_mb"] for r in measured if r["rss_growth_mb"] is not None]
@@ -151,6 +156,7 @@ def _series_figures(slices: int, size: int, repeats: int) -> dict[str, object]:
         figures[kind] = {
             "mb_per_s": (rates[0], rate, rates[-1]),
             "of_curl": rate / curl_rate,
+            "of_curl_to_file": rate / file_rate,
             "rss_growth_mb": growth,
         }
         memory = (
@@ -160,29 +166,9 @@ def _series_figures(slices: int, size: int, repeats: int) -> dict[str, object]:
         )
         print(
             f"  {kind:16s} {rate:7.0f} MB/s ({rates[0]:.0f}–{rates[-1]:.0f})  "
-            f"{rate / curl_rate:5.2f}× curl   {memory}"
+            f"{rate / curl_rate:5.2f}× curl {rate / file_rate:5.2f}× curl-to-file   {memory}"
         )
-    floor = _file_creation_seconds(int(stored.instances))
-    radmesh_seconds = megabytes / float(figures["radmesh"]["mb_per_s"][1])  # type: ignore[index]
-    figures["file_creation_s"] = floor
-    print(
-        f"  of radmesh's {radmesh_seconds:.2f} s, creating and renaming its "
-        f"{stored.instances} files alone takes {floor:.2f} s on this file system "
-        f"({floor / radmesh_seconds:.0%})"
-    )
     return figures
-
-
-def _file_creation_seconds(files: int) -> float:
-    """What the blob store's file system charges for the files alone: as many empty files
-    created (O_EXCL) and renamed as the series has instances, in a directory like radmesh's."""
-    with tempfile.TemporaryDirectory() as directory:
-        started = time.perf_counter()
-        for number in range(files):
-            temporary = f"{directory}/.part-{number}"
-            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            os.replace(temporary, f"{directory}/{number}.dcm")
-        return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:

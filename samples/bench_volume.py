@@ -1,8 +1,9 @@
 """Benchmark of the inference service's input side: radmesh reading a fetched series into its
-HU volume, the model's input tensor and the binary OIP request body, against a lean reader
-(each file read once, `np.frombuffer` on its pixel bytes into one preallocated array, sorted by
-position), on one synthetic CT series in a blob store. Each runs in its own process, repeated
-and interleaved, so peak RSS growth is that read's alone.
+HU volume, the model's input tensor and the binary OIP request body as the socket is handed it,
+against a lean reader (each instance read once from the series' blob, `np.frombuffer` on its
+pixel bytes into one preallocated array, sorted by position), on one synthetic CT series in a
+blob store. Each runs in its own process, repeated and interleaved, so peak RSS growth is that
+read's alone.
 
     python -m samples.bench_volume [--slices 300 --size 512 --repeats 3] [--json PATH]
 
@@ -13,7 +14,10 @@ multiple of the series' pixel bytes; writes the figures to a JSON file.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -33,6 +37,7 @@ from shared import inference_protocol
 from shared.messages import BlobInstance, SeriesManifest
 from shared.registry import load_registry
 from shared.storage import BlobStore
+from shared.wado_store import SeriesSink
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,14 +54,27 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _Discard:
+    """A stream writer that counts what it is handed (a socket that takes everything at once)."""
+
+    size = 0
+
+    async def write(self, chunk: memoryview) -> None:
+        self.size += chunk.nbytes
+
+
 def _radmesh(store_dir: Path, manifest_json: str) -> int:
     model = load_registry(ROOT / "registry" / "models.yaml").get("ich-reference", "1")
     series = SeriesManifest.model_validate_json(manifest_json)
     volume = read_volume(BlobStore(store_dir), series)
     tensors = prepare_input(volume, model.preprocessing)
     header = json.dumps({"inputs": [{"name": name} for name in tensors]}).encode()
-    if hasattr(inference_protocol, "_body"):
-        views = [np.ascontiguousarray(t).data.cast("B") for t in tensors.values()]
+    views = [np.ascontiguousarray(t).data.cast("B") for t in tensors.values()]
+    if hasattr(inference_protocol, "TensorBody"):  # the body as the socket is handed it
+        sent = _Discard()
+        asyncio.run(inference_protocol.TensorBody(header, views).write(sent))  # type: ignore[arg-type]
+        return sent.size
+    if hasattr(inference_protocol, "_body"):  # radmesh before TensorBody: one assembled body
         return len(inference_protocol._body(header, views))
     payload = bytearray()  # the request body as radmesh built it before _body
     for tensor in tensors.values():
@@ -66,16 +84,20 @@ def _radmesh(store_dir: Path, manifest_json: str) -> int:
 
 def _lean(store_dir: Path, manifest_json: str) -> int:
     series = json.loads(manifest_json)
-    paths = [store_dir / instance["blob_key"] for instance in series["instances"]]
-    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
-    volume = np.empty((len(paths), int(first.Rows), int(first.Columns)), dtype=np.int16)
-    positions = []
-    for index, path in enumerate(paths):
-        dataset = pydicom.dcmread(path)
-        dtype = np.int16 if int(dataset.PixelRepresentation) else np.uint16
-        stored = np.frombuffer(dataset.PixelData, dtype=dtype).reshape(volume.shape[1:])
-        np.add(stored, np.int16(dataset.RescaleIntercept), out=volume[index], casting="unsafe")
-        positions.append(float(dataset.ImagePositionPatient[2]))
+    instances = series["instances"]
+    blob = (store_dir / instances[0]["blob_key"]).open("rb")  # one blob per series
+    with blob:
+        head = os.pread(blob.fileno(), instances[0]["size_bytes"], instances[0].get("offset", 0))
+        first = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True)
+        volume = np.empty((len(instances), int(first.Rows), int(first.Columns)), dtype=np.int16)
+        positions = []
+        for index, instance in enumerate(instances):
+            data = os.pread(blob.fileno(), instance["size_bytes"], instance.get("offset", 0))
+            dataset = pydicom.dcmread(io.BytesIO(data))
+            dtype = np.int16 if int(dataset.PixelRepresentation) else np.uint16
+            stored = np.frombuffer(dataset.PixelData, dtype=dtype).reshape(volume.shape[1:])
+            np.add(stored, np.int16(dataset.RescaleIntercept), out=volume[index], casting="unsafe")
+            positions.append(float(dataset.ImagePositionPatient[2]))
     order = np.argsort(positions)
     return int(volume[order].nbytes)
 
@@ -94,23 +116,27 @@ def _store(slices: int, size: int, directory: Path) -> tuple[Path, int]:
     bytes)."""
     phantom = phantoms.head_ct(seed=slices, slices=slices, size=size)
     info = dicom_series.describe_study(phantom, scenario="bench-volume", seed=slices)
-    instances = []
     pixel_bytes = 0
+    sink = SeriesSink(BlobStore(directory), "series")  # as the fetcher writes a series
     for dataset in dicom_series.iter_instances(phantom, info):
-        key = f"series/{dataset.SOPInstanceUID}.dcm"
-        path = directory / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        dataset.save_as(path, enforce_file_format=True)
+        encoded = io.BytesIO()
+        dataset.save_as(encoded, enforce_file_format=True)
         pixel_bytes += len(dataset.PixelData)
-        instances.append(
-            BlobInstance(
-                sop_instance_uid=str(dataset.SOPInstanceUID),
-                sop_class_uid=str(dataset.SOPClassUID),
-                instance_number=int(dataset.InstanceNumber),
-                blob_key=key,
-                size_bytes=path.stat().st_size,
-            )
+        sink.start({})
+        sink.data(memoryview(encoded.getvalue()))
+        sink.end()
+    sink.finish()
+    instances = [
+        BlobInstance(
+            sop_instance_uid=stored.sop_instance_uid,
+            sop_class_uid=stored.sop_class_uid,
+            instance_number=stored.instance_number,
+            blob_key=stored.blob_key,
+            offset=stored.offset,
+            size_bytes=stored.size_bytes,
         )
+        for stored in sink.retrieved
+    ]
     instances.reverse()  # not in slice order: the reader sorts
     manifest = SeriesManifest(
         series_instance_uid=info.series_instance_uid, modality="CT", instances=tuple(instances)
@@ -153,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=ROOT / ".run" / "bench" / "volume.json")
     parser.add_argument(
-        "--code-root", type=Path, default=ROOT, help="the radmesh checkout whose reader runs"
+        "--code-root",
+        type=Path,
+        default=ROOT,
+        help="the radmesh checkout whose reader runs (one that reads a series blob by offsets)",
     )
     parser.add_argument(
         "--child", nargs=3, metavar=("KIND", "STORE", "MANIFEST"), help=argparse.SUPPRESS

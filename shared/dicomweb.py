@@ -305,8 +305,8 @@ class DicomWebClient:
         """WADO-RS: stream every instance of a series into the blob store as the response
         arrives (shared.multipart finds the parts, shared.wado_store writes each once), in the
         transfer syntax the PACS stored it in (`transfer-syntax=*`: no transcoding on the PACS;
-        volumes.py decodes what comes). A response cut off or not multipart is unavailable
-        (retried); the instances complete before it stay in the store and are overwritten."""
+        volumes.py decodes what comes), the series' instances one after another in one blob. A
+        response cut off or not multipart is unavailable (retried); nothing of it is kept."""
         url = f"{self.base_url}/studies/{study_instance_uid}/series/{series_instance_uid}"
         accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
         sink = SeriesSink(store, key_prefix)
@@ -319,6 +319,7 @@ class DicomWebClient:
                 async for chunk in response.content.iter_any():
                     parser.feed(chunk)
                 parser.close()
+                sink.finish()
                 return sink.retrieved
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
             raise RemoteUnavailable(f"WADO-RS: {error!r}", url=url, status=None) from error

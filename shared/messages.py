@@ -167,13 +167,16 @@ class StudyDetected(Event):
 
 
 class BlobInstance(_Model):
-    """One stored DICOM instance in the blob store (claim check: pixels never ride the broker)."""
+    """One stored DICOM instance in the blob store (claim check: pixels never ride the broker):
+    `size_bytes` from `offset` of the blob `blob_key` (the fetcher writes a series' instances
+    one after another into one blob; an instance alone in its blob is at offset 0)."""
 
     sop_instance_uid: DicomUid
     sop_class_uid: DicomUid
     instance_number: int | None = None
     blob_key: str
-    size_bytes: int
+    offset: int = Field(default=0, ge=0)
+    size_bytes: int = Field(ge=0)
 
 
 class SeriesManifest(_Model):

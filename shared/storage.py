@@ -1,6 +1,7 @@
 """The blob store for pixel data (claim check): a directory here, a shared volume in Kubernetes.
 
-Keys are relative POSIX paths such as `<study uid>/<series uid>/<sop instance uid>.dcm`. A blob is
+Keys are relative POSIX paths such as `<run>/<series uid>/instances` (a series' instances one
+after another; the manifest beside it names each one's offset and size). A blob is
 written to a temporary file beside its destination and renamed into place when complete, so a
 reader never sees a half-written instance and a retried fetch simply overwrites.
 """
@@ -59,10 +60,11 @@ class BlobWriter:
             os.close(self._descriptor)
             self._descriptor = None
 
-    @property
-    def temporary_path(self) -> Path:
-        """The file as written so far (to read a header back before naming it)."""
-        return self._temporary
+    def read_back(self, offset: int, size: int) -> bytes:
+        """Bytes written so far (to read a header back before the blob is named)."""
+        with open(self._temporary, "rb") as file:
+            file.seek(offset)
+            return file.read(size)
 
     def commit(self, key: str) -> int:
         """The blob complete, under its key (in the same directory); returns its size."""
@@ -115,6 +117,19 @@ class BlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        """`size` bytes from `offset` of a blob that must be there (a series' blob holds its
+        instances one after another); PixelsGone when it is not, or shorter than that."""
+        with self.existing_path(key).open("rb") as file:
+            data = os.pread(file.fileno(), size, offset)
+        if len(data) != size:
+            raise PixelsGone(
+                f"blob {key} holds {offset + len(data)} bytes, not the {offset + size} its "
+                "manifest names (cut short, or written anew since): replay the study's "
+                "study.detected to fetch its pixels again"
+            )
+        return data
 
     def existing_path(self, key: str) -> Path:
         """The file of a key that must be there (PixelsGone when it is not)."""

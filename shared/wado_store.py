@@ -1,10 +1,11 @@
 """The instances of a WADO-RS response into the blob store, part by part as they arrive.
 
-Each part's SOP Instance UID, SOP Class UID and Instance Number come from its first bytes
-(walking the Part 10 header, or pydicom when the walk does not follow it), so each instance is
-written once, to a temporary file, and renamed to `<prefix>/<SOP Instance UID>.dcm` when it
-ends: no second read of the file, no second rename (one in a thousand headers, longer than the
-first bytes, is read back from the file before its rename).
+A series' instances go one after another into one blob, `<prefix>/instances`, each at the
+offset where its part began: one file created and renamed per series, not per instance (on an
+ordinary disk, creating a file costs more than writing a CT slice into one). Each part's SOP
+Instance UID, SOP Class UID and Instance Number come from its first bytes (walking the Part 10
+header, or pydicom when the walk does not follow it), so nothing is read back (one in a
+thousand headers, longer than the first bytes, is read back from the blob).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -31,12 +31,13 @@ _IDENTITY_TAGS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
 
 @dataclass(frozen=True)
 class RetrievedInstance:
-    """One instance written to the blob store."""
+    """One instance written to the blob store: `size_bytes` from `offset` in the blob."""
 
     sop_instance_uid: str
     sop_class_uid: str
     instance_number: int | None
     blob_key: str
+    offset: int
     size_bytes: int
 
 
@@ -141,59 +142,69 @@ def identity_of(head: bytes, *, whole: bool) -> Identity | None:
     return None
 
 
+SERIES_BLOB = "instances"  # the blob of a series' instances, under the fetch's key prefix
+
+
 class SeriesSink:
-    """The parts of a WADO-RS series response as blobs under `key_prefix`, each named by its
-    SOP Instance UID; `retrieved` lists them in order. Its writes block the event loop for
-    well under a millisecond each (a thread of its own measured no faster: the GIL goes back
-    and forth with every chunk)."""
+    """The parts of a WADO-RS series response into one blob, `<key_prefix>/instances`, each at
+    its offset; `retrieved` lists them in order, `finish` names the blob once the response is
+    complete. Its writes block the event loop for well under a millisecond each (a thread of
+    its own measured no faster: the GIL goes back and forth with every chunk)."""
 
     def __init__(self, store: BlobStore, key_prefix: str) -> None:
         self._store = store
-        self._prefix = key_prefix
+        self._key = f"{key_prefix}/{SERIES_BLOB}"
         self._writer: BlobWriter | None = None
-        self._directory: Path | None = None
+        self._part: int | None = None  # where the part being written began
         self._head = bytearray()
         self.retrieved: list[RetrievedInstance] = []
 
     def start(self, headers: dict[str, str]) -> None:
-        if self._directory is None:  # resolved and created once per series, not per part
-            self._directory = self._store.directory(self._prefix)
-        self._writer = BlobWriter(self._store, self._directory)
+        if self._writer is None:  # the series' blob, opened at its first part
+            self._writer = self._store.writer(self._key.rpartition("/")[0])
+        self._part = self._writer.size
         self._head = bytearray()
 
     def data(self, chunk: memoryview) -> None:
-        assert self._writer is not None, "part data before its start"
+        assert self._writer is not None and self._part is not None, "part data before its start"
         if len(self._head) < HEADER_BYTES:
             self._head += chunk[: HEADER_BYTES - len(self._head)]
         self._writer.write(chunk)
 
     def end(self) -> None:
-        writer, self._writer = self._writer, None
-        assert writer is not None, "part end before its start"
+        writer, offset, self._part = self._writer, self._part, None
+        assert writer is not None and offset is not None, "part end before its start"
+        size = writer.size - offset
         head = bytes(self._head)
-        identity = identity_of(head, whole=writer.size <= len(head))
-        if identity is None:  # a header longer than the first bytes: read from the file
+        identity = identity_of(head, whole=size <= len(head))
+        if identity is None:  # a header longer than the first bytes: read from the blob
             identity = _read_identity(
                 pydicom.dcmread(
-                    writer.temporary_path,
+                    io.BytesIO(writer.read_back(offset, size)),
                     stop_before_pixels=True,
                     specific_tags=list(_IDENTITY_TAGS),
                 )
             )
-        key = f"{self._prefix}/{identity.sop_instance_uid}.dcm"
         self.retrieved.append(
             RetrievedInstance(
                 sop_instance_uid=identity.sop_instance_uid,
                 sop_class_uid=identity.sop_class_uid,
                 instance_number=identity.instance_number,
-                blob_key=key,
-                size_bytes=writer.commit(key),
+                blob_key=self._key,
+                offset=offset,
+                size_bytes=size,
             )
         )
 
+    def finish(self) -> None:
+        """The response is complete: the blob named (a series of no instance writes none)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.commit(self._key)
+
     def abort(self) -> None:
-        """The response failed: the part being written is removed (those complete stay, and
-        a retried fetch overwrites them)."""
+        """The response failed (or `finish` came first: then nothing is left to do): the blob
+        being written is removed; a retried fetch writes it anew."""
         if self._writer is not None:
             self._writer.abort()
             self._writer = None

@@ -143,6 +143,7 @@ def _manifest(series: SeriesInfo, instances: list[RetrievedInstance]) -> SeriesM
                 sop_class_uid=instance.sop_class_uid,
                 instance_number=instance.instance_number,
                 blob_key=instance.blob_key,
+                offset=instance.offset,
                 size_bytes=instance.size_bytes,
             )
             for instance in sorted(instances, key=lambda item: item.instance_number or 0)

@@ -9,6 +9,7 @@ coincident positions) is an InvalidMessage saying so."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,8 +110,18 @@ def _to_hounsfield(
     stored: npt.NDArray[Any], slope: float, intercept: float, out: npt.NDArray[np.int16]
 ) -> None:
     """Stored values → HU, written into `out` (one slice of the volume): integer arithmetic
-    for the usual slope 1 and whole intercept, float32 otherwise; clipped to int16."""
+    for the usual slope 1 and whole intercept, float32 otherwise; clipped to int16. When every
+    16-bit value plus the intercept stays within int16 (CT's usual case, told by the slice's
+    own minimum and maximum), one int16 addition straight into `out`, no temporary."""
     if slope == 1 and float(intercept).is_integer():
+        shift = int(intercept)
+        if stored.dtype.kind in "iu" and stored.dtype.itemsize == 2 and -32768 <= shift <= 32767:
+            low, high = int(stored.min()), int(stored.max())
+            if low + shift >= -32768 and high + shift <= 32767:
+                # int16 addition wraps modulo 2**16: exact when the true sum fits, whichever
+                # way the 16 stored bits are read
+                np.add(stored.view(np.int16), np.int16(shift), out=out)
+                return
         whole = stored.astype(np.int32)
         whole += int(intercept)
         np.clip(whole, -32768, 32767, out=whole)
@@ -152,10 +163,19 @@ def _native_pixels(dataset: Dataset) -> npt.NDArray[Any] | None:
     values = np.frombuffer(data, dtype="<i2" if signed else "<u2", count=frames * rows * columns)
     values = values.reshape((rows, columns) if frames == 1 else (frames, rows, columns))
     bits_stored = int(dataset.get("BitsStored", 16))
-    if 0 < bits_stored < 16:
+    if 0 < bits_stored < 16 and not _within_bits(values, bits_stored, signed=signed):
         unused = 16 - bits_stored
         values = (values << unused) >> unused if signed else values & ((1 << bits_stored) - 1)
     return values
+
+
+def _within_bits(values: npt.NDArray[Any], bits_stored: int, *, signed: bool) -> bool:
+    """Whether every value already is what its low `bits_stored` bits say (the usual case: no
+    overlay or garbage in the high bits), so nothing needs masking or sign extension."""
+    low, high = int(values.min()), int(values.max())
+    if signed:
+        return -(1 << (bits_stored - 1)) <= low and high < 1 << (bits_stored - 1)
+    return high < 1 << bits_stored
 
 
 def _pixels(dataset: Dataset, sop: str) -> npt.NDArray[Any]:
@@ -282,7 +302,9 @@ def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
     lossy: str | None = None
     frames_of_reference: set[str] = set()
     for instance in series.instances:
-        dataset = pydicom.dcmread(store.existing_path(instance.blob_key))
+        dataset = pydicom.dcmread(
+            io.BytesIO(store.read_range(instance.blob_key, instance.offset, instance.size_bytes))
+        )
         if "PixelData" not in dataset:
             continue
         pixel_spacing = _pixel_spacing(dataset) or pixel_spacing

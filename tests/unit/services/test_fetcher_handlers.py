@@ -40,7 +40,9 @@ class PartialPacs:
         self, study: str, series: str, store: BlobStore, prefix: str
     ) -> list[RetrievedInstance]:
         return [
-            RetrievedInstance(f"1.2.3.1.{n}", "1.2.840.10008.5.1.4.1.1.2", n, f"{prefix}/{n}", 10)
+            RetrievedInstance(
+                f"1.2.3.1.{n}", "1.2.840.10008.5.1.4.1.1.2", n, f"{prefix}/instances", 10 * n, 10
+            )
             for n in range(self.served)
         ]
 

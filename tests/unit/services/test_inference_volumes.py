@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from samples.dicom_series import describe_study, iter_instances
 from samples.phantoms import head_ct
 from services.inference.volumes import (
     _native_pixels,
+    _to_hounsfield,
     first_input_slice,
     prepare_input,
     read_volume,
@@ -32,6 +34,7 @@ from shared.errors import InvalidMessage
 from shared.messages import BlobInstance, SeriesManifest
 from shared.registry import Preprocessing
 from shared.storage import BlobStore
+from shared.wado_store import SeriesSink
 
 
 def _stored_series(
@@ -40,22 +43,27 @@ def _stored_series(
     phantom = head_ct(seed=3, slices=6, size=64)
     info = describe_study(phantom, scenario="volume-test", seed=3)
     store = BlobStore(tmp_path)
-    instances = []
+    sink = SeriesSink(store, "s")  # as the fetcher stores a series: one blob, the offsets
     for index, dataset in enumerate(iter_instances(phantom, info)):
         if change is not None:
             change(dataset, index)
-        key = f"s/{dataset.SOPInstanceUID}.dcm"
-        store.path(key).parent.mkdir(parents=True, exist_ok=True)
-        dataset.save_as(store.path(key), enforce_file_format=True)
-        instances.append(
-            BlobInstance(
-                sop_instance_uid=str(dataset.SOPInstanceUID),
-                sop_class_uid=str(dataset.SOPClassUID),
-                instance_number=int(dataset.InstanceNumber),
-                blob_key=key,
-                size_bytes=store.path(key).stat().st_size,
-            )
+        encoded = io.BytesIO()
+        dataset.save_as(encoded, enforce_file_format=True)
+        sink.start({})
+        sink.data(memoryview(encoded.getvalue()))
+        sink.end()
+    sink.finish()
+    instances = [
+        BlobInstance(
+            sop_instance_uid=stored.sop_instance_uid,
+            sop_class_uid=stored.sop_class_uid,
+            instance_number=stored.instance_number,
+            blob_key=stored.blob_key,
+            offset=stored.offset,
+            size_bytes=stored.size_bytes,
         )
+        for stored in sink.retrieved
+    ]
     if reverse:
         instances.reverse()
     manifest = SeriesManifest(
@@ -94,7 +102,10 @@ def test_the_volume_knows_where_each_voxel_lies_in_the_patient(tmp_path: Path) -
     datasets = {
         str(ds.SOPInstanceUID): ds
         for ds in (
-            pydicom.dcmread(BlobStore(tmp_path).path(i.blob_key)) for i in manifest.instances
+            pydicom.dcmread(
+                io.BytesIO(BlobStore(tmp_path).read_range(i.blob_key, i.offset, i.size_bytes))
+            )
+            for i in manifest.instances
         )
     }
     geometry = volume.geometry
@@ -274,8 +285,9 @@ def test_a_fractional_rescale_and_a_shuffled_series_read_as_the_same_hu(tmp_path
 @pytest.mark.parametrize("signed", [0, 1])
 @pytest.mark.parametrize("bits_stored", [12, 16])
 @pytest.mark.parametrize("frames", [1, 3])
+@pytest.mark.parametrize("clean_high_bits", [False, True])
 def test_native_pixels_are_what_pydicom_decodes_unused_high_bits_included(
-    signed: int, bits_stored: int, frames: int
+    signed: int, bits_stored: int, frames: int, clean_high_bits: bool
 ) -> None:
     """Uncompressed 16-bit pixel data read straight from its bytes equals pydicom's
     `pixel_array`, also when the unused high bits carry something (masked when unsigned,
@@ -289,6 +301,10 @@ def test_native_pixels_are_what_pydicom_decodes_unused_high_bits_included(
     if frames > 1:
         dataset.NumberOfFrames = frames
     raw = np.random.default_rng(7).integers(0, 1 << 16, size=frames * 20, dtype=np.uint16)
+    if clean_high_bits:  # what the stored bits say already (sign-extended when signed)
+        raw = raw & np.uint16((1 << bits_stored) - 1)
+        if signed:
+            raw = ((raw.view(np.int16) << (16 - bits_stored)) >> (16 - bits_stored)).view(np.uint16)
     dataset.PixelData = raw.astype("<u2").tobytes()
     native = _native_pixels(dataset)
     assert native is not None
@@ -296,3 +312,29 @@ def test_native_pixels_are_what_pydicom_decodes_unused_high_bits_included(
     np.testing.assert_array_equal(native, dataset.pixel_array)
     dataset.file_meta.TransferSyntaxUID = RLELossless
     assert _native_pixels(dataset) is None
+
+
+@pytest.mark.parametrize(
+    ("dtype", "low", "high", "slope", "intercept"),
+    [
+        (np.uint16, 0, 4095, 1, -1024),  # CT's usual: one int16 addition
+        (np.uint16, 0, 65535, 1, -1024),  # beyond int16 before the intercept: clipped
+        (np.int16, -32768, 32767, 1, 1000),  # past int16's top after it: clipped
+        (np.int16, -32768, 32767, 1, -1000),  # past its bottom
+        (np.int16, -2000, 3000, 1, 0),
+        (np.uint16, 0, 65535, 1, -32768),  # fits int16 after it, read as uint16
+        (np.uint16, 0, 65535, 1, 40000),  # an intercept no int16 holds
+        (np.uint16, 0, 4095, 0.5, -1024.5),  # the float path
+    ],
+)
+def test_stored_values_become_hounsfield_units_clipped_to_int16(
+    dtype: type, low: int, high: int, slope: float, intercept: float
+) -> None:
+    """Whatever path the conversion takes, each value is round(stored × slope + intercept)
+    clipped to int16, the extremes included."""
+    stored = np.random.default_rng(11).integers(low, high + 1, size=(8, 9), dtype=dtype)
+    stored[0, :2] = low, high
+    out = np.empty(stored.shape, dtype=np.int16)
+    _to_hounsfield(stored, slope, intercept, out)
+    expected = np.clip(np.rint(stored.astype(np.float64) * slope + intercept), -32768, 32767)
+    np.testing.assert_array_equal(out, expected.astype(np.int16))

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from shared.storage import BlobStore
+from shared.storage import BlobStore, PixelsGone
 from shared.wado_store import HEADER_BYTES, Identity, SeriesSink, _walked_identity, identity_of
 
 
@@ -91,10 +91,13 @@ def _feed(sink: SeriesSink, encoded: bytes, chunk: int) -> None:
     sink.end()
 
 
-def test_each_part_is_stored_once_under_its_sop_instance_uid(tmp_path: Path) -> None:
+def test_the_parts_are_stored_one_after_another_in_one_blob_at_their_offsets(
+    tmp_path: Path,
+) -> None:
     """Parts in small and large chunks, one with a header longer than the first bytes (read
-    back from its file): each is stored bytes for bytes as `<prefix>/<SOP Instance UID>.dcm`,
-    listed in order with its class and number, and no temporary file is left."""
+    back from the blob): each is stored bytes for bytes in `<prefix>/instances` at its offset,
+    listed in order with its UIDs and number; the blob is named once the response is complete
+    and no temporary file is left."""
     store = BlobStore(tmp_path)
     sink = SeriesSink(store, "run/series")
     instances = [
@@ -106,30 +109,47 @@ def test_each_part_is_stored_once_under_its_sop_instance_uid(tmp_path: Path) -> 
     ]
     for encoded, chunk in zip(instances, (7, 1 << 20, 4096), strict=True):
         _feed(sink, encoded, chunk)
+    assert not store.exists("run/series/instances")  # not before the response is complete
+    sink.finish()
     assert [(r.sop_instance_uid, r.instance_number) for r in sink.retrieved] == [
         ("1.2.3.1", 1),
         ("1.2.3.2", 2),
         ("1.2.3.3", None),
     ]
+    offset = 0
     for retrieved, encoded in zip(sink.retrieved, instances, strict=True):
-        assert retrieved.blob_key == f"run/series/{retrieved.sop_instance_uid}.dcm"
-        assert store.read_bytes(retrieved.blob_key) == encoded
-        assert retrieved.size_bytes == len(encoded)
+        assert retrieved.blob_key == "run/series/instances"
+        assert (retrieved.offset, retrieved.size_bytes) == (offset, len(encoded))
+        assert store.read_range(retrieved.blob_key, retrieved.offset, retrieved.size_bytes) == (
+            encoded
+        )
         assert retrieved.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
-    assert sorted(path.name for path in (tmp_path / "run/series").iterdir()) == [
-        "1.2.3.1.dcm",
-        "1.2.3.2.dcm",
-        "1.2.3.3.dcm",
-    ]
+        offset += len(encoded)
+    assert store.read_bytes("run/series/instances") == b"".join(instances)
+    assert [path.name for path in (tmp_path / "run/series").iterdir()] == ["instances"]
+    sink.abort()  # after finish: nothing to remove
+    assert store.exists("run/series/instances")
 
 
-def test_a_part_cut_off_leaves_no_file(tmp_path: Path) -> None:
-    """A response that fails within a part: the part's temporary file is removed, the parts
-    complete before it stay."""
+def test_a_response_cut_off_leaves_no_file(tmp_path: Path) -> None:
+    """A response that fails within a part: the series' blob being written is removed (a
+    retried fetch writes it anew); nothing is named."""
     store = BlobStore(tmp_path)
     sink = SeriesSink(store, "run/series")
     _feed(sink, _encoded_instance(instance_number=1, sop_instance_uid="1.2.3.1"), 1000)
     sink.start({})
     sink.data(memoryview(_encoded_instance(instance_number=2)[:500]))
     sink.abort()
-    assert [path.name for path in (tmp_path / "run/series").iterdir()] == ["1.2.3.1.dcm"]
+    assert list((tmp_path / "run/series").iterdir()) == []
+
+
+def test_a_range_past_the_end_of_its_blob_is_pixels_gone(tmp_path: Path) -> None:
+    """A manifest naming more bytes than the blob holds (cut short, or written anew since) is
+    PixelsGone, not a short read handed to pydicom."""
+    store = BlobStore(tmp_path)
+    store.write_bytes("run/series/instances", b"x" * 100)
+    assert store.read_range("run/series/instances", 90, 10) == b"x" * 10
+    with pytest.raises(PixelsGone, match="holds 100 bytes, not the 110"):
+        store.read_range("run/series/instances", 90, 20)
+    with pytest.raises(PixelsGone, match="not in the store"):
+        store.read_range("run/other/instances", 0, 1)
