@@ -8,7 +8,8 @@ import org.springframework.boot.context.properties.ConfigurationProperties;
  *
  * @param database {@code h2} (a file under the run directory) or {@code postgresql}
  * @param validateRequests validate every create, update and transaction against R4 core
- * @param subscriptionPollMillis how often HAPI re-submits resource changes whose matching failed
+ * @param subscriptionPollMillis how often HAPI hands matched resource changes to Subscription
+ *     delivery: a rest-hook waits up to this long after its write
  */
 @ConfigurationProperties(prefix = "radmesh.fhir")
 public record RadmeshFhirProperties(String database, boolean validateRequests, long subscriptionPollMillis) {}
