@@ -6,8 +6,8 @@ finding.rejected → an IOCM rejection note for it.
   patient) and nothing is written anywhere clinical; no event follows.
 - `preliminary` / `active`: every resource is validated, then posted in one transaction Bundle of
   conditional creates (a redelivered message finds the resources the first delivery made), then
-  the TID 1500 SR is stored with STOW-RS under deterministic UIDs, then `results.posted` carries
-  the references the server answered with.
+  the TID 1500 SR (built meanwhile) is stored with STOW-RS under deterministic UIDs, then
+  `results.posted` carries the references the server answered with.
 
 The FHIR record comes first: it is what clinicians and the notifier act on. An SR failure that a
 retry can fix (PACS down) retries the whole message — the transaction is idempotent, so that is
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,13 +169,23 @@ class MapResults:
             recorded=datetime.now(UTC),
             segmentation=str(segmentation.SOPInstanceUID) if segmentation is not None else None,
         )
-        # validating every resource is CPU in proportion to the findings: off the event loop
-        await asyncio.to_thread(validate_bundle, mapped.bundle)
-        response = await self.fhir.transaction(mapped.bundle)
-        references = references_by_full_url(mapped, response)
-        await pin_provenance_targets(self.fhir, mapped.bundle, response)
-        if dicomweb is not None:
-            await store_structured_report(event, model, dicomweb, segmentation)
+        # the SR is built while the FHIR server takes the transaction, stored only after it
+        preparing = (
+            asyncio.ensure_future(prepare_structured_report(event, model, dicomweb, segmentation))
+            if dicomweb is not None
+            else None
+        )
+        try:
+            # validating every resource is CPU in proportion to the findings: off the event loop
+            await asyncio.to_thread(validate_bundle, mapped.bundle)
+            response = await self.fhir.transaction(mapped.bundle)
+            references = references_by_full_url(mapped, response)
+            await pin_provenance_targets(self.fhir, mapped.bundle, response)
+            if preparing is not None and dicomweb is not None:
+                await store_prepared_report(await preparing, model, dicomweb, segmentation)
+        finally:
+            if preparing is not None:
+                await _settled(preparing)
         posted = tuple(
             PostedFinding(
                 finding_key=finding.finding_key,
@@ -246,49 +257,98 @@ async def segmentation_of(
         return None
 
 
-async def store_structured_report(
+@dataclass(frozen=True)
+class PreparedReport:
+    """A run's SR built and encoded (with its key images and SEG), not yet stored; or why no SR
+    can be made (`refused`, logged when it would have been stored)."""
+
+    structured_report: Dataset | None
+    encoded: tuple[bytes, ...] = ()
+    series_instance_uid: str | None = None
+    refused: str | None = None
+
+
+async def prepare_structured_report(
     event: InferenceCompleted,
     model: Algorithm,
     dicomweb: DicomWebClient,
     segmentation: Dataset | None = None,
-) -> bool:
-    """Store the run's TID 1500 SR with STOW-RS (deterministic UIDs: storing it again replaces
-    it), with its key images and its `segmentation` when there are; whether it was stored. A
-    failure no retry can fix is logged as an error, not raised (see the module's docstring);
-    a transient one is raised."""
+) -> PreparedReport:
+    """The run's TID 1500 SR and what goes with it, built and encoded but not stored (the
+    mapper builds it while the FHIR transaction is under way). What no retry can fix is
+    `refused`; a transient failure (the PACS away) is raised."""
     series_uid = next(
         (f.series_instance_uid for f in event.findings if f.series_instance_uid),
         event.evidence[0].series_instance_uid if event.evidence else None,
     )
     if series_uid is None:
-        log.error("structured_report_not_stored", reason="no source series in the findings")
-        return False
+        return PreparedReport(None, refused="no source series in the findings")
     try:
         evidence = await _evidence(event, series_uid, dicomweb)
         # building and encoding take CPU in proportion to the instances: off the event loop
         structured_report, encoded = await asyncio.to_thread(
             _encoded_structured_report, event, model, evidence, segmentation
         )
-        await dicomweb.store_instances(encoded)
+    except PermanentError as error:
+        return PreparedReport(None, series_instance_uid=series_uid, refused=str(error))
+    return PreparedReport(structured_report, tuple(encoded), series_uid)
+
+
+async def store_prepared_report(
+    prepared: PreparedReport,
+    model: Algorithm,
+    dicomweb: DicomWebClient,
+    segmentation: Dataset | None = None,
+) -> bool:
+    """Store a prepared SR with STOW-RS (deterministic UIDs: storing it again replaces it);
+    whether it was stored. A refusal no retry can fix is logged as an error, not raised (see
+    the module's docstring), and the SEG stored alone; a transient one is raised."""
+    try:
+        if prepared.structured_report is None:
+            raise PermanentError(prepared.refused or "no SR was built")
+        await dicomweb.store_instances(list(prepared.encoded))
     except PermanentError as error:
         log.error(
             "structured_report_not_stored",
             model=model.id,
-            series_instance_uid=series_uid,
+            series_instance_uid=prepared.series_instance_uid,
             reason=str(error),
         )
-        if segmentation is not None:  # its Observation names it: stored without the SR
+        if segmentation is not None and prepared.series_instance_uid is not None:
+            # its Observation names it: stored without the SR
             await _store_segmentation_alone(segmentation, model, dicomweb)
         return False
+    structured_report = prepared.structured_report
     log.info(
         "structured_report_stored",
         model=model.id,
         series_instance_uid=str(structured_report.SeriesInstanceUID),
         sop_instance_uid=str(structured_report.SOPInstanceUID),
-        key_image_selection=len(encoded) > (2 if segmentation is not None else 1),
+        key_image_selection=len(prepared.encoded) > (2 if segmentation is not None else 1),
         segmentation=segmentation is not None,
     )
     return True
+
+
+async def store_structured_report(
+    event: InferenceCompleted,
+    model: Algorithm,
+    dicomweb: DicomWebClient,
+    segmentation: Dataset | None = None,
+) -> bool:
+    """Build and store the run's TID 1500 SR, with its key images and its `segmentation` when
+    there are; whether it was stored (`prepare_structured_report`, `store_prepared_report`)."""
+    prepared = await prepare_structured_report(event, model, dicomweb, segmentation)
+    return await store_prepared_report(prepared, model, dicomweb, segmentation)
+
+
+async def _settled(task: asyncio.Future[Any]) -> None:
+    """A side task over with its caller: cancelled when the caller failed first (the message
+    is retried whole), its own failure then retrieved here so that it is not reported as never
+    retrieved (the caller's error is the one the message carries)."""
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _store_segmentation_alone(

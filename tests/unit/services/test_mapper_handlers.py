@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from samples.dicom_series import describe_study, iter_instances
+from samples.phantoms import head_ct
 from services.mapper.handlers import MapResults
-from shared.errors import InvalidMessage, PermanentError
+from shared.dicomweb import DicomWebClient
+from shared.errors import InvalidMessage, PermanentError, RemoteUnavailable
 from shared.fhir import FhirClient
-from shared.messages import Finding, InferenceCompleted, ModelRef, ResultsPosted, StudyRef
+from shared.messages import (
+    EvidenceSeries,
+    Finding,
+    InferenceCompleted,
+    ModelRef,
+    ResultsPosted,
+    StudyRef,
+)
 from shared.registry import Registry, load_registry
 
 REGISTRY = load_registry(Path(__file__).resolve().parents[3] / "registry" / "models.yaml")
@@ -161,3 +172,90 @@ async def test_run_with_its_claim_in_progress_posts_its_results() -> None:
     fhir = FakeFhir(claims=[{"resourceType": "Task", "status": "in-progress"}])
     assert len(await _handler(REGISTRY, fhir)(_event(present=True))) == 1
     assert len(fhir.transactions) == 1
+
+
+def _run_with_evidence() -> tuple[InferenceCompleted, dict[str, Any]]:
+    """An ICH run on a phantom head CT that names its evidence, and the DICOM JSON metadata
+    of its first instance (what the PACS answers for the SR's Patient and Study modules)."""
+    phantom = head_ct(seed=5, slices=4, size=32)
+    info = describe_study(phantom, scenario="mapper-handlers", seed=5)
+    images = list(iter_instances(phantom, info))
+    header = images[0]
+    del header.PixelData
+    event = InferenceCompleted(
+        study=StudyRef(
+            study_instance_uid=info.study_instance_uid,
+            imaging_study="ImagingStudy/s",
+            patient="Patient/p",
+        ),
+        model=ModelRef(id="ich-reference", version="1"),
+        findings=(Finding(finding_key="intracranial-hemorrhage", present=False, probability=0.1),),
+        inference_duration_ms=5.0,
+        evidence=(
+            EvidenceSeries(
+                series_instance_uid=info.series_instance_uid,
+                sop_class_uid=str(images[0].SOPClassUID),
+                sop_instance_uids=tuple(str(image.SOPInstanceUID) for image in images),
+            ),
+        ),
+    )
+    return event, header.to_json_dict()
+
+
+class _FhirThatWaitsForThePacs(FakeFhir):
+    """Holds the transaction until the PACS has been asked for the SR's evidence (so the SR is
+    being built meanwhile), then answers it, or fails as a server that went away."""
+
+    def __init__(self, asked: asyncio.Event, *, fails: bool) -> None:
+        super().__init__()
+        self.asked = asked
+        self.fails = fails
+
+    async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.wait_for(self.asked.wait(), timeout=10)
+        if self.fails:
+            raise RemoteUnavailable("FHIR transaction", url="http://fhir/", status=503)
+        return await super().transaction(bundle)
+
+
+class _Pacs:
+    """Answers the evidence's metadata; records each STOW and how many transactions the FHIR
+    server had answered by then."""
+
+    def __init__(self, header: dict[str, Any], fhir: FakeFhir, asked: asyncio.Event) -> None:
+        self.header, self.fhir, self.asked = header, fhir, asked
+        self.stored: list[int] = []
+
+    async def retrieve_instance_metadata(self, *_: str) -> dict[str, Any]:
+        self.asked.set()
+        return self.header
+
+    async def store_instances(self, instances: list[bytes]) -> dict[str, object]:
+        self.stored.append(len(self.fhir.transactions))
+        return {}
+
+
+async def test_the_sr_is_built_while_the_transaction_runs_and_stored_after_it() -> None:
+    """The SR's evidence is read from the PACS while the FHIR server holds the transaction
+    (it answers only once it was), and the SR is stored once, after the transaction."""
+    event, header = _run_with_evidence()
+    asked = asyncio.Event()
+    fhir = _FhirThatWaitsForThePacs(asked, fails=False)
+    pacs = _Pacs(header, fhir, asked)
+    handler = MapResults(REGISTRY, cast(FhirClient, fhir), cast(DicomWebClient, pacs))
+    (posted,) = await handler(event)
+    assert isinstance(posted, ResultsPosted)
+    assert pacs.stored == [1]
+
+
+async def test_no_sr_reaches_the_pacs_when_the_transaction_fails() -> None:
+    """A failed FHIR transaction fails the message (retried whole) and the SR built meanwhile
+    is not stored: the PACS never holds AI results the record does not."""
+    event, header = _run_with_evidence()
+    asked = asyncio.Event()
+    fhir = _FhirThatWaitsForThePacs(asked, fails=True)
+    pacs = _Pacs(header, fhir, asked)
+    handler = MapResults(REGISTRY, cast(FhirClient, fhir), cast(DicomWebClient, pacs))
+    with pytest.raises(RemoteUnavailable):
+        await handler(event)
+    assert pacs.stored == []
