@@ -221,16 +221,26 @@ class FhirClient(AsyncFHIRClient):
         return report, [found[i] for i in ids if i in found]
 
     async def transaction(
-        self, bundle: dict[str, Any], *, replace_security_labels: bool = False
+        self,
+        bundle: dict[str, Any],
+        *,
+        replace_security_labels: bool = False,
+        representation: bool = False,
     ) -> dict[str, Any]:
         """POST a transaction Bundle to the base URL; returns the transaction-response Bundle.
 
         FHIR lets a server carry security labels forward across an update (HAPI does); with
         `replace_security_labels` the updates' `meta.security` replaces the previous one
-        (HAPI's `X-Meta-Snapshot-Mode: SECURITY_LABEL`), as relabelling an AI result needs."""
-        headers = {"X-Meta-Snapshot-Mode": "SECURITY_LABEL"} if replace_security_labels else None
+        (HAPI's `X-Meta-Snapshot-Mode: SECURITY_LABEL`), as relabelling an AI result needs.
+        With `representation` each entry of the response carries the resource as written
+        (`Prefer: return=representation`; shared/provenance.py reads its Provenance)."""
+        headers: dict[str, str] = {}
+        if replace_security_labels:
+            headers["X-Meta-Snapshot-Mode"] = "SECURITY_LABEL"
+        if representation:
+            headers["Prefer"] = "return=representation"
         response: dict[str, Any] = await self._do_request(
-            "post", "", data=bundle, extra_headers=headers
+            "post", "", data=bundle, extra_headers=headers or None
         )
         return response
 

@@ -6,7 +6,10 @@ asserted, and a verdict's Provenance what the radiologist changed). The versions
 once the server has written them, so radmesh writes each Provenance in the same transaction as
 its targets (atomically: there is never a target without its Provenance) and then, from the
 transaction-response's Locations (`Type/id/_history/<version>`), updates it with its targets
-pinned to those versions: one PUT, portable to any R4 server, no server extension.
+pinned to those versions: one PUT, portable to any R4 server, no server extension. A server
+that pins them itself (HAPI FHIR with `Provenance.target` among its auto-versioned reference
+paths, as radmesh's development server has it) is seen in the transaction-response's returned
+Provenance (`Prefer: return=representation`), and then no PUT is sent.
 
 Only a Provenance the transaction *created* is pinned: one it found (a redelivered message's
 conditional create) keeps the versions of its first write, which later verdicts may have moved
@@ -53,10 +56,10 @@ def _literal(value: Any, resolved: dict[str, str]) -> Any:
 
 
 def pinned_provenances(bundle: dict[str, Any], response: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each Provenance the transaction created (its entry answered `201`), ready to PUT: its id
-    the server's, its targets `Type/id/_history/<version>` as the transaction wrote them, every
-    other reference to an entry of the bundle (a `urn:uuid:` fullUrl) literal. A target whose
-    version the response does not give is left as it was."""
+    """Each Provenance the transaction created (its entry answered `201`) and the server did not
+    pin itself, ready to PUT: its id the server's, its targets `Type/id/_history/<version>` as
+    the transaction wrote them, every other reference to an entry of the bundle (a `urn:uuid:`
+    fullUrl) literal. A target whose version the response does not give is left as it was."""
     requests = bundle.get("entry") or []
     answers = response.get("entry") or []
     if len(requests) != len(answers):
@@ -85,8 +88,23 @@ def pinned_provenances(bundle: dict[str, Any], response: dict[str, Any]) -> list
             else target
             for target in provenance.get("target", [])
         ]
-        pinned.append(provenance)
+        if not _pinned_already(provenance, answer.get("resource")):
+            pinned.append(provenance)
     return pinned
+
+
+def _pinned_already(provenance: dict[str, Any], written: Any) -> bool:
+    """Whether the Provenance as the server wrote it (the transaction-response's `resource`,
+    when it returns one) names every target at the version `provenance` pins it to: the server
+    versioned them itself. A target left unversioned here may carry any version there."""
+    if not isinstance(written, dict) or written.get("resourceType") != "Provenance":
+        return False
+    ours = [str(target.get("reference") or "") for target in provenance.get("target", [])]
+    theirs = [str((target or {}).get("reference") or "") for target in written.get("target", [])]
+    return len(ours) == len(theirs) and all(
+        mine == stored or ("/_history/" not in mine and stored.split("/_history/")[0] == mine)
+        for mine, stored in zip(ours, theirs, strict=True)
+    )
 
 
 async def pin_provenance_targets(

@@ -178,7 +178,7 @@ class MapResults:
         try:
             # validating every resource is CPU in proportion to the findings: off the event loop
             await asyncio.to_thread(validate_bundle, mapped.bundle)
-            response = await self.fhir.transaction(mapped.bundle)
+            response = await self.fhir.transaction(mapped.bundle, representation=True)
             references = references_by_full_url(mapped, response)
             await pin_provenance_targets(self.fhir, mapped.bundle, response)
             if preparing is not None and dicomweb is not None:

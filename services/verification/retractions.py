@@ -219,7 +219,7 @@ class RetractResults:
             provenance = None
             if run.report.get("status") != RETRACTED:
                 bundle = retraction_bundle(run, event, datetime.now(UTC), self.base_url)
-                response = await self.fhir.transaction(bundle)
+                response = await self.fhir.transaction(bundle, representation=True)
                 provenance = reference_of(response["entry"][-1])
                 await pin_provenance_targets(self.fhir, bundle, response)
                 RESULTS_RETRACTED.labels(source=event.source).inc()

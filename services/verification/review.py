@@ -269,7 +269,9 @@ class ReviewDesk:
         )
         bundle = verdict_bundle(record, verdict, datetime.now(UTC), self.fhir_base_url)
         try:
-            response = await self.fhir.transaction(bundle, replace_security_labels=True)
+            response = await self.fhir.transaction(
+                bundle, replace_security_labels=True, representation=True
+            )
         except (RemoteConflict, RemoteRejected) as error:
             if error.status in (409, 412):
                 raise TaskConflict(

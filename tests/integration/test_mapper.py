@@ -229,6 +229,36 @@ async def test_head_bleed_results_land_on_the_fhir_server_once_with_every_link(
     assert f"Device/{devices[0]['id']}" == posted.device
 
 
+async def test_a_server_that_versions_provenance_targets_gets_no_second_write(
+    servers: Infrastructure, clients: _Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The development HAPI auto-versions Provenance.target: the run's Provenance comes back
+    from the transaction pinned to the versions written, and the mapper sends no PUT to pin
+    it (shared/provenance.py still does on a server that does not)."""
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "head-normal", slices=8, size=64)
+    event = _event(
+        loaded,
+        "ich-reference",
+        (Finding(finding_key="intracranial-hemorrhage", present=False, probability=0.04),),
+    )
+    updated: list[str] = []
+    update_resource = clients.fhir.update_resource
+
+    async def recorded_update(resource: dict[str, Any]) -> dict[str, Any]:
+        updated.append(str(resource.get("resourceType")))
+        return await update_resource(resource)
+
+    monkeypatch.setattr(clients.fhir, "update_resource", recorded_update)
+    (posted,) = await clients.handler(load_registry(REGISTRY_PATH))(event)
+    assert isinstance(posted, ResultsPosted)
+    provenance = await clients.fhir.execute(posted.provenance, "get")
+    assert sorted(t["reference"] for t in provenance["target"]) == sorted(
+        f"{reference}/_history/1"
+        for reference in [posted.diagnostic_report, *(f.observation for f in posted.findings)]
+    )
+    assert updated == []
+
+
 async def test_structured_report_is_stored_in_the_study_once(
     servers: Infrastructure, clients: _Clients
 ) -> None:

@@ -553,12 +553,18 @@ class _ConcurrentWriter(FhirClient):
     observation: str = ""
 
     async def transaction(
-        self, bundle: dict[str, Any], *, replace_security_labels: bool = False
+        self,
+        bundle: dict[str, Any],
+        *,
+        replace_security_labels: bool = False,
+        representation: bool = False,
     ) -> dict[str, Any]:
         current = dict(await self.execute(self.observation, "get"))
         current["note"] = [{"text": "edited concurrently"}]
         await self.execute(self.observation, "put", data=current)
-        return await super().transaction(bundle, replace_security_labels=replace_security_labels)
+        return await super().transaction(
+            bundle, replace_security_labels=replace_security_labels, representation=representation
+        )
 
 
 async def test_concurrent_change_answers_409_and_writes_nothing(

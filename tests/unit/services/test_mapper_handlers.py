@@ -46,7 +46,9 @@ class FakeFhir:
         assert (path, method) == ("Task", "get")
         return {"resourceType": "Bundle", "entry": [{"resource": c} for c in self.claims]}
 
-    async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+    async def transaction(
+        self, bundle: dict[str, Any], *, representation: bool = False
+    ) -> dict[str, Any]:
         self.transactions.append(bundle)
         return {
             "resourceType": "Bundle",
@@ -211,7 +213,9 @@ class _FhirThatWaitsForThePacs(FakeFhir):
         self.asked = asked
         self.fails = fails
 
-    async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+    async def transaction(
+        self, bundle: dict[str, Any], *, representation: bool = False
+    ) -> dict[str, Any]:
         await asyncio.wait_for(self.asked.wait(), timeout=10)
         if self.fails:
             raise RemoteUnavailable("FHIR transaction", url="http://fhir/", status=503)

@@ -73,3 +73,40 @@ def test_a_created_provenance_names_the_versions_the_transaction_wrote() -> None
 def test_a_provenance_the_transaction_found_is_not_pinned_again() -> None:
     """A conditional create that found the Provenance (a redelivery) keeps its first versions."""
     assert pinned_provenances(_bundle(), _response("200 OK")) == []
+
+
+def _answered_with(targets: list[str]) -> dict[str, Any]:
+    """The response of a server that returns what it wrote, its Provenance naming `targets`."""
+    response = _response("201 Created")
+    response["entry"][2]["resource"] = {
+        "resourceType": "Provenance",
+        "id": "p",
+        "target": [{"reference": reference} for reference in targets],
+    }
+    return response
+
+
+def test_a_provenance_the_server_pinned_itself_is_not_pinned_again() -> None:
+    """A server that versions Provenance.target itself (HAPI's auto-versioned reference paths)
+    returned it pinned to the versions written, the target from outside at its current one:
+    no PUT is needed."""
+    pinned_by_server = _answered_with(
+        [
+            "DiagnosticReport/r/_history/3",
+            "Observation/o/_history/1",
+            "Patient/elsewhere/_history/7",
+        ]
+    )
+    assert pinned_provenances(_bundle(), pinned_by_server) == []
+
+
+def test_a_returned_provenance_with_unversioned_or_other_targets_is_pinned() -> None:
+    """A server that returned the Provenance as sent (unversioned targets), or at versions other
+    than those the transaction wrote, gets the PUT."""
+    as_sent = _answered_with(["DiagnosticReport/r", "Observation/o", "Patient/elsewhere"])
+    other = _answered_with(
+        ["DiagnosticReport/r/_history/2", "Observation/o/_history/1", "Patient/elsewhere"]
+    )
+    for response in (as_sent, other):
+        (provenance,) = pinned_provenances(_bundle(), response)
+        assert provenance["target"][0]["reference"] == "DiagnosticReport/r/_history/3"

@@ -39,6 +39,10 @@ public class JpaServerConfig {
 		settings.setExpungeEnabled(true);
 		settings.setDeleteExpungeEnabled(true);
 		settings.setAllowMultipleDelete(true);
+		// A Provenance's targets are stored at the versions written (in a transaction: those it
+		// writes), so radmesh's services need no second PUT to pin them (shared/provenance.py
+		// still pins them on a server that does not).
+		settings.setAutoVersionReferenceAtPaths("Provenance.target");
 		return settings;
 	}
 
