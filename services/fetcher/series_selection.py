@@ -9,25 +9,25 @@ from shared.registry import Selector, SeriesSummary
 async def select_series(
     client: DicomWebClient, study_instance_uid: str, series: list[SeriesInfo], selector: Selector
 ) -> SeriesInfo | None:
-    """The matching series with the most instances (SOP classes asked of QIDO-RS only if needed)."""
+    """The matching series with the most instances. Its SOP classes are asked of QIDO-RS (an
+    instance-level search: the PACS reads every instance) only for a series that meets every
+    other condition of the selector, and only when the selector names SOP classes."""
+    without_classes = selector.model_copy(update={"sop_class_uids": ()})
     matching: list[SeriesInfo] = []
     for candidate in series:
-        sop_class_uids: tuple[str, ...] = ()
-        if selector.sop_class_uids:
-            sop_class_uids = tuple(
-                sorted(
-                    await client.search_instance_sop_classes(
-                        study_instance_uid, candidate.series_instance_uid
-                    )
-                )
-            )
         summary = SeriesSummary(
             modality=candidate.modality,
             body_part_examined=candidate.body_part_examined,
             series_description=candidate.series_description,
-            sop_class_uids=sop_class_uids,
             number_of_instances=candidate.number_of_instances,
         )
+        if not without_classes.matches(summary):
+            continue
+        if selector.sop_class_uids:
+            classes = await client.search_instance_sop_classes(
+                study_instance_uid, candidate.series_instance_uid
+            )
+            summary = summary.model_copy(update={"sop_class_uids": tuple(sorted(classes))})
         if selector.matches(summary):
             matching.append(candidate)
     return max(matching, key=lambda info: info.number_of_instances, default=None)
