@@ -34,7 +34,7 @@ import pydicom
 from samples import dicom_series, phantoms
 from services.inference.volumes import prepare_input, read_volume
 from shared import inference_protocol
-from shared.messages import BlobInstance, SeriesManifest
+from shared.messages import SeriesManifest
 from shared.registry import load_registry
 from shared.storage import BlobStore
 from shared.wado_store import SeriesSink
@@ -126,17 +126,7 @@ def _store(slices: int, size: int, directory: Path) -> tuple[Path, int]:
         sink.data(memoryview(encoded.getvalue()))
         sink.end()
     sink.finish()
-    instances = [
-        BlobInstance(
-            sop_instance_uid=stored.sop_instance_uid,
-            sop_class_uid=stored.sop_class_uid,
-            instance_number=stored.instance_number,
-            blob_key=stored.blob_key,
-            offset=stored.offset,
-            size_bytes=stored.size_bytes,
-        )
-        for stored in sink.retrieved
-    ]
+    instances = [stored.blob() for stored in sink.retrieved]
     instances.reverse()  # not in slice order: the reader sorts
     manifest = SeriesManifest(
         series_instance_uid=info.series_instance_uid, modality="CT", instances=tuple(instances)

@@ -20,6 +20,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 
+from shared.messages import BlobInstance
 from shared.storage import BlobStore, BlobWriter
 
 __all__ = ["HEADER_BYTES", "Identity", "RetrievedInstance", "SeriesSink", "identity_of"]
@@ -39,6 +40,17 @@ class RetrievedInstance:
     blob_key: str
     offset: int
     size_bytes: int
+
+    def blob(self) -> BlobInstance:
+        """This instance as a manifest names it (the claim check a message carries)."""
+        return BlobInstance(
+            sop_instance_uid=self.sop_instance_uid,
+            sop_class_uid=self.sop_class_uid,
+            instance_number=self.instance_number,
+            blob_key=self.blob_key,
+            offset=self.offset,
+            size_bytes=self.size_bytes,
+        )
 
 
 # The walk of an Explicit VR Little Endian header (_walked_identity): VRs with a 4-byte length.

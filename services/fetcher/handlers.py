@@ -12,7 +12,7 @@ from services.fetcher.series_selection import select_series
 from shared.dicomweb import DicomWebClient, RetrievedInstance, SeriesInfo
 from shared.errors import PermanentError, TransientError
 from shared.iocm import rejected_series
-from shared.messages import BlobInstance, Event, SeriesManifest, StudyDetected, StudyFetched
+from shared.messages import Event, SeriesManifest, StudyDetected, StudyFetched
 from shared.registry import Registry
 from shared.storage import BlobStore
 
@@ -138,14 +138,7 @@ def _manifest(series: SeriesInfo, instances: list[RetrievedInstance]) -> SeriesM
         # not the Series Description: free text a technologist may have typed a name into, and
         # no later stage reads it (the series were chosen by it already)
         instances=tuple(
-            BlobInstance(
-                sop_instance_uid=instance.sop_instance_uid,
-                sop_class_uid=instance.sop_class_uid,
-                instance_number=instance.instance_number,
-                blob_key=instance.blob_key,
-                offset=instance.offset,
-                size_bytes=instance.size_bytes,
-            )
+            instance.blob()
             for instance in sorted(instances, key=lambda item: item.instance_number or 0)
         ),
     )

@@ -53,17 +53,7 @@ def _stored_series(
         sink.data(memoryview(encoded.getvalue()))
         sink.end()
     sink.finish()
-    instances = [
-        BlobInstance(
-            sop_instance_uid=stored.sop_instance_uid,
-            sop_class_uid=stored.sop_class_uid,
-            instance_number=stored.instance_number,
-            blob_key=stored.blob_key,
-            offset=stored.offset,
-            size_bytes=stored.size_bytes,
-        )
-        for stored in sink.retrieved
-    ]
+    instances = [stored.blob() for stored in sink.retrieved]
     if reverse:
         instances.reverse()
     manifest = SeriesManifest(
