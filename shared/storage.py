@@ -1,14 +1,16 @@
 """The blob store for pixel data (claim check): a directory here, a shared volume in Kubernetes.
 
-Keys are relative POSIX paths such as `<run>/<series uid>/instances` (a series' instances one
-after another; the manifest beside it names each one's offset and size). A blob is
-written to a temporary file beside its destination and renamed into place when complete, so a
-reader never sees a half-written instance and a retried fetch simply overwrites.
+Keys are relative POSIX paths such as `<run>/<series uid>/instances-<fetch>` (a series'
+instances one after another; the manifest beside it names each one's offset and size). A blob
+is written to a temporary file beside its destination and renamed into place when complete, so
+a reader never sees a half-written instance; a retried fetch writes a blob of its own, and the
+one an earlier manifest names stays as it was until the sweep.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -16,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from shared.errors import InvalidMessage, PermanentError
 
@@ -32,6 +35,44 @@ class SweepResult:
     runs_deleted: int
     bytes_freed: int
     runs_kept: int
+
+
+class _Window(io.RawIOBase):
+    """A byte range of a file, read with `pread` as a seekable file of its own."""
+
+    def __init__(self, path: Path, offset: int, size: int) -> None:
+        super().__init__()
+        self._descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._start, self._size, self._position = offset, size, 0
+        self.name = str(path)  # what a reader such as pydicom names the file by
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        data = os.pread(self._descriptor, wanted, self._start + self._position)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._descriptor)
+        super().close()
 
 
 class BlobWriter:
@@ -60,11 +101,11 @@ class BlobWriter:
             os.close(self._descriptor)
             self._descriptor = None
 
-    def read_back(self, offset: int, size: int) -> bytes:
-        """Bytes written so far (to read a header back before the blob is named)."""
-        with open(self._temporary, "rb") as file:
-            file.seek(offset)
-            return file.read(size)
+    def window(self, offset: int, size: int) -> BinaryIO:
+        """`size` bytes written so far from `offset`, as a file of their own (to read one
+        instance's header back before the blob is named: a reader sees neither the instances
+        before it nor those after, and reads only as far as it needs)."""
+        return io.BufferedReader(_Window(self._temporary, offset, size))
 
     def commit(self, key: str) -> int:
         """The blob complete, under its key (in the same directory); returns its size."""
@@ -121,8 +162,12 @@ class BlobStore:
     def read_range(self, key: str, offset: int, size: int) -> bytes:
         """`size` bytes from `offset` of a blob that must be there (a series' blob holds its
         instances one after another); PixelsGone when it is not, or shorter than that."""
-        with self.existing_path(key).open("rb") as file:
-            data = os.pread(file.fileno(), size, offset)
+        try:
+            with self.existing_path(key).open("rb") as file:
+                data = os.pread(file.fileno(), size, offset)
+        except FileNotFoundError:  # swept between the check and the open: PixelsGone now
+            self.existing_path(key)
+            raise
         if len(data) != size:
             raise PixelsGone(
                 f"blob {key} holds {offset + len(data)} bytes, not the {offset + size} its "

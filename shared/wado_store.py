@@ -1,11 +1,12 @@
 """The instances of a WADO-RS response into the blob store, part by part as they arrive.
 
-A series' instances go one after another into one blob, `<prefix>/instances`, each at the
-offset where its part began: one file created and renamed per series, not per instance (on an
-ordinary disk, creating a file costs more than writing a CT slice into one). Each part's SOP
-Instance UID, SOP Class UID and Instance Number come from its first bytes (walking the Part 10
-header, or pydicom when the walk does not follow it), so nothing is read back (one in a
-thousand headers, longer than the first bytes, is read back from the blob).
+A series' instances go one after another into one blob, `<prefix>/instances-<fetch>` (a name
+of each fetch's own), each at the offset where its part began: one file created and renamed
+per series, not per instance (on an ordinary disk, creating a file costs more than writing a
+CT slice into one). Each part's SOP Instance UID, SOP Class UID and Instance Number come from
+its first bytes (walking the Part 10 header, or pydicom when the walk does not follow it), so
+nothing is read back (one in a thousand headers, longer than the first bytes, is read back
+from the blob, the header only).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import uuid
 import zlib
 from dataclasses import dataclass
 
@@ -154,18 +156,21 @@ def identity_of(head: bytes, *, whole: bool) -> Identity | None:
     return None
 
 
-SERIES_BLOB = "instances"  # the blob of a series' instances, under the fetch's key prefix
+SERIES_BLOB = "instances"  # the blobs of a series' instances, `instances-<fetch>`, under the prefix
 
 
 class SeriesSink:
-    """The parts of a WADO-RS series response into one blob, `<key_prefix>/instances`, each at
+    """The parts of a WADO-RS series response into one blob, `<key_prefix>/instances-<fetch>`, each at
     its offset; `retrieved` lists them in order, `finish` names the blob once the response is
     complete. Its writes block the event loop for well under a millisecond each (a thread of
     its own measured no faster: the GIL goes back and forth with every chunk)."""
 
     def __init__(self, store: BlobStore, key_prefix: str) -> None:
         self._store = store
-        self._key = f"{key_prefix}/{SERIES_BLOB}"
+        # A name of this fetch's own: a redelivered message fetches the series again while the
+        # manifest of the first fetch may still be read, and WADO-RS promises no order of the
+        # instances, so a second fetch must not replace the blob that manifest's offsets name.
+        self._key = f"{key_prefix}/{SERIES_BLOB}-{uuid.uuid4().hex[:12]}"
         self._writer: BlobWriter | None = None
         self._part: int | None = None  # where the part being written began
         self._head = bytearray()
@@ -190,13 +195,12 @@ class SeriesSink:
         head = bytes(self._head)
         identity = identity_of(head, whole=size <= len(head))
         if identity is None:  # a header longer than the first bytes: read from the blob
-            identity = _read_identity(
-                pydicom.dcmread(
-                    io.BytesIO(writer.read_back(offset, size)),
-                    stop_before_pixels=True,
-                    specific_tags=list(_IDENTITY_TAGS),
+            with writer.window(offset, size) as instance:  # its header only, from the file
+                identity = _read_identity(
+                    pydicom.dcmread(
+                        instance, stop_before_pixels=True, specific_tags=list(_IDENTITY_TAGS)
+                    )
                 )
-            )
         self.retrieved.append(
             RetrievedInstance(
                 sop_instance_uid=identity.sop_instance_uid,
@@ -209,10 +213,11 @@ class SeriesSink:
         )
 
     def finish(self) -> None:
-        """The response is complete: the blob named (a series of no instance writes none)."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.commit(self._key)
+        """The response is complete: the blob named (a series of no instance writes none). A
+        failed rename leaves the writer to `abort`, which removes the temporary file."""
+        if self._writer is not None:
+            self._writer.commit(self._key)
+            self._writer = None
 
     def abort(self) -> None:
         """The response failed (or `finish` came first: then nothing is left to do): the blob

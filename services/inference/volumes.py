@@ -23,7 +23,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from shared.errors import InvalidMessage
 from shared.messages import SeriesManifest
 from shared.registry import Preprocessing
-from shared.storage import BlobStore
+from shared.storage import BlobStore, PixelsGone
 
 __all__ = [
     "Geometry",
@@ -115,7 +115,12 @@ def _to_hounsfield(
     own minimum and maximum), one int16 addition straight into `out`, no temporary."""
     if slope == 1 and float(intercept).is_integer():
         shift = int(intercept)
-        if stored.dtype.kind in "iu" and stored.dtype.itemsize == 2 and -32768 <= shift <= 32767:
+        if (
+            stored.dtype.kind in "iu"
+            and stored.dtype.itemsize == 2
+            and stored.dtype.isnative  # the view below reads the bytes as they lie
+            and -32768 <= shift <= 32767
+        ):
             low, high = int(stored.min()), int(stored.max())
             if low + shift >= -32768 and high + shift <= 32767:
                 # int16 addition wraps modulo 2**16: exact when the true sum fits, whichever
@@ -305,6 +310,12 @@ def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
         dataset = pydicom.dcmread(
             io.BytesIO(store.read_range(instance.blob_key, instance.offset, instance.size_bytes))
         )
+        if str(dataset.get("SOPInstanceUID", "")) != instance.sop_instance_uid:
+            raise PixelsGone(
+                f"blob {instance.blob_key} at offset {instance.offset} holds another instance "
+                f"than {instance.sop_instance_uid}, the one its manifest names: the model does "
+                "not read it; replay the study's study.detected to fetch its pixels again"
+            )
         if "PixelData" not in dataset:
             continue
         pixel_spacing = _pixel_spacing(dataset) or pixel_spacing

@@ -61,7 +61,9 @@ async def test_series_stored_then_searched_then_streamed_into_the_blob_store(
     )
     hu = dataset.pixel_array * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
     assert np.array_equal(hu.astype(np.int16), phantom.volume_hu[0])
-    assert [path.name for path in store.path("study/series").iterdir()] == ["instances"]
+    assert [path.name for path in store.path("study/series").iterdir()] == [
+        first.blob_key.split("/")[-1]  # one blob for the series, nothing else left
+    ]
 
 
 async def test_unknown_study_search_is_empty_and_bad_credentials_are_rejected(

@@ -33,7 +33,7 @@ from services.inference.volumes import (
 from shared.errors import InvalidMessage
 from shared.messages import BlobInstance, SeriesManifest
 from shared.registry import Preprocessing
-from shared.storage import BlobStore
+from shared.storage import BlobStore, PixelsGone
 from shared.wado_store import SeriesSink
 
 
@@ -328,3 +328,17 @@ def test_stored_values_become_hounsfield_units_clipped_to_int16(
     _to_hounsfield(stored, slope, intercept, out)
     expected = np.clip(np.rint(stored.astype(np.float64) * slope + intercept), -32768, 32767)
     np.testing.assert_array_equal(out, expected.astype(np.int16))
+
+
+def test_a_manifest_naming_another_instance_at_an_offset_is_pixels_gone(tmp_path: Path) -> None:
+    """The bytes at an instance's offset are another instance (its blob written anew since):
+    PixelsGone, never a slice read under the wrong SOP Instance UID."""
+    manifest, _, _ = _stored_series(tmp_path, reverse=False)
+    first, second, *rest = manifest.instances
+    swapped = (
+        first.model_copy(update={"offset": second.offset, "size_bytes": second.size_bytes}),
+        second,
+        *rest,
+    )
+    with pytest.raises(PixelsGone, match="holds another instance"):
+        read_volume(BlobStore(tmp_path), manifest.model_copy(update={"instances": swapped}))

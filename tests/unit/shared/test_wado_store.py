@@ -95,9 +95,9 @@ def test_the_parts_are_stored_one_after_another_in_one_blob_at_their_offsets(
     tmp_path: Path,
 ) -> None:
     """Parts in small and large chunks, one with a header longer than the first bytes (read
-    back from the blob): each is stored bytes for bytes in `<prefix>/instances` at its offset,
-    listed in order with its UIDs and number; the blob is named once the response is complete
-    and no temporary file is left."""
+    back from the blob): each is stored bytes for bytes in this fetch's `<prefix>/instances-…`
+    at its offset, listed in order with its UIDs and number; the blob is named once the
+    response is complete and no temporary file is left."""
     store = BlobStore(tmp_path)
     sink = SeriesSink(store, "run/series")
     instances = [
@@ -109,26 +109,51 @@ def test_the_parts_are_stored_one_after_another_in_one_blob_at_their_offsets(
     ]
     for encoded, chunk in zip(instances, (7, 1 << 20, 4096), strict=True):
         _feed(sink, encoded, chunk)
-    assert not store.exists("run/series/instances")  # not before the response is complete
+    assert [p.name for p in (tmp_path / "run/series").iterdir() if not p.name.startswith(".")] == []
     sink.finish()
     assert [(r.sop_instance_uid, r.instance_number) for r in sink.retrieved] == [
         ("1.2.3.1", 1),
         ("1.2.3.2", 2),
         ("1.2.3.3", None),
     ]
+    (key,) = {retrieved.blob_key for retrieved in sink.retrieved}
+    assert key.startswith("run/series/instances-")
     offset = 0
     for retrieved, encoded in zip(sink.retrieved, instances, strict=True):
-        assert retrieved.blob_key == "run/series/instances"
         assert (retrieved.offset, retrieved.size_bytes) == (offset, len(encoded))
         assert store.read_range(retrieved.blob_key, retrieved.offset, retrieved.size_bytes) == (
             encoded
         )
         assert retrieved.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
         offset += len(encoded)
-    assert store.read_bytes("run/series/instances") == b"".join(instances)
-    assert [path.name for path in (tmp_path / "run/series").iterdir()] == ["instances"]
+    assert store.read_bytes(key) == b"".join(instances)
+    assert [path.name for path in (tmp_path / "run/series").iterdir()] == [key.split("/")[-1]]
     sink.abort()  # after finish: nothing to remove
-    assert store.exists("run/series/instances")
+    assert store.exists(key)
+
+
+def test_a_second_fetch_of_a_series_leaves_the_first_fetchs_blob_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A redelivered message fetches the series again, its instances in another order, while
+    the first fetch's manifest may still be read: each fetch has a blob of its own, so the
+    first manifest's offsets still name the instances it listed."""
+    store = BlobStore(tmp_path)
+    instances = [
+        _encoded_instance(instance_number=n, sop_instance_uid=f"1.2.3.{n}") for n in (1, 2, 3)
+    ]
+    first, second = SeriesSink(store, "run/series"), SeriesSink(store, "run/series")
+    for encoded in instances:
+        _feed(first, encoded, 4096)
+    first.finish()
+    for encoded in reversed(instances):
+        _feed(second, encoded, 4096)
+    second.finish()
+    assert first.retrieved[0].blob_key != second.retrieved[0].blob_key
+    for retrieved, encoded in zip(first.retrieved, instances, strict=True):
+        assert store.read_range(retrieved.blob_key, retrieved.offset, retrieved.size_bytes) == (
+            encoded
+        )
 
 
 def test_a_response_cut_off_leaves_no_file(tmp_path: Path) -> None:
@@ -139,6 +164,25 @@ def test_a_response_cut_off_leaves_no_file(tmp_path: Path) -> None:
     _feed(sink, _encoded_instance(instance_number=1, sop_instance_uid="1.2.3.1"), 1000)
     sink.start({})
     sink.data(memoryview(_encoded_instance(instance_number=2)[:500]))
+    sink.abort()
+    assert list((tmp_path / "run/series").iterdir()) == []
+
+
+def test_a_blob_that_cannot_be_named_is_removed_by_abort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename of a complete series blob fails (a full or read-only disk): the error goes
+    up, and `abort`, which the fetch always calls, leaves no temporary file behind."""
+    store = BlobStore(tmp_path)
+    sink = SeriesSink(store, "run/series")
+    _feed(sink, _encoded_instance(instance_number=1, sop_instance_uid="1.2.3.1"), 4096)
+
+    def refused(source: object, destination: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("shared.storage.os.replace", refused)
+    with pytest.raises(OSError, match="No space left"):
+        sink.finish()
     sink.abort()
     assert list((tmp_path / "run/series").iterdir()) == []
 
