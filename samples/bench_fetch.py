@@ -8,8 +8,8 @@ repeated.
 
     python -m samples.bench_fetch [--slices 300,1000 --size 512 --repeats 3]
 
-Prints MB/s (min/median/max), the ratios to both curls and the peak RSS growth per kind and series
-size, and writes them to .run/bench/fetch.json; the studies are deleted afterwards.
+Prints MB/s (min/median/max), the ratios to both curls and the peak RSS growth per kind and
+series size, and writes them to .run/bench/fetch.json; the studies are deleted afterwards.
 """
 
 from __future__ import annotations

@@ -156,14 +156,14 @@ def identity_of(head: bytes, *, whole: bool) -> Identity | None:
     return None
 
 
-SERIES_BLOB = "instances"  # the blobs of a series' instances, `instances-<fetch>`, under the prefix
+SERIES_BLOB = "instances"  # a series' blob under the prefix: `instances-<fetch>`
 
 
 class SeriesSink:
-    """The parts of a WADO-RS series response into one blob, `<key_prefix>/instances-<fetch>`, each at
-    its offset; `retrieved` lists them in order, `finish` names the blob once the response is
-    complete. Its writes block the event loop for well under a millisecond each (a thread of
-    its own measured no faster: the GIL goes back and forth with every chunk)."""
+    """The parts of a WADO-RS series response into one blob, `<key_prefix>/instances-<fetch>`,
+    each at its offset; `retrieved` lists them in order, `finish` names the blob once the
+    response is complete. Its writes block the event loop for well under a millisecond each (a
+    thread of its own measured no faster: the GIL goes back and forth with every chunk)."""
 
     def __init__(self, store: BlobStore, key_prefix: str) -> None:
         self._store = store
