@@ -321,6 +321,9 @@ class ResultsPosted(Event):
     provenance: ProvenanceReference
     findings: tuple[PostedFinding, ...]
     rollout_mode: Literal["shadow", "preliminary", "active"]
+    # The verification Task, when the mapper wrote it in the results' own transaction
+    # (shared/verification_task.py); None: the verification service writes it.
+    verification_task: TaskReference | None = None
 
 
 class AlertRaised(Event):

@@ -16,6 +16,10 @@ fullUrls (uuid5 of the identifier), which the server rewrites to the new or exis
   to that time; an imported run's Provenance also names, as a second source, the other
   product's SR its findings were read from (services/mapper/imports.py). R4 Provenance has no `identifier` element, so its business identifier is a
   `meta.tag` (same system and value) and its conditional create is `ifNoneExist: _tag=…`.
+- The run's analysis claim Task, completed with the report (shared/claims.py).
+- The verification Task holding the report for a radiologist (shared/verification_task.py),
+  in the same transaction: no AI result stands without it. It names the message id the
+  run's results.posted will carry (`MappedRun.results_posted_id`).
 
 The report, like the Observations, carries `meta.security` AIAST (AI asserted).
 """
@@ -45,6 +49,7 @@ from shared.identifiers import ANALYSIS_CLAIM_SYSTEM, DICOM_UID_SYSTEM, business
 from shared.messages import Finding, InferenceCompleted
 from shared.narrative import with_narrative
 from shared.registry import Algorithm
+from shared.verification_task import verification_task_entry_of
 
 __all__ = [
     "MappedRun",
@@ -62,6 +67,8 @@ class MappedRun:
     observation_urls: tuple[str, ...]  # one per finding, in the event's order
     diagnostic_report_url: str
     provenance_url: str
+    verification_task_url: str
+    results_posted_id: uuid.UUID  # the message id of the run's results.posted, named by the Task
 
 
 def _full_url(identifier: dict[str, str]) -> str:
@@ -211,12 +218,32 @@ def build_run(
     entries.append(_tagged_entry(provenance, provenance_url, provenance_identifier))
     if event.study.imaging_study is not None:  # claims are on an ImagingStudy
         entries.append(_completed_claim(event, run, event.study.imaging_study, report_url))
+    results_posted_id = uuid.uuid4()
+    task_url = _full_url(business_identifier("Task", run))
+    entries.append(
+        verification_task_entry_of(
+            study=event.study,
+            model=event.model,
+            diagnostic_report=report_url,
+            device=device_url,
+            correlation_id=event.correlation_id,
+            results_posted_id=results_posted_id,
+            findings=(
+                (finding.present, model.finding(finding.finding_key).critical)
+                for finding in event.findings
+            ),
+            now=recorded,
+            full_url=task_url,
+        )
+    )
     return MappedRun(
         bundle=transaction_bundle(entries),
         device_url=device_url,
         observation_urls=tuple(observation_urls),
         diagnostic_report_url=report_url,
         provenance_url=provenance_url,
+        verification_task_url=task_url,
+        results_posted_id=results_posted_id,
     )
 
 

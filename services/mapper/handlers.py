@@ -210,6 +210,7 @@ class MapResults:
         return [
             cause.follow(
                 ResultsPosted,
+                message_id=mapped.results_posted_id,  # the verification Task names it
                 study=event.study,
                 model=event.model,
                 diagnostic_report=references[mapped.diagnostic_report_url],
@@ -217,6 +218,7 @@ class MapResults:
                 provenance=references[mapped.provenance_url],
                 findings=posted,
                 rollout_mode=model.rollout,
+                verification_task=references[mapped.verification_task_url],
             )
         ]
 

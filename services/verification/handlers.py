@@ -42,7 +42,6 @@ from services.verification.acknowledgements import AlertDesk
 from services.verification.audit import AuditTrail, Interaction, audit_event
 from services.verification.review import ReviewDesk, TaskConflict, TaskNotFound
 from services.verification.reviewers import ReviewerDirectory, UnknownReviewer
-from services.verification.tasks import verification_task_entry
 from services.verification.verdicts import (
     InvalidVerdict,
     Reviewer,
@@ -56,6 +55,7 @@ from shared.fhir import FhirClient, reference_of, transaction_bundle
 from shared.json_input import read_json
 from shared.messages import Event, ResultsPosted
 from shared.operation_outcome import media_type_refusal, outcome_response
+from shared.verification_task import verification_task_entry
 
 __all__ = ["PROTECTED_PATHS", "CreateVerificationTask", "ReviewApi"]
 
@@ -65,7 +65,9 @@ log = structlog.get_logger(__name__)
 
 
 class CreateVerificationTask:
-    """Handler of results.posted: one verification Task per report (a repeat creates none)."""
+    """Handler of results.posted: one verification Task per report (a repeat creates none). The
+    mapper writes it with the results (the event names it: nothing to write here); a run redriven
+    from the record gets it here (shared/verification_task.py)."""
 
     def __init__(self, fhir: FhirClient) -> None:
         self.fhir = fhir
@@ -73,6 +75,14 @@ class CreateVerificationTask:
     async def __call__(self, event: ResultsPosted) -> Sequence[Event]:
         if event.rollout_mode == "shadow":
             log.info("verification_skipped", reason="shadow rollout: nothing clinical is written")
+            return []
+        if event.verification_task is not None:
+            log.info(
+                "verification_task_ready",
+                task=event.verification_task,
+                created=False,
+                written_by="mapper, with the results",
+            )
             return []
         entry = verification_task_entry(event, datetime.now(UTC))
         response = await self.fhir.transaction(transaction_bundle([entry]))

@@ -1,27 +1,19 @@
-"""The verification Task of a report: how it is written, how it is read back, how it is listed.
-
-One Task per DiagnosticReport (status `requested`, intent `order`, code task-code `approve`,
-focus the report, for the patient, basedOn the study's ServiceRequest, priority `stat` when any
-finding is critical). Its identifier `urn:radmesh:task` | `<study UID>/<model>/<version>` is the
-one run value the report itself is identified by, so a repeated results.posted creates no second
-Task. `Task.input` keeps what the verdict needs later: the study UID, the ImagingStudy, the
-model, the Device, and the correlation id and message id of the run (to publish
-finding.verified / finding.rejected in the same run).
-"""
+"""The verification Task of a report: how it is read back and how it is listed. What it is and
+how it is written (by the mapper, in the results' transaction; here, for a results.posted that
+names none): shared/verification_task.py."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from services.verification.key_images import image_references
-from shared.codes import PROBABILITY, TASK_APPROVE
-from shared.fhir import conditional_create_entry
-from shared.identifiers import business_identifier, radmesh_system
-from shared.messages import ResultsPosted, StudyRef
+from shared.codes import PROBABILITY
+from shared.identifiers import radmesh_system
+from shared.messages import StudyRef
 from shared.registry import Algorithm
+from shared.verification_task import INPUT_SYSTEM, TASK_CODE, verification_task_entry
 
 __all__ = [
     "INPUT_SYSTEM",
@@ -35,8 +27,6 @@ __all__ = [
     "worklist_item",
 ]
 
-TASK_CODE = TASK_APPROVE.fhir()
-INPUT_SYSTEM = "urn:radmesh:task-input"
 # On a decided Task until its verdict's event is published (services/verification/outbox.py).
 OUTBOX_TAG = {
     "system": "urn:radmesh:outbox",
@@ -47,53 +37,6 @@ OUTBOX_TAG = {
 # recognised by the words of their component code.
 _PROBABILITY_CODE = (PROBABILITY.system, PROBABILITY.code)
 _PROBABILITY_MARKERS = ("probability", "likelihood", "confidence")
-
-
-def _input(code: str, **value: Any) -> dict[str, Any]:
-    return {"type": {"coding": [{"system": INPUT_SYSTEM, "code": code}], "text": code}, **value}
-
-
-def verification_task_entry(event: ResultsPosted, now: datetime) -> dict[str, Any]:
-    """The conditional-create transaction entry of the Task asking a radiologist to verify."""
-    study = event.study
-    run = event.model.run_value(study.study_instance_uid)
-    identifier = business_identifier("Task", run)
-    critical = sum(1 for finding in event.findings if finding.present and finding.critical)
-    present = sum(1 for finding in event.findings if finding.present)
-    inputs = [
-        _input("study-instance-uid", valueString=study.study_instance_uid),
-        _input("model", valueString=f"{event.model.id}/{event.model.version}"),
-        _input("device", valueReference={"reference": event.device}),
-        _input("correlation-id", valueString=str(event.correlation_id)),
-        _input("results-posted-message-id", valueString=str(event.message_id)),
-    ]
-    if study.imaging_study:
-        inputs.insert(1, _input("imaging-study", valueReference={"reference": study.imaging_study}))
-    task: dict[str, Any] = {
-        "resourceType": "Task",
-        "identifier": [identifier],
-        "status": "requested",
-        "intent": "order",
-        "priority": "stat" if critical else "routine",
-        "code": {"coding": [TASK_CODE], "text": "Verify AI results"},
-        "description": (
-            f"Verify the preliminary AI results of {event.model.id} version {event.model.version}: "
-            f"{len(event.findings)} finding(s), {present} present, {critical} critical."
-        ),
-        "focus": {"reference": event.diagnostic_report},
-        "authoredOn": now.isoformat(),
-        "requester": {"reference": event.device},
-        "input": inputs,
-    }
-    if study.patient:
-        task["for"] = {"reference": study.patient}
-    if study.encounter:
-        task["encounter"] = {"reference": study.encounter}
-    if study.service_request:
-        task["basedOn"] = [{"reference": study.service_request}]
-    return conditional_create_entry(
-        task, f"urn:uuid:{uuid.uuid4()}", identifier["system"], identifier["value"]
-    )
 
 
 def is_verification_task(task: dict[str, Any]) -> bool:

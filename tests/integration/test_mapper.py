@@ -229,6 +229,50 @@ async def test_head_bleed_results_land_on_the_fhir_server_once_with_every_link(
     assert f"Device/{devices[0]['id']}" == posted.device
 
 
+async def test_the_verification_task_is_written_with_the_results_and_not_again(
+    servers: Infrastructure, clients: _Clients
+) -> None:
+    """The results' own transaction writes the report's verification Task (stat: the bleed is
+    critical; focus the report; the results.posted's message id among its inputs), the event
+    names it, and the verification service then writes nothing: given a FHIR server that is
+    down, it still answers the event. A repeat of the message creates no second Task."""
+    loaded = await asyncio.to_thread(load_fresh_study, servers, "head-bleed", slices=4, size=32)
+    event = _event(
+        loaded,
+        "ich-reference",
+        (
+            Finding(
+                finding_key="intracranial-hemorrhage",
+                present=True,
+                probability=0.88,
+                series_instance_uid=loaded.series_instance_uid,
+            ),
+            Finding(finding_key="hemorrhage-volume", present=True, value=3.0, unit="mL"),
+        ),
+    )
+    handler = MapResults(load_registry(REGISTRY_PATH), clients.fhir, None)
+    (posted,) = await handler(event)
+    assert isinstance(posted, ResultsPosted) and posted.verification_task is not None
+    run = f"{loaded.study_instance_uid}/ich-reference/1"
+    (task,) = await clients.search("Task", identifier=f"urn:radmesh:task|{run}")
+    assert f"Task/{task['id']}" == posted.verification_task
+    assert (task["status"], task["priority"]) == ("requested", "stat")
+    assert task["focus"]["reference"] == posted.diagnostic_report
+    assert task["requester"]["reference"] == posted.device
+    inputs = {i["type"]["text"]: i for i in task["input"]}
+    assert inputs["results-posted-message-id"]["valueString"] == str(posted.message_id)
+    assert inputs["device"]["valueReference"]["reference"] == posted.device
+
+    down = FhirClient(FhirSettings(base_url="http://127.0.0.1:9/fhir", timeout_seconds=2))
+    try:
+        assert await CreateVerificationTask(down)(posted) == []
+    finally:
+        await down.close()
+    (again,) = await handler(event)
+    assert isinstance(again, ResultsPosted) and again.verification_task == posted.verification_task
+    assert len(await clients.search("Task", identifier=f"urn:radmesh:task|{run}")) == 1
+
+
 async def test_a_server_that_versions_provenance_targets_gets_no_second_write(
     servers: Infrastructure, clients: _Clients, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -100,12 +100,13 @@ def test_every_resource_of_a_run_validates_as_fhir() -> None:
 
 def test_bundle_is_one_transaction_of_conditional_creates_on_business_identifiers() -> None:
     """Every result entry is a POST with ifNoneExist on its radmesh identifier (Provenance: on
-    its tag), in the order Device, Observations, DiagnosticReport, Provenance; last, the run's
-    analysis claim Task is completed by a conditional update, its output the report."""
+    its tag), in the order Device, Observations, DiagnosticReport, Provenance; then the run's
+    analysis claim Task is completed by a conditional update, its output the report; last, the
+    verification Task is created on its identifier, its focus the report."""
     bundle = build_run(_bleed(), _model(_bleed()), RECORDED).bundle
     assert bundle["type"] == "transaction"
     run = f"{STUDY}/ich-reference/1"
-    *creates, claim = bundle["entry"]
+    *creates, claim, task = bundle["entry"]
     assert [entry["request"]["ifNoneExist"] for entry in creates] == [
         "identifier=urn:radmesh:device|ich-reference/1",
         f"identifier=urn:radmesh:observation|{run}/intracranial-hemorrhage/0",
@@ -121,7 +122,39 @@ def test_bundle_is_one_transaction_of_conditional_creates_on_business_identifier
     assert claim["resource"]["status"] == "completed"
     report_url = creates[3]["fullUrl"]
     assert claim["resource"]["output"][0]["valueReference"] == {"reference": report_url}
+    assert task["request"] == {
+        "method": "POST",
+        "url": "Task",
+        "ifNoneExist": f"identifier=urn:radmesh:task|{run}",
+    }
+    assert task["resource"]["focus"] == {"reference": report_url}
     assert all(entry["fullUrl"].startswith("urn:uuid:") for entry in bundle["entry"])
+
+
+def test_the_verification_task_rides_with_the_results_and_names_their_event() -> None:
+    """The verification Task in the run's own transaction: requested, for the patient, its
+    priority `stat` for the present critical bleed and `routine` for nodules (none critical),
+    its device and focus the fullUrls of the same Bundle's Device and report, and the message
+    id the run's results.posted will carry."""
+    bleed = build_run(_bleed(), _model(_bleed()), RECORDED)
+    (task,) = [
+        entry for entry in bleed.bundle["entry"] if entry["fullUrl"] == bleed.verification_task_url
+    ]
+    resource = task["resource"]
+    assert (resource["status"], resource["intent"], resource["priority"]) == (
+        "requested",
+        "order",
+        "stat",
+    )
+    assert resource["for"] == {"reference": "Patient/p-1"}
+    assert resource["requester"] == {"reference": bleed.device_url}
+    inputs = {i["type"]["text"]: i for i in resource["input"]}
+    assert inputs["results-posted-message-id"]["valueString"] == str(bleed.results_posted_id)
+    assert inputs["device"]["valueReference"] == {"reference": bleed.device_url}
+    assert resource["focus"] == {"reference": bleed.diagnostic_report_url}
+    nodules = build_run(_nodules(), _model(_nodules()), RECORDED)
+    assert _resources(nodules.bundle, "Task")[-1]["priority"] == "routine"
+    assert nodules.results_posted_id != bleed.results_posted_id
 
 
 def test_identifiers_and_full_urls_are_the_same_for_a_redelivered_message() -> None:
