@@ -32,7 +32,7 @@ class Run:
     studies: int
     seconds: float
     cpu_seconds: dict[str, float]  # per process (the script itself under "script")
-    # per study and stage (mesh runs): detect → fetch → infer → post → Task, seconds
+    # per study and stage (mesh runs): detect → fetch → infer → post (results, Task, SR), seconds
     stages: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -49,15 +49,18 @@ def _servers_only(used: dict[str, float]) -> dict[str, float]:
 
 
 def _stages(progress: StudyProgress, task_updated: datetime) -> dict[str, float]:
+    """detect → fetch → infer → post; the mapping's end is whichever comes last of
+    results.posted and the Task (the mapper writes the Task with the results, before the SR and
+    the event; the verification service writes it after the event only for a redriven run)."""
     detected = progress.of_type("study.detected")[0]
     fetched = progress.of_type("study.fetched")[0]
     completed = progress.of_type("inference.completed")[0]
     posted = progress.of_type("results.posted")[0]
+    mapped = max(posted.created_at, task_updated)
     return {
         "fetch": (fetched.created_at - detected.created_at).total_seconds(),
         "inference": (completed.created_at - fetched.created_at).total_seconds(),
-        "mapping": (posted.created_at - completed.created_at).total_seconds(),
-        "verification task": (task_updated - posted.created_at).total_seconds(),
+        "mapping": (mapped - completed.created_at).total_seconds(),
     }
 
 
@@ -90,7 +93,8 @@ class Runner:
     async def _finish(
         self, studies: list[StoredStudy]
     ) -> tuple[datetime, dict[str, list[float]], list[StudyProgress]]:
-        """Waits for every study's report and Task; (when the last Task was stored, stages)."""
+        """Waits for every study's report and Task; (when the last study was done: its Task
+        stored and its results.posted published, whichever came last; stages)."""
         progress = [self.mesh.watcher.studies[s.study_instance_uid] for s in studies]
         waiting = await self.mesh.wait_posted(progress, TIMEOUT_SECONDS)
         if waiting:
@@ -104,13 +108,14 @@ class Runner:
         for study in progress:
             report = study.of_type("results.posted")[0].diagnostic_report
             updated = fhir_instant(tasks[report]["meta"]["lastUpdated"])
-            last = max(last, updated)
+            last = max(last, updated, study.of_type("results.posted")[0].created_at)
             for stage, seconds in _stages(study, updated).items():
                 stages.setdefault(stage, []).append(seconds)
         return last, stages, progress
 
     async def mesh_burst(self, size: str, repeat: int, count: int) -> tuple[Run, list[StoredStudy]]:
-        """Studies stored one after the other while the mesh runs: first store → last Task."""
+        """Studies stored one after the other while the mesh runs: first store → the last study
+        done (its Task and its results.posted)."""
         before = self.meter.sample()
         started = datetime.now(UTC)
 
@@ -125,7 +130,7 @@ class Runner:
 
     async def mesh_backlog(self, size: str, repeat: int, count: int) -> Run:
         """Studies announced while the fetcher is stopped, then the fetcher started: from its
-        first take of the queue to the last Task. The subscriber's CPU for the announcements
+        first take of the queue to the last study done. The subscriber's CPU for the announcements
         (spent while storing) is counted too."""
         await asyncio.to_thread(self.mesh.down, "fetcher")
         announcing = self.meter.sample()
@@ -198,7 +203,8 @@ class Runner:
         return Run("script", "burst", size, repeat, count, seconds, used)
 
     async def one_at_a_time(self, size: str, count: int) -> list[dict[str, float]]:
-        """The mesh with nothing else to do: per study, ImagingStudy stored → Task, the hook's
+        """The mesh with nothing else to do: per study, ImagingStudy stored → done (its Task
+        and its results.posted), the hook's
         share of it (stored → study.detected), and end to end minus the WADO-RS transfer and the
         model call (the mesh's overhead)."""
         results = []

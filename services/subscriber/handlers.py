@@ -9,7 +9,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 from aiohttp import web
@@ -86,7 +86,24 @@ from shared.runtime import Periodic
 log = structlog.get_logger(__name__)
 # Pauses between attempts to release a claim (a DELETE HAPI may refuse while it writes).
 _RELEASE_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+
 Source = Literal["fhir-rest-hook", "pacs-stable-study", "hl7-order", "reconcile", "manual"]
+
+
+async def _together(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
+    """Two independent reads of remote servers at once. A failure is raised as it is (not in an
+    ExceptionGroup, as asyncio.TaskGroup would: the callers answer by its class) and cancels the
+    other read."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    try:
+        return await one, await two
+    except BaseException:
+        one.cancel()
+        two.cancel()
+        await asyncio.gather(one, two, return_exceptions=True)
+        raise
 
 
 def _key(model: ModelEntry) -> tuple[str, str]:
@@ -420,10 +437,12 @@ class StudyAnnouncer:
         if imaging_study.get("status") != "available":
             _skipped("not-available", f"status {imaging_study.get('status')}")
             return 0
-        if await self._opted_out(imaging_study):
+        opted_out, (candidates, rejected) = await _together(
+            self._opted_out(imaging_study), self._candidates(imaging_study, uid, notes)
+        )
+        if opted_out:
             _skipped("opted-out", "patient opted out (active Consent with deny)")
             return 0
-        candidates, rejected = await self._candidates(imaging_study, uid, notes)
         patient = (imaging_study.get("subject") or {}).get("reference")
         # A run another request is announcing is "in flight" only once that one got through
         # (in_flight.py): had it failed, this request claims the run and tries itself.
@@ -443,7 +462,14 @@ class StudyAnnouncer:
         pending: list[ModelEntry] = []
         published = False
         try:
-            pending, generations, moved = await self._not_run(uid, list(claimed), patient)
+            not_run = self._not_run(uid, list(claimed), patient)
+            endpoints: dict[str, str] = {}
+            if claimed:  # the Endpoint is read meanwhile: a run to announce needs it
+                (pending, generations, moved), endpoints = await _together(
+                    not_run, self._endpoint_addresses(imaging_study)
+                )
+            else:
+                pending, generations, moved = await not_run
             if moved:  # runs on the study name another patient: retract them
                 await self._publish_retraction(
                     patient_change_retraction(
@@ -467,7 +493,6 @@ class StudyAnnouncer:
                     models=[model.id for model in candidates],
                 )
                 return 0
-            endpoints = await self._endpoint_addresses(imaging_study)
             event = StudyDetected(
                 study=study_ref(imaging_study, endpoints),
                 models=model_refs(pending),
