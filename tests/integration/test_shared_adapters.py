@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 async def test_series_stored_then_searched_then_streamed_into_the_blob_store(
     infra: Infrastructure, tmp_path: Path
 ) -> None:
-    """STOW-RS stores a generated head CT; QIDO-RS describes its series; WADO-RS streams every
+    """STOW-RS stores a generated head CT; QIDO-RS describes its series and says which SOP
+    classes it holds (a search matching a list of UIDs); WADO-RS streams every
     instance into the blob store under its SOP Instance UID with the pixels intact."""
     phantom = head_ct(seed=9100 + uuid.uuid4().int % 1000, slices=8, size=64)
     info = describe_study(phantom, scenario=f"adapter-test-{uuid.uuid4().hex[:6]}", seed=1)
@@ -41,10 +42,17 @@ async def test_series_stored_then_searched_then_streamed_into_the_blob_store(
             (info.series_instance_uid, "CT", 8)
         ]
         assert series[0].body_part_examined == "HEAD"
-        sop_classes = await client.search_instance_sop_classes(
-            info.study_instance_uid, info.series_instance_uid
-        )
-        assert sop_classes == {"1.2.840.10008.5.1.4.1.1.2"}
+        holds = [
+            await client.series_holds_sop_class(
+                info.study_instance_uid, info.series_instance_uid, classes
+            )
+            for classes in (
+                ["1.2.840.10008.5.1.4.1.1.2"],  # CT Image Storage: what the series holds
+                ["1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.2"],  # either
+                ["1.2.840.10008.5.1.4.1.1.7"],  # Secondary Capture only: not in the series
+            )
+        ]
+        assert holds == [True, True, False]
 
         store = BlobStore(tmp_path)
         retrieved = await client.retrieve_series(

@@ -30,8 +30,10 @@ class PartialPacs:
     async def search_series(self, study_instance_uid: str) -> list[SeriesInfo]:
         return [SERIES]
 
-    async def search_instance_sop_classes(self, study: str, series: str) -> set[str]:
-        return {"1.2.840.10008.5.1.4.1.1.2"}
+    async def series_holds_sop_class(
+        self, study: str, series: str, sop_class_uids: tuple[str, ...]
+    ) -> bool:
+        return "1.2.840.10008.5.1.4.1.1.2" in sop_class_uids
 
     async def rejection_notes(self, study_instance_uid: str, series: Any) -> list[Any]:
         return []

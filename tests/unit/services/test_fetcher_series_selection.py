@@ -14,15 +14,18 @@ SELECTOR = Selector(modalities=("CT",), body_parts=("HEAD",), sop_class_uids=(CT
 
 
 class Pacs:
-    """Answers each series' SOP classes from `classes`, recording which series were asked."""
+    """Answers whether each series holds one of the SOP classes asked for from `classes`,
+    recording which series were asked."""
 
     def __init__(self, classes: dict[str, set[str]]) -> None:
         self.classes = classes
         self.asked: list[str] = []
 
-    async def search_instance_sop_classes(self, study: str, series: str) -> set[str]:
+    async def series_holds_sop_class(
+        self, study: str, series: str, sop_class_uids: tuple[str, ...]
+    ) -> bool:
         self.asked.append(series)
-        return self.classes[series]
+        return bool(self.classes[series] & set(sop_class_uids))
 
 
 async def test_only_series_that_meet_the_other_conditions_are_searched_for_sop_classes() -> None:

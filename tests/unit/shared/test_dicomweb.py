@@ -1,4 +1,5 @@
-"""shared.dicomweb: a GET on a keep-alive connection the PACS closed while it sat idle."""
+"""shared.dicomweb: a GET on a keep-alive connection the PACS closed while it sat idle; whether a
+series holds a SOP class, from a PACS that matches the key and from one that ignores it."""
 
 from __future__ import annotations
 
@@ -42,3 +43,42 @@ async def test_a_pacs_that_keeps_disconnecting_is_unavailable() -> None:
     with pytest.raises(RemoteUnavailable, match="QIDO-RS studies"):
         await client.search_studies("A1")
     assert len(calls) == 2
+
+
+def _instance(sop_class_uid: str) -> dict[str, Any]:
+    return {
+        "00080016": {"vr": "UI", "Value": [sop_class_uid]},
+        "00080018": {"vr": "UI", "Value": [f"{sop_class_uid}.9"]},
+    }
+
+
+async def test_a_pacs_that_ignores_the_sop_class_key_is_searched_in_full() -> None:
+    """Asked whether a series holds a CT image, a PACS that ignores the SOPClassUID matching key
+    answers its first instance, a Secondary Capture: the series' instances are then searched in
+    full, and the CT image among them counts. A PACS that matches answers nothing for a class
+    the series does not hold."""
+    ct, capture = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.7"
+    client = DicomWebClient(DicomWebSettings())
+    asked: list[list[tuple[str, str]]] = []
+
+    async def ignoring_the_key(url: str, params: list[tuple[str, str]], what: str) -> list[Any]:
+        asked.append(params)
+        return (
+            [_instance(capture)]
+            if ("limit", "1") in params
+            else [
+                _instance(capture),
+                _instance(ct),
+            ]
+        )
+
+    client._read_json = ignoring_the_key  # type: ignore[method-assign]
+    assert await client.series_holds_sop_class("1.2", "1.2.1", [ct]) is True
+    assert asked[0] == [("00080016", ct), ("includefield", "00080016"), ("limit", "1")]
+    assert len(asked) == 2  # the full search
+
+    async def matching(url: str, params: list[tuple[str, str]], what: str) -> list[Any]:
+        return []
+
+    client._read_json = matching  # type: ignore[method-assign]
+    assert await client.series_holds_sop_class("1.2", "1.2.1", [capture]) is False
