@@ -138,6 +138,21 @@ def _pacs_state(event: StableStudyEvent) -> frozenset[tuple[str, str | None, int
     )
 
 
+def _imaging_study_state(imaging_study: dict[str, Any]) -> frozenset[tuple[str, str | None, int]]:
+    """`_pacs_state` as the ImagingStudy records the study; empty (nothing to compare a PACS
+    event with) when a series lacks its UID or its number of instances."""
+    state: set[tuple[str, str | None, int]] = set()
+    for series in imaging_study.get("series", []):
+        modality = (series.get("modality") or {}).get("code")
+        if modality == "SR":
+            continue
+        count = series.get("numberOfInstances")
+        if not series.get("uid") or not isinstance(count, int):
+            return frozenset()
+        state.add((str(series["uid"]), modality, count))
+    return frozenset(state)
+
+
 def _skipped(kind: str, reason: str, *, warning: bool = False, **fields: object) -> None:
     """A study that starts no run: logged with the reason (`study_skipped`) and counted by kind
     (`radmesh_studies_skipped_total{reason}`), never silent."""
@@ -510,6 +525,10 @@ class StudyAnnouncer:
                 await self._release_claims(won)  # or no hook would ever start this run again
                 raise
             published = True
+            if state := _imaging_study_state(imaging_study):
+                # the PACS's stable-study event for the same series and counts starts nothing:
+                # taken at once, without a lookup (announce_pacs_study)
+                self._pacs_states[uid] = (state, time.monotonic())
             await mark_announced(self.fhir, won)
         finally:
             for model, announcement in claimed.items():
@@ -872,7 +891,7 @@ class StudyAnnouncer:
             _skipped(
                 "unchanged-in-pacs",
                 "the same series and instance counts (SR objects aside: radmesh's own) as an "
-                "event this subscriber already took",
+                "event or an announcement this subscriber already took",
             )
             return 0
         notes = await self.dicomweb.rejection_notes(
@@ -922,8 +941,11 @@ class StudyAnnouncer:
         return imaging_study
 
     def _pacs_state_seen(self, uid: str, state: frozenset[tuple[str, str | None, int]]) -> bool:
-        """Whether an event for this study state found a run of it in flight within the
-        re-announce window (radmesh stored its SR since, and Orthanc announced the study again)."""
+        """Whether, within the re-announce window, an event for this study state found a run of
+        it in flight (radmesh stored its SR since, and Orthanc announced the study again), or
+        this subscriber announced a run of it from an ImagingStudy recording the same series
+        and instance counts (the FHIR hook came first; this is the PACS's event of the same
+        study)."""
         window = self.settings.reannounce_after_seconds
         now = time.monotonic()
         for study, (_, when) in list(self._pacs_states.items()):

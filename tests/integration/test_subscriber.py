@@ -578,21 +578,54 @@ async def test_a_study_announced_again_for_radmeshs_own_sr_costs_no_lookup(
             "study_instance_uid": uid,
             "accession_number": loaded.accession_number,
             "modalities": ["CT"],
-            "series": [ct],
+            "series": [{**ct, "instance_count": loaded.instances + 2}],  # not the ImagingStudy's
         }
         unchanged, in_flight = _skips("unchanged-in-pacs"), _skips("in-flight")
         async with aiohttp.ClientSession() as http:
             first = await subscriber.post_pacs_event(http, event)
             assert first.status == 200, await first.text()
             assert _skips("in-flight") >= in_flight + 1  # looked up in full: found in flight
-            with_sr = {**event, "modalities": ["CT", "SR"], "series": [ct, sr]}
+            with_sr = {**event, "modalities": ["CT", "SR"], "series": [*event["series"], sr]}
             again = await subscriber.post_pacs_event(http, with_sr)
             assert again.status == 200, await again.text()
             assert _skips("unchanged-in-pacs") == unchanged + 1
-            grown = {**event, "series": [{**ct, "instance_count": loaded.instances + 1}, sr]}
+            grown = {**event, "series": [{**ct, "instance_count": loaded.instances + 3}, sr]}
             changed = await subscriber.post_pacs_event(http, grown)
             assert changed.status == 200, await changed.text()
         assert _skips("unchanged-in-pacs") == unchanged + 1  # the grown series was looked up
+        assert await subscriber.next_detected(wait_seconds=0.5, study_instance_uid=uid) is None
+
+
+async def test_the_pacs_event_of_a_study_the_fhir_hook_announced_costs_no_lookup(
+    infra: Infrastructure,
+) -> None:
+    """The FHIR hook announced the study from an ImagingStudy recording its CT series and the
+    number of its instances; the PACS's stable-study event for the same series and counts (and
+    radmesh's SR) is skipped at once, counted as `unchanged-in-pacs`, and announces nothing."""
+    async with running_subscriber(infra, reannounce_after_seconds=600) as subscriber:
+        loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+        uid = loaded.study_instance_uid
+        assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
+        ct = {
+            "series_instance_uid": loaded.series_instance_uid,
+            "modality": "CT",
+            "instance_count": loaded.instances,
+        }
+        sr = {"series_instance_uid": f"{uid}.9", "modality": "SR", "instance_count": 1}
+        event = {
+            "study_instance_uid": uid,
+            "accession_number": loaded.accession_number,
+            "modalities": ["CT"],
+            "series": [ct],
+        }
+        unchanged = _skips("unchanged-in-pacs")
+        async with aiohttp.ClientSession() as http:
+            for series, modalities in (([ct], ["CT"]), ([ct, sr], ["CT", "SR"])):
+                taken = await subscriber.post_pacs_event(
+                    http, {**event, "series": series, "modalities": modalities}
+                )
+                assert taken.status == 200, await taken.text()
+        assert _skips("unchanged-in-pacs") == unchanged + 2
         assert await subscriber.next_detected(wait_seconds=0.5, study_instance_uid=uid) is None
 
 
