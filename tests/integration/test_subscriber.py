@@ -22,6 +22,7 @@ import structlog.testing
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from samples.load import LoadResult
 from services.subscriber.app import build_app
 from services.subscriber.claims import claim_run
 from services.subscriber.handlers import StudyAnnouncer
@@ -557,6 +558,29 @@ async def test_pacs_stable_study_announces_the_study_once_signed(
     assert await subscriber.next_detected(wait_seconds=0.5, study_instance_uid=uid) is None
 
 
+async def _announced_by_the_fhir_hook(
+    infra: Infrastructure, subscriber: RunningSubscriber
+) -> tuple[LoadResult, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A head CT stored and announced by the FHIR hook; (it, its CT series and an SR series as a
+    PACS event names them, the PACS's stable-study event of the CT series)."""
+    loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+    uid = loaded.study_instance_uid
+    assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
+    ct = {
+        "series_instance_uid": loaded.series_instance_uid,
+        "modality": "CT",
+        "instance_count": loaded.instances,
+    }
+    sr = {"series_instance_uid": f"{uid}.9", "modality": "SR", "instance_count": 1}
+    event = {
+        "study_instance_uid": uid,
+        "accession_number": loaded.accession_number,
+        "modalities": ["CT"],
+        "series": [ct],
+    }
+    return loaded, ct, sr, event
+
+
 async def test_a_study_announced_again_for_radmeshs_own_sr_costs_no_lookup(
     infra: Infrastructure,
 ) -> None:
@@ -565,21 +589,9 @@ async def test_a_study_announced_again_for_radmeshs_own_sr_costs_no_lookup(
     of an event already taken is skipped at once, counted as `unchanged-in-pacs`; an event
     with a changed instance count is looked at in full (and found in flight)."""
     async with running_subscriber(infra, reannounce_after_seconds=600) as subscriber:
-        loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+        loaded, ct, sr, event = await _announced_by_the_fhir_hook(infra, subscriber)
         uid = loaded.study_instance_uid
-        assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
-        ct = {
-            "series_instance_uid": loaded.series_instance_uid,
-            "modality": "CT",
-            "instance_count": loaded.instances,
-        }
-        sr = {"series_instance_uid": f"{uid}.9", "modality": "SR", "instance_count": 1}
-        event = {
-            "study_instance_uid": uid,
-            "accession_number": loaded.accession_number,
-            "modalities": ["CT"],
-            "series": [{**ct, "instance_count": loaded.instances + 2}],  # not the ImagingStudy's
-        }
+        event["series"] = [{**ct, "instance_count": loaded.instances + 2}]  # not the ImagingStudy's
         unchanged, in_flight = _skips("unchanged-in-pacs"), _skips("in-flight")
         async with aiohttp.ClientSession() as http:
             first = await subscriber.post_pacs_event(http, event)
@@ -603,21 +615,8 @@ async def test_the_pacs_event_of_a_study_the_fhir_hook_announced_costs_no_lookup
     number of its instances; the PACS's stable-study event for the same series and counts (and
     radmesh's SR) is skipped at once, counted as `unchanged-in-pacs`, and announces nothing."""
     async with running_subscriber(infra, reannounce_after_seconds=600) as subscriber:
-        loaded = await asyncio.to_thread(load_fresh_study, infra, "head-normal", slices=10, size=64)
+        loaded, ct, sr, event = await _announced_by_the_fhir_hook(infra, subscriber)
         uid = loaded.study_instance_uid
-        assert await subscriber.next_detected(study_instance_uid=uid, source="fhir-rest-hook")
-        ct = {
-            "series_instance_uid": loaded.series_instance_uid,
-            "modality": "CT",
-            "instance_count": loaded.instances,
-        }
-        sr = {"series_instance_uid": f"{uid}.9", "modality": "SR", "instance_count": 1}
-        event = {
-            "study_instance_uid": uid,
-            "accession_number": loaded.accession_number,
-            "modalities": ["CT"],
-            "series": [ct],
-        }
         unchanged = _skips("unchanged-in-pacs")
         async with aiohttp.ClientSession() as http:
             for series, modalities in (([ct], ["CT"]), ([ct, sr], ["CT", "SR"])):
