@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian
 
+from shared.dicom_header import walk_elements
 from shared.messages import BlobInstance
 from shared.storage import BlobStore, BlobWriter
 
@@ -55,16 +55,8 @@ class RetrievedInstance:
         )
 
 
-# The walk of an Explicit VR Little Endian header (_walked_identity): VRs with a 4-byte length.
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_EXPLICIT_VR_LITTLE_ENDIAN = ExplicitVRLittleEndian.encode()
-_TRANSFER_SYNTAX_UID, _SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00020010, 0x00080016, 0x00080018
-_INSTANCE_NUMBER = 0x00200013
-_WALKED_TAGS = frozenset(
-    {_TRANSFER_SYNTAX_UID, _SOP_CLASS_UID, _SOP_INSTANCE_UID, _INSTANCE_NUMBER}
-)
+_SOP_CLASS_UID, _SOP_INSTANCE_UID, _INSTANCE_NUMBER = 0x00080016, 0x00080018, 0x00200013
+_WALKED_TAGS = frozenset({_SOP_CLASS_UID, _SOP_INSTANCE_UID, _INSTANCE_NUMBER})
 _UID_TEXT = re.compile(rb"[0-9.]{1,64}")
 _INTEGER_TEXT = re.compile(rb"[+-]?[0-9]{1,12}")
 
@@ -78,46 +70,14 @@ class Identity:
     instance_number: int | None
 
 
-def _walk_header(head: bytes) -> dict[int, bytes] | None:
-    """The values of the SOP Class UID, SOP Instance UID and Instance Number (those present),
-    walking the top-level elements of a Part 10 header in Explicit VR Little Endian up to the
-    Instance Number; None for anything the walk does not follow (another transfer syntax, an
-    element of undefined length first, a value or the header cut off)."""
-    if len(head) < 132 or head[128:132] != b"DICM":
-        return None
-    offset, syntax, size = 132, b"", len(head)
-    found: dict[int, bytes] = {}
-    unpack = struct.unpack_from
-    while offset + 12 <= size:
-        group, element, vr, short_length = unpack("<HH2sH", head, offset)
-        tag = group << 16 | element
-        if group != 2 and syntax != _EXPLICIT_VR_LITTLE_ENDIAN:
-            return None
-        if tag > _INSTANCE_NUMBER:
-            return found
-        if vr in _LONG_VRS:
-            (length,) = unpack("<I", head, offset + 8)
-            start = offset + 12
-        else:
-            length, start = short_length, offset + 8
-        if length == 0xFFFFFFFF or start + length > size:
-            return None
-        if tag in _WALKED_TAGS:
-            value = head[start : start + length].rstrip(b"\0 ")
-            if tag == _TRANSFER_SYNTAX_UID:
-                syntax = value
-            else:
-                found[tag] = value
-        offset = start + length
-    return None  # the header goes on past these bytes: the Instance Number may follow
-
-
 def _walked_identity(head: bytes) -> Identity | None:
-    """The identity from _walk_header, with no parser set-up per instance (CT's usual form);
-    None when the walk gives none or a value is not what its VR allows (pydicom reads those)."""
-    found = _walk_header(head)
-    if found is None:
+    """The identity from walking the header (shared/dicom_header.py), with no parser set-up per
+    instance (CT's usual form); None when the walk gives none or a value is not what its VR
+    allows (pydicom reads those)."""
+    walked = walk_elements(head, _WALKED_TAGS, _INSTANCE_NUMBER)
+    if walked is None:
         return None
+    found = {tag: element.value(head) for tag, element in walked.items()}
     sop_class, sop_instance = found.get(_SOP_CLASS_UID, b""), found.get(_SOP_INSTANCE_UID, b"")
     number = found.get(_INSTANCE_NUMBER, b"").strip()
     valid_uids = _UID_TEXT.fullmatch(sop_class) and _UID_TEXT.fullmatch(sop_instance)

@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from services.inference.image_header import ImageHeader, image_header
 from shared.errors import InvalidMessage
 from shared.messages import SeriesManifest
 from shared.registry import Preprocessing
@@ -164,10 +165,19 @@ def _native_pixels(dataset: Dataset) -> npt.NDArray[Any] | None:
     data = dataset.PixelData
     if len(data) < frames * rows * columns * 2:
         return None  # too short: pydicom says what is wrong
+    shape = (rows, columns) if frames == 1 else (frames, rows, columns)
     signed = dataset.get("PixelRepresentation", 0) == 1
-    values = np.frombuffer(data, dtype="<i2" if signed else "<u2", count=frames * rows * columns)
-    values = values.reshape((rows, columns) if frames == 1 else (frames, rows, columns))
-    bits_stored = int(dataset.get("BitsStored", 16))
+    return _stored_values(data, 0, shape, signed, int(dataset.get("BitsStored", 16)))
+
+
+def _stored_values(
+    data: bytes, offset: int, shape: tuple[int, ...], signed: bool, bits_stored: int
+) -> npt.NDArray[Any]:
+    """Little-endian 16-bit stored values from `offset` of `data`, as `pixel_array` gives them
+    (unused high bits masked, or sign-extended when signed)."""
+    count = int(np.prod(shape))
+    values = np.frombuffer(data, dtype="<i2" if signed else "<u2", count=count, offset=offset)
+    values = values.reshape(shape)
     if 0 < bits_stored < 16 and not _within_bits(values, bits_stored, signed=signed):
         unused = 16 - bits_stored
         values = (values << unused) >> unused if signed else values & ((1 << bits_stored) - 1)
@@ -287,15 +297,82 @@ def _pixel_spacing(dataset: Dataset) -> Sequence[Any] | None:
 
 
 def _lossy(dataset: Dataset) -> str | None:
-    syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+    return _lossy_text(
+        str(dataset.file_meta.get("TransferSyntaxUID", "")),
+        str(dataset.get("LossyImageCompression", "")),
+        dataset.get("LossyImageCompressionRatio"),
+    )
+
+
+def _lossy_text(syntax: str, lossy_image_compression: str | None, ratio: Any) -> str | None:
+    """Why the pixels are lossy-compressed (the transfer syntax, or Lossy Image Compression
+    01 from earlier in their life); None when they are not."""
     if syntax in LOSSY_TRANSFER_SYNTAXES:
         return f"{LOSSY_TRANSFER_SYNTAXES[syntax]} compression (transfer syntax {syntax})"
-    if str(dataset.get("LossyImageCompression", "")) == "01":
-        ratio = dataset.get("LossyImageCompressionRatio")
+    if lossy_image_compression == "01":
         return "lossy compression earlier in its life (Lossy Image Compression 01" + (
             f", ratio {ratio})" if ratio else ")"
         )
     return None
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """One instance's slices and what the volume takes from it."""
+
+    frames: Sequence[_Frame]
+    frame_count: int  # frames of the instance: how many slices the volume may need per instance
+    pixel_spacing: Sequence[Any] | None
+    frame_of_reference_uid: str | None
+    lossy: str | None
+
+
+def _walked_instance(header: ImageHeader, data: bytes) -> _Instance:
+    """The usual CT slice, from its walked header (image_header.py) and its bytes."""
+    pixels = _stored_values(
+        data,
+        header.pixel_offset,
+        (header.rows, header.columns),
+        header.signed,
+        header.bits_stored,
+    )
+    if header.position is None:
+        raise InvalidMessage(f"instance {header.sop_instance_uid} has no ImagePositionPatient")
+    frame = _Frame(header.position, header.orientation, pixels, header.slope, header.intercept)
+    return _Instance(
+        frames=(frame,),
+        frame_count=1,
+        pixel_spacing=header.pixel_spacing,
+        frame_of_reference_uid=header.frame_of_reference_uid,
+        lossy=_lossy_text(
+            str(ExplicitVRLittleEndian),
+            header.lossy_image_compression,
+            header.lossy_image_compression_ratio,
+        ),
+    )
+
+
+def _read_instance(data: bytes, expected_sop_instance_uid: str) -> tuple[str, _Instance | None]:
+    """(the SOP Instance UID the bytes hold, its slices; None when it has no pixel data),
+    walked for the usual CT slice, through pydicom for any other."""
+    header = image_header(data)
+    if header is not None:
+        if header.sop_instance_uid != expected_sop_instance_uid:
+            return header.sop_instance_uid, None
+        return header.sop_instance_uid, _walked_instance(header, data)
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    sop = str(dataset.get("SOPInstanceUID", ""))
+    if sop != expected_sop_instance_uid or "PixelData" not in dataset:
+        return sop, None
+    return sop, _Instance(
+        frames=list(_frames(dataset, expected_sop_instance_uid)),
+        frame_count=int(dataset.get("NumberOfFrames", 1) or 1),
+        pixel_spacing=_pixel_spacing(dataset),
+        frame_of_reference_uid=str(dataset.FrameOfReferenceUID)
+        if dataset.get("FrameOfReferenceUID")
+        else None,
+        lossy=_lossy(dataset),
+    )
 
 
 def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
@@ -307,23 +384,22 @@ def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
     lossy: str | None = None
     frames_of_reference: set[str] = set()
     for instance in series.instances:
-        dataset = pydicom.dcmread(
-            io.BytesIO(store.read_range(instance.blob_key, instance.offset, instance.size_bytes))
-        )
-        if str(dataset.get("SOPInstanceUID", "")) != instance.sop_instance_uid:
+        data = store.read_range(instance.blob_key, instance.offset, instance.size_bytes)
+        sop, read = _read_instance(data, instance.sop_instance_uid)
+        if sop != instance.sop_instance_uid:
             raise PixelsGone(
                 f"blob {instance.blob_key} at offset {instance.offset} holds another instance "
                 f"than {instance.sop_instance_uid}, the one its manifest names: the model does "
                 "not read it; replay the study's study.detected to fetch its pixels again"
             )
-        if "PixelData" not in dataset:
+        if read is None:
             continue
-        pixel_spacing = _pixel_spacing(dataset) or pixel_spacing
-        if dataset.get("FrameOfReferenceUID"):
-            frames_of_reference.add(str(dataset.FrameOfReferenceUID))
-        lossy = lossy or _lossy(dataset)
-        capacity = len(series.instances) * int(dataset.get("NumberOfFrames", 1) or 1)
-        for frame in _frames(dataset, instance.sop_instance_uid):
+        pixel_spacing = read.pixel_spacing or pixel_spacing
+        if read.frame_of_reference_uid:
+            frames_of_reference.add(read.frame_of_reference_uid)
+        lossy = lossy or read.lossy
+        capacity = len(series.instances) * read.frame_count
+        for frame in read.frames:
             slices.append(
                 _Slice(
                     frame.position,
@@ -333,7 +409,7 @@ def read_volume(store: BlobStore, series: SeriesManifest) -> Volume:
                 )
             )
             buffer.add(frame, capacity)
-        del dataset  # its pixel data is in the volume now
+        del data, read  # the pixel data is in the volume now
     uid = series.series_instance_uid
     if len(slices) < 2 or pixel_spacing is None or buffer.array is None:
         raise InvalidMessage(f"series {uid} has {len(slices)} image slices; a volume needs 2+")
