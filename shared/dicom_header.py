@@ -8,7 +8,7 @@ the caller reads the instance with pydicom."""
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -22,9 +22,9 @@ _LONG_VRS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Element:
-    """A top-level element: its VR and where its value lies in the instance's bytes."""
+class Element(NamedTuple):
+    """A top-level element: its VR and where its value lies in the instance's bytes (a tuple:
+    made for each wanted element of each instance a fetch streams)."""
 
     vr: bytes
     start: int
@@ -59,11 +59,10 @@ def walk_elements(data: bytes, wanted: frozenset[int], last: int) -> dict[int, E
             length, start = short_length, offset + 8
         if length == 0xFFFFFFFF or start + length > size:
             return None
-        element = Element(vr, start, length)
         if tag == TRANSFER_SYNTAX_UID:
-            syntax = element.value(data)
+            syntax = data[start : start + length].rstrip(b"\0 ")
         if tag in wanted:
-            found[tag] = element
+            found[tag] = Element(vr, start, length)
         if tag == last:
             return found
         offset = start + length
