@@ -20,7 +20,6 @@ import structlog
 from services.verification.key_images import display_window
 from services.verification.outbox import VerdictOutbox
 from services.verification.tasks import (
-    TASK_CODE,
     finding_view,
     is_verification_task,
     task_run,
@@ -39,6 +38,7 @@ from shared.identifiers import FHIR_ID_PATTERN
 from shared.messages import Event
 from shared.provenance import pin_provenance_targets
 from shared.registry import Algorithm, Registry
+from shared.verification_task import TASK_CODE
 
 __all__ = ["ReviewDesk", "TaskConflict", "TaskNotFound"]
 

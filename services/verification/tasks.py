@@ -13,17 +13,14 @@ from shared.codes import PROBABILITY
 from shared.identifiers import radmesh_system
 from shared.messages import StudyRef
 from shared.registry import Algorithm
-from shared.verification_task import INPUT_SYSTEM, TASK_CODE, verification_task_entry
+from shared.verification_task import INPUT_SYSTEM
 
 __all__ = [
-    "INPUT_SYSTEM",
     "OUTBOX_TAG",
-    "TASK_CODE",
     "TaskRun",
     "finding_view",
     "is_verification_task",
     "task_run",
-    "verification_task_entry",
     "worklist_item",
 ]
 

@@ -11,11 +11,11 @@ from services.verification.tasks import (
     finding_view,
     is_verification_task,
     task_run,
-    verification_task_entry,
     worklist_item,
 )
 from shared.identifiers import DICOM_IMAGE_EXTENSION
 from shared.messages import ModelRef, PostedFinding, ResultsPosted, StudyRef
+from shared.verification_task import verification_task_entry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 STUDY = StudyRef(
